@@ -1,0 +1,17 @@
+/* embedded.h — the framework's own Lua modules (core/lua), compiled into the
+ * binary by cmake/embed.cmake. */
+#ifndef MW_EMBEDDED_H
+#define MW_EMBEDDED_H
+#include <stddef.h>
+
+typedef struct mw_embedded {
+  const char *module; /* "moonwire.app" */
+  const char *file;   /* "moonwire/app.lua", for chunk names */
+  const char *data;
+  size_t len;
+} mw_embedded;
+
+/* Terminated by an entry whose module is NULL. */
+extern const mw_embedded mw_embedded_lua[];
+
+#endif

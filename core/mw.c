@@ -1,0 +1,125 @@
+/* mw.c — growable strings, shared buffers, logging. */
+#include "mw.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int mw_str_reserve(mw_str *s, size_t extra) {
+  if (s->len + extra + 1 <= s->cap) return 0;
+  size_t cap = s->cap ? s->cap : 64;
+  while (cap < s->len + extra + 1) {
+    if (cap > SIZE_MAX / 2) return -ENOMEM;
+    cap *= 2;
+  }
+  char *p = realloc(s->p, cap);
+  if (!p) return -ENOMEM;
+  s->p = p;
+  s->cap = cap;
+  return 0;
+}
+
+int mw_str_append(mw_str *s, const void *data, size_t len) {
+  if (mw_str_reserve(s, len)) return -ENOMEM;
+  if (len) memcpy(s->p + s->len, data, len);
+  s->len += len;
+  s->p[s->len] = '\0';
+  return 0;
+}
+
+int mw_str_appendz(mw_str *s, const char *z) { return mw_str_append(s, z, strlen(z)); }
+
+int mw_str_appendc(mw_str *s, char c) { return mw_str_append(s, &c, 1); }
+
+int mw_str_vappendf(mw_str *s, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) return -EINVAL;
+  if ((size_t)n < sizeof small) return mw_str_append(s, small, (size_t)n);
+  if (mw_str_reserve(s, (size_t)n)) return -ENOMEM;
+  vsnprintf(s->p + s->len, (size_t)n + 1, fmt, ap);
+  s->len += (size_t)n;
+  return 0;
+}
+
+int mw_str_appendf(mw_str *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int r = mw_str_vappendf(s, fmt, ap);
+  va_end(ap);
+  return r;
+}
+
+void mw_str_reset(mw_str *s) {
+  s->len = 0;
+  if (s->p) s->p[0] = '\0';
+}
+
+void mw_str_free(mw_str *s) {
+  free(s->p);
+  s->p = NULL;
+  s->len = s->cap = 0;
+}
+
+char *mw_str_steal(mw_str *s, size_t *len) {
+  char *p = s->p;
+  if (len) *len = s->len;
+  s->p = NULL;
+  s->len = s->cap = 0;
+  return p;
+}
+
+mw_buf *mw_buf_new(size_t len) {
+  mw_buf *b = malloc(sizeof *b + len + 1);
+  if (!b) return NULL;
+  b->refs = 1;
+  b->len = len;
+  b->data[len] = '\0';
+  return b;
+}
+
+mw_buf *mw_buf_from(const void *data, size_t len) {
+  mw_buf *b = mw_buf_new(len);
+  if (b && len) memcpy(b->data, data, len);
+  return b;
+}
+
+void mw_buf_unref(mw_buf *b) {
+  if (b && --b->refs == 0) free(b);
+}
+
+int mw_log_level = MW_LOG_INFO;
+
+void mw_log(int level, const char *fmt, ...) {
+  static const char *names[] = {"error", "warn", "info", "debug"};
+  if (level > mw_log_level) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "[moonwire] %s: ", names[level]);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+uint64_t mw_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool mw_ieq(const char *a, size_t alen, const char *b) {
+  size_t i = 0;
+  for (; i < alen; i++) {
+    char x = a[i], y = b[i];
+    if (!y) return false;
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return false;
+  }
+  return b[i] == '\0';
+}
