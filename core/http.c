@@ -1,0 +1,567 @@
+/* http.c — HTTP/1.x on a connection: llhttp glue, request/response objects,
+ * keep-alive and pipelining, limits, the access log. */
+#include "http.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define HTTP_MAX_HEADER_BYTES (16 * 1024)
+
+/* ---- responses ---- */
+
+const char *http_status_text(int s) {
+  switch (s) {
+  case 100: return "Continue";
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 303: return "See Other";
+  case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 410: return "Gone";
+  case 411: return "Length Required";
+  case 413: return "Payload Too Large";
+  case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 422: return "Unprocessable Entity";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  default: return "Unknown";
+  }
+}
+
+void http_date(int64_t t, char *out) {
+  struct tm tm;
+  time_t tt = (time_t)t;
+  gmtime_r(&tt, &tm);
+  strftime(out, 30, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+int64_t http_parse_date(const char *s, size_t len) {
+  char buf[64];
+  if (len >= sizeof buf) return -1;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (!end || *end) return -1;
+  return (int64_t)timegm(&tm);
+}
+
+/* The Date header changes once a second: format it once a second. */
+static const char *date_now(void) {
+  static char buf[32];
+  static time_t last;
+  time_t now = time(NULL);
+  if (now != last) {
+    last = now;
+    http_date(now, buf);
+  }
+  return buf;
+}
+
+void http_res_init(http_res *res, const http_req *req, const http_carrier *c, void *data) {
+  memset(res, 0, sizeof *res);
+  res->status = 200;
+  res->head_only = req->method_id == HTTP_HEAD;
+  res->keep_alive = req->keep_alive;
+  res->http_minor = req->http_minor;
+  res->carrier = c;
+  res->carrier_data = data;
+}
+
+void http_res_dispose(http_res *res) { mw_str_free(&res->headers); }
+
+static bool header_safe(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
+  return true;
+}
+
+int http_res_header(http_res *res, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (nlen == 0 || !header_safe(name, nlen) || !header_safe(value, vlen) || memchr(name, ':', nlen))
+    return -EINVAL;
+  if (mw_ieq(name, nlen, "content-length") || mw_ieq(name, nlen, "connection") ||
+      mw_ieq(name, nlen, "transfer-encoding") || mw_ieq(name, nlen, "date"))
+    return 0;
+  if (mw_ieq(name, nlen, "content-type")) res->has_type = true;
+  if (mw_str_reserve(&res->headers, nlen + vlen + 4)) return -ENOMEM;
+  mw_str_append(&res->headers, name, nlen);
+  mw_str_append(&res->headers, ": ", 2);
+  mw_str_append(&res->headers, value, vlen);
+  mw_str_append(&res->headers, "\r\n", 2);
+  return 0;
+}
+
+int http_res_headerz(http_res *res, const char *name, const char *value) {
+  return http_res_header(res, name, strlen(name), value, strlen(value));
+}
+
+int http_res_end_buf(http_res *res, mw_buf *body) {
+  if (res->done) {
+    mw_buf_unref(body);
+    return -EALREADY;
+  }
+  res->done = true;
+  int st = res->status;
+  bool bodiless = st < 200 || st == 204 || st == 304;
+  size_t blen = body ? body->len : 0;
+  mw_str h = {0};
+  mw_str_appendf(&h, "HTTP/1.%d %d %s\r\n", res->http_minor == 0 ? 0 : 1, st, http_status_text(st));
+  if (res->headers.len) mw_str_append(&h, res->headers.p, res->headers.len);
+  if (!bodiless) mw_str_appendf(&h, "Content-Length: %zu\r\n", blen);
+  mw_str_appendf(&h, "Date: %s\r\n", date_now());
+  if (!res->keep_alive) {
+    if (res->http_minor != 0) mw_str_appendz(&h, "Connection: close\r\n");
+  } else if (res->http_minor == 0) {
+    mw_str_appendz(&h, "Connection: keep-alive\r\n");
+  }
+  mw_str_append(&h, "\r\n", 2);
+  mw_buf *head = mw_buf_from(h.p, h.len);
+  mw_str_free(&h);
+  if (bodiless || res->head_only) {
+    mw_buf_unref(body);
+    body = NULL;
+  }
+  res->bytes_sent = bodiless ? 0 : blen;
+  if (!head) {
+    mw_buf_unref(body);
+    return -ENOMEM;
+  }
+  res->carrier->end(res, head, body);
+  return 0;
+}
+
+int http_res_end(http_res *res, const char *body, size_t len) {
+  if (res->done) return -EALREADY;
+  mw_buf *b = mw_buf_from(body, len);
+  if (!b) return -ENOMEM;
+  return http_res_end_buf(res, b);
+}
+
+int http_res_simple(http_res *res, int status, const char *content_type, const char *body) {
+  res->status = status;
+  if (content_type) http_res_headerz(res, "Content-Type", content_type);
+  return http_res_end(res, body, strlen(body));
+}
+
+const char *http_req_header(const http_req *req, const char *name, size_t *len) {
+  for (int i = 0; i < req->nheaders; i++) {
+    const http_header *h = &req->headers[i];
+    if (mw_ieq(h->name, h->name_len, name)) {
+      if (len) *len = h->value_len;
+      return h->value;
+    }
+  }
+  return NULL;
+}
+
+/* ---- HTTP/1.x connections ---- */
+
+typedef struct hdr_off {
+  uint32_t no, nl, vo, vl;
+} hdr_off;
+
+typedef struct http_conn http_conn;
+
+/* One request and its response, from its first byte until the response has
+ * been queued. Freed by the carrier's end(), even if the connection is gone. */
+typedef struct http_txn {
+  http_req req;
+  http_res res;
+  http_conn *hc;          /* NULL once the connection is gone */
+  mw_str raw;             /* url and header bytes */
+  mw_str body;
+  hdr_off *hoff;
+  uint32_t nh, hcap;
+  uint32_t url_len;
+  size_t hdr_bytes;
+  int err_status;         /* 400/413/431 decided while parsing */
+  bool field_open, value_open, headers_done;
+} http_txn;
+
+struct http_conn {
+  mw_conn *c;
+  llhttp_t parser;
+  http_txn *txn;          /* being parsed, or dispatched and unanswered */
+  mw_str stash;           /* bytes received while a response was pending */
+  bool busy;              /* txn dispatched, not yet answered */
+  bool in_feed;           /* inside http_feed (answers queue, feed goes on) */
+  bool peer_eof;
+};
+
+static void txn_free(http_txn *t) {
+  mw_str_free(&t->raw);
+  mw_str_free(&t->body);
+  free(t->hoff);
+  free(t->req.headers);
+  http_res_dispose(&t->res);
+  free(t);
+}
+
+static bool log_tty = false;
+static int log_checked = 0;
+
+static void access_log(mw_server *srv, http_txn *t) {
+  if (srv->cfg.quiet) return;
+  if (!log_checked) {
+    log_checked = 1;
+    log_tty = isatty(STDOUT_FILENO);
+  }
+  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
+  int st = t->res.status;
+  const char *color = "";
+  if (log_tty) color = st >= 500 ? "\x1b[31m" : st >= 400 ? "\x1b[33m" : st >= 300 ? "\x1b[36m" : "\x1b[32m";
+  printf("%s%s %.*s %s%d%s %.3f ms - %zu%s\n", log_tty ? "\x1b[0m" : "", t->req.method,
+         (int)t->req.url_len, t->req.url ? t->req.url : "", color, st, log_tty ? "\x1b[0m" : "",
+         ms, t->res.bytes_sent, "");
+}
+
+static void http_feed(http_conn *hc, const char *data, size_t len);
+
+static void continue_after_response(http_conn *hc) {
+  mw_conn *c = hc->c;
+  if (hc->peer_eof || c->srv->stopping) {
+    if (hc->stash.len == 0 || c->srv->stopping) {
+      mw_conn_end(c);
+      return;
+    }
+  }
+  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (hc->in_feed) return; /* the feed loop goes on by itself */
+  if (hc->stash.len) {
+    mw_str pending = hc->stash;
+    hc->stash = (mw_str){0};
+    http_feed(hc, pending.p, pending.len);
+    mw_str_free(&pending);
+  }
+  if (!hc->busy && !c->ending && !c->closing) mw_conn_resume(c);
+}
+
+static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
+  http_txn *t = res->carrier_data;
+  http_conn *hc = t->hc;
+  if (!hc) { /* the connection went away first */
+    mw_buf_unref(head);
+    mw_buf_unref(body);
+    txn_free(t);
+    return;
+  }
+  mw_conn *c = hc->c;
+  mw_conn_write(c, head, 0, head->len);
+  if (body) mw_conn_write(c, body, 0, body->len);
+  access_log(c->srv, t);
+  bool keep = res->keep_alive && !t->err_status;
+  hc->txn = NULL;
+  hc->busy = false;
+  txn_free(t);
+  if (!keep) {
+    mw_str_free(&hc->stash);
+    mw_conn_end(c);
+    return;
+  }
+  continue_after_response(hc);
+}
+
+static const http_carrier http_tcp_carrier = {carrier_end};
+
+static http_txn *cur(llhttp_t *p) { return ((http_conn *)p->data)->txn; }
+
+static int add_header_bytes(http_txn *t, size_t n) {
+  t->hdr_bytes += n;
+  if (t->hdr_bytes > HTTP_MAX_HEADER_BYTES) {
+    t->err_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  http_conn *hc = p->data;
+  http_txn *t = calloc(1, sizeof *t);
+  if (!t) return -1;
+  t->hc = hc;
+  t->req.start_ns = mw_now_ns();
+  t->req.remote_addr = hc->c->addr;
+  hc->txn = t;
+  mw_conn_set_timeout(hc->c, hc->c->srv->cfg.header_timeout_ms);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  http_txn *t = cur(p);
+  if (add_header_bytes(t, len)) return -1;
+  t->url_len += (uint32_t)len;
+  return mw_str_append(&t->raw, at, len) ? -1 : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  http_txn *t = cur(p);
+  if (add_header_bytes(t, len + (t->field_open ? 0 : 4))) return -1;
+  /* Chunked trailers arrive after the headers: counted, not kept (the
+   * request's header pointers into raw must not move). */
+  if (t->headers_done) return 0;
+  if (!t->field_open) {
+    if (t->nh == t->hcap) {
+      uint32_t cap = t->hcap ? t->hcap * 2 : 16;
+      hdr_off *h = realloc(t->hoff, cap * sizeof *h);
+      if (!h) return -1;
+      t->hoff = h;
+      t->hcap = cap;
+    }
+    t->hoff[t->nh++] = (hdr_off){(uint32_t)t->raw.len, 0, 0, 0};
+    t->field_open = true;
+  }
+  t->hoff[t->nh - 1].nl += (uint32_t)len;
+  return mw_str_append(&t->raw, at, len) ? -1 : 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  http_txn *t = cur(p);
+  t->field_open = false;
+  if (t->headers_done) return 0;
+  if (t->nh) t->hoff[t->nh - 1].vo = (uint32_t)t->raw.len;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  http_txn *t = cur(p);
+  if (add_header_bytes(t, len)) return -1;
+  if (t->headers_done) return 0;
+  t->hoff[t->nh - 1].vl += (uint32_t)len;
+  return mw_str_append(&t->raw, at, len) ? -1 : 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  http_conn *hc = p->data;
+  http_txn *t = hc->txn;
+  http_req *r = &t->req;
+  if (mw_str_append(&t->raw, "", 0)) return -1; /* make sure raw.p exists */
+  r->method_id = p->method;
+  r->method = llhttp_method_name(p->method);
+  r->http_major = p->http_major;
+  r->http_minor = p->http_minor;
+  r->url = t->raw.p;
+  r->url_len = t->url_len;
+  const char *q = memchr(r->url, '?', r->url_len);
+  r->path = r->url;
+  r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+  r->query = q ? q + 1 : "";
+  r->query_len = q ? r->url_len - r->path_len - 1 : 0;
+  if (t->nh) {
+    r->headers = calloc(t->nh, sizeof *r->headers);
+    if (!r->headers) return -1;
+    for (uint32_t i = 0; i < t->nh; i++) {
+      r->headers[i] = (http_header){t->raw.p + t->hoff[i].no, t->hoff[i].nl, t->raw.p + t->hoff[i].vo,
+                                    t->hoff[i].vl};
+    }
+    r->nheaders = (int)t->nh;
+  }
+  t->headers_done = true;
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hc->c->srv->cfg.max_body) {
+    t->err_status = 413;
+    return -1;
+  }
+  /* The body, if any, must keep arriving: the header timeout now measures
+   * the gap between body reads. */
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  http_conn *hc = p->data;
+  http_txn *t = hc->txn;
+  if (t->body.len + len > hc->c->srv->cfg.max_body) {
+    t->err_status = 413;
+    return -1;
+  }
+  mw_conn_set_timeout(hc->c, hc->c->srv->cfg.header_timeout_ms);
+  return mw_str_append(&t->body, at, len) ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  http_conn *hc = p->data;
+  http_txn *t = hc->txn;
+  t->req.body = t->body.p ? t->body.p : "";
+  t->req.body_len = t->body.len;
+  t->req.keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
+  /* Stop here: the next pipelined request waits until this one is answered. */
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t http_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Answers a request the parser refused, then ends the connection. */
+static void reject(http_conn *hc, int status) {
+  mw_conn *c = hc->c;
+  http_txn *t = hc->txn;
+  char body[96];
+  snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
+  char head[256];
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\nDate: %s\r\n\r\n%s",
+                   status, http_status_text(status), strlen(body), date_now(), body);
+  mw_conn_write_copy(c, head, (size_t)n);
+  if (t && !c->srv->cfg.quiet) {
+    if (!t->headers_done) { /* log what we know */
+      t->req.method = llhttp_method_name(hc->parser.method);
+      t->req.url = t->raw.p;
+      t->req.url_len = t->url_len > 200 ? 200 : t->url_len;
+    }
+    t->res.status = status;
+    t->res.bytes_sent = strlen(body);
+    access_log(c->srv, t);
+  } else if (!c->srv->cfg.quiet) {
+    printf("- - %d - - %zu\n", status, strlen(body));
+  }
+  if (t) {
+    txn_free(t);
+    hc->txn = NULL;
+  }
+  mw_str_free(&hc->stash);
+  mw_conn_end(c);
+}
+
+static void dispatch(http_conn *hc) {
+  http_txn *t = hc->txn;
+  mw_server *srv = hc->c->srv;
+  hc->busy = true;
+  mw_conn_set_timeout(hc->c, 0);
+  http_res_init(&t->res, &t->req, &http_tcp_carrier, t);
+  if (srv->stopping) t->res.keep_alive = false;
+  if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
+  else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
+}
+
+/* Parses data; dispatches every complete request in order. While a request
+ * awaits its answer the rest is kept in hc->stash and reading pauses. */
+static void http_feed(http_conn *hc, const char *data, size_t len) {
+  mw_conn *c = hc->c;
+  hc->in_feed = true;
+  while (len > 0 && !c->ending && !c->closing) {
+    if (hc->busy) { /* keep the rest for after the answer */
+      if (mw_str_append(&hc->stash, data, len)) mw_conn_close(c);
+      mw_conn_pause(c);
+      break;
+    }
+    llhttp_errno_t err = llhttp_execute(&hc->parser, data, len);
+    if (err == HPE_OK) break;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      const char *pos = llhttp_get_error_pos(&hc->parser);
+      size_t used = pos ? (size_t)(pos - data) : len;
+      data += used;
+      len -= used;
+      if (err == HPE_PAUSED_UPGRADE) {
+        /* No protocol upgrade is offered on this path: answer, then close. */
+        len = 0;
+      }
+      llhttp_resume(&hc->parser);
+      dispatch(hc);
+      continue;
+    }
+    http_txn *t = hc->txn;
+    int status = t && t->err_status ? t->err_status : 400;
+    reject(hc, status);
+    break;
+  }
+  hc->in_feed = false;
+  if (!hc->busy && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) mw_conn_end(c);
+}
+
+static void http_on_read(mw_conn *c, const char *data, size_t len) {
+  http_conn *hc = c->proto_data;
+  http_feed(hc, data, len);
+}
+
+static void http_on_eof(mw_conn *c) {
+  http_conn *hc = c->proto_data;
+  hc->peer_eof = true;
+  mw_conn_pause(c);
+  if (hc->busy) return; /* answer first, then end */
+  if (hc->txn) { /* a request cut short */
+    mw_conn_close(c);
+    return;
+  }
+  mw_conn_end(c);
+}
+
+static void http_on_timeout(mw_conn *c) {
+  /* Header read timeout (slowloris) or idle keep-alive: close. */
+  mw_conn_close(c);
+}
+
+static void http_on_stop(mw_conn *c) {
+  http_conn *hc = c->proto_data;
+  if (!hc->busy) mw_conn_close(c);
+}
+
+static void http_on_close(mw_conn *c) {
+  http_conn *hc = c->proto_data;
+  if (hc->txn) {
+    if (hc->busy) hc->txn->hc = NULL; /* freed when its answer comes */
+    else txn_free(hc->txn);
+  }
+  mw_str_free(&hc->stash);
+  free(hc);
+}
+
+static const mw_proto http_proto = {
+    .on_read = http_on_read,
+    .on_eof = http_on_eof,
+    .on_timeout = http_on_timeout,
+    .on_stop = http_on_stop,
+    .on_close = http_on_close,
+};
+
+void http_conn_attach(mw_conn *c) {
+  http_conn *hc = calloc(1, sizeof *hc);
+  if (!hc) {
+    mw_conn_close(c);
+    return;
+  }
+  hc->c = c;
+  llhttp_init(&hc->parser, HTTP_REQUEST, &http_settings);
+  hc->parser.data = hc;
+  c->proto = &http_proto;
+  c->proto_data = hc;
+  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+}
+
+void http_set_handler(mw_server *srv, const http_handler *h) {
+  srv->handle = h->handle;
+  srv->handle_ud = h->ud;
+}

@@ -1,0 +1,105 @@
+/* http.h — HTTP request and response objects.
+ *
+ * A request and its response are independent of the connection that carries
+ * them: http.c fills them from llhttp on a TCP connection, and a later FastCGI
+ * carrier can fill the same structs. A response is finished exactly once
+ * (http_res_end*), which hands the serialised bytes to the carrier. */
+#ifndef MW_HTTP_H
+#define MW_HTTP_H
+
+#include "mw.h"
+
+typedef struct http_header {
+  const char *name;
+  size_t name_len;
+  const char *value;
+  size_t value_len;
+} http_header;
+
+typedef struct http_req {
+  const char *method;       /* "GET", "POST", ... (static string) */
+  int method_id;            /* llhttp_method_t */
+  const char *url;          /* the request target as sent */
+  size_t url_len;
+  const char *path;         /* the part of url before '?', not decoded */
+  size_t path_len;
+  const char *query;        /* the part after '?', without it ("" if none) */
+  size_t query_len;
+  http_header *headers;
+  int nheaders;
+  const char *body;         /* the decoded body (chunked bodies joined) */
+  size_t body_len;
+  int http_major, http_minor;
+  bool keep_alive;
+  const char *remote_addr;  /* "127.0.0.1" */
+  uint64_t start_ns;        /* when the first byte of the request arrived */
+} http_req;
+
+/* Returns the value of the first header called name (case-insensitive) and
+ * its length in *len, or NULL. Borrowed: valid while the request lives. */
+const char *http_req_header(const http_req *req, const char *name, size_t *len);
+
+typedef struct http_res http_res;
+
+/* What carries a response to its client. end() gets the complete head
+ * (status line + headers + blank line) and the body (or NULL for HEAD
+ * requests and bodiless statuses); it takes ownership of both buffers. */
+typedef struct http_carrier {
+  void (*end)(http_res *res, mw_buf *head, mw_buf *body);
+} http_carrier;
+
+struct http_res {
+  int status;
+  mw_str headers;            /* "Name: value\r\n" lines added so far */
+  bool has_type, done, head_only, keep_alive, has_date;
+  int http_minor;
+  size_t bytes_sent;         /* body bytes, for the access log */
+  const http_carrier *carrier;
+  void *carrier_data;
+};
+
+/* Prepares res to answer req (HEAD, keep-alive and version are taken from it). */
+void http_res_init(http_res *res, const http_req *req, const http_carrier *c, void *data);
+void http_res_dispose(http_res *res);
+
+/* Adds a header line. Returns 0, or -EINVAL when name or value holds CR, LF or
+ * NUL (header injection), or -ENOMEM. Content-Length, Connection and Date are
+ * written by the core and silently ignored here. */
+int http_res_header(http_res *res, const char *name, size_t nlen, const char *value, size_t vlen);
+int http_res_headerz(http_res *res, const char *name, const char *value);
+
+/* Finishes the response with a copy of body. Returns 0 or -errno; a second
+ * call returns -EALREADY and sends nothing. */
+int http_res_end(http_res *res, const char *body, size_t len);
+/* Same, taking ownership of one reference to body (which may be shared with
+ * other responses, e.g. a cached static file). */
+int http_res_end_buf(http_res *res, mw_buf *body);
+
+/* The reason phrase for a status code ("Not Found"), or "Unknown". */
+const char *http_status_text(int status);
+
+/* A complete small response: status, text/plain or text/html body. */
+int http_res_simple(http_res *res, int status, const char *content_type, const char *body);
+
+/* HTTP-date for t (seconds since the epoch) into out (at least 30 bytes). */
+void http_date(int64_t t, char *out);
+/* Parses an HTTP-date; returns seconds since the epoch or -1. */
+int64_t http_parse_date(const char *s, size_t len);
+
+
+/* ---- HTTP/1.x on a connection (http.c) ---- */
+struct mw_conn;
+struct mw_server;
+
+/* Makes c speak HTTP/1.x: called by server.c for every accepted connection. */
+void http_conn_attach(struct mw_conn *c);
+
+/* What answers requests: set by the app host. handle() must eventually
+ * finish res (now or later); it may not free req before that. */
+typedef struct http_handler {
+  void (*handle)(void *ud, const http_req *req, http_res *res);
+  void *ud;
+} http_handler;
+void http_set_handler(struct mw_server *srv, const http_handler *h);
+
+#endif

@@ -1,0 +1,395 @@
+/* server.c — listeners, connection lifecycle, corked write queues, timeouts. */
+#include "server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+#define MW_READBUF_SIZE 65536
+#define MW_LINGER_MS 2000
+#define MW_WQ_MAX_IOV 64
+
+void mw_config_defaults(mw_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->root = ".";
+  cfg->host = "127.0.0.1";
+  cfg->port = 3000;
+  cfg->dev = true;
+  cfg->max_body = 1024 * 1024;
+  cfg->header_timeout_ms = 10000;
+  cfg->keepalive_timeout_ms = 5000;
+}
+
+static void flush_dirty(mw_server *srv);
+
+static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
+
+int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
+  memset(srv, 0, sizeof *srv);
+  srv->loop = loop;
+  srv->cfg = *cfg;
+  srv->readbuf = malloc(MW_READBUF_SIZE);
+  if (!srv->readbuf) return -ENOMEM;
+  uv_tcp_init(loop, &srv->listener);
+  srv->listener.data = srv;
+  uv_check_init(loop, &srv->check);
+  srv->check.data = srv;
+  uv_check_start(&srv->check, on_check);
+  uv_prepare_init(loop, &srv->prepare);
+  srv->prepare.data = srv;
+  uv_prepare_start(&srv->prepare, on_prepare);
+  /* The flush handles must not keep the loop alive on their own. */
+  uv_unref((uv_handle_t *)&srv->check);
+  uv_unref((uv_handle_t *)&srv->prepare);
+  return 0;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_free(mw_conn *c) {
+  mw_server *srv = c->srv;
+  if (c->proto && c->proto->on_close) c->proto->on_close(c);
+  if (c->dirty) { /* closed after its last flush: unlink it */
+    mw_conn **pp = &srv->dirty;
+    while (*pp != c) pp = &(*pp)->dirty_next;
+    *pp = c->dirty_next;
+  }
+  for (uint32_t i = 0; i < c->wq_len; i++) mw_buf_unref(c->wq[i].buf);
+  free(c->wq);
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  srv->nconns--;
+  free(c);
+  if (srv->stopping && srv->nconns == 0 && srv->on_idle_stop) {
+    void (*cb)(mw_server *) = srv->on_idle_stop;
+    srv->on_idle_stop = NULL;
+    cb(srv);
+  }
+}
+
+static void on_conn_handle_closed(uv_handle_t *h) {
+  mw_conn *c = h->data;
+  if (--c->pending_closes == 0) conn_free(c);
+}
+
+void mw_conn_close(mw_conn *c) {
+  if (c->closing) return;
+  c->closing = true;
+  c->pending_closes = 2;
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+static void on_conn_timer(uv_timer_t *t) {
+  mw_conn *c = t->data;
+  if (c->closing) return;
+  if (c->shut) { /* linger over */
+    mw_conn_close(c);
+    return;
+  }
+  if (c->proto && c->proto->on_timeout) c->proto->on_timeout(c);
+  else mw_conn_close(c);
+}
+
+void mw_conn_set_timeout(mw_conn *c, uint64_t ms) {
+  if (c->closing) return;
+  if (ms) uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+  else uv_timer_stop(&c->timer);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  mw_conn *c = h->data;
+  mw_server *srv = c->srv;
+  /* One shared buffer: protocols consume or copy what they need inside
+   * on_read, so an idle connection holds no read buffer. */
+  if (srv->readbuf_busy) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  srv->readbuf_busy = true;
+  buf->base = srv->readbuf;
+  buf->len = MW_READBUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  mw_conn *c = s->data;
+  if (buf->base == c->srv->readbuf) c->srv->readbuf_busy = false;
+  if (c->closing) return;
+  if (nread > 0) {
+    if (c->shut) return; /* lingering: discard */
+    c->proto->on_read(c, buf->base, (size_t)nread);
+  } else if (nread < 0) {
+    if (c->shut || nread != UV_EOF || !c->proto->on_eof) mw_conn_close(c);
+    else c->proto->on_eof(c);
+  }
+}
+
+void mw_conn_pause(mw_conn *c) {
+  if (c->reading && !c->closing) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+  }
+}
+
+void mw_conn_resume(mw_conn *c) {
+  if (!c->reading && !c->closing) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+  }
+}
+
+mw_conn *mw_conn_new(mw_server *srv) {
+  mw_conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->srv = srv;
+  uv_tcp_init(srv->loop, &c->tcp);
+  c->tcp.data = c;
+  uv_timer_init(srv->loop, &c->timer);
+  c->timer.data = c;
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  http_conn_attach(c);
+  return c;
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  mw_server *srv = ls->data;
+  if (status < 0 || srv->stopping) return;
+  mw_conn *c = mw_conn_new(srv);
+  if (!c) return;
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+    mw_conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
+    else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
+  }
+  mw_conn_resume(c);
+}
+
+int mw_server_listen(mw_server *srv) {
+  struct sockaddr_storage addr;
+  int r;
+  if (strchr(srv->cfg.host, ':'))
+    r = uv_ip6_addr(srv->cfg.host, srv->cfg.port, (struct sockaddr_in6 *)&addr);
+  else
+    r = uv_ip4_addr(srv->cfg.host, srv->cfg.port, (struct sockaddr_in *)&addr);
+  if (r) return r;
+  if ((r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0))) return r;
+  if ((r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection))) return r;
+  srv->listening = true;
+  return 0;
+}
+
+int mw_server_port(mw_server *srv) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len)) return -1;
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void mw_server_stop(mw_server *srv) {
+  if (srv->stopping) return;
+  srv->stopping = true;
+  if (srv->listening) {
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    srv->listening = false;
+  }
+  /* Idle connections go now; busy ones end after their response (http.c
+   * checks srv->stopping before keeping a connection alive). */
+  for (mw_conn *c = srv->conns, *n; c; c = n) {
+    n = c->next;
+    if (c->proto && c->proto->on_stop && !c->closing && !c->ending) c->proto->on_stop(c);
+  }
+  if (srv->nconns == 0 && srv->on_idle_stop) {
+    void (*cb)(mw_server *) = srv->on_idle_stop;
+    srv->on_idle_stop = NULL;
+    cb(srv);
+  }
+}
+
+void mw_server_close(mw_server *srv) {
+  if (!uv_is_closing((uv_handle_t *)&srv->listener)) uv_close((uv_handle_t *)&srv->listener, NULL);
+  uv_close((uv_handle_t *)&srv->check, NULL);
+  uv_close((uv_handle_t *)&srv->prepare, NULL);
+  for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
+  free(srv->readbuf);
+  srv->readbuf = NULL;
+}
+
+/* ---- write queue ---- */
+
+static void mark_dirty(mw_conn *c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  c->dirty_next = c->srv->dirty;
+  c->srv->dirty = c;
+}
+
+void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
+  if (c->closing || c->shut || len == 0) {
+    mw_buf_unref(buf);
+    return;
+  }
+  if (c->wq_len == c->wq_cap) {
+    uint32_t cap = c->wq_cap ? c->wq_cap * 2 : 4;
+    mw_wq_item *wq = realloc(c->wq, cap * sizeof *wq);
+    if (!wq) {
+      mw_buf_unref(buf);
+      mw_conn_close(c);
+      return;
+    }
+    c->wq = wq;
+    c->wq_cap = cap;
+  }
+  c->wq[c->wq_len++] = (mw_wq_item){buf, off, len};
+  c->wq_bytes += len;
+  mark_dirty(c);
+}
+
+void mw_conn_write_copy(mw_conn *c, const void *data, size_t len) {
+  mw_buf *b = mw_buf_from(data, len);
+  if (!b) {
+    mw_conn_close(c);
+    return;
+  }
+  mw_conn_write(c, b, 0, len);
+}
+
+/* Drops n bytes from the front of the queue (they were written). */
+static void wq_consume(mw_conn *c, size_t n) {
+  uint32_t i = 0;
+  c->wq_bytes -= n;
+  while (n > 0 && i < c->wq_len) {
+    mw_wq_item *it = &c->wq[i];
+    if (n >= it->len) {
+      n -= it->len;
+      mw_buf_unref(it->buf);
+      i++;
+    } else {
+      it->off += n;
+      it->len -= n;
+      n = 0;
+    }
+  }
+  if (i) {
+    memmove(c->wq, c->wq + i, (c->wq_len - i) * sizeof *c->wq);
+    c->wq_len -= i;
+  }
+}
+
+static void after_drain(mw_conn *c);
+
+static void on_write(uv_write_t *req, int status) {
+  mw_conn *c = req->data;
+  size_t n = 0;
+  for (uint32_t i = 0; i < c->inflight; i++) n += c->wq[i].len;
+  c->inflight = 0;
+  wq_consume(c, n);
+  if (status < 0) {
+    mw_conn_close(c);
+    return;
+  }
+  if (c->closing) return;
+  if (c->wq_len) mw_conn_flush(c);
+  else after_drain(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  mw_conn *c = req->data;
+  free(req);
+  if (c->closing) return;
+  if (status < 0) {
+    mw_conn_close(c);
+    return;
+  }
+  /* Linger: keep reading (and discarding) until the peer closes or time's up. */
+  uv_timer_start(&c->timer, on_conn_timer, MW_LINGER_MS, 0);
+  mw_conn_resume(c);
+}
+
+static void do_shutdown(mw_conn *c) {
+  c->shut = true;
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req) {
+    mw_conn_close(c);
+    return;
+  }
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    mw_conn_close(c);
+  }
+}
+
+static void after_drain(mw_conn *c) {
+  if (c->ending) {
+    if (!c->shut) do_shutdown(c);
+    return;
+  }
+  if (c->proto && c->proto->on_drain) c->proto->on_drain(c);
+}
+
+void mw_conn_flush(mw_conn *c) {
+  if (c->closing || c->inflight || c->wq_len == 0) return;
+  uv_buf_t iov[MW_WQ_MAX_IOV];
+  uint32_t n = c->wq_len < MW_WQ_MAX_IOV ? c->wq_len : MW_WQ_MAX_IOV;
+  size_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    iov[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, (unsigned)c->wq[i].len);
+    total += c->wq[i].len;
+  }
+  int w = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+  if (w < 0 && w != UV_EAGAIN) {
+    mw_conn_close(c);
+    return;
+  }
+  if (w > 0) wq_consume(c, (size_t)w);
+  if (w >= 0 && (size_t)w == total) {
+    if (c->wq_len) { /* more than MW_WQ_MAX_IOV items: go again */
+      mw_conn_flush(c);
+      return;
+    }
+    after_drain(c);
+    return;
+  }
+  /* The kernel is full: hand the rest to a uv_write and wait. */
+  n = c->wq_len < MW_WQ_MAX_IOV ? c->wq_len : MW_WQ_MAX_IOV;
+  for (uint32_t i = 0; i < n; i++)
+    iov[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, (unsigned)c->wq[i].len);
+  c->inflight = n;
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, n, on_write) != 0) {
+    c->inflight = 0;
+    mw_conn_close(c);
+  }
+}
+
+static void flush_dirty(mw_server *srv) {
+  while (srv->dirty) {
+    mw_conn *c = srv->dirty;
+    srv->dirty = c->dirty_next;
+    c->dirty = false;
+    c->dirty_next = NULL;
+    if (!c->closing) mw_conn_flush(c);
+  }
+}
+
+void mw_conn_end(mw_conn *c) {
+  if (c->closing || c->ending) return;
+  c->ending = true;
+  mw_conn_set_timeout(c, 0);
+  if (c->wq_len == 0) do_shutdown(c);
+  else mark_dirty(c);
+}

@@ -1,0 +1,125 @@
+/* server.h — listeners, connections, write queues, timeouts.
+ *
+ * A connection (mw_conn) is a TCP stream plus a corked write queue. What the
+ * bytes mean is up to the protocol attached to it (HTTP now; WebSocket after
+ * an upgrade), through a small vtable. Writes queued during one loop turn
+ * leave together in one gathered write, after the I/O callbacks of that turn
+ * (uv_check) or before the loop blocks again (uv_prepare). Buffers are
+ * refcounted mw_bufs, so one encoded broadcast can sit in many queues. */
+#ifndef MW_SERVER_H
+#define MW_SERVER_H
+
+#include <uv.h>
+
+#include "mw.h"
+
+struct http_req;
+struct http_res;
+typedef struct mw_server mw_server;
+typedef struct mw_conn mw_conn;
+typedef struct mw_config mw_config;
+
+struct mw_config {
+  const char *root;       /* the app directory (scripts/, views/, public/) */
+  const char *host;       /* bind address */
+  int port;               /* 0 = ephemeral */
+  const char *db_path;    /* SQLite file */
+  bool dev;               /* dev mode: error details in pages */
+  bool quiet;             /* no access log */
+  size_t max_body;        /* request body limit, bytes */
+  uint64_t header_timeout_ms;
+  uint64_t keepalive_timeout_ms;
+};
+
+void mw_config_defaults(mw_config *cfg);
+
+typedef struct mw_proto {
+  /* Bytes arrived (borrowed: valid during the call only). */
+  void (*on_read)(mw_conn *c, const char *data, size_t len);
+  /* The peer closed its side, or a read error. */
+  void (*on_eof)(mw_conn *c);
+  /* The connection's timer fired. */
+  void (*on_timeout)(mw_conn *c);
+  /* The write queue became empty after a write. */
+  void (*on_drain)(mw_conn *c);
+  /* The server is stopping: end now if idle, else after the current work. */
+  void (*on_stop)(mw_conn *c);
+  /* The connection is being freed: release the protocol state. */
+  void (*on_close)(mw_conn *c);
+} mw_proto;
+
+typedef struct mw_wq_item {
+  mw_buf *buf;
+  size_t off, len;
+} mw_wq_item;
+
+struct mw_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  mw_server *srv;
+  const mw_proto *proto;
+  void *proto_data;
+  mw_wq_item *wq;          /* pending writes; the first `inflight` are in a uv_write */
+  uint32_t wq_len, wq_cap, inflight;
+  size_t wq_bytes;
+  uv_write_t wreq;
+  mw_conn *dirty_next;     /* in srv->dirty while it has unflushed items */
+  mw_conn *prev, *next;    /* all connections */
+  char addr[48];
+  uint8_t pending_closes;
+  bool dirty, closing, ending, reading, shut;
+};
+
+struct mw_server {
+  uv_loop_t *loop;
+  mw_config cfg;
+  uv_tcp_t listener;
+  uv_check_t check;
+  uv_prepare_t prepare;
+  mw_conn *dirty;
+  mw_conn *conns;
+  int nconns;
+  bool listening, stopping;
+  void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
+  void *handle_ud;          /* the HTTP handler (set with http_set_handler) */
+  void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
+  char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
+  bool readbuf_busy;
+};
+
+/* Sets up the server on loop (nothing is listened on yet). Returns 0 or -errno. */
+int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg);
+/* Binds and listens on cfg.host:cfg.port. Returns 0 or a libuv error. */
+int mw_server_listen(mw_server *srv);
+/* The bound port (useful with port 0). */
+int mw_server_port(mw_server *srv);
+/* Graceful stop: stop accepting, close idle connections, let the others end
+ * after their in-flight response; on_idle_stop runs when none is left. */
+void mw_server_stop(mw_server *srv);
+/* Closes the server's own handles; call after stop, then run the loop. */
+void mw_server_close(mw_server *srv);
+
+/* A new connection speaking HTTP, its socket not yet connected (the
+ * listener accepts into it; tests and fuzzers feed it bytes through
+ * c->proto->on_read). Returns NULL when out of memory. */
+mw_conn *mw_conn_new(mw_server *srv);
+
+/* Queues bytes for c, taking ownership of one reference to buf. */
+void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);
+/* Copies data and queues it. */
+void mw_conn_write_copy(mw_conn *c, const void *data, size_t len);
+/* Flushes c's queue now (normally done once per loop turn). */
+void mw_conn_flush(mw_conn *c);
+/* Arms (or re-arms) c's timer; 0 stops it. */
+void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
+/* Stops or restarts reading (back-pressure while a response is pending). */
+void mw_conn_pause(mw_conn *c);
+void mw_conn_resume(mw_conn *c);
+/* Ends the connection once the queue is flushed: half-close, then close
+ * after the peer's EOF or a short linger, so a final response is not lost to
+ * a reset. */
+void mw_conn_end(mw_conn *c);
+/* Closes at once; freed in the close callback (safe inside callbacks). */
+void mw_conn_close(mw_conn *c);
+
+#endif
