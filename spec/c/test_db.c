@@ -1,0 +1,421 @@
+/* test_db.c — the SQLite connection (db.c) and the Lua module (l_db.c),
+ * driven through Lua snippets against a real temporary database file. */
+#include "db.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (cond) {                                                                                    \
+      passed++;                                                                                    \
+    } else {                                                                                       \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                     \
+      exit(1);                                                                                     \
+    }                                                                                              \
+  } while (0)
+
+/* Runs a Lua snippet that must not raise (its asserts are the checks). */
+#define LUA(L, code)                                                                               \
+  do {                                                                                             \
+    if (luaL_dostring((L), (code)) == LUA_OK) {                                                    \
+      passed++;                                                                                    \
+      lua_settop((L), 0);                                                                          \
+    } else {                                                                                       \
+      fprintf(stderr, "%s:%d: Lua failed: %s\n", __FILE__, __LINE__, lua_tostring((L), -1));      \
+      exit(1);                                                                                     \
+    }                                                                                              \
+  } while (0)
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+static bool exists(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0;
+}
+
+/* No statement of the connection may be left mid-step after a call. */
+static int busy_statements(mw_db *db) {
+  int n = 0;
+  for (sqlite3_stmt *st = sqlite3_next_stmt(mw_db_handle(db), NULL); st; st = sqlite3_next_stmt(mw_db_handle(db), st))
+    n += sqlite3_stmt_busy(st) != 0;
+  return n;
+}
+
+static int count_statements(mw_db *db) {
+  int n = 0;
+  for (sqlite3_stmt *st = sqlite3_next_stmt(mw_db_handle(db), NULL); st; st = sqlite3_next_stmt(mw_db_handle(db), st))
+    n++;
+  return n;
+}
+
+static void test_open_errors(const char *dir) {
+  char path[512], err[256];
+  mw_db *db = (mw_db *)1;
+  /* Only one missing level is created. */
+  snprintf(path, sizeof path, "%s/missing/deeper/app.db", dir);
+  CHECK(mw_db_open(&db, path, err, sizeof err) == -ENOENT);
+  CHECK(db == NULL);
+  CHECK(strstr(err, "missing/deeper") != NULL);
+
+  /* A file that is not a database is refused at open, not at first use. */
+  snprintf(path, sizeof path, "%s/junk.db", dir);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  for (int i = 0; i < 200; i++) fputs("this is not an SQLite database\n", f);
+  fclose(f);
+  CHECK(mw_db_open(&db, path, err, sizeof err) < 0);
+  CHECK(db == NULL);
+  CHECK(strstr(err, "not a database") != NULL);
+  mw_db_close(NULL); /* accepted */
+}
+
+static void test_module(const char *dir) {
+  char path[512], err[256];
+  snprintf(path, sizeof path, "%s/data/app.db", dir);
+  mw_db *db = NULL;
+  CHECK(mw_db_open(&db, path, err, sizeof err) == 0);
+  CHECK(db != NULL);
+  CHECK(exists(path));
+  CHECK(mw_db_handle(db) != NULL);
+
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  CHECK(l_db_push(L, db) == 1);
+  CHECK(lua_istable(L, -1));
+  lua_setglobal(L, "db");
+
+  /* WAL and foreign keys are on. */
+  LUA(L, "assert(db.row('PRAGMA journal_mode').journal_mode == 'wal')\n"
+         "assert(db.row('PRAGMA foreign_keys').foreign_keys == 1)\n"
+         "assert(db.row('PRAGMA busy_timeout').timeout == 5000)");
+
+  /* A schema script: several statements, no parameters, run together
+   * (the index refers to a table the same script creates). */
+  LUA(L, "local changes, id = db.exec([[\n"
+         "  -- owners and their pets\n"
+         "  CREATE TABLE owners(id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n"
+         "  CREATE TABLE pets(id INTEGER PRIMARY KEY, name TEXT UNIQUE, owner INTEGER REFERENCES owners(id),\n"
+         "                    weight REAL, photo BLOB, alive INTEGER);\n"
+         "  CREATE INDEX pets_owner ON pets(owner);\n"
+         "  /* a trailing comment */ ;\n"
+         "]])\n"
+         "assert(changes == 0, changes)\n"
+         "assert(math.type(id) == 'integer')");
+  {
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    CHECK(exists(wal)); /* WAL really in use once something was written */
+  }
+
+  /* exec: changes and last_insert_rowid. */
+  LUA(L, "local n, id = db.exec('INSERT INTO owners(name) VALUES (?)', 'ann')\n"
+         "assert(n == 1 and id == 1, n .. ' ' .. id)\n"
+         "n, id = db.exec('INSERT INTO owners(name) VALUES (?), (?)', 'bob', 'cy')\n"
+         "assert(n == 2 and id == 3)\n"
+         "n = db.exec('UPDATE owners SET name = name || ?', '!')\n"
+         "assert(n == 3)\n"
+         "n = db.exec('UPDATE owners SET name = ? WHERE id = ?', 'x', 999)\n"
+         "assert(n == 0)\n"
+         "db.exec('UPDATE owners SET name = substr(name, 1, length(name) - 1)')\n"
+         /* a statement that changes nothing must not report the last count */
+         "n = db.exec('CREATE TABLE scratch(x)')\n"
+         "assert(n == 0, n)\n"
+         "n = db.exec('SELECT * FROM owners')\n"
+         "assert(n == 0, n)");
+
+  /* Binding and column types. */
+  LUA(L, "local n, id = db.exec('INSERT INTO pets(name, owner, weight, photo, alive) VALUES (?, ?, ?, ?, ?)',\n"
+         "                      'rex', 1, 12.5, 'a\\0b\\255', true)\n"
+         "assert(n == 1 and id == 1)\n"
+         "db.exec('INSERT INTO pets(name, owner, weight, photo, alive) VALUES (?, ?, ?, ?, ?)', 'tom', nil, 3, nil, false)\n"
+         "local r = db.row('SELECT * FROM pets WHERE name = ?', 'rex')\n"
+         "assert(r.id == 1 and math.type(r.id) == 'integer')\n"
+         "assert(r.name == 'rex' and r.owner == 1)\n"
+         "assert(r.weight == 12.5 and math.type(r.weight) == 'float')\n"
+         "assert(r.photo == 'a\\0b\\255' and #r.photo == 4)\n"
+         "assert(r.alive == 1)\n"
+         "local t = db.row('SELECT * FROM pets WHERE name = ?', 'tom')\n"
+         "assert(t.owner == nil and t.photo == nil and t.alive == 0)\n"
+         "assert(t.weight == 3 and math.type(t.weight) == 'float')  -- REAL affinity\n"
+         "local keys = 0 for _ in pairs(t) do keys = keys + 1 end\n"
+         "assert(keys == 4, 'NULL columns are absent keys')\n"
+         "local v = db.row('SELECT ? AS i, ? AS f, ? AS s, ? AS b, ? AS z, x\\'00ff\\' AS blob',\n"
+         "                 math.maxinteger, 2.0, 'hé', false, nil)\n"
+         "assert(v.i == math.maxinteger and math.type(v.i) == 'integer')\n"
+         "assert(v.f == 2.0 and math.type(v.f) == 'float')\n"
+         "assert(v.s == 'hé' and v.b == 0 and v.z == nil)\n"
+         "assert(v.blob == '\\0\\255')\n"
+         "assert(db.row('SELECT typeof(?) AS t', 'x').t == 'text')\n"
+         "assert(db.row('SELECT typeof(?) AS t', 1.5).t == 'real')\n"
+         "assert(db.row('SELECT typeof(?) AS t', 7).t == 'integer')\n"
+         "assert(db.row('SELECT typeof(?) AS t', nil).t == 'null')\n"
+         "assert(db.row('SELECT ? + 1 AS n', -2^53).n == -2^53 + 1)");
+
+  /* query and row. */
+  LUA(L, "local rows = db.query('SELECT id, name FROM owners ORDER BY id')\n"
+         "assert(#rows == 3 and rows[1].name == 'ann' and rows[3].name == 'cy' and rows[2].id == 2)\n"
+         "assert(#db.query('SELECT * FROM owners WHERE id > ?', 100) == 0)\n"
+         "assert(db.row('SELECT * FROM owners WHERE id = ?', 100) == nil)\n"
+         "assert(select('#', db.row('SELECT 1 WHERE 0')) == 1)\n"
+         "local r = db.row('SELECT id FROM owners ORDER BY id')\n"
+         "assert(r.id == 1)  -- row stops after the first\n"
+         "assert(db.row('SELECT count(*) AS n FROM owners').n == 3)");
+
+  /* Named parameters, and a table for numbered ones. */
+  LUA(L, "local r = db.row('SELECT :a AS a, @b AS b, $c AS c', {a = 1, b = 'two', c = 3.5})\n"
+         "assert(r.a == 1 and r.b == 'two' and r.c == 3.5)\n"
+         "r = db.row('SELECT :a AS a, :missing AS m', {a = true})\n"
+         "assert(r.a == 1 and r.m == nil)\n"
+         "r = db.row('SELECT ? AS x, ? AS y', {10, 'y'})\n"
+         "assert(r.x == 10 and r.y == 'y')\n"
+         "r = db.row('SELECT ?2 AS x, ?1 AS y', {10, 20})\n"
+         "assert(r.x == 20 and r.y == 10)\n"
+         "local n = db.exec('UPDATE owners SET name = :name WHERE id = :id', {id = 2, name = 'bo'})\n"
+         "assert(n == 1 and db.row('SELECT name FROM owners WHERE id = 2').name == 'bo')\n"
+         "r = db.row('SELECT :a || :a AS aa', {a = 'x'})\n"
+         "assert(r.aa == 'xx')");
+
+  /* SQL errors are Lua errors carrying the SQLite message, the SQL and the
+   * caller's position. */
+  LUA(L, "local ok, e = pcall(db.exec, 'INSERT INTO pets(name) VALUES (?)', 'rex')\n"
+         "assert(not ok)\n"
+         "assert(e:find('db.exec: UNIQUE constraint failed: pets.name (in: INSERT INTO pets(name) VALUES (?))', 1, true), e)\n"
+         "ok, e = pcall(function()\n"
+         "  db.query('SELEC 1')\n"
+         "end)\n"
+         "assert(e:find('^%[string \".-\"%]:5: db.query: near \"SELEC\": syntax error %(in: SELEC 1%)$'), e)\n"
+         "ok, e = pcall(db.row, 'SELECT * FROM nope')\n"
+         "assert(e:find('db.row: no such table: nope', 1, true), e)\n"
+         /* an error raised while stepping, not while preparing */
+         "ok, e = pcall(db.query, 'SELECT abs(-9223372036854775807 - 1) AS x')\n"
+         "assert(not ok and e:find('integer overflow', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'INSERT INTO pets(name, owner) VALUES (?, ?)', 'ghost', 42)\n"
+         "assert(e:find('FOREIGN KEY constraint failed', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'SELECT ?, ?', 1)\n"
+         "assert(e:find('db.exec: 1 parameter given, the statement takes 2', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'SELECT 1', 1, 2)\n"
+         "assert(e:find('2 parameters given, the statement takes 0', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'SELECT 1; SELECT 2', 1)\n"
+         "assert(e:find('parameters cannot be passed to several statements', 1, true), e)\n"
+         "ok, e = pcall(db.query, 'SELECT 1; SELECT 2')\n"
+         "assert(e:find('db.query: several statements given', 1, true), e)\n"
+         "ok, e = pcall(db.exec, '  -- nothing\\n')\n"
+         "assert(e:find('db.exec: no SQL statement', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'CREATE TABLE a1(x); CREATE TABLE owners(y); CREATE TABLE a2(x)')\n"
+         "assert(e:find('table owners already exists', 1, true), e)\n"
+         /* sqlite3_exec stops at the failing statement */
+         "assert(db.row(\"SELECT 1 AS one FROM sqlite_master WHERE name = 'a1'\").one == 1)\n"
+         "assert(db.row(\"SELECT 1 AS one FROM sqlite_master WHERE name = 'a2'\") == nil)\n"
+         "local long = 'SELECT ' .. string.rep('1 + ', 300) .. 'nope'\n"
+         "ok, e = pcall(db.row, long)\n"
+         "assert(e:find('no such column: nope', 1, true) and e:find('...)', 1, true) and #e < 400, e)\n"
+         "ok, e = pcall(db.exec, 'SELECT\\n   1\\n\\n  +  x')\n"
+         "assert(e:find('(in: SELECT 1 + x)', 1, true), e)");
+
+  /* Misuse is an argument error. */
+  LUA(L, "local ok, e = pcall(db.exec, 42)\n"
+         "assert(not ok and e:find('bad argument #1', 1, true) and e:find('string expected, got number', 1, true), e)\n"
+         "ok, e = pcall(db.exec, {})\n"
+         "assert(not ok and e:find('bad argument #1', 1, true) and e:find('string expected', 1, true), e)\n"
+         "ok, e = pcall(db.query)\n"
+         "assert(not ok and e:find('bad argument #1', 1, true), e)\n"
+         "ok, e = pcall(db.row, 'SELECT ?', print)\n"
+         "assert(not ok and e:find('bad argument #2', 1, true) and e:find('cannot bind a function', 1, true), e)\n"
+         "ok, e = pcall(db.row, 'SELECT :x', {x = {}})\n"
+         "assert(not ok and e:find('db.row: cannot bind a table to :x', 1, true), e)\n"
+         "ok, e = pcall(function() return db.row('SELECT :x', {x = {}}) end)\n"
+         "assert(e:find('^%[string \".-\"%]:%d+: db.row: cannot bind a table to :x'), e)\n"
+         "ok, e = pcall(db.row, 'SELECT ?', {print})\n"
+         "assert(not ok and e:find('db.row: cannot bind a function to parameter 1', 1, true), e)\n"
+         "ok, e = pcall(db.exec, 'SELECT 1\\0')\n"
+         "assert(not ok and e:find('NUL', 1, true), e)\n"
+         "ok, e = pcall(db.transaction, 'x')\n"
+         "assert(not ok and e:find('bad argument #1', 1, true), e)");
+  CHECK(busy_statements(db) == 0);
+
+  /* Transactions: commit returns fn's results. */
+  LUA(L, "local a, b, c = db.transaction(function()\n"
+         "  db.exec('INSERT INTO owners(name) VALUES (?)', 'dee')\n"
+         "  return 1, nil, 'three'\n"
+         "end)\n"
+         "assert(a == 1 and b == nil and c == 'three')\n"
+         "assert(select('#', db.transaction(function() end)) == 0)\n"
+         "assert(db.row('SELECT count(*) AS n FROM owners').n == 4)");
+
+  /* Rollback on error, re-raising the very same value. */
+  LUA(L, "local before = db.row('SELECT count(*) AS n FROM owners').n\n"
+         "local boom = setmetatable({}, {__tostring = function() return 'boom' end})\n"
+         "local ok, e = pcall(db.transaction, function()\n"
+         "  db.exec('INSERT INTO owners(name) VALUES (?)', 'eve')\n"
+         "  error(boom)\n"
+         "end)\n"
+         "assert(not ok and rawequal(e, boom))\n"
+         "assert(db.row('SELECT count(*) AS n FROM owners').n == before)\n"
+         "ok, e = pcall(db.transaction, function()\n"
+         "  db.exec('INSERT INTO owners(name) VALUES (?)', 'eve')\n"
+         "  error('plain', 0)\n"
+         "end)\n"
+         "assert(e == 'plain')\n"
+         "ok, e = pcall(db.transaction, function()\n"
+         "  db.exec('INSERT INTO owners(name) VALUES (?)', 'eve')\n"
+         "  db.exec('INSERT INTO pets(name) VALUES (?)', 'rex')  -- UNIQUE\n"
+         "end)\n"
+         "assert(e:find('UNIQUE constraint failed', 1, true), e)\n"
+         "assert(db.row('SELECT count(*) AS n FROM owners').n == before)\n"
+         "-- and the connection is usable, outside any transaction\n"
+         "db.transaction(function() db.exec('INSERT INTO owners(name) VALUES (?)', 'fay') end)\n"
+         "assert(db.row('SELECT count(*) AS n FROM owners').n == before + 1)");
+  CHECK(sqlite3_get_autocommit(mw_db_handle(db)) != 0);
+
+  /* Nested transactions are savepoints. */
+  LUA(L, "local function count() return db.row('SELECT count(*) AS n FROM owners').n end\n"
+         "local before = count()\n"
+         "local r = db.transaction(function()\n"
+         "  db.exec('INSERT INTO owners(name) VALUES (?)', 'outer')\n"
+         "  local ok, e = pcall(db.transaction, function()\n"
+         "    db.exec('INSERT INTO owners(name) VALUES (?)', 'inner1')\n"
+         "    error('inner fails')\n"
+         "  end)\n"
+         "  assert(not ok and e:find('inner fails', 1, true))\n"
+         "  assert(count() == before + 1)\n"
+         "  local x = db.transaction(function()\n"
+         "    db.exec('INSERT INTO owners(name) VALUES (?)', 'inner2')\n"
+         "    return db.transaction(function()\n"
+         "      db.exec('INSERT INTO owners(name) VALUES (?)', 'inner3')\n"
+         "      return 'deep'\n"
+         "    end)\n"
+         "  end)\n"
+         "  assert(x == 'deep')\n"
+         "  return count()\n"
+         "end)\n"
+         "assert(r == before + 3 and count() == before + 3)\n"
+         "assert(db.row(\"SELECT 1 AS y FROM owners WHERE name = 'inner1'\") == nil)\n"
+         "assert(db.row(\"SELECT 1 AS y FROM owners WHERE name = 'inner3'\").y == 1)\n"
+         /* an inner success is undone by the outer failure */
+         "local ok = pcall(db.transaction, function()\n"
+         "  db.transaction(function() db.exec('INSERT INTO owners(name) VALUES (?)', 'gone') end)\n"
+         "  error('outer fails')\n"
+         "end)\n"
+         "assert(not ok and count() == before + 3)\n"
+         "assert(db.row(\"SELECT 1 AS y FROM owners WHERE name = 'gone'\") == nil)");
+  CHECK(sqlite3_get_autocommit(mw_db_handle(db)) != 0);
+
+  /* A COMMIT that fails (deferred foreign key) raises and rolls back. */
+  LUA(L, "db.exec('CREATE TABLE tags(pet INTEGER REFERENCES pets(id) DEFERRABLE INITIALLY DEFERRED, tag TEXT)')\n"
+         "local ok, e = pcall(db.transaction, function()\n"
+         "  db.exec('INSERT INTO tags VALUES (?, ?)', 999, 'orphan')\n"
+         "  return 'not returned'\n"
+         "end)\n"
+         "assert(not ok and e:find('db.transaction: FOREIGN KEY constraint failed (in: COMMIT)', 1, true), e)\n"
+         "assert(db.row('SELECT count(*) AS n FROM tags').n == 0)\n"
+         "db.transaction(function() db.exec('INSERT INTO tags VALUES (?, ?)', 1, 'good') end)\n"
+         "assert(db.row('SELECT count(*) AS n FROM tags').n == 1)");
+  CHECK(sqlite3_get_autocommit(mw_db_handle(db)) != 0);
+
+  /* The statement cache: the same SQL gets the same statement back... */
+  sqlite3_stmt *a = NULL, *b = NULL;
+  CHECK(mw_db_prepare(db, "SELECT 42", (size_t)-1, &a, NULL) == 0);
+  CHECK(sqlite3_step(a) == SQLITE_ROW); /* left mid-step on purpose */
+  CHECK(mw_db_prepare(db, "SELECT 42", 9, &b, NULL) == 0);
+  CHECK(a == b);
+  CHECK(!sqlite3_stmt_busy(b)); /* the forgotten release was made up for */
+  mw_db_release(db, b);
+  int multi = 0;
+  CHECK(mw_db_prepare(db, "SELECT 1; SELECT 2", (size_t)-1, &a, &multi) == -EINVAL && multi == 1 && a == NULL);
+  CHECK(mw_db_prepare(db, "SELEC", (size_t)-1, &a, &multi) == -EIO && multi == 0);
+
+  /* ...and many distinct SQL strings, beyond its size, all work and keep
+   * the number of live statements bounded. */
+  LUA(L, "for round = 1, 2 do\n"
+         "  for i = 1, 300 do\n"
+         "    local r = db.row('SELECT ' .. i .. ' + ? AS v', round)\n"
+         "    assert(r.v == i + round)\n"
+         "  end\n"
+         "end\n"
+         "for i = 1, 100 do\n"
+         "  assert(db.row('SELECT ? AS v', i).v == i)  -- one hot statement, reused\n"
+         "end");
+  CHECK(mw_db_cached(db) == 64);
+  CHECK(count_statements(db) <= 64);
+  CHECK(busy_statements(db) == 0);
+
+  /* A second module on the same db, then closing the db under both Lua
+   * modules: their functions now raise. */
+  LUA(L, "db2 = db");
+  lua_State *L2 = luaL_newstate();
+  luaL_openlibs(L2);
+  l_db_push(L2, db);
+  lua_setglobal(L2, "db");
+  LUA(L2, "assert(db.row('SELECT count(*) AS n FROM pets').n == 2)");
+  lua_close(L2); /* the Lua state goes first here */
+
+  mw_db_close(db);
+  LUA(L, "local ok, e = pcall(db.exec, 'SELECT 1')\n"
+         "assert(not ok and e:find('database is closed', 1, true), e)\n"
+         "ok, e = pcall(db.query, 'SELECT 1')\n"
+         "assert(e:find('database is closed', 1, true), e)\n"
+         "ok, e = pcall(db.row, 'SELECT 1')\n"
+         "assert(e:find('database is closed', 1, true), e)\n"
+         "ok, e = pcall(db.transaction, function() end)\n"
+         "assert(e:find('database is closed', 1, true), e)");
+  lua_close(L);
+
+  /* The data survived: reopen, and closing inside a transaction callback. */
+  CHECK(mw_db_open(&db, path, err, sizeof err) == 0);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  l_db_push(L, db);
+  lua_setglobal(L, "db");
+  lua_pushlightuserdata(L, db);
+  lua_setglobal(L, "handle");
+  LUA(L, "assert(db.row('SELECT count(*) AS n FROM owners').n >= 4)\n"
+         "assert(db.row(\"SELECT name FROM pets WHERE id = 1\").name == 'rex')");
+  lua_close(L); /* mw_db_close after the Lua state: the link was removed */
+  mw_db_close(db);
+
+  /* A module pushed without a database. */
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  l_db_push(L, NULL);
+  lua_setglobal(L, "db");
+  LUA(L, "local ok, e = pcall(db.row, 'SELECT 1')\n"
+         "assert(not ok and e:find('database is closed', 1, true), e)");
+  lua_close(L);
+
+  /* An in-memory database works too (no directory, no WAL). */
+  CHECK(mw_db_open(&db, ":memory:", err, sizeof err) == 0);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  l_db_push(L, db);
+  lua_setglobal(L, "db");
+  LUA(L, "db.exec('CREATE TABLE t(x)')\n"
+         "assert(db.exec('INSERT INTO t VALUES (1), (2)') == 2)");
+  mw_db_close(db);
+  lua_close(L);
+}
+
+int main(void) {
+  char dir[] = "/tmp/mw_test_db_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  test_open_errors(dir);
+  test_module(dir);
+  CHECK(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  CHECK(!exists(dir));
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed != 0;
+}
