@@ -1,0 +1,399 @@
+/* lhost.c — the Lua VM that runs the app. */
+#include "lhost.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "embedded.h"
+#include "static.h"
+#include "template.h"
+
+#define EXCHANGE_MT "moonwire.exchange"
+
+struct lhost {
+  lua_State *L;
+  mw_server *srv;
+  mw_db *db;
+  mw_static *st;
+  int dispatch_ref, not_found_ref;
+  bool ok;
+};
+
+/* A response as Lua sees it. res is NULL once answered. */
+typedef struct exchange {
+  http_res *res;
+} exchange;
+
+/* ---- protected calls ---- */
+
+static int msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
+    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, base);
+  int r = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  return r;
+}
+
+/* ---- module loading: embedded framework modules, app scripts ---- */
+
+static int searcher_embedded(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  for (const mw_embedded *e = mw_embedded_lua; e->module; e++) {
+    if (strcmp(e->module, name) == 0) {
+      lua_pushfstring(L, "=[moonwire] %s", e->file);
+      const char *chunk = lua_tostring(L, -1);
+      if (luaL_loadbuffer(L, e->data, e->len, chunk) != LUA_OK) return lua_error(L);
+      lua_pushstring(L, e->file);
+      return 2;
+    }
+  }
+  lua_pushfstring(L, "\n\tno embedded module '%s'", name);
+  return 1;
+}
+
+/* Loads an app file with a chunk name relative to the app root
+ * ("scripts/pets.lua"), so errors and tracebacks read scripts/pets.lua:12. */
+static int load_relative(lua_State *L, const char *abspath, const char *relpath) {
+  FILE *f = fopen(abspath, "rb");
+  if (!f) return luaL_error(L, "cannot open %s", relpath);
+  mw_str s = {0};
+  char buf[8192];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) mw_str_append(&s, buf, n);
+  fclose(f);
+  char chunk[512];
+  snprintf(chunk, sizeof chunk, "@%s", relpath);
+  int r = luaL_loadbufferx(L, s.p ? s.p : "", s.len, chunk, "t");
+  mw_str_free(&s);
+  return r;
+}
+
+static int searcher_scripts_rel(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, "moonwire.root");
+  const char *root = lua_tostring(L, -1);
+  const char *mod = luaL_gsub(L, name, ".", "/");
+  const char *forms[] = {"scripts/%s.lua", "scripts/%s/init.lua"};
+  for (int i = 0; i < 2; i++) {
+    const char *relpath = lua_pushfstring(L, forms[i], mod);
+    const char *abspath = lua_pushfstring(L, "%s/%s", root, relpath);
+    FILE *f = fopen(abspath, "rb");
+    if (f) {
+      fclose(f);
+      if (load_relative(L, abspath, relpath) != LUA_OK)
+        return luaL_error(L, "error loading module '%s':\n\t%s", name, lua_tostring(L, -1));
+      lua_pushstring(L, relpath);
+      return 2;
+    }
+    lua_pop(L, 2);
+  }
+  lua_pushfstring(L, "\n\tno file 'scripts/%s.lua' in the app", mod);
+  return 1;
+}
+
+static void install_searchers(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");
+  /* preload stays first; then embedded framework modules, then the app's
+   * scripts, then the standard path searchers (system Lua modules). */
+  int n = (int)lua_rawlen(L, -1);
+  for (int i = n; i >= 2; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 2);
+  }
+  lua_pushcfunction(L, searcher_embedded);
+  lua_rawseti(L, -2, 2);
+  lua_pushcfunction(L, searcher_scripts_rel);
+  lua_rawseti(L, -2, 3);
+  lua_pop(L, 2);
+}
+
+/* ---- the exchange: a response handle for Lua ---- */
+
+static exchange *check_ex(lua_State *L) { return luaL_checkudata(L, 1, EXCHANGE_MT); }
+
+/* ex:finish(status, body, headers) → true, or false if already answered.
+ * headers is a table name → value (a value may be an array for repeats). */
+static int ex_finish(lua_State *L) {
+  exchange *ex = check_ex(L);
+  lua_Integer status = luaL_checkinteger(L, 2);
+  size_t blen = 0;
+  const char *body = luaL_optlstring(L, 3, "", &blen);
+  if (!ex->res) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (status < 100 || status > 999) return luaL_argerror(L, 2, "status must be 100..999");
+  http_res *res = ex->res;
+  res->status = (int)status;
+  if (lua_istable(L, 4)) {
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      size_t nl, vl;
+      const char *name = lua_tolstring(L, -2, &nl);
+      if (lua_type(L, -2) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (lua_istable(L, -1)) {
+        for (lua_Integer i = 1;; i++) {
+          if (lua_rawgeti(L, -1, i) == LUA_TNIL) {
+            lua_pop(L, 1);
+            break;
+          }
+          const char *v = luaL_tolstring(L, -1, &vl);
+          if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
+            res->headers.len = 0;
+            return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
+          }
+          lua_pop(L, 2);
+        }
+      } else {
+        const char *v = luaL_tolstring(L, -1, &vl);
+        if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
+          res->headers.len = 0;
+          return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
+        }
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  ex->res = NULL;
+  http_res_end(res, body, blen);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int ex_done(lua_State *L) {
+  lua_pushboolean(L, check_ex(L)->res == NULL);
+  return 1;
+}
+
+static const luaL_Reg ex_methods[] = {{"finish", ex_finish}, {"done", ex_done}, {NULL, NULL}};
+
+/* ---- moonwire.core: what the framework's Lua needs from C ---- */
+
+static int core_log(lua_State *L) {
+  static const char *levels[] = {"error", "warn", "info", "debug", NULL};
+  int lvl = luaL_checkoption(L, 1, "info", levels);
+  mw_log(lvl, "%s", luaL_checkstring(L, 2));
+  return 0;
+}
+
+static int core_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)mw_now_ns() / 1e6);
+  return 1;
+}
+
+static int open_core(lua_State *L) {
+  static const luaL_Reg fns[] = {{"log", core_log}, {"now", core_now}, {NULL, NULL}};
+  luaL_newlib(L, fns);
+  lhost *h = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushstring(L, h->srv->cfg.root);
+  lua_setfield(L, -2, "root");
+  lua_pushboolean(L, h->srv->cfg.dev);
+  lua_setfield(L, -2, "dev");
+  lua_pushstring(L, MW_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}
+
+static int open_db(lua_State *L) {
+  lhost *h = lua_touserdata(L, lua_upvalueindex(1));
+  return l_db_push(L, h->db);
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction f, lhost *h) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushlightuserdata(L, h);
+  lua_pushcclosure(L, f, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+/* ---- answering requests ---- */
+
+static void push_req(lua_State *L, const http_req *req) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->url, req->url_len);
+  lua_setfield(L, -2, "url");
+  lua_pushlstring(L, req->path, req->path_len);
+  lua_setfield(L, -2, "rawpath");
+  lua_pushlstring(L, req->query, req->query_len);
+  lua_setfield(L, -2, "querystring");
+  lua_pushlstring(L, req->body, req->body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
+  lua_setfield(L, -2, "ip");
+  lua_createtable(L, 0, req->nheaders);
+  for (int i = 0; i < req->nheaders; i++) {
+    const http_header *hd = &req->headers[i];
+    char name[256];
+    size_t n = hd->name_len < sizeof name ? hd->name_len : sizeof name - 1;
+    for (size_t j = 0; j < n; j++) {
+      char ch = hd->name[j];
+      name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    lua_pushlstring(L, name, n);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join with ", " */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, hd->value, hd->value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, hd->value, hd->value_len);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+}
+
+static void answer_500(http_res *res) {
+  res->headers.len = 0;
+  http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+}
+
+static void lhost_handle(void *ud, const http_req *req, http_res *res) {
+  lhost *h = ud;
+  lua_State *L = h->L;
+  if (!h->ok) {
+    if (static_serve(h->st, req, res) == 0 || res->done) return;
+    http_res_simple(res, 500, "text/plain; charset=utf-8",
+                    h->srv->cfg.dev ? "500: the app failed to load; see the server log\n"
+                                    : "500 Internal Server Error\n");
+    return;
+  }
+  int top = lua_gettop(L);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 1 */
+  ex->res = res;
+  luaL_setmetatable(L, EXCHANGE_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
+  lua_pushvalue(L, top + 1);
+  push_req(L, req);
+  if (lhost_pcall(L, 2, 2, "dispatch") != LUA_OK) {
+    if (ex->res) answer_500(res);
+    lua_settop(L, top);
+    return;
+  }
+  if (lua_toboolean(L, -2)) { /* a route took it */
+    lua_settop(L, top);
+    return;
+  }
+  size_t alen = 0;
+  const char *allow = lua_tolstring(L, -1, &alen);
+  int sr = static_serve(h->st, req, res);
+  if (sr <= 0) {
+    ex->res = NULL;
+    if (sr < 0) {
+      mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
+             strerror(-sr));
+      answer_500(res);
+    }
+    lua_settop(L, top);
+    return;
+  }
+  if (allow && alen) {
+    ex->res = NULL;
+    res->status = 405;
+    http_res_header(res, "Allow", 5, allow, alen);
+    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
+    lua_settop(L, top);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
+  lua_pushvalue(L, top + 1);
+  push_req(L, req);
+  if (lhost_pcall(L, 2, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (ex->res) { /* belt and braces: never leave a request hanging */
+    ex->res = NULL;
+    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
+  }
+  lua_settop(L, top);
+}
+
+/* ---- creation ---- */
+
+int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
+  lhost *h = calloc(1, sizeof *h);
+  if (!h) return -ENOMEM;
+  h->srv = srv;
+  h->db = db;
+  h->st = st;
+  h->dispatch_ref = h->not_found_ref = LUA_NOREF;
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    free(h);
+    return -ENOMEM;
+  }
+  h->L = L;
+  luaL_openlibs(L);
+  lua_pushstring(L, srv->cfg.root);
+  lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.root");
+  install_searchers(L);
+  preload(L, "moonwire.core", open_core, h);
+  preload(L, "moonwire.db", open_db, h);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_moonwire_template_c);
+  lua_setfield(L, -2, "moonwire.template_c");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, EXCHANGE_MT);
+  luaL_newlib(L, ex_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  *out = h;
+  http_set_handler(srv, &(http_handler){lhost_handle, h});
+
+  /* The framework: moonwire.app owns routes and the request path. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonwire.app");
+  if (lhost_pcall(L, 1, 1, "loading moonwire.app") != LUA_OK) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_getfield(L, -1, "_dispatch");
+  h->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "_not_found");
+  h->not_found_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
+
+  /* The app. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "app");
+  if (lhost_pcall(L, 1, 0, "loading scripts/app.lua") != LUA_OK) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  h->ok = true;
+  return 0;
+}
+
+bool lhost_ok(lhost *h) { return h->ok; }
+lua_State *lhost_state(lhost *h) { return h->L; }
+
+void lhost_free(lhost *h) {
+  if (!h) return;
+  if (h->L) lua_close(h->L);
+  free(h);
+}

@@ -1,0 +1,32 @@
+/* lhost.h — the Lua VM that runs the app: loading scripts, answering HTTP
+ * requests through the app's routes, errors with tracebacks. */
+#ifndef MW_LHOST_H
+#define MW_LHOST_H
+
+#include <lua.h>
+
+#include "http.h"
+#include "server.h"
+
+typedef struct lhost lhost;
+struct mw_db;
+struct mw_static;
+
+/* Creates the VM and loads scripts/app.lua under cfg->root. Borrows srv, db
+ * and st (they must outlive the host). On a load error returns -1 with the
+ * message (file:line and traceback) logged; the host is still created so a
+ * later reload can succeed. Returns 0 or -errno. */
+int lhost_new(lhost **out, mw_server *srv, struct mw_db *db, struct mw_static *st);
+/* Closes the VM (finalising everything the app held). */
+void lhost_free(lhost *h);
+/* True when the app loaded without error. */
+bool lhost_ok(lhost *h);
+lua_State *lhost_state(lhost *h);
+
+/* Calls the function on top of the stack with nargs arguments under a
+ * message handler that adds a traceback. On error logs "what: message +
+ * traceback" and leaves the message on the stack; returns the lua_pcall
+ * status. */
+int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what);
+
+#endif

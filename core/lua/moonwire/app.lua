@@ -1,0 +1,356 @@
+-- moonwire.app: routes, the request and response objects, and the path every
+-- HTTP request takes through Lua. The C core calls app._dispatch(ex, req) for
+-- each request; ex is the C handle that finishes the response.
+local core = require "moonwire.core"
+local view = require "moonwire.view"
+local cjson = require "cjson.safe"
+
+local app = {}
+
+view.root = core.root .. "/views"
+
+-- ---------------------------------------------------------------- helpers
+
+local function url_decode(s, plus)
+  if plus then s = s:gsub("+", " ") end
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+app.url_decode = url_decode
+
+local function url_encode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+app.url_encode = url_encode
+
+-- "a=1&b=2&b=3" → { a = "1", b = { "2", "3" } } (a repeated key becomes an array)
+local function parse_urlencoded(s)
+  local t = {}
+  for pair in s:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k, v = url_decode(k, true), url_decode(v, true)
+    local prev = t[k]
+    if prev == nil then
+      t[k] = v
+    elseif type(prev) == "table" then
+      prev[#prev + 1] = v
+    else
+      t[k] = { prev, v }
+    end
+  end
+  return t
+end
+app.parse_urlencoded = parse_urlencoded
+
+local function escape_html(s)
+  return (tostring(s):gsub("[&<>\"']", {
+    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
+  }))
+end
+
+-- ---------------------------------------------------------------- routes
+
+-- routes[i] = { method = "GET", path = "/pets/:id", pattern = "^/pets/([^/]+)$", keys = { "id" }, fn = fn }
+local routes = {}
+local exact = {}   -- exact["GET"]["/"] = route, for paths without parameters
+
+local METHODS = { "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS" }
+
+local function compile(path)
+  if path == "*" then return "^(.*)$", { 1 } end
+  local keys, n = {}, 0
+  local pattern = path:gsub("[%^%$%(%)%.%[%]%+%-%?]", "%%%0")
+  pattern = pattern:gsub("/:([%w_]+)", function(k)
+    keys[#keys + 1] = k
+    return "/([^/]+)"
+  end)
+  pattern = pattern:gsub("%*", function()
+    n = n + 1
+    keys[#keys + 1] = n
+    return "(.*)"
+  end)
+  return "^" .. pattern .. "$", keys
+end
+
+local function add(method, path, fn)
+  assert(type(path) == "string" and path:sub(1, 1) == "/" or path == "*",
+    "route path must start with '/' (or be '*')")
+  assert(type(fn) == "function", "route handler must be a function")
+  local pattern, keys = compile(path)
+  local r = { method = method, path = path, pattern = pattern, keys = keys, fn = fn }
+  routes[#routes + 1] = r
+  if #keys == 0 then
+    exact[method] = exact[method] or {}
+    exact[method][path] = exact[method][path] or r
+  end
+  return app
+end
+
+for _, m in ipairs(METHODS) do
+  app[m:lower()] = function(path, fn) return add(m, path, fn) end
+end
+app.del = app.delete
+
+-- app.all(path, fn): every method
+function app.all(path, fn)
+  for _, m in ipairs(METHODS) do add(m, path, fn) end
+  return app
+end
+
+-- Finds the route for method + path. Returns route, params; or nil and the
+-- methods the path does answer to (for 405).
+local function match(method, path)
+  local by = exact[method]
+  local r = by and by[path]
+  if r then return r, {} end
+  local allowed
+  for i = 1, #routes do
+    r = routes[i]
+    local caps = { path:match(r.pattern) }
+    if caps[1] ~= nil then
+      if r.method == method then
+        local params = {}
+        for j, k in ipairs(r.keys) do params[k] = url_decode(caps[j]) end
+        return r, params
+      end
+      allowed = allowed or {}
+      allowed[r.method] = true
+    end
+  end
+  return nil, allowed
+end
+
+-- ---------------------------------------------------------------- requests
+
+local Request = {}
+Request.__index = function(req, k)
+  local v
+  if k == "query" then
+    v = parse_urlencoded(req.querystring)
+  elseif k == "form" then
+    local ct = req.headers["content-type"] or ""
+    v = ct:find("application/x-www-form-urlencoded", 1, true) and parse_urlencoded(req.body) or {}
+  elseif k == "json" then
+    local ct = req.headers["content-type"] or ""
+    if ct:find("json", 1, true) then v = cjson.decode(req.body) end
+  elseif k == "path" then
+    v = url_decode(req.rawpath)
+  else
+    return Request[k]
+  end
+  rawset(req, k, v)
+  return v
+end
+
+function Request.get(req, name) return req.headers[name:lower()] end
+
+-- ---------------------------------------------------------------- responses
+
+local Response = {}
+Response.__index = Response
+
+function Response:status(code)
+  assert(math.type(code) == "integer" and code >= 100 and code <= 999, "res:status: status must be an integer 100..999")
+  self.statusCode = code
+  return self
+end
+
+local function check_header(name, value)
+  if type(name) ~= "string" or name == "" or name:find("[%c:]") then
+    error("res:set: invalid header name " .. string.format("%q", tostring(name)), 3)
+  end
+  local values = type(value) == "table" and value or { value }
+  for _, v in ipairs(values) do
+    if tostring(v):find("[\r\n\0]") then
+      error("res:set: the value of " .. name .. " holds CR, LF or NUL (header injection)", 3)
+    end
+  end
+end
+
+function Response:set(name, value)
+  check_header(name, value)
+  self.headers[name] = value
+  return self
+end
+Response.header = Response.set
+
+function Response:get(name)
+  local lname = name:lower()
+  for k, v in pairs(self.headers) do if k:lower() == lname then return v end end
+end
+
+function Response:type(ct)
+  self.headers["Content-Type"] = ct
+  return self
+end
+
+local function has_type(res)
+  for k in pairs(res.headers) do if k:lower() == "content-type" then return true end end
+  return false
+end
+
+-- res:send(body): a string is sent as HTML unless a Content-Type is set; a
+-- table is sent as JSON.
+function Response:send(body)
+  if type(body) == "table" then return self:json(body) end
+  if body == nil then body = "" end
+  if not has_type(self) then self.headers["Content-Type"] = "text/html; charset=utf-8" end
+  if not self._ex:finish(self.statusCode, tostring(body), self.headers) then
+    error("res:send: the response was already sent", 2)
+  end
+  self.finished = true
+  return self
+end
+
+function Response:json(value)
+  local body, err = cjson.encode(value)
+  if not body then error("res:json: " .. tostring(err), 2) end
+  if not has_type(self) then self.headers["Content-Type"] = "application/json; charset=utf-8" end
+  return self:send(body)
+end
+
+function Response:redirect(url, code)
+  if type(url) == "number" then url, code = code, url end
+  self.statusCode = code or 302
+  self.headers["Location"] = url
+  self.headers["Content-Type"] = "text/html; charset=utf-8"
+  return self:send('<p>Redirecting to <a href="' .. escape_html(url) .. '">' .. escape_html(url) .. "</a></p>")
+end
+
+function Response:render(name, locals, opts)
+  return self:send(view.render(name, locals or {}, opts))
+end
+
+function Response:sendStatus(code)
+  self.statusCode = code
+  self.headers["Content-Type"] = "text/plain; charset=utf-8"
+  return self:send(tostring(code))
+end
+
+local function new_response(ex)
+  return setmetatable({ _ex = ex, statusCode = 200, headers = {} }, Response)
+end
+
+-- ---------------------------------------------------------------- handlers
+
+-- Every handler runs in a coroutine taken from a pool, so that handlers can
+-- later wait (for an ack, a timer) without blocking the loop.
+local pool = {}
+local DONE = {}
+
+local function traceback(err)
+  if type(err) ~= "string" then err = tostring(err) end
+  return debug.traceback(err, 2)
+end
+
+local function worker()
+  local fn, a, b = coroutine.yield()
+  while true do
+    local ok, err = xpcall(fn, traceback, a, b)
+    fn, a, b = coroutine.yield(DONE, ok, err)
+  end
+end
+
+-- Runs fn(a, b) in a pooled coroutine. Returns true, or false and the error
+-- with its traceback.
+local function run(fn, a, b)
+  local co = pool[#pool]
+  if co then
+    pool[#pool] = nil
+  else
+    co = coroutine.create(worker)
+    coroutine.resume(co)
+  end
+  local _, tag, ok, err = coroutine.resume(co, fn, a, b)
+  if tag == DONE then
+    pool[#pool + 1] = co
+    return ok, err
+  end
+  -- The handler yielded: nothing in this version resumes it.
+  return false, "handler yielded outside of an awaitable call (coroutine.yield in a route?)"
+end
+app._run = run
+
+local function error_page(req, res, err)
+  core.log("error", req.method .. " " .. req.url .. ": " .. tostring(err))
+  if res.finished or res._ex:done() then return end
+  res.headers = {}
+  res.statusCode = 500
+  if core.dev then
+    local msg, trace = tostring(err):match("^(.-)\n(stack traceback:.*)$")
+    msg = msg or tostring(err)
+    local where = msg:match("^([^:]+:%d+):") or ""
+    res.headers["Content-Type"] = "text/html; charset=utf-8"
+    res:send(table.concat {
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>500 Internal Server Error</title>",
+      "<style>body{font:15px/1.5 system-ui,sans-serif;margin:2rem;color:#222}",
+      "pre{background:#f6f6f6;padding:1rem;overflow:auto}h1{color:#b00020}</style></head><body>",
+      "<h1>500 Internal Server Error</h1>",
+      "<p><strong>", escape_html(msg), "</strong></p>",
+      where ~= "" and ("<p>at <code>" .. escape_html(where) .. "</code></p>") or "",
+      "<pre>", escape_html(trace or ""), "</pre>",
+      "<p><small>moonwire dev mode: run with --production to hide this page.</small></p></body></html>",
+    })
+  else
+    res.headers["Content-Type"] = "text/html; charset=utf-8"
+    res:send("<!doctype html><title>500 Internal Server Error</title><h1>500 Internal Server Error</h1>")
+  end
+end
+
+-- Called by the core for each HTTP request. Returns true when a route took
+-- it; otherwise false and the Allow list when the path exists with other
+-- methods (the core then tries public/ and answers 405 or 404).
+function app._dispatch(ex, req)
+  setmetatable(req, Request)
+  local method = req.method
+  local route, params = match(method, req.rawpath)
+  if not route and method == "HEAD" then route, params = match("GET", req.rawpath) end
+  if not route and method == "POST" then
+    -- HTML forms can only GET and POST: a _method field overrides (PUT, PATCH, DELETE).
+    local override = req.form._method or (req.query._method)
+    if type(override) == "string" then
+      override = override:upper()
+      if override == "PUT" or override == "PATCH" or override == "DELETE" then
+        route, params = match(override, req.rawpath)
+        if route then
+          rawset(req, "originalMethod", method)
+          req.method = override
+        end
+      end
+    end
+  end
+  if not route then
+    if params then
+      local list = {}
+      for _, m in ipairs(METHODS) do if params[m] then list[#list + 1] = m end end
+      if params.GET then table.insert(list, 2, "HEAD") end
+      return false, table.concat(list, ", ")
+    end
+    return false
+  end
+  req.params = params
+  local res = new_response(ex)
+  local ok, err = run(route.fn, req, res)
+  if not ok then
+    error_page(req, res, err)
+  elseif not ex:done() then
+    error_page(req, res, "route " .. route.method .. " " .. route.path .. " returned without responding")
+  end
+  return true
+end
+
+-- Called by the core when nothing answered: views/404.html when it exists.
+function app._not_found(ex, req)
+  setmetatable(req, Request)
+  local res = new_response(ex)
+  res.statusCode = 404
+  if view.exists("404") then
+    local ok, err = run(function() res:render("404", { title = "Not found", path = req.path }) end)
+    if ok then return end
+    core.log("error", "views/404.html: " .. tostring(err))
+    if res._ex:done() then return end
+  end
+  res.headers["Content-Type"] = "text/plain; charset=utf-8"
+  res:send("404 Not Found\n")
+end
+
+return app

@@ -1,0 +1,204 @@
+/* main.c — command line, configuration, signals, graceful shutdown. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "db.h"
+#include "lhost.h"
+#include "server.h"
+#include "static.h"
+
+#define SHUTDOWN_GRACE_MS 10000
+
+static const char usage[] =
+    "usage: moonwire [options]\n"
+    "\n"
+    "Serves the app in --root: scripts/app.lua (routes and handlers), views/\n"
+    "(templates) and public/ (static files).\n"
+    "\n"
+    "  --root DIR               app directory (default: the current directory)\n"
+    "  --port N                 TCP port (default: $PORT, else 3000; 0 picks a free one)\n"
+    "  --host ADDR              bind address (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
+    "  --db PATH                SQLite file (default: ROOT/data/moonwire.db, created on first run)\n"
+    "  --dev                    development mode: error details in pages (the default)\n"
+    "  --production             production mode: plain error pages\n"
+    "  --quiet                  no access log on stdout\n"
+    "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
+    "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
+    "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "  --help                   this text\n"
+    "  --version                print the version\n";
+
+typedef struct app {
+  uv_loop_t *loop;
+  mw_server srv;
+  mw_db *db;
+  mw_static *st;
+  lhost *host;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t grace;
+  int exit_code;
+} app;
+
+static void on_closed_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Everything is answered: close the app and the database, then the loop. */
+static void finish(mw_server *srv) {
+  app *a = (app *)((char *)srv - offsetof(app, srv));
+  lhost_free(a->host);
+  a->host = NULL;
+  mw_db_close(a->db);
+  a->db = NULL;
+  mw_server_close(&a->srv);
+  uv_walk(a->loop, on_closed_walk, NULL);
+}
+
+static void on_grace(uv_timer_t *t) {
+  app *a = t->data;
+  mw_log(MW_LOG_WARN, "shutdown: connections still open after %d ms, closing them", SHUTDOWN_GRACE_MS);
+  for (mw_conn *c = a->srv.conns; c; c = c->next) mw_conn_close(c);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  app *a = s->data;
+  if (a->srv.stopping) return;
+  if (!a->srv.cfg.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  uv_signal_stop(&a->sigint);
+  uv_signal_stop(&a->sigterm);
+  uv_timer_start(&a->grace, on_grace, SHUTDOWN_GRACE_MS, 0);
+  uv_unref((uv_handle_t *)&a->grace);
+  a->srv.on_idle_stop = finish;
+  mw_server_stop(&a->srv);
+}
+
+static int parse_num(const char *flag, const char *v, long long min, long long max, long long *out) {
+  char *end;
+  errno = 0;
+  long long n = strtoll(v, &end, 10);
+  if (errno || *end || end == v || n < min || n > max) {
+    fprintf(stderr, "moonwire: %s needs a number between %lld and %lld (got '%s')\n", flag, min, max, v);
+    return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  mw_config cfg;
+  mw_config_defaults(&cfg);
+  const char *env_port = getenv("PORT");
+  long long n;
+  if (env_port && *env_port) {
+    if (parse_num("PORT", env_port, 0, 65535, &n)) return 2;
+    cfg.port = (int)n;
+  }
+  const char *db_path = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDS_VALUE                                                      \
+  if (!val) {                                                            \
+    fprintf(stderr, "moonwire: %s needs a value (see --help)\n", arg);   \
+    return 2;                                                            \
+  }                                                                      \
+  i++;
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!strcmp(arg, "--version")) {
+      printf("moonwire %s\n", MW_VERSION);
+      return 0;
+    } else if (!strcmp(arg, "--root")) {
+      NEEDS_VALUE cfg.root = val;
+    } else if (!strcmp(arg, "--port")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 65535, &n)) return 2;
+      cfg.port = (int)n;
+    } else if (!strcmp(arg, "--host")) {
+      NEEDS_VALUE cfg.host = val;
+    } else if (!strcmp(arg, "--db")) {
+      NEEDS_VALUE db_path = val;
+    } else if (!strcmp(arg, "--dev")) {
+      cfg.dev = true;
+    } else if (!strcmp(arg, "--production")) {
+      cfg.dev = false;
+    } else if (!strcmp(arg, "--quiet")) {
+      cfg.quiet = true;
+    } else if (!strcmp(arg, "--max-body")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 40, &n)) return 2;
+      cfg.max_body = (size_t)n;
+    } else if (!strcmp(arg, "--header-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.header_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--keepalive-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else {
+      fprintf(stderr, "moonwire: unknown option '%s' (see --help)\n", arg);
+      return 2;
+    }
+#undef NEEDS_VALUE
+  }
+
+  char root[PATH_MAX];
+  if (!realpath(cfg.root, root)) {
+    fprintf(stderr, "moonwire: --root %s: %s\n", cfg.root, strerror(errno));
+    return 1;
+  }
+  cfg.root = root;
+  char dbbuf[PATH_MAX + 32];
+  if (!db_path) {
+    snprintf(dbbuf, sizeof dbbuf, "%s/data/moonwire.db", root);
+    db_path = dbbuf;
+  }
+  cfg.db_path = db_path;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+
+  static app a;
+  a.loop = uv_default_loop();
+  char err[512];
+  if (mw_db_open(&a.db, db_path, err, sizeof err)) {
+    fprintf(stderr, "moonwire: --db %s: %s\n", db_path, err);
+    return 1;
+  }
+  char pub[PATH_MAX + 16];
+  snprintf(pub, sizeof pub, "%s/public", root);
+  if (static_new(&a.st, pub)) {
+    fprintf(stderr, "moonwire: cannot set up %s\n", pub);
+    return 1;
+  }
+  if (mw_server_init(&a.srv, a.loop, &cfg)) return 1;
+  if (lhost_new(&a.host, &a.srv, a.db, a.st) == -ENOMEM) return 1;
+  if (!lhost_ok(a.host))
+    mw_log(MW_LOG_ERROR, "the app did not load; fix the error above (routes answer 500 meanwhile)");
+  int r = mw_server_listen(&a.srv);
+  if (r) {
+    fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
+    return 1;
+  }
+  const char *shown = strchr(cfg.host, ':') ? "[%s]" : "%s";
+  printf("moonwire listening on http://");
+  printf(shown, cfg.host);
+  printf(":%d (%s mode)\n", mw_server_port(&a.srv), cfg.dev ? "dev" : "production");
+
+  uv_signal_init(a.loop, &a.sigint);
+  uv_signal_init(a.loop, &a.sigterm);
+  uv_timer_init(a.loop, &a.grace);
+  a.sigint.data = a.sigterm.data = a.grace.data = &a;
+  uv_signal_start(&a.sigint, on_signal, SIGINT);
+  uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+
+  uv_run(a.loop, UV_RUN_DEFAULT);
+  static_free(a.st);
+  int cr = uv_loop_close(a.loop);
+  if (cr) mw_log(MW_LOG_WARN, "loop closed with handles open: %s", uv_strerror(cr));
+  if (!cfg.quiet) printf("moonwire: stopped\n");
+  return a.exit_code;
+}
