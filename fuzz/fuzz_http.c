@@ -1,0 +1,54 @@
+/* fuzz_http.c — the request path: bytes → llhttp → route (the example app's
+ * Lua) → public/ lookup, on a connection without a socket. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "lhost.h"
+#include "server.h"
+#include "static.h"
+
+static uv_loop_t loop;
+static mw_server srv;
+static mw_db *db;
+static mw_static *st;
+static lhost *host;
+
+static void setup(void) {
+  mw_config cfg;
+  mw_config_defaults(&cfg);
+  cfg.root = MW_SOURCE_DIR;
+  cfg.quiet = true;
+  cfg.dev = true;
+  cfg.max_body = 4096;
+  uv_loop_init(&loop);
+  char path[] = "/tmp/moonwire-fuzz-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd >= 0) close(fd);
+  char err[256];
+  if (mw_db_open(&db, path, err, sizeof err)) abort();
+  if (static_new(&st, MW_SOURCE_DIR "/public")) abort();
+  if (mw_server_init(&srv, &loop, &cfg)) abort();
+  mw_log_level = -1; /* the app logs every 500 */
+  if (lhost_new(&host, &srv, db, st) || !lhost_ok(host)) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static int ready;
+  if (!ready) {
+    setup();
+    ready = 1;
+  }
+  mw_conn *c = mw_conn_new(&srv);
+  if (!c) return 0;
+  /* Feed in two parts, as a network would, to reach the split-buffer paths. */
+  size_t cut = size ? data[0] % (size + 1) : 0;
+  c->proto->on_read(c, (const char *)data, cut);
+  if (!c->closing && size > cut) c->proto->on_read(c, (const char *)data + cut, size - cut);
+  mw_conn_close(c);
+  while (srv.nconns) uv_run(&loop, UV_RUN_NOWAIT);
+  return 0;
+}
