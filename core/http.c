@@ -212,6 +212,7 @@ struct http_conn {
   mw_str stash;           /* bytes received while a response was pending */
   bool busy;              /* txn dispatched, not yet answered */
   bool in_feed;           /* inside http_feed (answers queue, feed goes on) */
+  bool detached;          /* the connection was handed to another protocol */
   bool peer_eof;
 };
 
@@ -245,6 +246,7 @@ static void access_log(mw_server *srv, http_txn *t) {
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
 static void continue_after_response(http_conn *hc) {
+  if (hc->detached) return;
   mw_conn *c = hc->c;
   if (hc->peer_eof || c->srv->stopping) {
     if (hc->stash.len == 0 || c->srv->stopping) {
@@ -408,6 +410,7 @@ static int on_message_complete(llhttp_t *p) {
   http_txn *t = hc->txn;
   t->req.body = t->body.p ? t->body.p : "";
   t->req.body_len = t->body.len;
+  t->req.upgrade = p->upgrade;
   t->req.keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
   /* Stop here: the next pipelined request waits until this one is answered. */
   return HPE_PAUSED;
@@ -485,12 +488,16 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
       size_t used = pos ? (size_t)(pos - data) : len;
       data += used;
       len -= used;
-      if (err == HPE_PAUSED_UPGRADE) {
-        /* No protocol upgrade is offered on this path: answer, then close. */
-        len = 0;
-      }
       llhttp_resume(&hc->parser);
+      if (hc->txn->req.upgrade) {
+        /* What follows belongs to the next protocol (if the handler takes
+         * the connection over) and is never parsed as HTTP. */
+        if (len && mw_str_append(&hc->stash, data, len)) mw_conn_close(c);
+        len = 0;
+        mw_conn_pause(c);
+      }
       dispatch(hc);
+      if (hc->detached) break;
       continue;
     }
     http_txn *t = hc->txn;
@@ -499,7 +506,34 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
     break;
   }
   hc->in_feed = false;
+  if (hc->detached) {
+    free(hc);
+    return;
+  }
   if (!hc->busy && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) mw_conn_end(c);
+}
+
+mw_conn *http_res_upgrade(http_res *res, const char *head, size_t len, mw_str *rest) {
+  if (res->done || res->carrier != &http_tcp_carrier) return NULL;
+  http_txn *t = res->carrier_data;
+  http_conn *hc = t->hc;
+  if (!hc || !t->req.upgrade || hc->c->closing || hc->c->ending) return NULL;
+  mw_conn *c = hc->c;
+  res->done = true;
+  res->status = 101;
+  mw_conn_write_copy(c, head, len);
+  access_log(c->srv, t);
+  hc->txn = NULL;
+  hc->busy = false;
+  txn_free(t);
+  *rest = hc->stash;
+  hc->stash = (mw_str){0};
+  mw_conn_set_timeout(c, 0);
+  c->proto = NULL;
+  c->proto_data = NULL;
+  if (hc->in_feed) hc->detached = true; /* http_feed frees it on the way out */
+  else free(hc);
+  return c;
 }
 
 static void http_on_read(mw_conn *c, const char *data, size_t len) {
@@ -526,7 +560,9 @@ static void http_on_timeout(mw_conn *c) {
 
 static void http_on_stop(mw_conn *c) {
   http_conn *hc = c->proto_data;
-  if (!hc->busy) mw_conn_close(c);
+  /* Only idle connections go now: a request still arriving or being answered
+   * finishes first, and the connection ends after its response. */
+  if (!hc->busy && !hc->txn && hc->stash.len == 0) mw_conn_close(c);
 }
 
 static void http_on_close(mw_conn *c) {

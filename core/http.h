@@ -31,6 +31,7 @@ typedef struct http_req {
   size_t body_len;
   int http_major, http_minor;
   bool keep_alive;
+  bool upgrade;             /* Connection: upgrade + Upgrade: ... */
   const char *remote_addr;  /* "127.0.0.1" */
   uint64_t start_ns;        /* when the first byte of the request arrived */
 } http_req;
@@ -74,6 +75,14 @@ int http_res_end(http_res *res, const char *body, size_t len);
 /* Same, taking ownership of one reference to body (which may be shared with
  * other responses, e.g. a cached static file). */
 int http_res_end_buf(http_res *res, mw_buf *body);
+
+/* Takes the connection over from HTTP for another protocol (WebSocket).
+ * Queues head (the 101 response, copied), finishes res, and returns the
+ * connection; the caller sets c->proto/c->proto_data at once. Bytes that
+ * arrived after the request are moved into *rest (caller frees). Returns NULL,
+ * leaving res unfinished, when the request was not an upgrade or res is not
+ * carried by a TCP connection. */
+struct mw_conn *http_res_upgrade(http_res *res, const char *head, size_t len, mw_str *rest);
 
 /* The reason phrase for a status code ("Not Found"), or "Unknown". */
 const char *http_status_text(int status);
