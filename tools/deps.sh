@@ -25,5 +25,5 @@ fi
 # npm ci only when the lock file changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.moonwire-lock; then
   npm ci --no-audit --no-fund --loglevel=error
-  cp package-lock.json node_modules/.moonwire-lock
+  mkdir -p node_modules && cp package-lock.json node_modules/.moonwire-lock
 fi
