@@ -6,9 +6,11 @@
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "embedded.h"
+#include "l_io.h"
 #include "static.h"
 #include "template.h"
 
@@ -20,6 +22,8 @@ struct lhost {
   mw_db *db;
   mw_static *st;
   int dispatch_ref, not_found_ref;
+  l_io *io;
+  char client_dir[8400]; /* socket.io-client's dist/, "" if not installed */
   bool ok;
 };
 
@@ -273,9 +277,49 @@ static void answer_500(http_res *res) {
   http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
 }
 
+/* /socket.io/socket.io.js and friends, from the socket.io-client package. */
+static int serve_client(lhost *h, const http_req *req, http_res *res) {
+  static const char *files[] = {"socket.io.js",         "socket.io.min.js",         "socket.io.js.map",
+                                "socket.io.min.js.map", "socket.io.esm.min.js",     "socket.io.esm.min.js.map",
+                                NULL};
+  const char *path = l_io_path(h->io);
+  size_t plen = strlen(path);
+  if (!h->client_dir[0] || req->path_len <= plen || memcmp(req->path, path, plen) != 0) return 1;
+  const char *name = req->path + plen;
+  size_t nlen = req->path_len - plen;
+  for (int i = 0; files[i]; i++) {
+    if (strlen(files[i]) == nlen && memcmp(files[i], name, nlen) == 0) {
+      char file[8500];
+      snprintf(file, sizeof file, "%s/%s", h->client_dir, files[i]);
+      int r = static_serve_file(h->st, file, req, res, "public, max-age=0");
+      if (r < 0) answer_500(res);
+      return r == 1 ? 1 : 0;
+    }
+  }
+  return 1;
+}
+
+static void find_client_dir(lhost *h) {
+  const char *rel = "node_modules/socket.io-client/dist";
+  char exe[4096];
+  size_t len = sizeof exe;
+  snprintf(h->client_dir, sizeof h->client_dir, "%s/%s", h->srv->cfg.root, rel);
+  if (access(h->client_dir, R_OK) == 0) return;
+  /* build/moonwire: the project's own node_modules sits one level up. */
+  if (uv_exepath(exe, &len) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(h->client_dir, sizeof h->client_dir, "%s/../%s", exe, rel);
+    if (access(h->client_dir, R_OK) == 0) return;
+  }
+  h->client_dir[0] = '\0';
+}
+
 static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lhost *h = ud;
   lua_State *L = h->L;
+  if (h->io && l_io_handle_http(h->io, req, res) == 0) return;
+  if (h->io && serve_client(h, req, res) == 0) return;
   if (!h->ok) {
     if (static_serve(h->st, req, res) == 0 || res->done) return;
     http_res_simple(res, 500, "text/plain; charset=utf-8",
@@ -352,6 +396,13 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   install_searchers(L);
   preload(L, "moonwire.core", open_core, h);
   preload(L, "moonwire.db", open_db, h);
+  l_timer_open(L, srv->loop);
+  if (l_io_new(&h->io, L, srv)) {
+    lua_close(L);
+    free(h);
+    return -ENOMEM;
+  }
+  find_client_dir(h);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonwire_template_c);
   lua_setfield(L, -2, "moonwire.template_c");
@@ -392,8 +443,16 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
 bool lhost_ok(lhost *h) { return h->ok; }
 lua_State *lhost_state(lhost *h) { return h->L; }
 
+void lhost_stop(lhost *h) {
+  if (!h) return;
+  l_io_stop(h->io);
+  l_timer_stop_all(h->L);
+}
+
 void lhost_free(lhost *h) {
   if (!h) return;
+  lhost_stop(h);
   if (h->L) lua_close(h->L);
+  l_io_free(h->io);
   free(h);
 }

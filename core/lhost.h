@@ -17,6 +17,9 @@ struct mw_static;
  * message (file:line and traceback) logged; the host is still created so a
  * later reload can succeed. Returns 0 or -errno. */
 int lhost_new(lhost **out, mw_server *srv, struct mw_db *db, struct mw_static *st);
+/* Shutdown begins: realtime sessions close and timers stop; HTTP goes on
+ * until in-flight responses are done. */
+void lhost_stop(lhost *h);
 /* Closes the VM (finalising everything the app held). */
 void lhost_free(lhost *h);
 /* True when the app loaded without error. */

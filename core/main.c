@@ -30,6 +30,15 @@ static const char usage[] =
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "\n"
+    "Socket.IO (these win over io.configure in the app):\n"
+    "  --io-path PATH           where Socket.IO answers (default /socket.io/)\n"
+    "  --ping-interval MS       heartbeat interval (default 25000)\n"
+    "  --ping-timeout MS        a client that does not answer a ping within this is closed (default 20000)\n"
+    "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
+    "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
+    "  --transports LIST        polling,websocket (default both)\n"
+    "  --cors-origin ORIGIN     allow this Origin (repeatable); a WebSocket from any other gets 403\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -70,6 +79,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   app *a = s->data;
   if (a->srv.stopping) return;
   if (!a->srv.cfg.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  lhost_stop(a->host); /* realtime sessions end first: their pending polls are answered */
   uv_signal_stop(&a->sigint);
   uv_signal_stop(&a->sigterm);
   uv_timer_start(&a->grace, on_grace, SHUTDOWN_GRACE_MS, 0);
@@ -139,6 +149,38 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--io-path")) {
+      NEEDS_VALUE if (val[0] != '/' || strlen(val) > 100) {
+        fprintf(stderr, "moonwire: --io-path must start with '/'\n");
+        return 2;
+      }
+      static char io_path[128];
+      snprintf(io_path, sizeof io_path, "%s%s", val, val[strlen(val) - 1] == '/' ? "" : "/");
+      cfg.io_path = io_path;
+    } else if (!strcmp(arg, "--ping-interval")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.ping_interval = (uint64_t)n;
+    } else if (!strcmp(arg, "--ping-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.ping_timeout = (uint64_t)n;
+    } else if (!strcmp(arg, "--connect-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.connect_timeout = (uint64_t)n;
+    } else if (!strcmp(arg, "--max-http-buffer-size")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 1000000000, &n)) return 2;
+      cfg.max_http_buffer = (size_t)n;
+    } else if (!strcmp(arg, "--transports")) {
+      NEEDS_VALUE if (!strstr(val, "polling") && !strstr(val, "websocket")) {
+        fprintf(stderr, "moonwire: --transports takes polling, websocket or both\n");
+        return 2;
+      }
+      cfg.transports = val;
+    } else if (!strcmp(arg, "--cors-origin")) {
+      NEEDS_VALUE if (cfg.norigins == 16) {
+        fprintf(stderr, "moonwire: at most 16 --cors-origin\n");
+        return 2;
+      }
+      cfg.origins[cfg.norigins++] = val;
     } else {
       fprintf(stderr, "moonwire: unknown option '%s' (see --help)\n", arg);
       return 2;

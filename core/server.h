@@ -29,6 +29,14 @@ struct mw_config {
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;
   uint64_t keepalive_timeout_ms;
+  /* Socket.IO options from the command line; 0/NULL = not given (the app's
+   * io.configure or socket.io's defaults apply). */
+  const char *io_path;
+  uint64_t ping_interval, ping_timeout, connect_timeout;
+  size_t max_http_buffer;
+  const char *transports;
+  const char *origins[16];
+  int norigins;
 };
 
 void mw_config_defaults(mw_config *cfg);

@@ -41,6 +41,33 @@ local function parse_urlencoded(s)
 end
 app.parse_urlencoded = parse_urlencoded
 
+-- lua-cjson gives every JSON number as a float (2 → 2.0); numbers without a
+-- fraction become integers, as a Lua reader expects.
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do
+      local t = type(x)
+      if t == "number" then
+        local i = math.tointeger(x)
+        if i then v[k] = i end
+      elseif t == "table" then
+        integers(x)
+      end
+    end
+    return v
+  elseif type(v) == "number" then
+    return math.tointeger(v) or v
+  end
+  return v
+end
+
+-- Decodes JSON (nil and a message when it does not parse).
+function app.json_decode(s)
+  local v, err = cjson.decode(s)
+  if v == nil and err then return nil, err end
+  return integers(v)
+end
+
 local function escape_html(s)
   return (tostring(s):gsub("[&<>\"']", {
     ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
@@ -131,7 +158,7 @@ Request.__index = function(req, k)
     v = ct:find("application/x-www-form-urlencoded", 1, true) and parse_urlencoded(req.body) or {}
   elseif k == "json" then
     local ct = req.headers["content-type"] or ""
-    if ct:find("json", 1, true) then v = cjson.decode(req.body) end
+    if ct:find("json", 1, true) then v = app.json_decode(req.body) end
   elseif k == "path" then
     v = url_decode(req.rawpath)
   else

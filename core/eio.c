@@ -1,0 +1,658 @@
+/* eio.c — Engine.IO v4 server: sessions, transports, upgrade, heartbeat. */
+#include "eio.h"
+
+#include <errno.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "eio_packet.h"
+#include "server.h"
+#include "ws.h"
+
+#define EIO_BUCKETS 4096
+
+struct eio_session {
+  char sid[21];
+  eio_server *es;
+  eio_session *hnext;       /* hash chain */
+  eio_session *prev, *next; /* every session of the server */
+  eio_session *dirty_next;  /* polling output waiting for the end of the turn */
+  uv_timer_t timer;         /* heartbeat */
+  ws_conn *ws;              /* the websocket transport, once in use */
+  ws_conn *probe;           /* a websocket being probed for the upgrade */
+  http_res *get;            /* the pending long-poll GET */
+  mw_str outq;              /* polling payload waiting for a GET */
+  void *ud;
+  bool awaiting_pong, closed, dirty, probed;
+};
+
+struct eio_server {
+  struct mw_server *srv;
+  eio_options opt;
+  eio_handler h;
+  void *ud;
+  eio_session *buckets[EIO_BUCKETS];
+  eio_session *all;
+  eio_session *dirty;
+  uv_check_t check;
+  uv_prepare_t prepare;
+  int nsessions;
+  int closing_handles;
+};
+
+void eio_options_defaults(eio_options *o, const char *path) {
+  memset(o, 0, sizeof *o);
+  snprintf(o->path, sizeof o->path, "%s", path);
+  o->ping_interval = 25000;
+  o->ping_timeout = 20000;
+  o->max_payload = 1000000;
+  o->polling = o->websocket = true;
+}
+
+void eio_random_id(char out[21]) {
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[15];
+  if (RAND_bytes(raw, sizeof raw) != 1) abort(); /* no randomness: no safe ids */
+  for (int i = 0, j = 0; i < 15; i += 3) {
+    uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+    out[j++] = alphabet[(v >> 18) & 63];
+    out[j++] = alphabet[(v >> 12) & 63];
+    out[j++] = alphabet[(v >> 6) & 63];
+    out[j++] = alphabet[v & 63];
+  }
+  out[20] = '\0';
+}
+
+/* ---- the session table ---- */
+
+static uint32_t hash_sid(const char *sid, size_t len) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)sid[i]) * 16777619u;
+  return h % EIO_BUCKETS;
+}
+
+static eio_session *find(eio_server *es, const char *sid, size_t len) {
+  if (len != 20) return NULL;
+  for (eio_session *s = es->buckets[hash_sid(sid, len)]; s; s = s->hnext)
+    if (memcmp(s->sid, sid, 20) == 0) return s;
+  return NULL;
+}
+
+static void unlink_session(eio_session *s) {
+  eio_server *es = s->es;
+  eio_session **pp = &es->buckets[hash_sid(s->sid, 20)];
+  while (*pp && *pp != s) pp = &(*pp)->hnext;
+  if (*pp) *pp = s->hnext;
+  if (s->prev) s->prev->next = s->next;
+  else es->all = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (s->dirty) {
+    eio_session **dp = &es->dirty;
+    while (*dp != s) dp = &(*dp)->dirty_next;
+    *dp = s->dirty_next;
+    s->dirty = false;
+  }
+  es->nsessions--;
+}
+
+/* ---- answering HTTP ---- */
+
+static void add_cors(eio_server *es, const http_req *req, http_res *res) {
+  if (!es->opt.norigins) return;
+  size_t olen;
+  const char *origin = http_req_header(req, "origin", &olen);
+  if (!origin) return;
+  for (int i = 0; i < es->opt.norigins; i++) {
+    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) {
+      http_res_header(res, "Access-Control-Allow-Origin", 27, origin, olen);
+      http_res_headerz(res, "Access-Control-Allow-Credentials", "true");
+      http_res_headerz(res, "Vary", "Origin");
+      return;
+    }
+  }
+}
+
+static bool origin_allowed(eio_server *es, const http_req *req) {
+  if (!es->opt.norigins) return true;
+  size_t olen;
+  const char *origin = http_req_header(req, "origin", &olen);
+  if (!origin) return true; /* not a browser: no Origin to check */
+  for (int i = 0; i < es->opt.norigins; i++)
+    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) return true;
+  return false;
+}
+
+static void answer_error(http_res *res, int status, int code, const char *message) {
+  char body[128];
+  snprintf(body, sizeof body, "{\"code\":%d,\"message\":\"%s\"}", code, message);
+  http_res_simple(res, status, "application/json", body);
+}
+
+static void answer_payload(http_res *res, const char *data, size_t len) {
+  http_res_headerz(res, "Content-Type", "text/plain; charset=UTF-8");
+  http_res_end(res, data, len);
+}
+
+/* Finds key in a query string and percent-decodes its value into out. */
+static bool query_get(const char *q, size_t qlen, const char *key, char *out, size_t cap) {
+  size_t klen = strlen(key);
+  const char *end = q + qlen;
+  while (q < end) {
+    const char *amp = memchr(q, '&', (size_t)(end - q));
+    const char *pe = amp ? amp : end;
+    if ((size_t)(pe - q) > klen && memcmp(q, key, klen) == 0 && q[klen] == '=') {
+      size_t n = 0;
+      for (const char *p = q + klen + 1; p < pe && n + 1 < cap; p++) {
+        if (*p == '%' && pe - p > 2) {
+          char hex[3] = {p[1], p[2], 0};
+          out[n++] = (char)strtol(hex, NULL, 16);
+          p += 2;
+        } else {
+          out[n++] = *p == '+' ? ' ' : *p;
+        }
+      }
+      out[n] = '\0';
+      return true;
+    }
+    q = pe + 1;
+  }
+  return false;
+}
+
+/* ---- sending ---- */
+
+static void mark_dirty(eio_session *s) {
+  if (s->dirty || s->closed) return;
+  s->dirty = true;
+  s->dirty_next = s->es->dirty;
+  s->es->dirty = s;
+}
+
+/* Answers the pending GET with whatever is queued. */
+static void flush_poll(eio_session *s) {
+  if (!s->get || !s->outq.len) return;
+  http_res *res = s->get;
+  s->get = NULL;
+  answer_payload(res, s->outq.p, s->outq.len);
+  mw_str_reset(&s->outq);
+}
+
+static void flush_dirty(eio_server *es) {
+  while (es->dirty) {
+    eio_session *s = es->dirty;
+    es->dirty = s->dirty_next;
+    s->dirty = false;
+    flush_poll(s);
+  }
+}
+
+static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
+
+static void send_packet(eio_session *s, int type, const char *data, size_t len, bool binary) {
+  if (s->closed) return;
+  if (s->ws) {
+    if (binary) {
+      ws_send(s->ws, data, len, true);
+    } else {
+      mw_buf *b = mw_buf_new(10 + 1 + len);
+      if (!b) return;
+      uint8_t hdr[10];
+      size_t hl = ws_frame_header(hdr, 1 + len, false);
+      memcpy(b->data + 10 - hl, hdr, hl);
+      b->data[10] = (char)('0' + type);
+      if (len) memcpy(b->data + 11, data, len);
+      ws_send_frame(s->ws, b, 10 - hl, hl + 1 + len);
+    }
+    return;
+  }
+  if (eio_payload_append(&s->outq, type, data, len, binary) != 0) {
+    mw_log(MW_LOG_WARN, "eio: a text message with a record separator (0x1e) cannot go over polling; dropped");
+    return;
+  }
+  mark_dirty(s);
+}
+
+int eio_msg_init(eio_msg *m, const char *data, size_t len, bool binary) {
+  size_t prefix = binary ? 0 : 1;
+  m->buf = mw_buf_new(10 + prefix + len);
+  if (!m->buf) return -ENOMEM;
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, prefix + len, binary);
+  m->frame_off = 10 - hl;
+  memcpy(m->buf->data + m->frame_off, hdr, hl);
+  if (!binary) m->buf->data[10] = '4';
+  if (len) memcpy(m->buf->data + 10 + prefix, data, len);
+  m->pkt_off = 10 + prefix;
+  m->len = len;
+  m->binary = binary;
+  return 0;
+}
+
+void eio_msg_release(eio_msg *m) {
+  mw_buf_unref(m->buf);
+  m->buf = NULL;
+}
+
+void eio_send_msg(eio_session *s, const eio_msg *m) {
+  if (s->closed) return;
+  if (s->ws) {
+    ws_send_frame(s->ws, mw_buf_ref(m->buf), m->frame_off, m->pkt_off + m->len - m->frame_off);
+    return;
+  }
+  eio_payload_append(&s->outq, EIO_MESSAGE, m->buf->data + m->pkt_off, m->len, m->binary);
+  mark_dirty(s);
+}
+
+void eio_send(eio_session *s, const char *data, size_t len, bool binary) {
+  send_packet(s, EIO_MESSAGE, data, len, binary);
+}
+
+bool eio_writable(eio_session *s) {
+  if (s->closed) return false;
+  if (s->ws) return ws_buffered(s->ws) < 1024 * 1024;
+  return s->get != NULL;
+}
+
+/* ---- closing ---- */
+
+static void on_session_freed(uv_handle_t *h) {
+  eio_session *s = h->data;
+  mw_str_free(&s->outq);
+  free(s);
+}
+
+static void ws_noop_message(void *ud, ws_conn *ws, const char *d, size_t n, bool b) {}
+static void ws_noop_close(void *ud, ws_conn *ws, int code) {}
+static const ws_handler ws_detached = {ws_noop_message, ws_noop_close};
+
+static void session_close(eio_session *s, const char *reason, bool send_close) {
+  if (s->closed) return;
+  eio_server *es = s->es;
+  if (send_close && !s->ws) { /* tell a polling client before it goes */
+    eio_payload_append(&s->outq, EIO_CLOSE, "", 0, false);
+  }
+  flush_poll(s);
+  s->closed = true;
+  unlink_session(s);
+  uv_timer_stop(&s->timer);
+  if (s->get) { /* nothing more will come: let the poll return */
+    answer_payload(s->get, "6", 1);
+    s->get = NULL;
+  }
+  if (s->ws) {
+    ws_set_userdata(s->ws, &ws_detached, NULL);
+    ws_close(s->ws, 1000, "");
+    s->ws = NULL;
+  }
+  if (s->probe) {
+    ws_set_userdata(s->probe, &ws_detached, NULL);
+    ws_close(s->probe, 1000, "");
+    s->probe = NULL;
+  }
+  es->h.on_close(es->ud, s, reason);
+  uv_close((uv_handle_t *)&s->timer, on_session_freed);
+}
+
+void eio_close(eio_session *s, const char *reason) { session_close(s, reason, true); }
+
+/* ---- heartbeat ---- */
+
+static void on_heartbeat(uv_timer_t *t) {
+  eio_session *s = t->data;
+  if (s->awaiting_pong) {
+    session_close(s, "ping timeout", false);
+    return;
+  }
+  s->awaiting_pong = true;
+  send_packet(s, EIO_PING, "", 0, false);
+  uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_timeout, 0);
+}
+
+static void got_pong(eio_session *s) {
+  if (!s->awaiting_pong) return;
+  s->awaiting_pong = false;
+  uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_interval, 0);
+}
+
+/* ---- incoming packets ---- */
+
+/* Returns non-zero when the session closed (stop reading). */
+static int on_packet(void *ud, const eio_packet *p) {
+  eio_session *s = ud;
+  if (s->closed) return 1;
+  switch (p->type) {
+  case EIO_MESSAGE:
+    s->es->h.on_message(s->es->ud, s, p->data, p->len, p->binary);
+    break;
+  case EIO_PONG:
+    got_pong(s);
+    break;
+  case EIO_CLOSE:
+    session_close(s, "transport close", false);
+    break;
+  default: /* ping, upgrade, noop: nothing to do on an open transport */
+    break;
+  }
+  return s->closed ? 1 : 0;
+}
+
+static void ws_on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
+  eio_session *s = ud;
+  eio_packet p;
+  if (eio_packet_decode(data, len, binary, &p) != 0) {
+    session_close(s, "parse error", false);
+    return;
+  }
+  on_packet(s, &p);
+}
+
+static void ws_on_close(void *ud, ws_conn *ws, int code) {
+  eio_session *s = ud;
+  if (s->ws == ws) s->ws = NULL;
+  session_close(s, code == 1000 || code == 1001 || code == 1006 || code == 1005 ? "transport close"
+                                                                                 : "transport error",
+                false);
+}
+
+static const ws_handler session_ws = {ws_on_message, ws_on_close};
+
+/* Sends packets queued as a polling payload over a websocket, one frame
+ * each (only what was queued before the websocket took over). */
+static void replay_over_ws(ws_conn *ws, const mw_str *pending) {
+  if (!pending->len) return;
+  const char *p = pending->p, *end = pending->p + pending->len;
+  mw_str scratch = {0};
+  while (p < end) {
+    const char *sep = memchr(p, EIO_SEPARATOR, (size_t)(end - p));
+    const char *pe = sep ? sep : end;
+    if (pe > p) {
+      if (*p == 'b') {
+        mw_str_reset(&scratch);
+        if (eio_base64_decode(&scratch, p + 1, (size_t)(pe - p - 1)) == 0)
+          ws_send(ws, scratch.p ? scratch.p : "", scratch.len, true);
+      } else if (*p != '0' + EIO_NOOP) {
+        ws_send(ws, p, (size_t)(pe - p), false);
+      }
+    }
+    p = pe + 1;
+  }
+  mw_str_free(&scratch);
+}
+
+/* The upgrade: 2probe → 3probe (and a noop to end the pending poll), then 5. */
+static void probe_on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
+  eio_session *s = ud;
+  if (!binary && len == 6 && memcmp(data, "2probe", 6) == 0 && !s->probed) {
+    s->probed = true;
+    ws_send(ws, "3probe", 6, false);
+    eio_payload_append(&s->outq, EIO_NOOP, "", 0, false);
+    mark_dirty(s);
+    return;
+  }
+  if (!binary && len == 1 && data[0] == '5' && s->probed) {
+    /* Switch: whatever waits for a poll now goes over the websocket. */
+    mw_str pending = s->outq;
+    s->outq = (mw_str){0};
+    if (s->get) {
+      answer_payload(s->get, "6", 1);
+      s->get = NULL;
+    }
+    s->ws = ws;
+    s->probe = NULL;
+    ws_set_userdata(ws, &session_ws, s);
+    replay_over_ws(ws, &pending);
+    mw_str_free(&pending);
+    return;
+  }
+  /* Anything else during a probe: drop the probe, keep polling. */
+  s->probe = NULL;
+  ws_set_userdata(ws, &ws_detached, NULL);
+  ws_close(ws, 1002, "bad upgrade");
+}
+
+static void probe_on_close(void *ud, ws_conn *ws, int code) {
+  eio_session *s = ud;
+  if (s->probe == ws) s->probe = NULL;
+}
+
+static const ws_handler probe_ws = {probe_on_message, probe_on_close};
+
+/* ---- requests ---- */
+
+static eio_session *session_new(eio_server *es) {
+  eio_session *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->es = es;
+  do eio_random_id(s->sid);
+  while (find(es, s->sid, 20));
+  uint32_t b = hash_sid(s->sid, 20);
+  s->hnext = es->buckets[b];
+  es->buckets[b] = s;
+  s->next = es->all;
+  if (es->all) es->all->prev = s;
+  es->all = s;
+  es->nsessions++;
+  uv_timer_init(es->srv->loop, &s->timer);
+  s->timer.data = s;
+  return s;
+}
+
+static void open_packet(eio_session *s, bool polling, mw_str *out) {
+  const eio_options *o = &s->es->opt;
+  mw_str_appendf(out, "0{\"sid\":\"%s\",\"upgrades\":[%s],\"pingInterval\":%llu,\"pingTimeout\":%llu,\"maxPayload\":%zu}",
+                 s->sid, polling && o->websocket ? "\"websocket\"" : "", (unsigned long long)o->ping_interval,
+                 (unsigned long long)o->ping_timeout, o->max_payload);
+}
+
+static void handshake(eio_server *es, const http_req *req, http_res *res, bool websocket) {
+  if (!websocket && req->method_id != 1 /* GET */) {
+    answer_error(res, 400, 2, "Bad handshake method");
+    return;
+  }
+  eio_session *s = session_new(es);
+  if (!s) {
+    http_res_simple(res, 500, "text/plain", "out of memory\n");
+    return;
+  }
+  /* The handler sees the handshake request before the answer frees it. */
+  uv_timer_start(&s->timer, on_heartbeat, es->opt.ping_interval, 0);
+  es->h.on_open(es->ud, s, req);
+  mw_str open = {0};
+  if (websocket) {
+    ws_conn *ws = ws_accept(res, req, &session_ws, s, es->opt.max_payload);
+    if (!ws) {
+      session_close(s, "transport error", false);
+      return;
+    }
+    open_packet(s, false, &open);
+    ws_send(ws, open.p, open.len, false);
+    /* What the handler sent while opening waits in outq: it follows. */
+    mw_str pending = s->outq;
+    s->outq = (mw_str){0};
+    s->ws = ws;
+    replay_over_ws(ws, &pending);
+    mw_str_free(&pending);
+  } else {
+    add_cors(es, req, res);
+    open_packet(s, true, &open);
+    answer_payload(res, open.p, open.len);
+  }
+  mw_str_free(&open);
+}
+
+static void poll_get(eio_session *s, const http_req *req, http_res *res) {
+  if (s->get) { /* one GET at a time: a second one is a broken client */
+    answer_error(res, 400, 3, "Bad request");
+    session_close(s, "transport error", true);
+    return;
+  }
+  add_cors(s->es, req, res);
+  if (s->probe && s->probed && !s->outq.len) {
+    /* Upgrading: answer at once so the client can send its "5". */
+    answer_payload(res, "6", 1);
+    return;
+  }
+  if (s->outq.len) {
+    answer_payload(res, s->outq.p, s->outq.len);
+    mw_str_reset(&s->outq);
+    return;
+  }
+  s->get = res;
+}
+
+static void poll_post(eio_session *s, const http_req *req, http_res *res) {
+  eio_server *es = s->es;
+  add_cors(es, req, res);
+  if (req->body_len > es->opt.max_payload) {
+    http_res_simple(res, 413, "text/plain; charset=UTF-8", "Payload Too Large");
+    session_close(s, "transport error", true);
+    return;
+  }
+  mw_str scratch = {0};
+  int r = eio_payload_decode(req->body, req->body_len, &scratch, on_packet, s);
+  mw_str_free(&scratch);
+  if (r < 0 && !s->closed) {
+    answer_error(res, 400, 3, "Bad request");
+    session_close(s, "parse error", true);
+    return;
+  }
+  http_res_headerz(res, "Content-Type", "text/html");
+  http_res_end(res, "ok", 2);
+}
+
+int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
+  size_t plen = strlen(es->opt.path);
+  /* "/socket.io/" and "/socket.io" both lead here. */
+  if (!(req->path_len == plen && memcmp(req->path, es->opt.path, plen) == 0) &&
+      !(plen > 1 && es->opt.path[plen - 1] == '/' && req->path_len == plen - 1 &&
+        memcmp(req->path, es->opt.path, plen - 1) == 0))
+    return 1;
+  if (req->method_id == 6 /* OPTIONS */) { /* CORS preflight */
+    add_cors(es, req, res);
+    http_res_headerz(res, "Access-Control-Allow-Methods", "GET, POST");
+    size_t hl;
+    const char *rh = http_req_header(req, "access-control-request-headers", &hl);
+    if (rh) http_res_header(res, "Access-Control-Allow-Headers", 28, rh, hl);
+    res->status = 204;
+    http_res_end(res, "", 0);
+    return 0;
+  }
+  char eio[8] = "", transport[16] = "", sid[32] = "";
+  query_get(req->query, req->query_len, "EIO", eio, sizeof eio);
+  query_get(req->query, req->query_len, "transport", transport, sizeof transport);
+  bool has_sid = query_get(req->query, req->query_len, "sid", sid, sizeof sid);
+  if (strcmp(eio, "4") != 0) {
+    answer_error(res, 400, 5, "Unsupported protocol version");
+    return 0;
+  }
+  bool websocket = strcmp(transport, "websocket") == 0;
+  bool polling = strcmp(transport, "polling") == 0;
+  if ((!websocket && !polling) || (websocket && !es->opt.websocket) || (polling && !es->opt.polling)) {
+    answer_error(res, 400, 0, "Transport unknown");
+    return 0;
+  }
+  if (websocket && !origin_allowed(es, req)) {
+    http_res_simple(res, 403, "application/json", "{\"code\":4,\"message\":\"Forbidden\"}");
+    return 0;
+  }
+  if (websocket && !req->upgrade) {
+    answer_error(res, 400, 3, "Bad request");
+    return 0;
+  }
+  if (!has_sid) {
+    handshake(es, req, res, websocket);
+    return 0;
+  }
+  eio_session *s = find(es, sid, strlen(sid));
+  if (!s) {
+    answer_error(res, 400, 1, "Session ID unknown");
+    return 0;
+  }
+  if (websocket) {
+    if (s->ws || s->probe) { /* one websocket per session: the extra one is closed */
+      ws_conn *extra = ws_accept(res, req, &ws_detached, NULL, es->opt.max_payload);
+      if (extra) ws_close(extra, 1008, "session already has a websocket");
+      return 0;
+    }
+    ws_conn *ws = ws_accept(res, req, &probe_ws, s, es->opt.max_payload);
+    if (ws) s->probe = ws;
+    return 0;
+  }
+  if (s->ws) { /* upgraded: polling is over for this session */
+    answer_error(res, 400, 3, "Bad request");
+    return 0;
+  }
+  if (req->method_id == 1) poll_get(s, req, res);
+  else if (req->method_id == 3) poll_post(s, req, res);
+  else answer_error(res, 400, 2, "Bad handshake method");
+  return 0;
+}
+
+/* ---- the endpoint ---- */
+
+static void free_origins(eio_options *o) {
+  for (int i = 0; i < o->norigins; i++) free(o->origins[i]);
+  free(o->origins);
+  o->origins = NULL;
+  o->norigins = 0;
+}
+
+void eio_server_configure(eio_server *es, const eio_options *o) {
+  char **origins = NULL;
+  if (o->norigins) {
+    origins = calloc((size_t)o->norigins, sizeof *origins);
+    for (int i = 0; origins && i < o->norigins; i++) origins[i] = strdup(o->origins[i]);
+  }
+  free_origins(&es->opt);
+  es->opt = *o;
+  es->opt.origins = origins;
+  if (!origins) es->opt.norigins = 0;
+}
+
+const eio_options *eio_server_options(eio_server *es) { return &es->opt; }
+
+int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o, const eio_handler *h,
+                   void *ud) {
+  eio_server *es = calloc(1, sizeof *es);
+  if (!es) return -ENOMEM;
+  es->srv = srv;
+  es->h = *h;
+  es->ud = ud;
+  eio_server_configure(es, o);
+  uv_check_init(srv->loop, &es->check);
+  es->check.data = es;
+  uv_check_start(&es->check, on_check);
+  uv_unref((uv_handle_t *)&es->check);
+  uv_prepare_init(srv->loop, &es->prepare);
+  es->prepare.data = es;
+  uv_prepare_start(&es->prepare, on_prepare);
+  uv_unref((uv_handle_t *)&es->prepare);
+  *out = es;
+  return 0;
+}
+
+static void on_es_handle_closed(uv_handle_t *h) {
+  eio_server *es = h->data;
+  if (--es->closing_handles == 0) { /* both handles closed, in whatever order */
+    free_origins(&es->opt);
+    free(es);
+  }
+}
+
+void eio_server_free(eio_server *es) {
+  if (!es) return;
+  while (es->all) session_close(es->all, "server shutting down", true);
+  es->closing_handles = 2;
+  uv_close((uv_handle_t *)&es->check, on_es_handle_closed);
+  uv_close((uv_handle_t *)&es->prepare, on_es_handle_closed);
+}
+
+const char *eio_sid(eio_session *s) { return s->sid; }
+const char *eio_transport(eio_session *s) { return s->ws ? "websocket" : "polling"; }
+void *eio_userdata(eio_session *s) { return s->ud; }
+void eio_set_userdata(eio_session *s, void *ud) { s->ud = ud; }
+eio_server *eio_session_server(eio_session *s) { return s->es; }

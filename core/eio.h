@@ -1,0 +1,83 @@
+/* eio.h — Engine.IO v4 server: sessions, the polling and websocket
+ * transports, the upgrade from one to the other, heartbeat, errors.
+ *
+ * An eio_server answers the HTTP requests under its path ("/socket.io/")
+ * and hands what sessions say to its handler (Socket.IO in sio.c, or the raw
+ * engine endpoint of moonwire.engine). */
+#ifndef MW_EIO_H
+#define MW_EIO_H
+
+#include "http.h"
+#include "mw.h"
+
+struct mw_server;
+typedef struct eio_server eio_server;
+typedef struct eio_session eio_session;
+
+typedef struct eio_options {
+  char path[128];          /* "/socket.io/" */
+  uint64_t ping_interval;  /* ms, 25000 */
+  uint64_t ping_timeout;   /* ms, 20000 */
+  size_t max_payload;      /* bytes, 1e6 (maxHttpBufferSize) */
+  bool polling, websocket; /* transports offered */
+  char **origins;          /* allowed Origins (NULL: any) — owned by the server */
+  int norigins;
+} eio_options;
+
+void eio_options_defaults(eio_options *o, const char *path);
+
+typedef struct eio_handler {
+  /* A session opened; req is the handshake request (borrowed for the call). */
+  void (*on_open)(void *ud, eio_session *s, const http_req *req);
+  /* A message packet (data borrowed for the call). */
+  void (*on_message)(void *ud, eio_session *s, const char *data, size_t len, bool binary);
+  /* The session closed ("transport close", "ping timeout", "transport error",
+   * "parse error", "forced close", "server shutting down"); it is freed after. */
+  void (*on_close)(void *ud, eio_session *s, const char *reason);
+} eio_handler;
+
+/* Creates an endpoint. Returns 0 or -errno. */
+int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o, const eio_handler *h,
+                   void *ud);
+/* Replaces the options (copied; origins are copied too). Sessions already
+ * open keep their heartbeat until the next ping. */
+void eio_server_configure(eio_server *es, const eio_options *o);
+const eio_options *eio_server_options(eio_server *es);
+/* Closes every session ("server shutting down") and frees the endpoint. */
+void eio_server_free(eio_server *es);
+
+/* Answers req when it is for this endpoint (its path). Returns 0 when it
+ * answered (or will), 1 when req is not for this endpoint. */
+int eio_handle_http(eio_server *es, const http_req *req, http_res *res);
+
+/* One message encoded once for any number of sessions: the WebSocket frame
+ * and the Engine.IO packet share one buffer. */
+typedef struct eio_msg {
+  mw_buf *buf;
+  size_t frame_off;  /* where the WebSocket frame starts */
+  size_t pkt_off;    /* where the payload (after "4" for text) starts */
+  size_t len;        /* payload length */
+  bool binary;
+} eio_msg;
+int eio_msg_init(eio_msg *m, const char *data, size_t len, bool binary);
+void eio_msg_release(eio_msg *m);
+
+/* Queues a message for s. */
+void eio_send_msg(eio_session *s, const eio_msg *m);
+/* Queues a message for s (copies data). */
+void eio_send(eio_session *s, const char *data, size_t len, bool binary);
+/* True when a message sent now would leave at once (for volatile packets). */
+bool eio_writable(eio_session *s);
+/* Closes the session (reason given to on_close); safe in any callback. */
+void eio_close(eio_session *s, const char *reason);
+
+const char *eio_sid(eio_session *s);
+const char *eio_transport(eio_session *s); /* "polling" or "websocket" */
+void *eio_userdata(eio_session *s);
+void eio_set_userdata(eio_session *s, void *ud);
+eio_server *eio_session_server(eio_session *s);
+
+/* URL-safe random id (base64url of 15 random bytes: 20 chars + NUL). */
+void eio_random_id(char out[21]);
+
+#endif

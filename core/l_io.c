@@ -1,0 +1,678 @@
+/* l_io.c — moonwire.io_c: what core/lua/moonwire/io.lua and engine.lua need
+ * from sio.c and eio.c. Sockets are handles (userdata) that go stale when
+ * their C socket is gone; each is bound to the Lua socket object. */
+#include "l_io.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eio.h"
+#include "lhost.h"
+#include "sio.h"
+#include "sio_packet.h"
+
+#define SOCK_MT "moonwire.socket_c"
+#define ENGINE_MT "moonwire.engine_c"
+
+typedef struct sock_handle {
+  sio_socket *s;
+  int ref; /* the Lua socket object, once bound */
+} sock_handle;
+
+typedef struct engine_handle {
+  eio_session *s;
+  int ref;
+} engine_handle;
+
+struct l_io {
+  lua_State *L;
+  struct mw_server *srv;
+  sio_server *io;
+  eio_server *engine;
+  int cb_ref;     /* io.lua's callbacks */
+  int engine_cb;  /* engine.lua's callbacks */
+  eio_options cli; /* options given on the command line (win over io.configure) */
+  uint64_t cli_connect_timeout;
+};
+
+static l_io *G_io; /* one app host per process */
+
+/* Pushes callback `name` from the table at ref; false if missing. */
+static bool push_cb(lua_State *L, int ref, const char *name) {
+  if (ref == LUA_NOREF) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lua_isfunction(L, -1)) return true;
+  lua_pop(L, 1);
+  return false;
+}
+
+/* ---- handshake info ---- */
+
+static void push_handshake(lua_State *L, const http_req *req) {
+  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, req->nheaders);
+  for (int i = 0; i < req->nheaders; i++) {
+    const http_header *h = &req->headers[i];
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t j = 0; j < h->name_len; j++) {
+      char c = h->name[j];
+      luaL_addchar(&b, (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c);
+    }
+    luaL_pushresult(&b);
+    lua_pushlstring(L, h->value, h->value_len);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->query, req->query_len);
+  lua_setfield(L, -2, "querystring");
+  lua_pushlstring(L, req->url, req->url_len);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
+  lua_setfield(L, -2, "address");
+}
+
+/* ---- Socket.IO events into Lua ---- */
+
+static void on_client(void *ud, sio_client *c, const http_req *req) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  push_handshake(L, req);
+  int *ref = malloc(sizeof *ref);
+  if (!ref) {
+    lua_pop(L, 1);
+    return;
+  }
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sio_client_set_userdata(c, ref);
+}
+
+static void on_client_close(void *ud, sio_client *c) {
+  l_io *x = ud;
+  int *ref = sio_client_userdata(c);
+  if (ref) {
+    luaL_unref(x->L, LUA_REGISTRYINDEX, *ref);
+    free(ref);
+    sio_client_set_userdata(c, NULL);
+  }
+}
+
+static void on_connect(void *ud, sio_socket *s, const char *auth, size_t len) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  int top = lua_gettop(L);
+  if (!push_cb(L, x->cb_ref, "connect")) {
+    sio_reject(s, "{\"message\":\"no handler\"}", 24);
+    return;
+  }
+  sock_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->s = s;
+  h->ref = LUA_NOREF;
+  luaL_setmetatable(L, SOCK_MT);
+  sio_socket_set_userdata(s, h);
+  /* Keep the handle alive while the socket lives, until io.lua binds it. */
+  lua_pushvalue(L, -1);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushstring(L, sio_nsp_name(sio_socket_nsp(s)));
+  lua_pushlstring(L, auth, len);
+  int *href = sio_client_userdata(sio_socket_client(s));
+  if (href) lua_rawgeti(L, LUA_REGISTRYINDEX, *href);
+  else lua_newtable(L);
+  lhost_pcall(L, 4, 0, "io connection");
+  lua_settop(L, top);
+}
+
+/* Pushes the Lua object bound to s (or the handle); false if none. */
+static bool push_socket(lua_State *L, sio_socket *s) {
+  sock_handle *h = sio_socket_userdata(s);
+  if (!h || h->ref == LUA_NOREF) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
+  return true;
+}
+
+static void on_packet(void *ud, sio_socket *s, int type, const char *json, size_t len, int64_t id,
+                      const mw_str *atts, int natts) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  int top = lua_gettop(L);
+  if (!push_cb(L, x->cb_ref, "packet")) return;
+  if (!push_socket(L, s)) {
+    lua_settop(L, top);
+    return;
+  }
+  lua_pushinteger(L, type);
+  lua_pushlstring(L, json, len);
+  if (id >= 0) lua_pushinteger(L, id);
+  else lua_pushnil(L);
+  if (natts) {
+    lua_createtable(L, natts, 0);
+    for (int i = 0; i < natts; i++) {
+      lua_pushlstring(L, atts[i].p ? atts[i].p : "", atts[i].len);
+      lua_rawseti(L, -2, i + 1);
+    }
+  } else {
+    lua_pushnil(L);
+  }
+  lhost_pcall(L, 5, 0, "io packet");
+  lua_settop(L, top);
+}
+
+static void on_disconnect(void *ud, sio_socket *s, const char *reason) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  int top = lua_gettop(L);
+  sock_handle *h = sio_socket_userdata(s);
+  if (push_cb(L, x->cb_ref, "disconnect")) {
+    if (push_socket(L, s)) {
+      lua_pushstring(L, reason);
+      lhost_pcall(L, 2, 0, "io disconnect");
+    }
+  }
+  lua_settop(L, top);
+  if (h) {
+    h->s = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+    h->ref = LUA_NOREF;
+  }
+}
+
+static const sio_handler lio_handler = {on_client, on_client_close, on_connect, on_packet, on_disconnect};
+
+/* ---- socket handles ---- */
+
+static sio_socket *check_sock(lua_State *L) {
+  sock_handle *h = luaL_checkudata(L, 1, SOCK_MT);
+  return h->s;
+}
+
+static int s_bind(lua_State *L) {
+  sock_handle *h = luaL_checkudata(L, 1, SOCK_MT);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!h->s) return 0;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+  lua_pushvalue(L, 2);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int s_id(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  if (!s) return 0;
+  lua_pushstring(L, sio_socket_id(s));
+  return 1;
+}
+
+static int s_accept(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  if (s) sio_accept(s);
+  lua_pushboolean(L, s != NULL);
+  return 1;
+}
+
+static int s_reject(lua_State *L) {
+  sock_handle *h = luaL_checkudata(L, 1, SOCK_MT);
+  size_t len;
+  const char *json = luaL_checklstring(L, 2, &len);
+  if (h->s) {
+    sio_socket *s = h->s;
+    h->s = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+    h->ref = LUA_NOREF;
+    sio_reject(s, json, len);
+  }
+  return 0;
+}
+
+/* Reads an optional array of binary attachments at idx. */
+static int get_atts(lua_State *L, int idx, mw_str *atts, int max) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  int n = (int)lua_rawlen(L, idx);
+  if (n > max) luaL_error(L, "too many binary attachments (%d, at most %d)", n, max);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    size_t len;
+    const char *p = luaL_checklstring(L, -1, &len);
+    atts[i] = (mw_str){(char *)p, len, len};
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+#define MAX_ATTS 64
+
+static int s_send(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  size_t len;
+  const char *packet = luaL_checklstring(L, 2, &len);
+  mw_str atts[MAX_ATTS];
+  int n = get_atts(L, 3, atts, MAX_ATTS);
+  if (s) sio_send(s, packet, len, atts, n, lua_toboolean(L, 4));
+  lua_pushboolean(L, s != NULL);
+  return 1;
+}
+
+static int s_join(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  size_t len;
+  const char *room = luaL_checklstring(L, 2, &len);
+  if (s) sio_join(s, room, len);
+  return 0;
+}
+
+static int s_leave(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  size_t len;
+  const char *room = luaL_checklstring(L, 2, &len);
+  if (s) sio_leave(s, room, len);
+  return 0;
+}
+
+static void add_room(void *ud, const char *room, size_t len) {
+  lua_State *L = ud;
+  lua_pushlstring(L, room, len);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+}
+
+static int s_rooms(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  lua_newtable(L);
+  if (s) sio_rooms(s, add_room, L);
+  return 1;
+}
+
+static int s_disconnect(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  if (s) sio_disconnect(s, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int s_connected(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  lua_pushboolean(L, s && sio_socket_connected(s));
+  return 1;
+}
+
+static int s_transport(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  lua_pushstring(L, s ? sio_client_transport(sio_socket_client(s)) : "closed");
+  return 1;
+}
+
+/* ---- broadcast and queries ---- */
+
+typedef struct target_buf {
+  const char *rooms[64], *except[64];
+  size_t room_lens[64], except_lens[64];
+} target_buf;
+
+static int list_arg(lua_State *L, int idx, const char **names, size_t *lens, int max) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  int n = (int)lua_rawlen(L, idx);
+  if (n > max) luaL_error(L, "too many rooms (%d, at most %d)", n, max);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    names[i] = luaL_checklstring(L, -1, &lens[i]);
+    lua_pop(L, 1); /* the table keeps the string alive */
+  }
+  return n;
+}
+
+/* Reads (nsp, rooms, except, except_socket) at 1..4. */
+static sio_nsp *get_target(lua_State *L, sio_target *t, target_buf *b) {
+  size_t nlen;
+  const char *nsp = luaL_checklstring(L, 1, &nlen);
+  memset(t, 0, sizeof *t);
+  t->rooms = b->rooms;
+  t->room_lens = b->room_lens;
+  t->except = b->except;
+  t->except_lens = b->except_lens;
+  t->nrooms = list_arg(L, 2, b->rooms, b->room_lens, 64);
+  t->nexcept = list_arg(L, 3, b->except, b->except_lens, 64);
+  if (!lua_isnoneornil(L, 4)) {
+    sock_handle *h = luaL_checkudata(L, 4, SOCK_MT);
+    t->except_socket = h->s;
+  }
+  return G_io ? sio_nsp_get(G_io->io, nsp, nlen, false) : NULL;
+}
+
+/* broadcast(nsp, rooms, except, except_socket, packet, atts, volatile) */
+static int l_broadcast(lua_State *L) {
+  sio_target t;
+  target_buf b;
+  sio_nsp *n = get_target(L, &t, &b);
+  size_t len;
+  const char *packet = luaL_checklstring(L, 5, &len);
+  mw_str atts[MAX_ATTS];
+  int na = get_atts(L, 6, atts, MAX_ATTS);
+  if (n) sio_broadcast(n, &t, packet, len, atts, na, lua_toboolean(L, 7));
+  return 0;
+}
+
+static void collect(void *ud, sio_socket *s) {
+  lua_State *L = ud;
+  if (!push_socket(L, s)) return;
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* sockets(nsp, rooms, except) → array of socket objects */
+static int l_sockets(lua_State *L) {
+  sio_target t;
+  target_buf b;
+  sio_nsp *n = get_target(L, &t, &b);
+  lua_newtable(L);
+  if (n) sio_each(n, &t, collect, L);
+  return 1;
+}
+
+static int l_namespace(lua_State *L) {
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  if (len == 0 || name[0] != '/') return luaL_argerror(L, 1, "a namespace starts with '/'");
+  lua_pushboolean(L, G_io && sio_nsp_get(G_io->io, name, len, true) != NULL);
+  return 1;
+}
+
+static int l_set_callbacks(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_unref(L, LUA_REGISTRYINDEX, G_io->cb_ref);
+  lua_pushvalue(L, 1);
+  G_io->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* ---- options ---- */
+
+static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t cur) {
+  lua_getfield(L, idx, name);
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 1 || v > 86400000) luaL_error(L, "%s must be between 1 and 86400000 ms", name);
+    cur = (uint64_t)v;
+  }
+  lua_pop(L, 1);
+  return cur;
+}
+
+/* Applies a Lua options table at idx onto o. */
+static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connect_timeout) {
+  lua_getfield(L, idx, "path");
+  if (!lua_isnil(L, -1)) {
+    size_t len;
+    const char *p = luaL_checklstring(L, -1, &len);
+    if (len == 0 || p[0] != '/' || len + 2 > sizeof o->path) luaL_error(L, "path must start with '/'");
+    snprintf(o->path, sizeof o->path, "%s%s", p, p[len - 1] == '/' ? "" : "/");
+  }
+  lua_pop(L, 1);
+  o->ping_interval = opt_ms(L, idx, "pingInterval", o->ping_interval);
+  o->ping_timeout = opt_ms(L, idx, "pingTimeout", o->ping_timeout);
+  if (connect_timeout) *connect_timeout = opt_ms(L, idx, "connectTimeout", *connect_timeout);
+  lua_getfield(L, idx, "maxHttpBufferSize");
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 1 || v > 1e9) luaL_error(L, "maxHttpBufferSize must be between 1 and 1e9");
+    o->max_payload = (size_t)v;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "transports");
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TTABLE);
+    o->polling = o->websocket = false;
+    for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+      const char *t = luaL_checkstring(L, -1);
+      if (!strcmp(t, "polling")) o->polling = true;
+      else if (!strcmp(t, "websocket")) o->websocket = true;
+      else luaL_error(L, "unknown transport '%s' (polling, websocket)", t);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!o->polling && !o->websocket) luaL_error(L, "transports must name at least one transport");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "cors");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "origin");
+    static char *origins[64];
+    int n = 0;
+    if (lua_isstring(L, -1)) {
+      origins[n++] = (char *)lua_tostring(L, -1);
+    } else if (lua_istable(L, -1)) {
+      for (lua_Integer i = 1; n < 64 && lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+        origins[n++] = (char *)luaL_checkstring(L, -1);
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+    o->origins = origins;
+    o->norigins = n;
+    /* strings stay on the stack until eio_server_configure copies them */
+  }
+}
+
+/* Command-line options override what the app sets. */
+static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
+  const mw_config *cfg = &x->srv->cfg;
+  if (cfg->io_path) snprintf(o->path, sizeof o->path, "%s", cfg->io_path);
+  if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
+  if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
+  if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
+  if (cfg->transports) {
+    o->polling = strstr(cfg->transports, "polling") != NULL;
+    o->websocket = strstr(cfg->transports, "websocket") != NULL;
+  }
+  if (cfg->norigins) {
+    o->origins = (char **)cfg->origins;
+    o->norigins = cfg->norigins;
+  }
+  if (ct && cfg->connect_timeout) *ct = cfg->connect_timeout;
+}
+
+static int l_configure(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int top = lua_gettop(L);
+  eio_options o = *eio_server_options(sio_engine(G_io->io));
+  uint64_t ct = 0;
+  lua_settop(L, 1);
+  read_options(L, 1, &o, &ct);
+  apply_cli(G_io, &o, &ct);
+  eio_server_configure(sio_engine(G_io->io), &o);
+  if (ct) sio_set_connect_timeout(G_io->io, ct);
+  lua_settop(L, top);
+  return 0;
+}
+
+static int l_options(lua_State *L) {
+  const eio_options *o = eio_server_options(sio_engine(G_io->io));
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, o->path);
+  lua_setfield(L, -2, "path");
+  lua_pushinteger(L, (lua_Integer)o->ping_interval);
+  lua_setfield(L, -2, "pingInterval");
+  lua_pushinteger(L, (lua_Integer)o->ping_timeout);
+  lua_setfield(L, -2, "pingTimeout");
+  lua_pushinteger(L, (lua_Integer)o->max_payload);
+  lua_setfield(L, -2, "maxHttpBufferSize");
+  return 1;
+}
+
+/* ---- the raw Engine.IO endpoint (moonwire.engine) ---- */
+
+static void e_on_open(void *ud, eio_session *s, const http_req *req) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  int top = lua_gettop(L);
+  engine_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->s = s;
+  luaL_setmetatable(L, ENGINE_MT);
+  lua_pushvalue(L, -1);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  eio_set_userdata(s, h);
+  if (push_cb(L, x->engine_cb, "open")) {
+    lua_pushvalue(L, -2);
+    push_handshake(L, req);
+    lhost_pcall(L, 2, 0, "engine connection");
+  }
+  lua_settop(L, top);
+}
+
+static void e_on_message(void *ud, eio_session *s, const char *data, size_t len, bool binary) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  engine_handle *h = eio_userdata(s);
+  int top = lua_gettop(L);
+  if (h && push_cb(L, x->engine_cb, "message")) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
+    lua_pushlstring(L, data, len);
+    lua_pushboolean(L, binary);
+    lhost_pcall(L, 3, 0, "engine message");
+  }
+  lua_settop(L, top);
+}
+
+static void e_on_close(void *ud, eio_session *s, const char *reason) {
+  l_io *x = ud;
+  lua_State *L = x->L;
+  engine_handle *h = eio_userdata(s);
+  int top = lua_gettop(L);
+  if (!h) return;
+  if (push_cb(L, x->engine_cb, "close")) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
+    lua_pushstring(L, reason);
+    lhost_pcall(L, 2, 0, "engine close");
+  }
+  lua_settop(L, top);
+  h->s = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+  h->ref = LUA_NOREF;
+}
+
+static const eio_handler engine_handler = {e_on_open, e_on_message, e_on_close};
+
+static int e_send(lua_State *L) {
+  engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (h->s) eio_send(h->s, data, len, lua_toboolean(L, 3));
+  lua_pushboolean(L, h->s != NULL);
+  return 1;
+}
+
+static int e_close(lua_State *L) {
+  engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
+  if (h->s) eio_close(h->s, "forced close");
+  return 0;
+}
+
+static int e_id(lua_State *L) {
+  engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
+  if (!h->s) return 0;
+  lua_pushstring(L, eio_sid(h->s));
+  return 1;
+}
+
+static int e_transport(lua_State *L) {
+  engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
+  lua_pushstring(L, h->s ? eio_transport(h->s) : "closed");
+  return 1;
+}
+
+/* engine_configure(opts, callbacks): creates or reconfigures the endpoint. */
+static int l_engine_configure(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  l_io *x = G_io;
+  eio_options o;
+  if (x->engine) o = *eio_server_options(x->engine);
+  else eio_options_defaults(&o, "/engine.io/");
+  int top = lua_gettop(L);
+  read_options(L, 1, &o, NULL);
+  if (x->engine) eio_server_configure(x->engine, &o);
+  else if (eio_server_new(&x->engine, x->srv, &o, &engine_handler, x)) return luaL_error(L, "out of memory");
+  lua_settop(L, top);
+  luaL_unref(L, LUA_REGISTRYINDEX, x->engine_cb);
+  lua_pushvalue(L, 2);
+  x->engine_cb = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int open_io_c(lua_State *L) {
+  static const luaL_Reg fns[] = {{"set_callbacks", l_set_callbacks}, {"configure", l_configure},
+                                 {"options", l_options},             {"namespace", l_namespace},
+                                 {"broadcast", l_broadcast},         {"sockets", l_sockets},
+                                 {"engine_configure", l_engine_configure}, {NULL, NULL}};
+  luaL_newlib(L, fns);
+  return 1;
+}
+
+int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
+  l_io *x = calloc(1, sizeof *x);
+  if (!x) return -1;
+  x->L = L;
+  x->srv = srv;
+  x->cb_ref = x->engine_cb = LUA_NOREF;
+  eio_options o;
+  eio_options_defaults(&o, "/socket.io/");
+  uint64_t ct = 45000;
+  apply_cli(x, &o, &ct);
+  if (sio_server_new(&x->io, srv, &o, &lio_handler, x)) {
+    free(x);
+    return -1;
+  }
+  sio_set_connect_timeout(x->io, ct);
+  G_io = x;
+
+  static const luaL_Reg sock_methods[] = {
+      {"bind", s_bind},     {"id", s_id},       {"accept", s_accept},         {"reject", s_reject},
+      {"send", s_send},     {"join", s_join},   {"leave", s_leave},           {"rooms", s_rooms},
+      {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport}, {NULL, NULL}};
+  luaL_newmetatable(L, SOCK_MT);
+  luaL_newlib(L, sock_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  static const luaL_Reg engine_methods[] = {
+      {"send", e_send}, {"close", e_close}, {"id", e_id}, {"transport", e_transport}, {NULL, NULL}};
+  luaL_newmetatable(L, ENGINE_MT);
+  luaL_newlib(L, engine_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, open_io_c);
+  lua_setfield(L, -2, "moonwire.io_c");
+  lua_pop(L, 1);
+  *out = x;
+  return 0;
+}
+
+int l_io_handle_http(l_io *x, const http_req *req, http_res *res) {
+  if (!x->io) return 1; /* stopped */
+  if (eio_handle_http(sio_engine(x->io), req, res) == 0) return 0;
+  if (x->engine && eio_handle_http(x->engine, req, res) == 0) return 0;
+  return 1;
+}
+
+const char *l_io_path(l_io *x) { return x->io ? eio_server_options(sio_engine(x->io))->path : "/socket.io/"; }
+
+void l_io_stop(l_io *x) {
+  if (!x) return;
+  if (x->engine) {
+    eio_server_free(x->engine);
+    x->engine = NULL;
+  }
+  if (x->io) {
+    sio_server_free(x->io);
+    x->io = NULL;
+  }
+}
+
+void l_io_free(l_io *x) {
+  if (!x) return;
+  l_io_stop(x);
+  if (G_io == x) G_io = NULL;
+  free(x);
+}

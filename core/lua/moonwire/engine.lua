@@ -1,0 +1,82 @@
+-- moonwire.engine: a raw Engine.IO endpoint, for clients that use
+-- engine.io-client directly (no Socket.IO packets on top).
+--
+--   local engine = require "moonwire.engine"
+--   engine.configure { path = "/engine.io/" }
+--   engine.on("connection", function(sock)
+--     sock:on("message", function(data) sock:send(data) end)
+--     sock:on("close", function(reason) end)
+--   end)
+local c = require "moonwire.io_c"
+local app = require "moonwire.app"
+local core = require "moonwire.core"
+
+local engine = {}
+local handlers = {}
+local options = {}
+local configured = false
+
+local Sock = {}
+Sock.__index = function(s, k)
+  if k == "transport" then return s._h:transport() end
+  return Sock[k]
+end
+
+function Sock:on(event, fn)
+  assert(type(fn) == "function", "sock:on: the handler must be a function")
+  self._on[event] = self._on[event] or {}
+  table.insert(self._on[event], fn)
+  return self
+end
+
+-- sock:send(data [, binary]): a string; binary = true sends it as binary.
+function Sock:send(data, binary)
+  if type(data) == "table" and data.data then data, binary = data.data, true end
+  return self._h:send(tostring(data), binary and true or false)
+end
+
+function Sock:close() self._h:close() end
+
+local function fire(list, what, ...)
+  if not list then return end
+  for _, fn in ipairs({ table.unpack(list) }) do
+    local args, n = { ... }, select("#", ...)
+    local ok, err = app._run(function() return fn(table.unpack(args, 1, n)) end)
+    if not ok then core.log("error", what .. ": " .. tostring(err)) end
+  end
+end
+
+local socks = setmetatable({}, { __mode = "k" })
+local callbacks = {}
+
+function callbacks.open(h, hs)
+  local sock = setmetatable({ _h = h, id = h:id(), _on = {}, handshake = hs }, Sock)
+  socks[h] = sock
+  fire(handlers.connection, "engine connection handler", sock)
+end
+
+function callbacks.message(h, data, binary)
+  local sock = socks[h]
+  if sock then fire(sock._on.message, "engine message handler", data, binary) end
+end
+
+function callbacks.close(h, reason)
+  local sock = socks[h]
+  if sock then fire(sock._on.close, "engine close handler", reason) end
+  socks[h] = nil
+end
+
+-- engine.configure{ path = "/engine.io/", pingInterval, pingTimeout, maxHttpBufferSize, transports, cors }
+function engine.configure(opts)
+  for k, v in pairs(opts or {}) do options[k] = v end
+  c.engine_configure(options, callbacks)
+  configured = true
+end
+
+function engine.on(event, fn)
+  handlers[event] = handlers[event] or {}
+  table.insert(handlers[event], fn)
+  if not configured then engine.configure {} end
+end
+
+return engine
