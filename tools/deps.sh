@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libwslay-dev
-          libsqlite3-dev libssl-dev node-llhttp lua-cjson lua-busted)
+          libsqlite3-dev libssl-dev node-llhttp lua-cjson lua-busted chromium)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
