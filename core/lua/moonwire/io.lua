@@ -50,10 +50,16 @@ local function has_binary(v, depth)
   return false
 end
 
+-- A placeholder is written as a marker string and turned into
+-- {"_placeholder":true,"num":N} after encoding, so its keys come out in the
+-- order the official implementation writes them (a Lua table has none).
+local MARK = "\0mw-placeholder:"
+local MARK_JSON = '"\\u0000mw%-placeholder:(%d+)"'
+
 local function deconstruct(v, atts)
   if getmetatable(v) == Binary then
     atts[#atts + 1] = v.data
-    return { _placeholder = true, num = #atts - 1 }
+    return MARK .. (#atts - 1)
   end
   if type(v) ~= "table" then return v end
   local out = {}
@@ -89,6 +95,7 @@ local function encode(nsp, kind, args, n, id)
     kind = kind + 3 -- BINARY_EVENT / BINARY_ACK
   end
   local json = n == 0 and "[]" or cjson.encode(arr)
+  if atts then json = json:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}') end
   local head = tostring(kind)
   if atts then head = head .. #atts .. "-" end
   if nsp ~= "/" then head = head .. nsp .. "," end
