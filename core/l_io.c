@@ -53,19 +53,7 @@ static bool push_cb(lua_State *L, int ref, const char *name) {
 
 static void push_handshake(lua_State *L, const http_req *req) {
   lua_createtable(L, 0, 6);
-  lua_createtable(L, 0, req->nheaders);
-  for (int i = 0; i < req->nheaders; i++) {
-    const http_header *h = &req->headers[i];
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t j = 0; j < h->name_len; j++) {
-      char c = h->name[j];
-      luaL_addchar(&b, (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c);
-    }
-    luaL_pushresult(&b);
-    lua_pushlstring(L, h->value, h->value_len);
-    lua_rawset(L, -3);
-  }
+  lhost_push_headers(L, req);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->query, req->query_len);
   lua_setfield(L, -2, "querystring");

@@ -234,20 +234,7 @@ static void preload(lua_State *L, const char *name, lua_CFunction f, lhost *h) {
 
 /* ---- answering requests ---- */
 
-static void push_req(lua_State *L, const http_req *req) {
-  lua_createtable(L, 0, 8);
-  lua_pushstring(L, req->method);
-  lua_setfield(L, -2, "method");
-  lua_pushlstring(L, req->url, req->url_len);
-  lua_setfield(L, -2, "url");
-  lua_pushlstring(L, req->path, req->path_len);
-  lua_setfield(L, -2, "rawpath");
-  lua_pushlstring(L, req->query, req->query_len);
-  lua_setfield(L, -2, "querystring");
-  lua_pushlstring(L, req->body, req->body_len);
-  lua_setfield(L, -2, "body");
-  lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
-  lua_setfield(L, -2, "ip");
+void lhost_push_headers(lua_State *L, const http_req *req) {
   lua_createtable(L, 0, req->nheaders);
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
@@ -269,6 +256,23 @@ static void push_req(lua_State *L, const http_req *req) {
     }
     lua_rawset(L, -3);
   }
+}
+
+static void push_req(lua_State *L, const http_req *req) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->url, req->url_len);
+  lua_setfield(L, -2, "url");
+  lua_pushlstring(L, req->path, req->path_len);
+  lua_setfield(L, -2, "rawpath");
+  lua_pushlstring(L, req->query, req->query_len);
+  lua_setfield(L, -2, "querystring");
+  lua_pushlstring(L, req->body, req->body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
+  lua_setfield(L, -2, "ip");
+  lhost_push_headers(L, req);
   lua_setfield(L, -2, "headers");
 }
 

@@ -26,6 +26,10 @@ void lhost_free(lhost *h);
 bool lhost_ok(lhost *h);
 lua_State *lhost_state(lhost *h);
 
+/* Pushes req's headers as a table keyed by lower-case name (repeated
+ * headers joined with ", "). */
+void lhost_push_headers(lua_State *L, const http_req *req);
+
 /* Calls the function on top of the stack with nargs arguments under a
  * message handler that adds a traceback. On error logs "what: message +
  * traceback" and leaves the message on the stack; returns the lua_pcall

@@ -14,17 +14,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      passed++;                                                                                    \
-    } else {                                                                                       \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 /* Runs a Lua snippet that must not raise (its asserts are the checks). */
 #define LUA(L, code)                                                                               \
@@ -416,6 +406,6 @@ int main(void) {
   test_module(dir);
   CHECK(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0);
   CHECK(!exists(dir));
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed != 0;
 }

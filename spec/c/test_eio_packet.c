@@ -8,15 +8,7 @@
 
 #include "eio_packet.h"
 
-static int passed, failed;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (cond) passed++;                                                    \
-    else {                                                                 \
-      failed++;                                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                      \
-  } while (0)
+#include "check.h"
 
 /* A byte string that may hold NULs: the literal's length, not strlen. */
 #define B(lit) lit, sizeof(lit) - 1
@@ -324,6 +316,6 @@ int main(void) {
   test_payload_callback_stops();
   test_payload_append();
   test_payload_round_trip();
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed ? 1 : 0;
 }

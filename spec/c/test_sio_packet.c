@@ -9,15 +9,7 @@
 #include "eio_packet.h"
 #include "sio_packet.h"
 
-static int passed, failed;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (cond) passed++;                                                    \
-    else {                                                                 \
-      failed++;                                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                      \
-  } while (0)
+#include "check.h"
 
 /* A byte string that may hold NULs: the literal's length, not strlen. */
 #define B(lit) lit, sizeof(lit) - 1
@@ -408,6 +400,6 @@ int main(void) {
   test_event_name();
   test_head();
   test_round_trip();
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed ? 1 : 0;
 }

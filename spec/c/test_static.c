@@ -16,17 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      passed++;                                                                                    \
-    } else {                                                                                       \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 /* ---- static_normalize ---- */
 
@@ -616,6 +606,6 @@ int main(void) {
   test_normalize();
   test_mime();
   test_serve();
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed != 0;
 }

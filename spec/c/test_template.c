@@ -14,18 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (cond) {                                                      \
-      passed++;                                                      \
-    } else {                                                         \
-      failed++;                                                      \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                       \
-    }                                                                \
-  } while (0)
+#include "check.h"
 
 /* Like CHECK, also printing the two strings involved. */
 #define CHECK_STR(got, glen, want, wlen)                                          \
@@ -489,6 +478,6 @@ int main(void) {
   test_view_lua();
 #endif
   lua_close(TL);
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed ? 1 : 0;
 }

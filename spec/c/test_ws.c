@@ -12,15 +12,7 @@
 /* Exported by ws.c for this test; not part of ws.h. */
 bool ws_utf8_valid(const char *s, size_t len);
 
-static int passed, failed;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (cond) passed++;                                                    \
-    else {                                                                 \
-      failed++;                                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                      \
-  } while (0)
+#include "check.h"
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -836,6 +828,6 @@ int main(void) {
   mw_server_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
-  printf("%d passed, %d failed\n", passed, failed);
+  CHECK_REPORT();
   return failed ? 1 : 0;
 }

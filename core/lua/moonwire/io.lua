@@ -150,16 +150,19 @@ Namespace.__index = function(ns, k)
   return Namespace[k]
 end
 
-function Namespace:on(event, fn)
+-- Namespaces and sockets keep handlers the same way: a list per event.
+local function add_handler(obj, event, fn)
   assert(type(fn) == "function", "on: the handler must be a function")
-  local list = self._handlers[event]
+  local list = obj._handlers[event]
   if not list then
     list = {}
-    self._handlers[event] = list
+    obj._handlers[event] = list
   end
   list[#list + 1] = fn
-  return self
+  return obj
 end
+
+Namespace.on = add_handler
 
 function Namespace:use(fn)
   assert(type(fn) == "function", "use: the middleware must be a function")
@@ -251,16 +254,7 @@ Socket.__index = function(s, k)
   return Socket[k]
 end
 
-function Socket:on(event, fn)
-  assert(type(fn) == "function", "socket:on: the handler must be a function")
-  local list = self._handlers[event]
-  if not list then
-    list = {}
-    self._handlers[event] = list
-  end
-  list[#list + 1] = fn
-  return self
-end
+Socket.on = add_handler
 
 function Socket:once(event, fn)
   local function wrapper(...)
