@@ -52,7 +52,11 @@ static int t_start(lua_State *L) {
   if (!lua_isnil(L, -1)) cfg.quiet = lua_toboolean(L, -1);
   lua_getfield(L, 1, "max_body");
   if (!lua_isnil(L, -1)) cfg.max_body = (size_t)luaL_checkinteger(L, -1);
-  lua_pop(L, 5);
+  lua_getfield(L, 1, "clock");
+  const char *clock = luaL_optstring(L, -1, "real");
+  if (!strcmp(clock, "test")) cfg.test_clock = true;
+  else if (strcmp(clock, "real")) return luaL_error(L, "clock: \"real\" or \"test\", not \"%s\"", clock);
+  lua_pop(L, 6);
   cfg.root = t->root;
   cfg.db_path = t->db_path;
   uv_loop_init(&t->loop);
@@ -191,6 +195,17 @@ static int t_run(lua_State *L) {
   return 0;
 }
 
+/* srv:advance(ms): moves the test clock on by ms (app timers fire in order),
+ * then lets the loop send what they wrote. */
+static int t_advance(lua_State *L) {
+  tserver *t = check_srv(L);
+  lua_Integer ms = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, ms >= 0, 2, "milliseconds must be >= 0");
+  if (lhost_advance_clock(t->host, (uint64_t)ms)) return luaL_error(L, "advance: the server runs on the real clock (start it with clock = \"test\")");
+  uv_run(&t->loop, UV_RUN_NOWAIT);
+  return 0;
+}
+
 static void t_idle(mw_server *srv) {
   tserver *t = (tserver *)((char *)srv - offsetof(tserver, srv));
   t->idle = true;
@@ -231,7 +246,7 @@ static int t_gc(lua_State *L) {
 }
 
 int luaopen_moonwire_testing_c(lua_State *L) {
-  static const luaL_Reg methods[] = {{"port", t_port}, {"raw", t_raw}, {"run", t_run}, {"stop", t_stop},
+  static const luaL_Reg methods[] = {{"port", t_port}, {"raw", t_raw}, {"run", t_run}, {"advance", t_advance}, {"stop", t_stop},
                                      {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, methods);

@@ -1,6 +1,19 @@
-/* l_timer.c — moonwire.timer: libuv timers for the app. A callback's error
- * is logged with its traceback and the timer keeps running. Timers belong to
- * the app: l_timer_stop_all stops every one of them (shutdown). */
+/* l_timer.c — moonwire.timer: timers for the app.
+ *
+ *   timer.after(ms, fn)  → handle     fn(handle) once, ms from now
+ *   timer.every(ms, fn)  → handle     fn(handle) every ms
+ *   handle:stop(), handle:active()
+ *
+ * A callback's error is logged with its traceback and the timer keeps
+ * running. Timers belong to the app's VM: l_timer_stop_all stops every one of
+ * them (shutdown). Callbacks run on the main thread, never on the (pooled)
+ * coroutine that happened to create the timer.
+ *
+ * Two clocks drive them. The real one is libuv's: each timer is a uv_timer_t.
+ * The test clock (l_timer_open with test_clock) never moves by itself: time
+ * only passes in l_timer_advance, which fires every timer that falls due, in
+ * order of due time (then of creation), each at its own instant — so a spec
+ * can run an app's 10-second timer a hundred times in no time at all. */
 #include <lauxlib.h>
 #include <stdlib.h>
 
@@ -8,27 +21,40 @@
 #include "lhost.h"
 
 #define TIMER_MT "moonwire.timer"
+#define STATE_KEY "moonwire.timer.state"
 
-typedef struct ltimer {
-  uv_timer_t t;
-  lua_State *L;
+typedef struct ltimer ltimer;
+
+typedef struct tstate {
+  uv_loop_t *loop;
+  lua_State *L; /* the main thread */
+  ltimer *all;  /* every running timer */
+  bool test_clock;
+  uint64_t now;  /* test clock: ms since the VM started */
+  uint64_t seq;  /* creation order, to break ties between equal due times */
+} tstate;
+
+struct ltimer {
+  uv_timer_t t; /* real clock only */
+  tstate *st;
   int fn_ref, self_ref;
-  bool repeat, stopped;
-  struct ltimer *prev, *next;
-} ltimer;
+  uint64_t interval; /* 0 for timer.after */
+  uint64_t due, seq; /* test clock only */
+  bool stopped;
+  ltimer *prev, *next;
+};
 
 typedef struct handle {
   ltimer *t; /* NULL once stopped */
 } handle;
-
-static ltimer *all_timers;
 
 static void on_closed(uv_handle_t *h) { free(h->data); }
 
 static void timer_stop(ltimer *t) {
   if (t->stopped) return;
   t->stopped = true;
-  lua_State *L = t->L;
+  tstate *st = t->st;
+  lua_State *L = st->L;
   luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
   /* the handle userdata may still be referenced by Lua: cut its pointer */
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
@@ -37,38 +63,37 @@ static void timer_stop(ltimer *t) {
   lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);
   if (t->prev) t->prev->next = t->next;
-  else all_timers = t->next;
+  else st->all = t->next;
   if (t->next) t->next->prev = t->prev;
-  uv_close((uv_handle_t *)&t->t, on_closed);
+  if (st->test_clock) free(t);
+  else uv_close((uv_handle_t *)&t->t, on_closed);
 }
 
-static void on_fire(uv_timer_t *ut) {
-  ltimer *t = ut->data;
-  lua_State *L = t->L;
+/* Runs t's callback; a one-shot timer is stopped afterwards. */
+static void fire(ltimer *t) {
+  lua_State *L = t->st->L;
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
-  lhost_pcall(L, 1, 0, t->repeat ? "timer.every callback" : "timer.after callback");
+  lhost_pcall(L, 1, 0, t->interval ? "timer.every callback" : "timer.after callback");
   lua_settop(L, top);
-  if (!t->repeat) timer_stop(t);
+  if (!t->interval) timer_stop(t);
 }
+
+static void on_fire(uv_timer_t *ut) { fire(ut->data); }
 
 static int start(lua_State *L, bool repeat) {
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (ms < 0) return luaL_argerror(L, 1, "milliseconds must be >= 0");
+  if (!(ms >= 0)) return luaL_argerror(L, 1, "milliseconds must be >= 0");
   if (repeat && ms < 1) return luaL_argerror(L, 1, "timer.every needs at least 1 ms");
-  uv_loop_t *loop = lua_touserdata(L, lua_upvalueindex(1));
+  if (ms > 1e12) return luaL_argerror(L, 1, "milliseconds out of range");
+  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
   ltimer *t = calloc(1, sizeof *t);
   if (!t) return luaL_error(L, "out of memory");
-  /* Callbacks run on the main thread, never on the (pooled) coroutine that
-   * happened to create the timer. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  t->L = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  t->repeat = repeat;
-  uv_timer_init(loop, &t->t);
-  t->t.data = t;
+  t->st = st;
+  uint64_t m = (uint64_t)ms;
+  t->interval = repeat ? m : 0;
   lua_pushvalue(L, 2);
   t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   handle *h = lua_newuserdatauv(L, sizeof *h, 0);
@@ -76,11 +101,17 @@ static int start(lua_State *L, bool repeat) {
   luaL_setmetatable(L, TIMER_MT);
   lua_pushvalue(L, -1);
   t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  t->next = all_timers;
-  if (all_timers) all_timers->prev = t;
-  all_timers = t;
-  uint64_t m = (uint64_t)ms;
-  uv_timer_start(&t->t, on_fire, m, repeat ? m : 0);
+  t->next = st->all;
+  if (st->all) st->all->prev = t;
+  st->all = t;
+  if (st->test_clock) {
+    t->due = st->now + m;
+    t->seq = st->seq++;
+  } else {
+    uv_timer_init(st->loop, &t->t);
+    t->t.data = t;
+    uv_timer_start(&t->t, on_fire, m, t->interval);
+  }
   return 1;
 }
 
@@ -107,21 +138,61 @@ static int open_timer(lua_State *L) {
   return 1;
 }
 
-int l_timer_open(lua_State *L, uv_loop_t *loop) {
+static tstate *state_of(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  tstate *st = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return st;
+}
+
+int l_timer_open(lua_State *L, uv_loop_t *loop, bool test_clock) {
   static const luaL_Reg methods[] = {{"stop", h_stop}, {"active", h_active}, {NULL, NULL}};
   luaL_newmetatable(L, TIMER_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
+  /* The state lives as long as the VM: a userdata held by the registry. */
+  tstate *st = lua_newuserdatauv(L, sizeof *st, 0);
+  *st = (tstate){.loop = loop, .test_clock = test_clock};
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  st->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushlightuserdata(L, loop);
+  lua_pushvalue(L, -2);
   lua_pushcclosure(L, open_timer, 1);
   lua_setfield(L, -2, "moonwire.timer");
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   return 0;
 }
 
 void l_timer_stop_all(lua_State *L) {
-  (void)L;
-  while (all_timers) timer_stop(all_timers);
+  tstate *st = state_of(L);
+  while (st && st->all) timer_stop(st->all);
+}
+
+/* The running timer due first (ties: created first), if due by `until`. */
+static ltimer *next_due(tstate *st, uint64_t until) {
+  ltimer *best = NULL;
+  for (ltimer *t = st->all; t; t = t->next)
+    if (t->due <= until && (!best || t->due < best->due || (t->due == best->due && t->seq < best->seq))) best = t;
+  return best;
+}
+
+int l_timer_advance(lua_State *L, uint64_t ms) {
+  tstate *st = state_of(L);
+  if (!st || !st->test_clock) return -1;
+  uint64_t until = st->now + ms;
+  ltimer *t;
+  while ((t = next_due(st, until))) {
+    st->now = t->due;
+    if (t->interval) {
+      t->due += t->interval; /* set first: the callback may stop it */
+      t->seq = st->seq++;
+    }
+    fire(t);
+  }
+  st->now = until;
+  return 0;
 }

@@ -400,7 +400,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   install_searchers(L);
   preload(L, "moonwire.core", open_core, h);
   preload(L, "moonwire.db", open_db, h);
-  l_timer_open(L, srv->loop);
+  l_timer_open(L, srv->loop, srv->cfg.test_clock);
   if (l_io_new(&h->io, L, srv)) {
     lua_close(L);
     free(h);
@@ -445,6 +445,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
 }
 
 bool lhost_ok(lhost *h) { return h->ok; }
+int lhost_advance_clock(lhost *h, uint64_t ms) { return l_timer_advance(h->L, ms); }
 lua_State *lhost_state(lhost *h) { return h->L; }
 
 void lhost_stop(lhost *h) {

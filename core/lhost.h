@@ -25,6 +25,9 @@ void lhost_free(lhost *h);
 /* True when the app loaded without error. */
 bool lhost_ok(lhost *h);
 lua_State *lhost_state(lhost *h);
+/* Test clock (cfg.test_clock): moves the app's timers on by ms. -1 on the
+ * real clock. */
+int lhost_advance_clock(lhost *h, uint64_t ms);
 
 /* Pushes req's headers as a table keyed by lower-case name (repeated
  * headers joined with ", "). */

@@ -29,12 +29,14 @@ testing.encode_form = encode_form
 
 -- Starts the app in opts.root (default: the current directory) on an
 -- ephemeral port with a fresh SQLite file. Other opts: dev (default true),
--- max_body, quiet (default true).
+-- max_body, quiet (default true), clock ("real", the default, or "test": the
+-- app's timers then wait for srv:advance(ms)).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
+    clock = opts.clock,
   }
   return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port() }, Server)
 end
@@ -88,6 +90,11 @@ function Server:raw(bytes, timeout) return self.c:raw(bytes, timeout) end
 
 -- Lets the server's loop run for ms milliseconds.
 function Server:run(ms) self.c:run(ms) end
+
+-- With clock = "test": moves the app's clock on by ms. Every timer that
+-- falls due on the way fires, in order, at its own instant; then whatever
+-- they sent goes out.
+function Server:advance(ms) self.c:advance(ms) end
 
 function Server:stop()
   self.c:stop()
