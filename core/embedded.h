@@ -1,5 +1,5 @@
-/* embedded.h — the framework's own Lua modules (core/lua), compiled into the
- * binary by cmake/embed.cmake. */
+/* embedded.h — the framework's own Lua modules (core/lua) and browser
+ * scripts (core/client), compiled into the binary by cmake/embed.cmake. */
 #ifndef MW_EMBEDDED_H
 #define MW_EMBEDDED_H
 #include <stddef.h>
@@ -13,5 +13,7 @@ typedef struct mw_embedded {
 
 /* Terminated by an entry whose module is NULL. */
 extern const mw_embedded mw_embedded_lua[];
+/* The browser scripts: module and file are the file name ("dev.js"). */
+extern const mw_embedded mw_embedded_client[];
 
 #endif

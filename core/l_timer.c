@@ -13,7 +13,12 @@
  * The test clock (l_timer_open with test_clock) never moves by itself: time
  * only passes in l_timer_advance, which fires every timer that falls due, in
  * order of due time (then of creation), each at its own instant — so a spec
- * can run an app's 10-second timer a hundred times in no time at all. */
+ * can run an app's 10-second timer a hundred times in no time at all.
+ *
+ * Hot reload: every timer belongs to the app generation current when it was
+ * made (timer._generation(n) sets it); timer._stop_generation(n) stops a
+ * generation's timers. The framework's own timers (socket.io ack timeouts,
+ * timer._after_system) belong to no generation and survive reloads. */
 #include <lauxlib.h>
 #include <stdlib.h>
 
@@ -32,6 +37,7 @@ typedef struct tstate {
   bool test_clock;
   uint64_t now;  /* test clock: ms since the VM started */
   uint64_t seq;  /* creation order, to break ties between equal due times */
+  lua_Integer gen; /* the app generation new timers belong to */
 } tstate;
 
 struct ltimer {
@@ -40,6 +46,7 @@ struct ltimer {
   int fn_ref, self_ref;
   uint64_t interval; /* 0 for timer.after */
   uint64_t due, seq; /* test clock only */
+  lua_Integer gen;   /* -1: the framework's */
   bool stopped;
   ltimer *prev, *next;
 };
@@ -82,7 +89,7 @@ static void fire(ltimer *t) {
 
 static void on_fire(uv_timer_t *ut) { fire(ut->data); }
 
-static int start(lua_State *L, bool repeat) {
+static int start(lua_State *L, bool repeat, bool system) {
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (!(ms >= 0)) return luaL_argerror(L, 1, "milliseconds must be >= 0");
@@ -92,6 +99,7 @@ static int start(lua_State *L, bool repeat) {
   ltimer *t = calloc(1, sizeof *t);
   if (!t) return luaL_error(L, "out of memory");
   t->st = st;
+  t->gen = system ? -1 : st->gen;
   uint64_t m = (uint64_t)ms;
   t->interval = repeat ? m : 0;
   lua_pushvalue(L, 2);
@@ -115,8 +123,32 @@ static int start(lua_State *L, bool repeat) {
   return 1;
 }
 
-static int l_after(lua_State *L) { return start(L, false); }
-static int l_every(lua_State *L) { return start(L, true); }
+static int l_after(lua_State *L) { return start(L, false, false); }
+static int l_every(lua_State *L) { return start(L, true, false); }
+static int l_after_system(lua_State *L) { return start(L, false, true); }
+
+/* timer._generation([n]) → the generation new timers belong to (before n). */
+static int l_generation(lua_State *L) {
+  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushinteger(L, st->gen);
+  if (!lua_isnoneornil(L, 1)) st->gen = luaL_checkinteger(L, 1);
+  return 1;
+}
+
+/* timer._stop_generation(n) → how many timers of generation n it stopped. */
+static int l_stop_generation(lua_State *L) {
+  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
+  lua_Integer gen = luaL_checkinteger(L, 1), n = 0;
+  for (ltimer *t = st->all, *next; t; t = next) {
+    next = t->next;
+    if (t->gen == gen) {
+      timer_stop(t);
+      n++;
+    }
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
 
 static int h_stop(lua_State *L) {
   handle *h = luaL_checkudata(L, 1, TIMER_MT);
@@ -131,7 +163,12 @@ static int h_active(lua_State *L) {
 }
 
 static int open_timer(lua_State *L) {
-  static const luaL_Reg fns[] = {{"after", l_after}, {"every", l_every}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"after", l_after},
+                                 {"every", l_every},
+                                 {"_after_system", l_after_system},
+                                 {"_generation", l_generation},
+                                 {"_stop_generation", l_stop_generation},
+                                 {NULL, NULL}};
   luaL_newlibtable(L, fns);
   lua_pushvalue(L, lua_upvalueindex(1));
   luaL_setfuncs(L, fns, 1);

@@ -13,6 +13,8 @@
 #include "l_io.h"
 #include "static.h"
 #include "template.h"
+#include "watch.h"
+#include "ws.h"
 
 #define EXCHANGE_MT "moonwire.exchange"
 
@@ -24,7 +26,12 @@ struct lhost {
   int dispatch_ref, not_found_ref;
   l_io *io;
   char client_dir[8400]; /* socket.io-client's dist/, "" if not installed */
-  bool ok;
+  bool ok;                /* the current generation loaded (the first one included) */
+  int reload_ref;         /* moonwire.reload */
+  mw_watch *watch;        /* scripts/, views/, public/ (dev mode or --watch) */
+  ws_conn *dev[64];       /* dev pages listening on /__moonwire/live */
+  int ndev;
+  uint64_t boot;          /* tells dev pages the server restarted */
 };
 
 /* A response as Lua sees it. res is NULL once answered. */
@@ -102,6 +109,11 @@ static int searcher_scripts_rel(lua_State *L) {
       fclose(f);
       if (load_relative(L, abspath, relpath) != LUA_OK)
         return luaL_error(L, "error loading module '%s':\n\t%s", name, lua_tostring(L, -1));
+      /* remembered, so that a reload loads it again */
+      luaL_getsubtable(L, LUA_REGISTRYINDEX, "moonwire.app_modules");
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, name);
+      lua_pop(L, 1);
       lua_pushstring(L, relpath);
       return 2;
     }
@@ -126,6 +138,175 @@ static void install_searchers(lua_State *L) {
   lua_pushcfunction(L, searcher_scripts_rel);
   lua_rawseti(L, -2, 3);
   lua_pop(L, 2);
+}
+
+/* ---- dev mode: the page helper, its live channel, reloads ---- */
+
+static const char DEV_TAG[] = "<script src=\"/__moonwire/dev.js\"></script>";
+
+/* Dev mode: a whole HTML page (one with a </body>) gets the dev helper's
+ * script tag before its last </body>, in out; returns false for anything
+ * else (a fragment, a plain string sent as text/html), which stays as it is. */
+static bool inject_dev_tag(mw_str *out, const char *body, size_t len) {
+  size_t at = len;
+  for (size_t i = len >= 7 ? len - 7 + 1 : 0; i-- > 0;) {
+    if (body[i] == '<' && strncasecmp(body + i, "</body>", 7) == 0) {
+      at = i;
+      break;
+    }
+  }
+  if (at == len) return false;
+  mw_str_append(out, body, at);
+  mw_str_append(out, DEV_TAG, sizeof DEV_TAG - 1);
+  mw_str_append(out, body + at, len - at);
+  return true;
+}
+
+/* Whether the response being built says Content-Type: text/html. */
+static bool is_html(const http_res *res) {
+  const char *p = res->headers.p, *end = p + res->headers.len;
+  static const char name[] = "content-type:";
+  while (p && p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (!eol) eol = end;
+    if ((size_t)(eol - p) > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+      const char *v = p + sizeof name - 1;
+      while (v < eol && *v == ' ') v++;
+      return (size_t)(eol - v) >= 9 && strncasecmp(v, "text/html", 9) == 0;
+    }
+    p = eol + 1;
+  }
+  return false;
+}
+
+static void dev_send(ws_conn *ws, const char *json) { ws_send(ws, json, strlen(json), false); }
+
+static void dev_broadcast(lhost *h, const char *json) {
+  for (int i = 0; i < h->ndev; i++) dev_send(h->dev[i], json);
+}
+
+static void dev_on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
+  (void)ud, (void)ws, (void)data, (void)len, (void)binary; /* pages only listen */
+}
+
+static void dev_on_close(void *ud, ws_conn *ws, int code) {
+  (void)code;
+  lhost *h = ud;
+  if (!h) return; /* closed by lhost_stop */
+  for (int i = 0; i < h->ndev; i++) {
+    if (h->dev[i] == ws) {
+      h->dev[i] = h->dev[--h->ndev];
+      return;
+    }
+  }
+}
+
+static const ws_handler dev_ws = {dev_on_message, dev_on_close};
+
+/* Calls moonwire.reload's fname with the value on top of the stack (popped);
+ * leaves its nres results. 0 on success. */
+static int call_reload(lhost *h, const char *fname, int nargs, int nres) {
+  lua_State *L = h->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->reload_ref);
+  lua_getfield(L, -1, fname);
+  lua_remove(L, -2);
+  lua_insert(L, -1 - nargs);
+  return lhost_pcall(L, nargs, nres, fname);
+}
+
+/* GET /__moonwire/dev.js and the /__moonwire/live WebSocket (dev mode).
+ * Returns 0 when it answered. */
+static int dev_handle(lhost *h, const http_req *req, http_res *res) {
+  static const char prefix[] = "/__moonwire/";
+  if (req->path_len < sizeof prefix - 1 || memcmp(req->path, prefix, sizeof prefix - 1) != 0) return 1;
+  const char *name = req->path + sizeof prefix - 1;
+  size_t nlen = req->path_len - (sizeof prefix - 1);
+  if (nlen == 6 && memcmp(name, "dev.js", 6) == 0) {
+    for (const mw_embedded *e = mw_embedded_client; e->module; e++) {
+      if (strcmp(e->file, "dev.js") == 0) {
+        http_res_header(res, "Cache-Control", 13, "no-store", 8);
+        http_res_simple(res, 200, "text/javascript; charset=utf-8", e->data);
+        return 0;
+      }
+    }
+    return 1;
+  }
+  if (nlen == 4 && memcmp(name, "live", 4) == 0) {
+    if (h->ndev >= (int)(sizeof h->dev / sizeof h->dev[0])) {
+      http_res_simple(res, 503, "text/plain; charset=utf-8", "too many dev pages open\n");
+      return 0;
+    }
+    ws_conn *ws = ws_accept(res, req, &dev_ws, h, 4096);
+    if (!ws) return 0;
+    h->dev[h->ndev++] = ws;
+    lua_pushinteger(h->L, (lua_Integer)h->boot);
+    if (call_reload(h, "hello", 1, 1) == LUA_OK) dev_send(ws, lua_tostring(h->L, -1));
+    lua_pop(h->L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+/* The watcher saw changes under scripts/, views/ or public/. */
+static void on_files_changed(void *ud, const mw_watch_event *ev) {
+  lhost *h = ud;
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  if (ev->what & MW_WATCH_PUBLIC) static_clear_cache(h->st);
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, ev->what & MW_WATCH_SCRIPTS);
+  lua_setfield(L, -2, "scripts");
+  lua_pushboolean(L, ev->what & MW_WATCH_VIEWS);
+  lua_setfield(L, -2, "views");
+  lua_pushboolean(L, ev->what & MW_WATCH_PUBLIC);
+  lua_setfield(L, -2, "public");
+  lua_pushboolean(L, ev->css_only);
+  lua_setfield(L, -2, "css_only");
+  lua_pushinteger(L, ev->more);
+  lua_setfield(L, -2, "more");
+  lua_createtable(L, ev->nnames, 0);
+  for (int i = 0; i < ev->nnames; i++) {
+    lua_pushstring(L, ev->names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "names");
+  if (call_reload(h, "files_changed", 1, 3) == LUA_OK) {
+    bool failed = strcmp(lua_tostring(L, -2), "error") == 0;
+    mw_log(failed ? MW_LOG_ERROR : MW_LOG_INFO, "%s", lua_tostring(L, -3));
+    if (ev->what & MW_WATCH_SCRIPTS) h->ok = !failed ? true : h->ok;
+    if (lua_isstring(L, -1)) dev_broadcast(h, lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
+}
+
+/* Dev mode, while the app has never loaded: a 500 page showing the error;
+ * the dev helper reloads it once a fixed version loads. */
+static void load_error_page(lhost *h, http_res *res) {
+  lua_State *L = h->L;
+  mw_str page = {0};
+  mw_str_appendz(&page, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                        "<meta name=\"moonwire-load-error\" content=\"1\"><title>The app failed to load</title></head>"
+                        "<body style=\"font-family:system-ui,sans-serif;margin:2rem\"><h1>The app failed to load</h1><pre>");
+  if (call_reload(h, "error", 0, 1) == LUA_OK && lua_isstring(L, -1)) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    for (size_t i = 0; i < n; i++) {
+      switch (s[i]) {
+      case '<': mw_str_appendz(&page, "&lt;"); break;
+      case '>': mw_str_appendz(&page, "&gt;"); break;
+      case '&': mw_str_appendz(&page, "&amp;"); break;
+      default: mw_str_appendc(&page, s[i]);
+      }
+    }
+  }
+  lua_pop(L, 1);
+  mw_str_appendz(&page, "</pre><p>Fix the file and save: this page reloads by itself.</p>");
+  mw_str_append(&page, DEV_TAG, sizeof DEV_TAG - 1);
+  mw_str_appendz(&page, "</body></html>\n");
+  res->status = 500;
+  http_res_header(res, "Content-Type", 12, "text/html; charset=utf-8", 24);
+  http_res_end(res, page.p, page.len);
+  mw_str_free(&page);
 }
 
 /* ---- the exchange: a response handle for Lua ---- */
@@ -180,7 +361,14 @@ static int ex_finish(lua_State *L) {
     }
   }
   ex->res = NULL;
-  http_res_end(res, body, blen);
+  lhost *h = lua_touserdata(L, lua_upvalueindex(1));
+  mw_str page = {0};
+  if (h->srv->cfg.dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
+    http_res_end(res, page.p, page.len);
+    mw_str_free(&page);
+  } else {
+    http_res_end(res, body, blen);
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -324,11 +512,11 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_State *L = h->L;
   if (h->io && l_io_handle_http(h->io, req, res) == 0) return;
   if (h->io && serve_client(h, req, res) == 0) return;
+  if (h->srv->cfg.dev && dev_handle(h, req, res) == 0) return;
   if (!h->ok) {
     if (static_serve(h->st, req, res) == 0 || res->done) return;
-    http_res_simple(res, 500, "text/plain; charset=utf-8",
-                    h->srv->cfg.dev ? "500: the app failed to load; see the server log\n"
-                                    : "500 Internal Server Error\n");
+    if (h->srv->cfg.dev) load_error_page(h, res);
+    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
     return;
   }
   int top = lua_gettop(L);
@@ -387,7 +575,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   h->srv = srv;
   h->db = db;
   h->st = st;
-  h->dispatch_ref = h->not_found_ref = LUA_NOREF;
+  h->dispatch_ref = h->not_found_ref = h->reload_ref = LUA_NOREF;
   lua_State *L = luaL_newstate();
   if (!L) {
     free(h);
@@ -413,7 +601,9 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   lua_pop(L, 1);
 
   luaL_newmetatable(L, EXCHANGE_MT);
-  luaL_newlib(L, ex_methods);
+  luaL_newlibtable(L, ex_methods);
+  lua_pushlightuserdata(L, h);
+  luaL_setfuncs(L, ex_methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
@@ -433,13 +623,32 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   h->not_found_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pop(L, 1);
 
-  /* The app. */
+  /* Reloads (and the first load) go through moonwire.reload. */
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "app");
-  if (lhost_pcall(L, 1, 0, "loading scripts/app.lua") != LUA_OK) {
+  lua_pushliteral(L, "moonwire.reload");
+  if (lhost_pcall(L, 1, 1, "loading moonwire.reload") != LUA_OK) {
     lua_pop(L, 1);
     return -1;
   }
+  h->reload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->boot = mw_now_ns();
+
+  if (srv->cfg.watch) {
+    int r = mw_watch_start(&h->watch, srv->loop, srv->cfg.root, 30, on_files_changed, h);
+    if (r) mw_log(MW_LOG_WARN, "watch: cannot watch the app's files: %s", uv_strerror(r));
+  }
+
+  /* The app: its first generation. */
+  if (call_reload(h, "run", 0, 2) != LUA_OK) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  if (!lua_toboolean(L, -2)) {
+    mw_log(MW_LOG_ERROR, "loading scripts/app.lua: %s", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return -1;
+  }
+  lua_pop(L, 2);
   h->ok = true;
   return 0;
 }
@@ -450,6 +659,13 @@ lua_State *lhost_state(lhost *h) { return h->L; }
 
 void lhost_stop(lhost *h) {
   if (!h) return;
+  mw_watch_stop(h->watch);
+  h->watch = NULL;
+  while (h->ndev) {
+    ws_conn *ws = h->dev[--h->ndev];
+    ws_set_userdata(ws, &dev_ws, NULL);
+    ws_close(ws, 1001, "server shutting down");
+  }
   l_io_stop(h->io);
   l_timer_stop_all(h->L);
 }

@@ -25,7 +25,8 @@ static const char usage[] =
     "  --host ADDR              bind address (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
     "  --db PATH                SQLite file (default: ROOT/data/moonwire.db, created on first run)\n"
     "  --dev                    development mode: error details in pages (the default)\n"
-    "  --production             production mode: plain error pages\n"
+    "  --production             production mode: plain error pages, no file watching\n"
+    "  --watch                  reload scripts/, views/ and public/ when they change (on in dev mode)\n"
     "  --quiet                  no access log on stdout\n"
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
@@ -110,6 +111,7 @@ int main(int argc, char **argv) {
     cfg.port = (int)n;
   }
   const char *db_path = NULL;
+  bool watch = false;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -138,6 +140,8 @@ int main(int argc, char **argv) {
       cfg.dev = true;
     } else if (!strcmp(arg, "--production")) {
       cfg.dev = false;
+    } else if (!strcmp(arg, "--watch")) {
+      watch = true;
     } else if (!strcmp(arg, "--quiet")) {
       cfg.quiet = true;
     } else if (!strcmp(arg, "--max-body")) {
@@ -200,6 +204,7 @@ int main(int argc, char **argv) {
     db_path = dbbuf;
   }
   cfg.db_path = db_path;
+  cfg.watch = cfg.dev || watch;
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
 

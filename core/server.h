@@ -26,6 +26,7 @@ struct mw_config {
   const char *db_path;    /* SQLite file */
   bool dev;               /* dev mode: error details in pages */
   bool quiet;             /* no access log */
+  bool watch;             /* reload scripts/, views/, public/ when they change */
   bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;

@@ -123,6 +123,18 @@ function app.all(path, fn)
   return app
 end
 
+-- Hot reload (moonwire.reload): hands over the route tables and installs
+-- empty ones for the next generation; _restore_routes puts them back.
+function app._take_routes()
+  local taken = { routes = routes, exact = exact }
+  routes, exact = {}, {}
+  return taken
+end
+
+function app._restore_routes(taken)
+  routes, exact = taken.routes, taken.exact
+end
+
 -- Finds the route for method + path. Returns route, params; or nil and the
 -- methods the path does answer to (for 405).
 local function match(method, path)

@@ -66,6 +66,28 @@ function callbacks.close(h, reason)
   socks[h] = nil
 end
 
+-- Hot reload (moonwire.reload): the next generation starts with no handlers;
+-- _reattach gives every live connection to the new connection handlers, with
+-- sock.reloaded = true, so it keeps working with the new code.
+function engine._take_handlers()
+  local taken = handlers
+  handlers = {}
+  return taken
+end
+
+function engine._restore_handlers(taken) handlers = taken end
+
+function engine._reattach()
+  local live = {}
+  for h, sock in pairs(socks) do live[#live + 1] = sock end
+  table.sort(live, function(a, b) return a.id < b.id end)
+  for _, sock in ipairs(live) do
+    sock._on = {}
+    sock.reloaded = true
+    fire(handlers.connection, "engine connection handler", sock)
+  end
+end
+
 -- engine.configure{ path = "/engine.io/", pingInterval, pingTimeout, maxHttpBufferSize, transports, cors }
 function engine.configure(opts)
   for k, v in pairs(opts or {}) do options[k] = v end

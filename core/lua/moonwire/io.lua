@@ -305,7 +305,7 @@ local function emit_to(s, flags, event, ...)
     local pending = { fn = cb, timeout = flags.timeout }
     s._acks[id] = pending
     if flags.timeout then
-      pending.timer = timer.after(flags.timeout, function()
+      pending.timer = timer._after_system(flags.timeout, function()
         if s._acks[id] == pending then
           s._acks[id] = nil
           call("ack timeout", cb, "operation has timed out")
@@ -460,6 +460,53 @@ function callbacks.disconnect(socket, reason)
 end
 
 c.set_callbacks(callbacks)
+
+-- ---------------------------------------------------------------- hot reload
+
+-- moonwire.reload calls these. _take_handlers hands over every namespace's
+-- handlers and middlewares and leaves them empty for the next generation;
+-- _restore_handlers puts them back when that generation failed to load.
+function io._take_handlers()
+  local taken = {}
+  for name, ns in pairs(namespaces) do
+    taken[name] = { handlers = ns._handlers, middlewares = ns._middlewares }
+    ns._handlers, ns._middlewares = {}, {}
+  end
+  return taken
+end
+
+function io._restore_handlers(taken)
+  for name, ns in pairs(namespaces) do
+    local t = taken[name]
+    ns._handlers = t and t.handlers or {}
+    ns._middlewares = t and t.middlewares or {}
+  end
+end
+
+-- Once the new generation loaded: every live socket drops the old code's
+-- handlers and goes through the new "connection" handlers again, with
+-- socket.reloaded = true. Its id, rooms, data and pending acks stay. Sockets
+-- are taken in the order they connected (their handshake time, then id).
+function io._reattach()
+  for _, ns in pairs(namespaces) do
+    local live = {}
+    for _, socket in pairs(ns.sockets) do live[#live + 1] = socket end
+    table.sort(live, function(a, b)
+      if a.handshake.issued ~= b.handshake.issued then return a.handshake.issued < b.handshake.issued end
+      return a.id < b.id
+    end)
+    for _, socket in ipairs(live) do
+      socket._handlers, socket._any = {}, {}
+      socket.reloaded = true
+    end
+    for _, socket in ipairs(live) do
+      if ns.sockets[socket.id] then -- a handler before it may have disconnected it
+        fire(ns._handlers.connection, "io connection handler", socket)
+        fire(ns._handlers.connect, "io connect handler", socket)
+      end
+    end
+  end
+end
 
 -- ---------------------------------------------------------------- the module
 

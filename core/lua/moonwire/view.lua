@@ -27,6 +27,11 @@ local MAX_DEPTH = 64 -- includes nested deeper than this are surely a loop
 local compiled = {} -- name -> function, while view.cache is on
 local missing = {}  -- name -> true, so the default layout check stays cheap
 
+-- Forgets every compiled template (the views changed on disk).
+function view.clear_cache()
+  compiled, missing = {}, {}
+end
+
 local ESCAPES = {
   ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
 }
