@@ -24,6 +24,7 @@ typedef struct tserver {
   char root[PATH_MAX];
   char db_path[PATH_MAX];
   bool running, idle;
+  struct wsclient *clients; /* WebSocket test clients, closed on shutdown */
 } tserver;
 
 static tserver *check_srv(lua_State *L) {
@@ -177,6 +178,326 @@ static int t_raw(lua_State *L) {
   return 2;
 }
 
+static void run_timer_cb(uv_timer_t *h);
+static void run_closed(uv_handle_t *h);
+
+/* ---- a WebSocket client (for the Lua Socket.IO test client) ----
+ *
+ * srv:ws(target) → client, after the upgrade answered 101 (nil, status or
+ * error message otherwise). client:send(data [, binary]) sends one masked
+ * frame; client:receive(timeout_ms) → data, binary, or nil and "timeout" or
+ * "closed"; client:close(). Pings are answered; the server's frames are never
+ * fragmented but continuation frames are joined anyway. */
+
+#define WSC_MT "moonwire.testing.ws"
+
+typedef struct wsmsg {
+  struct wsmsg *next;
+  size_t len;
+  bool binary;
+  char data[];
+} wsmsg;
+
+typedef struct wsclient {
+  uv_tcp_t tcp;
+  uv_connect_t conn;
+  mw_str in, frag;
+  bool frag_binary;
+  int status;       /* of the upgrade answer; 0 until it came */
+  bool closed;      /* the connection is gone (or never was) */
+  bool handle_closed;
+  bool orphan;      /* the Lua object is gone: free once the handle closed */
+  int error;
+  uint32_t mask;
+  wsmsg *head, *tail;
+  tserver *t;
+  struct wsclient *prev, *next; /* in t->clients while the handle is open */
+} wsclient;
+
+typedef struct wsref {
+  wsclient *c;
+  tserver *t;
+} wsref;
+
+static void wsc_free(wsclient *c) {
+  while (c->head) {
+    wsmsg *m = c->head;
+    c->head = m->next;
+    free(m);
+  }
+  mw_str_free(&c->in);
+  mw_str_free(&c->frag);
+  free(c);
+}
+
+static void wsc_closed(uv_handle_t *h) {
+  wsclient *c = h->data;
+  c->handle_closed = true;
+  if (c->prev) c->prev->next = c->next;
+  else c->t->clients = c->next;
+  if (c->next) c->next->prev = c->prev;
+  if (c->orphan) wsc_free(c);
+}
+
+static void wsc_shut(wsclient *c) {
+  if (c->closed) return;
+  c->closed = true;
+  uv_close((uv_handle_t *)&c->tcp, wsc_closed);
+}
+
+static void wsc_written(uv_write_t *w, int status) {
+  (void)status;
+  free(w);
+}
+
+/* Sends one frame, masked as a client must. */
+static void wsc_frame(wsclient *c, int opcode, const char *data, size_t len) {
+  if (c->closed) return;
+  uv_write_t *w = malloc(sizeof *w + 14 + len);
+  if (!w) return;
+  uint8_t *p = (uint8_t *)(w + 1), *start = p;
+  *p++ = (uint8_t)(0x80 | opcode);
+  if (len < 126) {
+    *p++ = (uint8_t)(0x80 | len);
+  } else if (len < 65536) {
+    *p++ = 0x80 | 126;
+    *p++ = (uint8_t)(len >> 8);
+    *p++ = (uint8_t)len;
+  } else {
+    *p++ = 0x80 | 127;
+    for (int i = 7; i >= 0; i--) *p++ = (uint8_t)((uint64_t)len >> (8 * i));
+  }
+  c->mask = c->mask * 1103515245u + 12345u;
+  uint8_t key[4] = {(uint8_t)(c->mask >> 24), (uint8_t)(c->mask >> 16), (uint8_t)(c->mask >> 8), (uint8_t)c->mask};
+  memcpy(p, key, 4);
+  p += 4;
+  for (size_t i = 0; i < len; i++) p[i] = (uint8_t)data[i] ^ key[i % 4];
+  p += len;
+  uv_buf_t b = uv_buf_init((char *)start, (unsigned)(p - start));
+  if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, wsc_written)) free(w);
+}
+
+static void wsc_push(wsclient *c, const char *data, size_t len, bool binary) {
+  wsmsg *m = malloc(sizeof *m + len + 1);
+  if (!m) return;
+  m->next = NULL;
+  m->len = len;
+  m->binary = binary;
+  memcpy(m->data, data, len);
+  m->data[len] = '\0';
+  if (c->tail) c->tail->next = m;
+  else c->head = m;
+  c->tail = m;
+}
+
+/* Parses what has arrived: the upgrade answer, then frames. */
+static void wsc_parse(wsclient *c) {
+  size_t off = 0;
+  if (!c->status) {
+    char *end = c->in.len ? memmem(c->in.p, c->in.len, "\r\n\r\n", 4) : NULL;
+    if (!end) return;
+    int status = 0;
+    if (sscanf(c->in.p, "HTTP/1.1 %d", &status) != 1) status = -1;
+    c->status = status;
+    if (status != 101) {
+      wsc_shut(c);
+      return;
+    }
+    off = (size_t)(end + 4 - c->in.p);
+  }
+  for (;;) {
+    const uint8_t *p = (const uint8_t *)c->in.p + off;
+    size_t avail = c->in.len - off;
+    if (avail < 2) break;
+    int opcode = p[0] & 0x0f;
+    bool fin = p[0] & 0x80, masked = p[1] & 0x80;
+    uint64_t len = p[1] & 0x7f;
+    size_t hdr = 2;
+    if (len == 126) {
+      if (avail < 4) break;
+      len = (uint64_t)p[2] << 8 | p[3];
+      hdr = 4;
+    } else if (len == 127) {
+      if (avail < 10) break;
+      len = 0;
+      for (int i = 0; i < 8; i++) len = len << 8 | p[2 + i];
+      hdr = 10;
+    }
+    if (masked) hdr += 4;
+    if (avail < hdr || avail - hdr < len) break;
+    char *payload = (char *)p + hdr;
+    if (masked)
+      for (uint64_t i = 0; i < len; i++) payload[i] ^= (char)p[hdr - 4 + i % 4];
+    off += hdr + (size_t)len;
+    if (opcode == 0x8) {
+      wsc_frame(c, 0x8, payload, len >= 2 ? 2 : 0);
+      wsc_shut(c);
+      break;
+    } else if (opcode == 0x9) {
+      wsc_frame(c, 0xA, payload, (size_t)len);
+    } else if (opcode == 0x1 || opcode == 0x2 || opcode == 0x0) {
+      if (opcode != 0x0) c->frag_binary = opcode == 0x2;
+      if (fin && opcode != 0x0 && c->frag.len == 0) {
+        wsc_push(c, payload, (size_t)len, opcode == 0x2);
+      } else {
+        mw_str_append(&c->frag, payload, (size_t)len);
+        if (fin) {
+          wsc_push(c, c->frag.p, c->frag.len, c->frag_binary);
+          mw_str_reset(&c->frag);
+        }
+      }
+    }
+  }
+  if (off) {
+    memmove(c->in.p, c->in.p + off, c->in.len - off);
+    c->in.len -= off;
+  }
+}
+
+static void wsc_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  (void)sz;
+  wsclient *c = h->data;
+  mw_str_reserve(&c->in, 65536);
+  *b = uv_buf_init(c->in.p + c->in.len, (unsigned)(c->in.cap - c->in.len - 1));
+}
+
+static void wsc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  wsclient *c = s->data;
+  if (n > 0) {
+    c->in.len += (size_t)n;
+    wsc_parse(c);
+  } else if (n < 0) {
+    if (!c->status) c->status = -1;
+    wsc_shut(c);
+  }
+}
+
+static void wsc_connected(uv_connect_t *req, int status) {
+  wsclient *c = req->data;
+  if (status < 0) {
+    c->error = status;
+    c->status = -1;
+    wsc_shut(c);
+    return;
+  }
+  uv_read_start((uv_stream_t *)&c->tcp, wsc_alloc, wsc_read);
+}
+
+static wsref *check_ws(lua_State *L) { return luaL_checkudata(L, 1, WSC_MT); }
+
+/* Runs t's loop until done(c) or ms pass; true if done. */
+static bool wsc_wait(tserver *t, wsclient *c, lua_Integer ms, bool (*done)(wsclient *)) {
+  if (done(c)) return true;
+  uv_timer_t timer;
+  bool fired = false;
+  uv_timer_init(&t->loop, &timer);
+  timer.data = &fired;
+  uv_timer_start(&timer, run_timer_cb, (uint64_t)ms, 0);
+  while (!fired && !done(c)) uv_run(&t->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&timer, run_closed);
+  uv_run(&t->loop, UV_RUN_NOWAIT);
+  return done(c);
+}
+
+static bool wsc_upgraded(wsclient *c) { return c->status != 0; }
+static bool wsc_has_msg(wsclient *c) { return c->head || c->closed; }
+
+static int t_ws(lua_State *L) {
+  tserver *t = check_srv(L);
+  const char *target = luaL_checkstring(L, 2);
+  wsclient *c = calloc(1, sizeof *c);
+  if (!c) return luaL_error(L, "out of memory");
+  c->mask = 0x9e3779b9u;
+  c->t = t;
+  c->next = t->clients;
+  if (t->clients) t->clients->prev = c;
+  t->clients = c;
+  uv_tcp_init(&t->loop, &c->tcp);
+  c->tcp.data = c->conn.data = c;
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", mw_server_port(&t->srv), &addr);
+  wsref *ref = lua_newuserdatauv(L, sizeof *ref, 0);
+  ref->c = c;
+  ref->t = t;
+  luaL_setmetatable(L, WSC_MT);
+  uv_tcp_connect(&c->conn, &c->tcp, (struct sockaddr *)&addr, wsc_connected);
+  char req[4096];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                   target, mw_server_port(&t->srv));
+  if (n < 0 || (size_t)n >= sizeof req) return luaL_error(L, "ws: target too long");
+  uv_write_t *w = malloc(sizeof *w + (size_t)n);
+  memcpy(w + 1, req, (size_t)n);
+  uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)n);
+  if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, wsc_written)) free(w);
+  if (!wsc_wait(t, c, 5000, wsc_upgraded) || c->status != 101) {
+    lua_pushnil(L);
+    if (c->error) lua_pushstring(L, uv_strerror(c->error));
+    else if (c->status > 0) lua_pushinteger(L, c->status);
+    else lua_pushliteral(L, "no answer to the upgrade");
+    return 2;
+  }
+  return 1;
+}
+
+static int wsc_send(lua_State *L) {
+  wsref *r = check_ws(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (r->c->closed) return luaL_error(L, "ws: the connection is closed");
+  wsc_frame(r->c, lua_toboolean(L, 3) ? 0x2 : 0x1, data, len);
+  uv_run(&r->t->loop, UV_RUN_NOWAIT);
+  return 0;
+}
+
+static int wsc_receive(lua_State *L) {
+  wsref *r = check_ws(L);
+  lua_Integer ms = luaL_optinteger(L, 2, 2000);
+  wsclient *c = r->c;
+  if (!r->t->running) return luaL_error(L, "the test server was stopped");
+  wsc_wait(r->t, c, ms, wsc_has_msg);
+  if (c->head) {
+    wsmsg *m = c->head;
+    c->head = m->next;
+    if (!c->head) c->tail = NULL;
+    lua_pushlstring(L, m->data, m->len);
+    lua_pushboolean(L, m->binary);
+    free(m);
+    return 2;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, c->closed ? "closed" : "timeout");
+  return 2;
+}
+
+static int wsc_close(lua_State *L) {
+  wsref *r = check_ws(L);
+  if (r->c && !r->c->closed) {
+    wsc_frame(r->c, 0x8, "\x03\xe8", 2);
+    wsc_shut(r->c);
+    if (r->t->running) uv_run(&r->t->loop, UV_RUN_NOWAIT);
+  }
+  return 0;
+}
+
+static int wsc_is_closed(lua_State *L) {
+  lua_pushboolean(L, check_ws(L)->c->closed);
+  return 1;
+}
+
+static int wsc_gc(lua_State *L) {
+  wsref *r = check_ws(L);
+  wsclient *c = r->c;
+  if (!c) return 0;
+  r->c = NULL;
+  c->orphan = true;
+  wsc_shut(c);
+  if (c->handle_closed) wsc_free(c);
+  return 0;
+}
+
 /* srv:run(ms): lets the loop run for ms (timers, pending work). */
 static void run_timer_cb(uv_timer_t *h) { *(bool *)h->data = true; }
 static void run_closed(uv_handle_t *h) { (void)h; }
@@ -218,6 +539,7 @@ static void walk_close(uv_handle_t *h, void *arg) {
 static void t_shutdown(tserver *t) {
   if (!t->running) return;
   t->running = false;
+  for (wsclient *c = t->clients; c; c = c->next) wsc_shut(c);
   t->srv.on_idle_stop = t_idle;
   mw_server_stop(&t->srv);
   for (int i = 0; i < 2000 && !t->idle && t->srv.nconns; i++) uv_run(&t->loop, UV_RUN_ONCE);
@@ -245,16 +567,30 @@ static int t_gc(lua_State *L) {
   return 0;
 }
 
+/* now() → milliseconds on a monotonic clock. */
+static int t_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
 int luaopen_moonwire_testing_c(lua_State *L) {
-  static const luaL_Reg methods[] = {{"port", t_port}, {"raw", t_raw}, {"run", t_run}, {"advance", t_advance}, {"stop", t_stop},
+  static const luaL_Reg methods[] = {{"port", t_port}, {"raw", t_raw}, {"run", t_run}, {"advance", t_advance}, {"ws", t_ws}, {"stop", t_stop},
                                      {NULL, NULL}};
+  static const luaL_Reg ws_methods[] = {{"send", wsc_send}, {"receive", wsc_receive}, {"close", wsc_close},
+                                        {"closed", wsc_is_closed}, {NULL, NULL}};
+  luaL_newmetatable(L, WSC_MT);
+  luaL_newlib(L, ws_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, wsc_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, t_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"start", t_start}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"start", t_start}, {"now", t_now}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

@@ -96,6 +96,195 @@ function Server:run(ms) self.c:run(ms) end
 -- they sent goes out.
 function Server:advance(ms) self.c:advance(ms) end
 
+-- ---------------------------------------------------------------- Socket.IO client
+--
+-- A Socket.IO v5 client over a real loopback WebSocket, for specs:
+--
+--   local client = srv:connect("/", { auth = { name = "ada" } })
+--   client:emit("chat message", "hi")
+--   local msg, id = client:await("chat message")      -- the next one (2 s by default)
+--   local answer = client:ask("nickname", "ada")        -- emit with an ack, wait for it
+--   client:on("question", function(q, ack) ack(42) end) -- the server asks for an ack
+--   client:close()
+--
+-- Events without a handler are kept in arrival order until awaited.
+-- Binary attachments are not supported.
+
+local Client = {}
+Client.__index = Client
+
+-- lua-cjson gives every number as a float; integral ones become integers.
+local function integers(v)
+  if type(v) == "number" then return math.tointeger(v) or v end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  end
+  return v
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Opens a WebSocket session and connects to namespace nsp (default "/").
+-- opts: auth (table), query (table). Returns the client, or nil and the
+-- connect_error's message (and data).
+function Server:connect(nsp, opts)
+  nsp, opts = nsp or "/", opts or {}
+  local query = ""
+  if opts.query then query = "&" .. encode_form(opts.query) end
+  local ws, err = self.c:ws("/socket.io/?EIO=4&transport=websocket" .. query)
+  if not ws then error("socket.io handshake failed: " .. tostring(err), 2) end
+  local client = setmetatable({
+    server = self, ws = ws, nsp = nsp, events = {}, handlers = {}, acks = {}, next_id = 0, connected = false,
+  }, Client)
+  local open = ws:receive(2000)
+  if not open or open:sub(1, 1) ~= "0" then error("no Engine.IO open packet: " .. tostring(open), 2) end
+  local prefix = nsp == "/" and "" or (nsp .. ",")
+  ws:send("40" .. prefix .. (opts.auth and cjson.encode(opts.auth) or ""))
+  while not client.connected do
+    local ok, why = client:_pump(2000)
+    if not ok then error("socket.io connect: " .. why, 2) end
+    if client.refused then
+      ws:close()
+      return nil, client.refused.message, client.refused.data
+    end
+  end
+  return client
+end
+
+-- Reads and handles one message; false and why on timeout or close.
+function Client:_pump(timeout)
+  local data, why = self.ws:receive(timeout)
+  if not data then return false, why end
+  local kind = data:sub(1, 1)
+  if kind == "2" then
+    self.ws:send("3" .. data:sub(2))
+  elseif kind == "4" then
+    self:_packet(data:sub(2))
+  elseif kind == "1" then
+    self.connected = false
+  end
+  return true
+end
+
+function Client:_packet(p)
+  local kind = p:sub(1, 1)
+  local rest = p:sub(2)
+  if kind == "5" or kind == "6" then error("the test client does not handle binary packets") end
+  local nsp = "/"
+  if rest:sub(1, 1) == "/" then
+    nsp, rest = rest:match("^([^,]*),(.*)$")
+  end
+  if nsp ~= self.nsp then return end
+  local id = rest:match("^(%d+)")
+  if id then rest = rest:sub(#id + 1) end
+  id = tonumber(id)
+  local payload = rest ~= "" and integers(cjson.decode(rest)) or nil
+  if kind == "0" then
+    self.connected, self.id = true, payload and payload.sid
+  elseif kind == "4" then
+    self.refused = payload or { message = "refused" }
+  elseif kind == "1" then
+    self.connected = false
+  elseif kind == "3" then
+    local fn = self.acks[id]
+    self.acks[id] = nil
+    if fn then fn(table.unpack(payload, 1, #payload)) end
+  elseif kind == "2" then
+    local args = pack(table.unpack(payload, 1, #payload))
+    local event = table.remove(args, 1)
+    args.n = args.n - 1
+    if id then
+      local sent = false
+      args.n = args.n + 1
+      args[args.n] = function(...)
+        if sent then return end
+        sent = true
+        local values = pack(...)
+        local body = values.n == 0 and "[]" or cjson.encode({ table.unpack(values, 1, values.n) })
+        self.ws:send("43" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
+      end
+    end
+    local fn = self.handlers[event]
+    if fn then
+      fn(table.unpack(args, 1, args.n))
+    else
+      self.events[#self.events + 1] = { event = event, args = args }
+    end
+  end
+end
+
+-- Sends an event; a function as the last argument asks the server for an ack.
+function Client:emit(event, ...)
+  local args = pack(event, ...)
+  local id = ""
+  if type(args[args.n]) == "function" then
+    id = tostring(self.next_id)
+    self.acks[self.next_id] = args[args.n]
+    self.next_id = self.next_id + 1
+    args[args.n], args.n = nil, args.n - 1
+  end
+  local body = cjson.encode({ table.unpack(args, 1, args.n) })
+  self.ws:send("42" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
+end
+
+-- Emits with an ack and returns the ack's values (raises after timeout ms,
+-- 2000 by default).
+function Client:ask(event, ...)
+  local got
+  local args = pack(...)
+  args[args.n + 1] = function(...) got = pack(...) end
+  self:emit(event, table.unpack(args, 1, args.n + 1))
+  local deadline = c.now() + 2000
+  while not got do
+    local left = deadline - c.now()
+    if left <= 0 or not self:_pump(math.max(1, math.floor(left))) then
+      error("no ack for '" .. tostring(event) .. "'", 2)
+    end
+  end
+  return table.unpack(got, 1, got.n)
+end
+
+-- Handles every `event` with fn from now on (instead of keeping it).
+function Client:on(event, fn) self.handlers[event] = fn end
+
+-- Returns the arguments of the next `event` (one kept earlier, or the next to
+-- arrive within timeout ms, 2000 by default); raises when none comes.
+function Client:await(event, timeout)
+  local deadline = c.now() + (timeout or 2000)
+  while true do
+    for i, e in ipairs(self.events) do
+      if e.event == event then
+        table.remove(self.events, i)
+        return table.unpack(e.args, 1, e.args.n)
+      end
+    end
+    local left = deadline - c.now()
+    if left <= 0 then error("no '" .. tostring(event) .. "' within " .. (timeout or 2000) .. " ms", 2) end
+    local ok, why = self:_pump(math.max(1, math.floor(left)))
+    if not ok and why == "closed" then error("connection closed while waiting for '" .. tostring(event) .. "'", 2) end
+  end
+end
+
+-- The events kept so far with this name (each a packed list of arguments),
+-- after handling whatever has already arrived.
+function Client:received(event)
+  while self:_pump(1) do end
+  local list = {}
+  for _, e in ipairs(self.events) do
+    if e.event == event then list[#list + 1] = e.args end
+  end
+  return list
+end
+
+function Client:close()
+  if self.ws:closed() then return end
+  if self.connected then
+    self.ws:send("41" .. (self.nsp == "/" and "" or self.nsp .. ","))
+  end
+  self.connected = false
+  self.ws:close()
+end
+
 function Server:stop()
   self.c:stop()
   for _, suffix in ipairs { "", "-wal", "-shm" } do os.remove(self.db .. suffix) end
