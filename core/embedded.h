@@ -15,5 +15,7 @@ typedef struct mw_embedded {
 extern const mw_embedded mw_embedded_lua[];
 /* The browser scripts: module and file are the file name ("dev.js"). */
 extern const mw_embedded mw_embedded_client[];
+/* What `moonwire new DIR` writes: file is the path inside the new app. */
+extern const mw_embedded mw_embedded_skeleton[];
 
 #endif

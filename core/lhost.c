@@ -504,6 +504,9 @@ static void find_client_dir(lhost *h) {
     snprintf(h->client_dir, sizeof h->client_dir, "%s/../%s", exe, rel);
     if (access(h->client_dir, R_OK) == 0) return;
   }
+  /* A build elsewhere: the checkout it was built from. */
+  snprintf(h->client_dir, sizeof h->client_dir, "%s/%s", MW_SOURCE_DIR, rel);
+  if (access(h->client_dir, R_OK) == 0) return;
   h->client_dir[0] = '\0';
 }
 

@@ -9,6 +9,7 @@
 
 #include "db.h"
 #include "lhost.h"
+#include "newapp.h"
 #include "server.h"
 #include "static.h"
 
@@ -16,9 +17,11 @@
 
 static const char usage[] =
     "usage: moonwire [options]\n"
+    "       moonwire new DIR\n"
     "\n"
     "Serves the app in --root: scripts/app.lua (routes and handlers), views/\n"
-    "(templates) and public/ (static files).\n"
+    "(templates) and public/ (static files). `moonwire new DIR` creates a\n"
+    "minimal app to start from.\n"
     "\n"
     "  --root DIR               app directory (default: the current directory)\n"
     "  --port N                 TCP port (default: $PORT, else 3000; 0 picks a free one)\n"
@@ -102,6 +105,13 @@ static int parse_num(const char *flag, const char *v, long long min, long long m
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "new")) {
+    if (argc != 3) {
+      fprintf(stderr, "usage: moonwire new DIR\n");
+      return 2;
+    }
+    return mw_new_app(argv[2]);
+  }
   mw_config cfg;
   mw_config_defaults(&cfg);
   const char *env_port = getenv("PORT");

@@ -1,0 +1,11 @@
+/* newapp.h — `moonwire new DIR`: writes a minimal app to start from. */
+#ifndef MW_NEWAPP_H
+#define MW_NEWAPP_H
+
+/* Creates dir (which must not exist, or be empty) with the skeleton app:
+ * scripts/app.lua with one route and one socket handler, views/, public/,
+ * spec/ with a passing spec, a Makefile and README of the two commands.
+ * Prints what it did; returns the process exit status. */
+int mw_new_app(const char *dir);
+
+#endif
