@@ -58,6 +58,7 @@
       if (msg.type === 'hello') {
         if (boot !== null && msg.boot !== boot) return location.reload(); // the server restarted
         boot = msg.boot;
+        window.__moonwire.connected = true;
         if (msg.error) {
           showError(msg.error);
         } else if (document.querySelector('meta[name="moonwire-load-error"]')) {
@@ -78,10 +79,11 @@
       }
     };
     ws.onclose = function () {
+      window.__moonwire.connected = false;
       setTimeout(function () { connect(Math.min(delay * 2, 5000)); }, delay);
     };
   }
 
-  window.__moonwire = { showError: showError, hideError: hideError };
+  window.__moonwire = { connected: false, showError: showError, hideError: hideError };
   connect(500);
 })();
