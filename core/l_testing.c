@@ -567,6 +567,15 @@ static int t_gc(lua_State *L) {
   return 0;
 }
 
+/* setenv(name, value or nil): sets or removes a variable of this process
+ * (the app under test reads it with os.getenv). */
+static int t_setenv(lua_State *L) {
+  const char *k = luaL_checkstring(L, 1);
+  if (lua_isnoneornil(L, 2)) unsetenv(k);
+  else setenv(k, luaL_checkstring(L, 2), 1);
+  return 0;
+}
+
 /* now() → milliseconds on a monotonic clock. */
 static int t_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
@@ -590,7 +599,7 @@ int luaopen_moonwire_testing_c(lua_State *L) {
   lua_pushcfunction(L, t_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"start", t_start}, {"now", t_now}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"start", t_start}, {"now", t_now}, {"setenv", t_setenv}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

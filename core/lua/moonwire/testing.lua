@@ -30,15 +30,23 @@ testing.encode_form = encode_form
 -- Starts the app in opts.root (default: the current directory) on an
 -- ephemeral port with a fresh SQLite file. Other opts: dev (default true),
 -- max_body, quiet (default true), clock ("real", the default, or "test": the
--- app's timers then wait for srv:advance(ms)).
+-- app's timers then wait for srv:advance(ms)), env (variables set in this
+-- process before the app loads, for os.getenv; false unsets one).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
+  -- The app reads its environment with os.getenv: set what opts.env says for
+  -- now, and put the old values back on stop.
+  local saved_env = {}
+  for name, value in pairs(opts.env or {}) do
+    saved_env[name] = os.getenv(name) or false
+    c.setenv(name, value or nil)
+  end
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
     clock = opts.clock,
   }
-  return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port() }, Server)
+  return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port(), saved_env = saved_env }, Server)
 end
 
 -- Sends one request and returns status, body, headers (lower-case names).
@@ -287,6 +295,7 @@ end
 
 function Server:stop()
   self.c:stop()
+  for name, value in pairs(self.saved_env) do c.setenv(name, value or nil) end
   for _, suffix in ipairs { "", "-wal", "-shm" } do os.remove(self.db .. suffix) end
 end
 
