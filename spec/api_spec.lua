@@ -92,6 +92,13 @@ describe("the Lua API", function()
   end)
 
   describe("responses", function()
+    it("sends 204 with neither a body nor a Content-Type", function()
+      local status, body, headers = app:delete("/gone")
+      assert.equal(204, status)
+      assert.equal("", body)
+      assert.is_nil(headers["content-type"])
+    end)
+
     it("chains status and set", function()
       local status, body, headers = app:get("/status")
       assert.equal(418, status)

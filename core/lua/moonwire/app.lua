@@ -232,7 +232,8 @@ end
 function Response:send(body)
   if type(body) == "table" then return self:json(body) end
   if body == nil then body = "" end
-  if not has_type(self) then self.headers["Content-Type"] = "text/html; charset=utf-8" end
+  local bodiless = self.statusCode == 204 or self.statusCode == 304
+  if not has_type(self) and not bodiless then self.headers["Content-Type"] = "text/html; charset=utf-8" end
   if not self._ex:finish(self.statusCode, tostring(body), self.headers) then
     error("res:send: the response was already sent", 2)
   end
@@ -261,6 +262,8 @@ end
 
 function Response:sendStatus(code)
   self.statusCode = code
+  -- 204 and 304 have no body, so nothing to describe either.
+  if code == 204 or code == 304 then return self:send("") end
   self.headers["Content-Type"] = "text/plain; charset=utf-8"
   return self:send(tostring(code))
 end
