@@ -694,6 +694,18 @@ describe('broadcast and rooms', () => {
     a.emit('volatile all', 'v2');
     assert.deepEqual(await theirs, ['v2']);
   });
+
+  test('socket.volatile.broadcast and socket.broadcast.volatile reach the others, not the sender', T, async (t) => {
+    const srv = await setup(t);
+    const [a, b] = await three(srv);
+    const atA = record(a, 'volatile others');
+    const atB = record(b, 'volatile others');
+    a.emit('volatile others', 'v3');
+    await until(() => atB.length === 2, 'both volatile broadcasts at b');
+    await sync(a);
+    assert.deepEqual(atB, [['v3 (volatile.broadcast)'], ['v3 (broadcast.volatile)']]);
+    assert.deepEqual(atA, []);
+  });
 });
 
 // ==========================================================================
@@ -971,6 +983,17 @@ describe('heartbeat and timeouts', () => {
 
 // ==========================================================================
 describe('limits and invalid input', () => {
+  test('a string with a lone UTF-16 surrogate arrives with U+FFFD in its place; pairs stay', T, async (t) => {
+    const srv = await setup(t);
+    for (const [mode, opts] of Object.entries({ websocket: MODES.websocket, polling: MODES.polling })) {
+      const socket = await connect(srv, '/', opts);
+      assert.equal(await ask(socket, 'echo', 'a\uD800b'), 'a\uFFFDb', `${mode}: a lone high surrogate`);
+      assert.equal(await ask(socket, 'echo', '\uDC00x\uD83D'), '\uFFFDx\uFFFD', `${mode}: a lone low one, and one at the end`);
+      assert.equal(await ask(socket, 'echo', '😀 \\ud800 \uD800'), '😀 \\ud800 \uFFFD', `${mode}: a pair, and an escaped backslash before "ud800"`);
+    }
+    assert.doesNotMatch(srv.stderr(), /dropped/);
+  });
+
   test('maxHttpBufferSize: a 2000-byte message on a 1000-byte server disconnects the client', T, async (t) => {
     const srv = await setup(t, { args: ['--max-http-buffer-size', '1000'] });
     for (const [mode, opts] of Object.entries({ websocket: MODES.websocket, polling: MODES.polling })) {

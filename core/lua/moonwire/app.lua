@@ -61,9 +61,42 @@ local function integers(v)
   return v
 end
 
+-- JSON.parse takes a lone UTF-16 surrogate escape ("\ud800"), which a
+-- JavaScript string can hold; lua-cjson refuses it. Each one becomes
+-- "\ufffd" (the replacement character), as a browser does when it encodes
+-- such a string as UTF-8. Every backslash in valid JSON starts an escape, so
+-- walking them in order never mistakes text for one.
+local function replace_lone_surrogates(s)
+  local out, i, from = {}, 1, 1
+  while true do
+    local at = s:find("\\", i, true)
+    if not at then break end
+    local hex = s:match("^u(%x%x%x%x)", at + 1)
+    if hex then
+      local code = tonumber(hex, 16)
+      local low = code >= 0xD800 and code <= 0xDBFF and s:match("^\\u([dD][c-fC-F]%x%x)", at + 6)
+      if low then
+        i = at + 12 -- a proper pair: keep it
+      elseif code >= 0xD800 and code <= 0xDFFF then
+        out[#out + 1] = s:sub(from, at - 1) .. "\\ufffd"
+        i, from = at + 6, at + 6
+      else
+        i = at + 6
+      end
+    else
+      i = at + 2
+    end
+  end
+  out[#out + 1] = s:sub(from)
+  return table.concat(out)
+end
+
 -- Decodes JSON (nil and a message when it does not parse).
 function app.json_decode(s)
   local v, err = cjson.decode(s)
+  if v == nil and err and err:find("unicode escape", 1, true) then
+    v, err = cjson.decode(replace_lone_surrogates(s))
+  end
   if v == nil and err then return nil, err end
   return integers(v)
 end

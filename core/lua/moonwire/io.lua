@@ -105,8 +105,9 @@ end
 
 -- Decodes a payload into an argument list; top-level nulls become nil.
 local function decode(json, atts)
-  local ok, arr = pcall(app.json_decode, json)
-  if not ok or type(arr) ~= "table" then return nil end
+  local ok, arr, err = pcall(app.json_decode, json)
+  if not ok then return nil, arr end
+  if type(arr) ~= "table" then return nil, err or "not an array" end
   if atts then arr = reconstruct(arr, atts) end
   local n = #arr
   for i = 1, n do
@@ -247,7 +248,7 @@ end
 Socket.__index = function(s, k)
   if k == "rooms" then return s._h:rooms() end
   if k == "broadcast" then return operator(s.nsp, nil, nil, s) end
-  if k == "volatile" then return setmetatable({ _socket = s, _volatile = true }, Socket.Flags) end
+  if k == "volatile" then return setmetatable({ _socket = s, volatile = true }, Socket.Flags) end
   if k == "connected" then return s._h:connected() end
   if k == "disconnected" then return not s._h:connected() end
   if k == "transport" then return s._h:transport() end
@@ -322,9 +323,20 @@ function Socket:emit(event, ...) return emit_to(self, {}, event, ...) end
 function Socket:send(...) return emit_to(self, {}, "message", ...) end
 
 -- socket:timeout(ms):emit(..., function(err, ...) end)
+-- socket.volatile:emit(...), socket.volatile.broadcast:emit(...),
+-- socket.volatile:to(room):emit(...)
 Socket.Flags = {}
-Socket.Flags.__index = Socket.Flags
+Socket.Flags.__index = function(f, k)
+  if k == "broadcast" then return operator(f._socket.nsp, nil, nil, f._socket, { volatile = f.volatile }) end
+  return Socket.Flags[k]
+end
 function Socket.Flags:emit(event, ...) return emit_to(self._socket, self, event, ...) end
+function Socket.Flags:to(room)
+  return operator(self._socket.nsp, nil, nil, self._socket, { volatile = self.volatile }):to(room)
+end
+function Socket.Flags:except(room)
+  return operator(self._socket.nsp, nil, nil, self._socket, { volatile = self.volatile }):except(room)
+end
 function Socket.Flags:timeout(ms)
   self.timeout = ms
   return self
@@ -419,7 +431,10 @@ end
 
 function callbacks.packet(socket, kind, json, id, atts)
   local args, n = decode(json, atts)
-  if not args then return end
+  if not args then
+    core.log("warn", "socket " .. socket.id .. ": a packet was dropped, its JSON did not decode: " .. tostring(n))
+    return
+  end
   if kind == ACK then
     local pending = id and socket._acks[id]
     if not pending then return end
