@@ -132,6 +132,9 @@ end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+-- Decodes a JSON body the way the app sees JSON: whole numbers as integers.
+function testing.json(body) return integers(cjson.decode(body)) end
+
 -- Opens a WebSocket session and connects to namespace nsp (default "/").
 -- opts: auth (table), query (table). Returns the client, or nil and the
 -- connect_error's message (and data).
