@@ -81,6 +81,27 @@ describe('hot reload', () => {
     assert.deepEqual(club, [['v4:hi']], 'one broadcast, from the new code');
   });
 
+  test('events sent while a reload happens are each answered once, by the old or the new code', T, async (t) => {
+    const { root, srv } = await start(t);
+    const socket = await connect(srv, '/', { transports: ['websocket'] });
+    const answers = [];
+    let stop = false;
+    const sender = (async () => {
+      while (!stop) {
+        const batch = Array.from({ length: 20 }, () => ask(socket, 'version'));
+        answers.push(...await Promise.all(batch)); // ask rejects if an ack does not come
+      }
+    })();
+    await until(() => answers.length >= 40, 'answers before the reload');
+    edit(root, 'scripts/app.lua', '"v1"', '"v2"');
+    await until(() => answers.includes('v2') && answers.filter((a) => a === 'v2').length >= 40, 'answers after the reload');
+    stop = true;
+    await sender;
+    const firstNew = answers.indexOf('v2');
+    assert.ok(answers.slice(0, firstNew).every((a) => a === 'v1'));
+    assert.ok(answers.slice(firstNew).every((a) => a === 'v2'), 'once the new code answers, the old one never does');
+  });
+
   test('a module required by app.lua is loaded again', T, async (t) => {
     const { root, srv } = await start(t);
     edit(root, 'scripts/helper.lua', 'helper1', 'helper2');
