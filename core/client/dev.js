@@ -17,7 +17,7 @@
       box.id = OVERLAY_ID;
       box.setAttribute('role', 'alert');
       box.style.cssText = 'position:fixed;inset:0;z-index:2147483647;overflow:auto;padding:2rem;' +
-        'background:rgba(20,20,28,.94);color:#fff;font:14px/1.5 ui-monospace,SFMono-Regular,Menlo,monospace';
+        'background:#15151c;color:#fff;font:14px/1.5 ui-monospace,SFMono-Regular,Menlo,monospace';
       var title = document.createElement('div');
       title.style.cssText = 'color:#ff8a80;font-weight:700;font-size:16px;margin-bottom:1rem';
       title.textContent = 'moonwire: the app failed to reload. The previous version is still running.';

@@ -23,6 +23,18 @@ local function app_modules()
   return debug.getregistry()["moonwire.app_modules"] or {}
 end
 
+-- The error with a traceback of the app's own frames: the last lines (the
+-- reload machinery that called require) tell the reader nothing.
+local function traceback(err)
+  local lines = {}
+  for line in debug.traceback(tostring(err), 2):gmatch("[^\n]+") do
+    if not (line:find("[moonwire] moonwire/reload.lua", 1, true) or line:find("in function 'xpcall'", 1, true)) then
+      lines[#lines + 1] = line
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
 local generation = 0
 local last_error = nil -- the error of the last failed load, until one succeeds
 
@@ -44,7 +56,7 @@ function reload.run()
 
   local old, new = generation, generation + 1
   timer._generation(new)
-  local ok, err = xpcall(require, debug.traceback, "app")
+  local ok, err = xpcall(require, traceback, "app")
   if not ok then
     -- Undo everything the failed generation did; the old one serves on.
     timer._stop_generation(new)
