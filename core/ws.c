@@ -3,7 +3,16 @@
  * callback hands out the bytes of the read being processed, its send
  * callback copies into the connection's write queue and never blocks, so
  * wslay never holds a half-sent frame and our own data frames can go straight
- * into the same queue. */
+ * into the same queue.
+ *
+ * A wslay context is about 8.5 KB (two 4 KiB buffers). A connection holds
+ * one only while it needs it: while a frame or a fragmented message is half
+ * received, or once a close is under way. Between messages the context goes
+ * back to a small pool, in the state it started in (no partial frame, no
+ * message being assembled, nothing queued, no close), and the next connection
+ * with bytes to read takes it. Ten thousand idle WebSockets hold no context
+ * at all, and a busy server needs no more contexts than connections with a
+ * half-received frame, with no allocation per message. */
 #include "ws.h"
 
 #include <errno.h>
@@ -17,10 +26,35 @@
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_CLOSE_WAIT_MS 2000
 #define WS_CODE_ABNORMAL 1006
+#define WS_POOL_MAX 16 /* clean contexts kept for reuse */
+
+/* A wslay context and the connection using it (its callbacks' user data). */
+typedef struct wsctx {
+  wslay_event_context_ptr ctx;
+  ws_conn *ws;
+  struct wsctx *next; /* in the pool */
+} wsctx;
+
+static wsctx *pool;
+static int npool, nlive; /* contexts in the pool; contexts allocated */
+
+/* For the unit test (not part of ws.h): contexts allocated, and how many of
+ * them wait in the pool. */
+void ws_context_counts(int *live, int *pooled) {
+  *live = nlive;
+  *pooled = npool;
+}
 
 struct ws_conn {
   mw_conn *c;
-  wslay_event_context_ptr ctx;
+  wsctx *w;               /* NULL while idle (see the top of this file) */
+  wslay_event_context_ptr ctx; /* w->ctx, or NULL */
+  size_t max_msg;
+  uint64_t fed;           /* bytes given to this context */
+  uint64_t framed;        /* bytes of the frames it finished */
+  uint64_t frame_size;    /* header + payload of the frame being received */
+  bool in_frame;          /* between a frame's start and its end */
+  bool fragmented;        /* a fragmented data message is being assembled */
   ws_handler h;           /* copied: callers may pass a temporary */
   void *ud;
   const char *in;         /* the unread part of the read being fed to wslay */
@@ -146,6 +180,7 @@ int ws_handshake_check(const http_req *req, char accept[29]) {
  * if we sent one (an error we detected, or ws_close), else 1006. */
 static int close_code(ws_conn *ws) {
   if (ws->fail_code) return ws->fail_code;
+  if (!ws->ctx) return WS_CODE_ABNORMAL; /* no close was ever under way */
   if (wslay_event_get_close_received(ws->ctx)) return wslay_event_get_status_code_received(ws->ctx);
   if (wslay_event_get_close_sent(ws->ctx)) {
     int code = wslay_event_get_status_code_sent(ws->ctx);
@@ -181,8 +216,76 @@ static void pump(ws_conn *ws, int recv_err) {
   if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) finish(ws, false);
 }
 
+/* ---- contexts: taken when needed, given back when clean ---- */
+
+static const struct wslay_event_callbacks ws_callbacks;
+
+/* Gives ws a context (from the pool, or a new one). False when out of memory. */
+static bool take(ws_conn *ws) {
+  if (ws->w) return true;
+  wsctx *w = pool;
+  if (w) {
+    pool = w->next;
+    npool--;
+  } else {
+    w = calloc(1, sizeof *w);
+    if (!w) return false;
+    if (wslay_event_context_server_init(&w->ctx, &ws_callbacks, w) != 0) {
+      free(w);
+      return false;
+    }
+    nlive++;
+  }
+  w->ws = ws;
+  w->next = NULL;
+  wslay_event_config_set_max_recv_msg_length(w->ctx, ws->max_msg);
+  ws->w = w;
+  ws->ctx = w->ctx;
+  ws->fed = ws->framed = 0;
+  ws->in_frame = ws->fragmented = false;
+  return true;
+}
+
+static void discard(ws_conn *ws) {
+  if (!ws->w) return;
+  wslay_event_context_free(ws->ctx);
+  free(ws->w);
+  nlive--;
+  ws->w = NULL;
+  ws->ctx = NULL;
+}
+
+/* Returns ws's context to the pool when it is as a new one would be: every
+ * byte given to it belonged to a finished frame, no message is half
+ * assembled, nothing waits to be sent, and no close was sent or received. */
+static void give_back(ws_conn *ws) {
+  if (!ws->w) return;
+  wslay_event_context_ptr ctx = ws->ctx;
+  bool clean = !ws->closing && !ws->done && !ws->in_frame && !ws->fragmented && ws->fed == ws->framed &&
+               wslay_event_get_read_enabled(ctx) && wslay_event_get_write_enabled(ctx) &&
+               !wslay_event_want_write(ctx) && !wslay_event_get_close_received(ctx) &&
+               !wslay_event_get_close_sent(ctx);
+  if (!clean) return;
+  if (npool >= WS_POOL_MAX) {
+    discard(ws);
+    return;
+  }
+  wsctx *w = ws->w;
+  w->ws = NULL;
+  w->next = pool;
+  pool = w;
+  npool++;
+  ws->w = NULL;
+  ws->ctx = NULL;
+}
+
 static void feed(ws_conn *ws, const char *data, size_t len) {
   if (ws->done || ws->c->closing || len == 0) return;
+  if (!take(ws)) { /* out of memory: this connection cannot go on */
+    ws->fail_code = 1011;
+    finish(ws, true);
+    return;
+  }
   ws->in = data;
   ws->in_len = len;
   ws->in_recv = true;
@@ -199,23 +302,25 @@ static void feed(ws_conn *ws, const char *data, size_t len) {
     ws->fix_close = true;
   }
   pump(ws, r);
+  give_back(ws);
 }
 
 static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
-  ws_conn *ws = ud;
+  ws_conn *ws = ((wsctx *)ud)->ws;
   if (ws->in_len == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
   }
   size_t n = len < ws->in_len ? len : ws->in_len;
   memcpy(buf, ws->in, n);
+  ws->fed += n;
   ws->in += n;
   ws->in_len -= n;
   return (ssize_t)n;
 }
 
 static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *ud) {
-  ws_conn *ws = ud;
+  ws_conn *ws = ((wsctx *)ud)->ws;
   if (ws->fix_close && len == 2 && data[0] == 0x88 && data[1] == 0) {
     static const uint8_t close_1002[] = {0x88, 0x02, 0x03, 0xea};
     ws->fix_close = false;
@@ -237,7 +342,7 @@ static void fail(ws_conn *ws, uint16_t code) {
 }
 
 static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
-  ws_conn *ws = ud;
+  ws_conn *ws = ((wsctx *)ud)->ws;
   if (arg->opcode == WSLAY_CONNECTION_CLOSE) { /* wslay queued the reply */
     ws->closing = true;
     return;
@@ -253,17 +358,33 @@ static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
   if (ws->h.on_message) ws->h.on_message(ws->ud, ws, msg, arg->msg_length, binary);
 }
 
-/* wslay takes a 1-byte close payload for "no status code"; RFC 6455 5.5.1
- * makes it a protocol error. */
+/* Each frame's size (a client's frames are masked, and wslay refuses
+ * lengths not written in the fewest bytes), so that give_back knows whether
+ * every byte fed belongs to a finished frame; and whether a fragmented
+ * message is under way. Also: wslay takes a 1-byte close payload for "no
+ * status code"; RFC 6455 5.5.1 makes it a protocol error. */
 static void on_wslay_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
                                  void *ud) {
-  if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) fail(ud, WSLAY_CODE_PROTOCOL_ERROR);
+  ws_conn *ws = ((wsctx *)ud)->ws;
+  uint64_t len = arg->payload_length;
+  ws->frame_size = 2 + 4 + (len < 126 ? 0 : len <= 0xFFFF ? 2 : 8) + len;
+  ws->in_frame = true;
+  if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) ws->fragmented = !arg->fin;
+  else if (arg->opcode == WSLAY_CONTINUATION_FRAME && arg->fin) ws->fragmented = false;
+  if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) fail(ws, WSLAY_CODE_PROTOCOL_ERROR);
+}
+
+static void on_wslay_frame_end(wslay_event_context_ptr ctx, void *ud) {
+  ws_conn *ws = ((wsctx *)ud)->ws;
+  ws->framed += ws->frame_size;
+  ws->in_frame = false;
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
     .recv_callback = on_wslay_recv,
     .send_callback = on_wslay_send,
     .on_frame_recv_start_callback = on_wslay_frame_start,
+    .on_frame_recv_end_callback = on_wslay_frame_end,
     .on_msg_recv_callback = on_wslay_msg,
 };
 
@@ -288,7 +409,7 @@ static void ws_on_close(mw_conn *c) {
     ws->closing = true;
     if (ws->h.on_close) ws->h.on_close(ws->ud, ws, close_code(ws));
   }
-  wslay_event_context_free(ws->ctx);
+  discard(ws);
   free(ws);
   c->proto_data = NULL;
 }
@@ -324,12 +445,11 @@ ws_conn *ws_accept(http_res *res, const http_req *req, const ws_handler *h, void
   }
   /* Everything that can fail comes before the connection changes hands. */
   ws_conn *ws = calloc(1, sizeof *ws);
-  if (!ws || wslay_event_context_server_init(&ws->ctx, &ws_callbacks, ws) != 0) {
-    free(ws);
+  if (!ws) {
     answer_error(res, 500);
     return NULL;
   }
-  wslay_event_config_set_max_recv_msg_length(ws->ctx, max_msg);
+  ws->max_msg = max_msg;
   if (h) ws->h = *h;
   ws->ud = ud;
   mw_str head = {0};
@@ -342,7 +462,6 @@ ws_conn *ws_accept(http_res *res, const http_req *req, const ws_handler *h, void
   if (!err) err = mw_str_append(&head, "\r\n", 2);
   if (err) {
     mw_str_free(&head);
-    wslay_event_context_free(ws->ctx);
     free(ws);
     answer_error(res, 500);
     return NULL;
@@ -351,7 +470,6 @@ ws_conn *ws_accept(http_res *res, const http_req *req, const ws_handler *h, void
   mw_conn *c = http_res_upgrade(res, head.p, head.len, &rest);
   mw_str_free(&head);
   if (!c) {
-    wslay_event_context_free(ws->ctx);
     free(ws);
     answer_error(res, 400);
     return NULL;
@@ -432,6 +550,10 @@ void ws_close(ws_conn *ws, uint16_t code, const char *reason) {
     while (rlen && ((uint8_t)reason[rlen] & 0xC0) == 0x80) rlen--;
   }
   if (rlen && !ws_utf8_valid(reason, rlen)) rlen = 0; /* the peer would fail us with 1007 */
+  if (!take(ws)) {
+    finish(ws, true);
+    return;
+  }
   int r = wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
   if (r != 0 && r != WSLAY_ERR_NO_MORE_MSG) {
     finish(ws, false);

@@ -377,6 +377,97 @@ static void test_fragmented(void) {
   done(c);
 }
 
+void ws_context_counts(int *live, int *pooled);
+
+/* Contexts held = allocated minus pooled. */
+static int held(void) {
+  int live, pooled;
+  ws_context_counts(&live, &pooled);
+  return live - pooled;
+}
+
+/* One more WebSocket on the same handler, without resetting S. */
+static mw_conn *another_conn(void) {
+  mw_conn *c = mw_conn_new(&srv);
+  mw_str r = {0};
+  upgrade_request(&r, RFC_KEY, NULL);
+  feed(c, r.p, r.len);
+  mw_str_free(&r);
+  free(take_str(c));
+  return c;
+}
+
+/* Idle connections hold no wslay context; one with half a frame or half a
+ * fragmented message keeps its own while others take and give back the
+ * pooled ones, and no state passes from one connection to another. */
+static void test_shared_contexts(void) {
+  mw_conn *a = ws_conn_new();
+  mw_conn *b = another_conn();
+  CHECK(held() == 0);
+
+  mw_str fa = {0}, fb = {0};
+  frame(&fa, true, 1, "hello from a", 12, true);
+  feed(a, fa.p, 9); /* the header and part of the payload */
+  CHECK(held() == 1);
+
+  frame(&fb, true, 1, "one from b", 10, true);
+  frame(&fb, false, 1, "fr", 2, true); /* a fragmented message begins */
+  feed(b, fb.p, fb.len);
+  mw_str_free(&fb);
+  CHECK(held() == 2);
+  CHECK(S.nmsgs == 1 && strcmp(S.msg[0], "one from b") == 0);
+
+  feed(a, fa.p + 9, fa.len - 9);
+  mw_str_free(&fa);
+  CHECK(S.nmsgs == 2 && strcmp(S.msg[1], "hello from a") == 0);
+  CHECK(held() == 1);
+
+  frame(&fb, true, 0, "ag", 2, true);
+  feed(b, fb.p, fb.len);
+  mw_str_free(&fb);
+  CHECK(S.nmsgs == 3 && strcmp(S.msg[2], "frag") == 0);
+  CHECK(held() == 0);
+
+  /* A header split in two: its first byte alone keeps the context. */
+  frame(&fa, true, 2, "\x01\x02\x03", 3, true);
+  feed(a, fa.p, 1);
+  CHECK(held() == 1);
+  frame(&fb, true, 1, "b again", 7, true);
+  feed(b, fb.p, fb.len);
+  mw_str_free(&fb);
+  feed(a, fa.p + 1, fa.len - 1);
+  mw_str_free(&fa);
+  CHECK(S.nmsgs == 5 && strcmp(S.msg[3], "b again") == 0);
+  CHECK(S.nmsgs == 5 && S.len[4] == 3 && S.binary[4] && memcmp(S.msg[4], "\x01\x02\x03", 3) == 0);
+  CHECK(held() == 0);
+
+  /* A ping is answered and leaves nothing behind. */
+  frame(&fa, true, 9, "p", 1, true);
+  feed(a, fa.p, fa.len);
+  mw_str_free(&fa);
+  size_t n;
+  uint8_t *out = take(a, &n);
+  sframe f[2];
+  CHECK(parse(out, n, f, 2) == 1 && f[0].opcode == 0xa);
+  free(out);
+  CHECK(held() == 0);
+
+  /* Many messages on a busy connection: no new context each time. */
+  int live0, pooled0;
+  ws_context_counts(&live0, &pooled0);
+  for (int i = 0; i < 200; i++) {
+    frame(&fa, true, 1, "x", 1, true);
+    feed(a, fa.p, fa.len);
+    mw_str_free(&fa);
+  }
+  int live1, pooled1;
+  ws_context_counts(&live1, &pooled1);
+  CHECK(live1 == live0);
+  CHECK(S.closes == 0);
+  mw_conn_close(b);
+  done(a);
+}
+
 static void test_ping_pong(void) {
   mw_conn *c = ws_conn_new();
   send_frame(c, true, 9, "12345", 5);
@@ -808,6 +899,7 @@ int main(void) {
   test_text_and_binary();
   test_byte_by_byte();
   test_fragmented();
+  test_shared_contexts();
   test_ping_pong();
   test_client_close();
   test_invalid_utf8();
