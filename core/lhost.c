@@ -6,6 +6,7 @@
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -394,8 +395,16 @@ static int core_now(lua_State *L) {
   return 1;
 }
 
+/* time() → milliseconds since the epoch (wall clock). */
+static int core_time(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec * 1e3 + (lua_Number)ts.tv_nsec / 1e6);
+  return 1;
+}
+
 static int open_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"log", core_log}, {"now", core_now}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"log", core_log}, {"now", core_now}, {"time", core_time}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushstring(L, h->srv->cfg.root);

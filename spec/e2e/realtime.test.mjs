@@ -794,8 +794,9 @@ describe('handshake', () => {
       assert.equal(me.handshake.address, '127.0.0.1');
       assert.match(me.handshake.url, /^\/socket\.io\/\?/);
       assert.match(me.handshake.url, /room=lobby/);
-      assert.equal(typeof me.handshake.time, 'string');
-      assert.ok(me.handshake.time.length > 0);
+      // As socket.io has them: issued is Date.now() at the handshake, time the same instant as a date string.
+      assert.ok(Math.abs(me.handshake.issued - Date.now()) < 60_000, `issued ${me.handshake.issued} is milliseconds since the epoch`);
+      assert.equal(Math.floor(Date.parse(me.handshake.time) / 1000), Math.floor(me.handshake.issued / 1000));
       assert.equal(me.handshake.headers['x-test'], 'yes', 'headers by lower-case name');
       assert.equal(me.handshake.headers.host, `127.0.0.1:${srv.port}`);
       assert.deepEqual(me.data, { name: 'dora' }, 'set from auth by the connection handler');

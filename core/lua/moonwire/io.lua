@@ -245,7 +245,31 @@ end
 
 -- ---------------------------------------------------------------- sockets
 
+-- What a socket holds is kept small (a server may hold a hundred thousand):
+-- data, the handler tables and the handshake are made the first time they
+-- are used.
+local function handshake_of(s)
+  local hs, at = s._chs, s._at
+  return {
+    headers = hs.headers or {}, query = app.parse_urlencoded(hs.querystring or ""), auth = rawget(s, "_auth") or {},
+    address = hs.address, url = hs.url, time = os.date("!%a, %d %b %Y %H:%M:%S GMT", at // 1000),
+    issued = at, secure = false, xdomain = hs.headers ~= nil and hs.headers.origin ~= nil,
+  }
+end
+
+local LAZY = { data = true, _handlers = true, _any = true, _acks = true }
+
 Socket.__index = function(s, k)
+  if LAZY[k] then
+    local t = {}
+    rawset(s, k, t)
+    return t
+  end
+  if k == "handshake" then
+    local t = handshake_of(s)
+    rawset(s, k, t)
+    return t
+  end
   if k == "rooms" then return s._h:rooms() end
   if k == "broadcast" then return operator(s.nsp, nil, nil, s) end
   if k == "volatile" then return setmetatable({ _socket = s, volatile = true }, Socket.Flags) end
@@ -376,27 +400,24 @@ local function fire(list, what, ...)
   for _, fn in ipairs({ table.unpack(list) }) do call(what, fn, ...) end
 end
 
-local function query_table(qs)
-  return app.parse_urlencoded(qs or "")
-end
+-- Connection order, for re-attaching sockets after a reload.
+local connected_seq = 0
 
 local callbacks = {}
 
 function callbacks.connect(h, nspname, auth_json, hs)
   local ns = namespaces[nspname]
   if not ns then return h:reject('{"message":"Invalid namespace"}') end
-  local auth = {}
+  local auth = nil -- socket.handshake.auth; {} unless the client sent one
   if auth_json ~= "" then
     local ok, v = pcall(app.json_decode, auth_json)
     if ok and type(v) == "table" then auth = v end
   end
+  connected_seq = connected_seq + 1
+  -- handshake, data and the handler tables come on first use (__index).
   local socket = setmetatable({
-    id = h:id(), nsp = ns, data = {}, _h = h, _handlers = {}, _any = {}, _acks = {}, _ackid = -1,
-    handshake = {
-      headers = hs.headers or {}, query = query_table(hs.querystring), auth = auth,
-      address = hs.address, url = hs.url, time = os.date("!%a, %d %b %Y %H:%M:%S GMT"),
-      issued = math.floor(core.now()), secure = false, xdomain = hs.headers and hs.headers.origin ~= nil,
-    },
+    id = h:id(), nsp = ns, _h = h, _ackid = -1, _chs = hs, _auth = auth,
+    _at = math.floor(core.time()), _seq = connected_seq,
   }, Socket)
   h:bind(socket)
   -- Middlewares in order; next(err) refuses the connection with err.
@@ -436,9 +457,10 @@ function callbacks.packet(socket, kind, json, id, atts)
     return
   end
   if kind == ACK then
-    local pending = id and socket._acks[id]
+    local acks = rawget(socket, "_acks")
+    local pending = id and acks and acks[id]
     if not pending then return end
-    socket._acks[id] = nil
+    acks[id] = nil
     if pending.timer then pending.timer:stop() end
     if pending.timeout then
       call("ack callback", pending.fn, nil, table.unpack(args, 1, n))
@@ -458,7 +480,7 @@ function callbacks.packet(socket, kind, json, id, atts)
     end
     n = n + 1
   end
-  for _, fn in ipairs({ table.unpack(socket._any) }) do
+  for _, fn in ipairs({ table.unpack(rawget(socket, "_any") or {}) }) do
     call("onAny handler", fn, table.unpack(args, 1, n))
   end
   fire(socket._handlers[event], "handler for '" .. tostring(event) .. "'", table.unpack(args, 2, n))
@@ -466,12 +488,13 @@ end
 
 function callbacks.disconnect(socket, reason)
   socket.nsp.sockets[socket.id] = nil
-  for id, pending in pairs(socket._acks) do
+  for id, pending in pairs(rawget(socket, "_acks") or {}) do
     if pending.timer then pending.timer:stop() end
     socket._acks[id] = nil
   end
-  fire(socket._handlers.disconnecting, "disconnecting handler", reason)
-  fire(socket._handlers.disconnect, "disconnect handler", reason)
+  local handlers = rawget(socket, "_handlers") or {}
+  fire(handlers.disconnecting, "disconnecting handler", reason)
+  fire(handlers.disconnect, "disconnect handler", reason)
 end
 
 c.set_callbacks(callbacks)
@@ -501,15 +524,12 @@ end
 -- Once the new generation loaded: every live socket drops the old code's
 -- handlers and goes through the new "connection" handlers again, with
 -- socket.reloaded = true. Its id, rooms, data and pending acks stay. Sockets
--- are taken in the order they connected (their handshake time, then id).
+-- are taken in the order they connected.
 function io._reattach()
   for _, ns in pairs(namespaces) do
     local live = {}
     for _, socket in pairs(ns.sockets) do live[#live + 1] = socket end
-    table.sort(live, function(a, b)
-      if a.handshake.issued ~= b.handshake.issued then return a.handshake.issued < b.handshake.issued end
-      return a.id < b.id
-    end)
+    table.sort(live, function(a, b) return a._seq < b._seq end)
     for _, socket in ipairs(live) do
       socket._handlers, socket._any = {}, {}
       socket.reloaded = true
