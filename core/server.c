@@ -124,6 +124,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (c->shut) return; /* lingering: discard */
     c->proto->on_read(c, buf->base, (size_t)nread);
   } else if (nread < 0) {
+    /* libuv stops reading by itself after EOF or an error. */
+    c->reading = false;
+    c->eof = true;
     if (c->shut || nread != UV_EOF || !c->proto->on_eof) mw_conn_close(c);
     else c->proto->on_eof(c);
   }
@@ -158,12 +161,28 @@ mw_conn *mw_conn_new(mw_server *srv) {
   return c;
 }
 
+/* Says why connections are being refused, at most once a minute. */
+static void refused(int err) {
+  static uint64_t last;
+  uint64_t now = mw_now_ns();
+  if (last && now - last < 60ull * 1000000000ull) return;
+  last = now;
+  mw_log(MW_LOG_ERROR, "cannot accept connections: %s%s", uv_strerror(err),
+         err == UV_EMFILE || err == UV_ENFILE ? " (the open-file limit is reached: raise it with ulimit -n)" : "");
+}
+
 static void on_connection(uv_stream_t *ls, int status) {
   mw_server *srv = ls->data;
-  if (status < 0 || srv->stopping) return;
+  if (status < 0) {
+    refused(status);
+    return;
+  }
+  if (srv->stopping) return;
   mw_conn *c = mw_conn_new(srv);
   if (!c) return;
-  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+  int r = uv_accept(ls, (uv_stream_t *)&c->tcp);
+  if (r != 0) {
+    refused(r);
     mw_conn_close(c);
     return;
   }
@@ -311,6 +330,11 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
   if (c->closing) return;
   if (status < 0) {
+    mw_conn_close(c);
+    return;
+  }
+  /* The peer has closed its side already: nothing more can come. */
+  if (c->eof) {
     mw_conn_close(c);
     return;
   }

@@ -78,6 +78,7 @@ struct mw_conn {
   char addr[48];
   uint8_t pending_closes;
   bool dirty, closing, ending, reading, shut;
+  bool eof;                /* the peer closed its side */
 };
 
 struct mw_server {

@@ -168,7 +168,36 @@ describe('pages and static files', () => {
 });
 
 // ==========================================================================
+/** How many files the server process has open. */
+function openFiles(srv) {
+  return fs.readdirSync(`/proc/${srv.proc.pid}/fd`).length;
+}
+
 describe('connections', () => {
+  test('a connection whose client has closed its side is released, not kept lingering', T, async (t) => {
+    const srv = await serve(t);
+    const before = openFiles(srv);
+    const conns = [];
+    for (let i = 0; i < 6; i++) {
+      const conn = await RawConnection.open(srv.port);
+      if (i % 2) {
+        await conn.write(get('/style.css')); // HTTP keep-alive
+      } else {
+        await conn.write(get('/socket.io/?EIO=4&transport=websocket', // a WebSocket
+          'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n'));
+      }
+      assert.equal((await conn.readResponse({ head: true })).status, i % 2 ? 200 : 101);
+      conns.push(conn);
+    }
+    assert.equal(openFiles(srv), before + 6);
+    for (const conn of conns) conn.socket.end(); // our FIN; the server answers with its own
+    // The server's files go once both sides have closed. Before, each stayed
+    // open for the 2-second linger meant for clients that never close.
+    const end = Date.now() + 1500;
+    while (openFiles(srv) > before && Date.now() < end) await delay(20);
+    assert.equal(openFiles(srv), before, 'all six connections released');
+  });
+
   test('keep-alive: two requests one after the other on one socket', T, async (t) => {
     const srv = await serve(t);
     const conn = await RawConnection.open(srv.port);
