@@ -6,7 +6,7 @@ PORT     ?= 3000
 JOBS     ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build run test test-sanitize fuzz clean
+.PHONY: all deps build run test test-sanitize fuzz bench clean
 
 all: build
 
@@ -37,6 +37,13 @@ test-sanitize: deps
 fuzz:
 	@CC=clang cmake -S . -B $(FUZZ) -DMOONWIRE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(FUZZ) -j$(JOBS)
+
+# moonwire against socket.io, Express and nginx+Lua on loopback, one table
+# (bench/README.md); writes bench/results/latest.md. Under 5 minutes.
+bench:
+	@t0=$$(date +%s.%N) && tools/deps.sh bench && $(MAKE) --no-print-directory build \
+	  && cmake --build $(BUILD) --target loadgen -j$(JOBS) \
+	  && BENCH_STARTED=$$t0 MOONWIRE_BIN=$(BUILD)/moonwire LOADGEN_BIN=$(BUILD)/loadgen node bench/run.mjs
 
 clean:
 	rm -rf $(BUILD) $(SAN) $(FUZZ)

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs what moonwire needs and is missing: Debian packages with apt-get
 # (sudo when not root) and npm packages with `npm ci` from package-lock.json.
+#
+#   tools/deps.sh          what `make run` and `make test` need
+#   tools/deps.sh bench    that, plus the anchors `make bench` compares with:
+#                          nginx with its Lua module, and wrk
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libwslay-dev
           libsqlite3-dev libssl-dev node-llhttp lua-cjson lua-busted chromium)
+if [ "${1:-}" = bench ]; then packages+=(nginx libnginx-mod-http-lua wrk); fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

@@ -1,0 +1,537 @@
+// `make bench`: moonwire against its anchors on loopback, one table.
+//
+//   node bench/run.mjs [--quick]      (after make build and cmake --build build --target loadgen)
+//
+// Starts each server in turn (moonwire with bench/app, socket.io 4 on Node,
+// Express, nginx with its Lua module), runs the same load against each with
+// build/loadgen (Socket.IO figures) or wrk (HTTP), stops it, and prints one
+// Markdown table, also written to bench/results/latest.md. bench/README.md
+// says what each figure means and how it is measured.
+//
+// With two or more cores the server runs on CPU 1 and the load client on
+// CPU 0 (taskset). --quick runs every figure with small counts, to check the
+// runner itself in a few seconds; its numbers mean little.
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const MOONWIRE = path.resolve(ROOT, process.env.MOONWIRE_BIN ?? 'build/moonwire');
+const LOADGEN = path.resolve(ROOT, process.env.LOADGEN_BIN ?? 'build/loadgen');
+const RESULTS = path.join(ROOT, 'bench/results/latest.md');
+const QUICK = process.argv.includes('--quick');
+const T0 = Date.now();
+const STARTED = process.env.BENCH_STARTED ? Number(process.env.BENCH_STARTED) * 1000 : T0;
+const BUDGET_S = 300; // the whole `make bench`, deps and build included
+
+// The load, the same for moonwire and its anchor.
+const P = QUICK ? {
+  fanout: [{ receivers: 20, messages: 100, window: 10 }, { receivers: 100, messages: 20, window: 10 }],
+  echo: { clients: 10, seconds: 1 },
+  connect: { clients: 500, concurrency: 100 },
+  idle: { clients: 1000, concurrency: 100 },
+  max: { clients: 2000, concurrency: 200 },
+  wrk: { threads: 1, connections: 50, seconds: 1 },
+  warmup: { fanout: { receivers: 10, messages: 50, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
+} : {
+  fanout: [{ receivers: 100, messages: 20000, window: 10 }, { receivers: 1000, messages: 2000, window: 10 }],
+  echo: { clients: 100, seconds: 5 },
+  connect: { clients: 5000, concurrency: 100 },
+  idle: { clients: 10000, concurrency: 100 },
+  max: { clients: 100000, concurrency: 200 },
+  wrk: { threads: 1, connections: 50, seconds: 5 },
+  warmup: { fanout: { receivers: 10, messages: 500, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
+};
+const SETTLE_MS = QUICK ? 300 : 1500;  // after the idle clients are in, before reading RSS
+const WARMUP_SETTLE_MS = 2500; // connections the warm-up closed can take a moment to be released
+const NOFILE = P.max.clients + 20000;  // file descriptors for the servers and the load client
+
+// Targets, as the table states them: moonwire / anchor for "higher is
+// better", anchor / moonwire for "lower is better"; a ratio over 1 is
+// moonwire ahead.
+// The targets (ratios in the same run), as moonwire promises them.
+const TARGET = {
+  fanoutRate: 1_000_000,  // deliveries/s on one core
+  fanoutRatio: 10,        // × socket.io at 1,000 receivers
+  fanoutP99: 10,          // p99 at 1,000 receivers ≤ 1/10 of socket.io's
+  echo: 5,                // × socket.io
+  memoryRatio: 3,         // ≤ 1/3 of socket.io's per client
+  memoryKB: 5,            // KB per client
+  express: 10,            // × Express
+  nginx: 1,               // × nginx+Lua, one worker each
+  max: 100000,
+};
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.error('[bench]', ...a);
+const elapsed = () => (Date.now() - STARTED) / 1000;
+
+function tool(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status === 0;
+}
+
+// Pin the server and the client on different cores when there are two.
+const PIN = os.cpus().length >= 2 && tool('taskset');
+const SERVER_CPU = PIN ? ['taskset', '-c', '1'] : [];
+const CLIENT_CPU = PIN ? ['taskset', '-c', '0'] : [];
+
+// Raise RLIMIT_NOFILE (soft and hard) with prlimit. Past the hard limit
+// that takes CAP_SYS_RESOURCE (root usually has it; some containers drop
+// it): then soft goes up to hard, and the hard limit caps the clients.
+const HARD_NOFILE = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim()) || Infinity;
+const CAP_SYS_RESOURCE = (() => {
+  const m = /CapEff:\s+([0-9a-f]+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? ((BigInt(`0x${m[1]}`) >> 24n) & 1n) === 1n : false;
+})();
+const canLimit = (n) => tool('prlimit') && spawnSync('prlimit', [`--nofile=${n}:${n}`, 'true']).status === 0;
+const RAISE = canLimit(NOFILE);
+const FD_LIMIT = RAISE ? NOFILE : HARD_NOFILE;
+const LIMIT = RAISE || (Number.isFinite(HARD_NOFILE) && canLimit(HARD_NOFILE)) ? ['prlimit', `--nofile=${FD_LIMIT}:${FD_LIMIT}`, '--'] : [];
+
+// argv for a server or a client: taskset and prlimit exec the command, so
+// the pid of the spawned process is the server's own.
+const serverArgv = (argv) => [...SERVER_CPU, ...LIMIT, ...argv];
+const clientArgv = (argv) => [...CLIENT_CPU, ...LIMIT, ...argv];
+
+function run(argv, opts) { return spawn(argv[0], argv.slice(1), opts); }
+
+function rssKB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m[1]);
+}
+function fdCount(pid) {
+  try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
+}
+function memAvailableKB() {
+  return Number(/MemAvailable:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]);
+}
+
+function tail(s, n = 8) { return s.trim().split('\n').slice(-n).join('\n'); }
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+async function accepts(port) {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    c.on('connect', () => { c.destroy(); resolve(true); });
+    c.on('error', () => resolve(false));
+  });
+}
+
+// ---------------------------------------------------------------- servers
+
+const SERVERS = {
+  moonwire: () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-'));
+    return {
+      argv: [MOONWIRE, '--root', path.join(ROOT, 'bench/app'), '--port', '0', '--production', '--quiet',
+        '--db', path.join(dir, 'bench.db')],
+      ready: /listening on http:\/\/\S+:(\d+)/, dir,
+    };
+  },
+  socketio: () => ({ argv: [process.execPath, path.join(ROOT, 'bench/anchors/socketio.mjs'), '0'], ready: /listening on http:\/\/\S+:(\d+)/ }),
+  express: () => ({ argv: [process.execPath, path.join(ROOT, 'bench/anchors/express.mjs'), '0'], ready: /listening on http:\/\/\S+:(\d+)/ }),
+  nginx: async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
+    const port = await freePort();
+    const conf = fs.readFileSync(path.join(ROOT, 'bench/anchors/nginx.conf.in'), 'utf8')
+      .replaceAll('@PREFIX@', dir).replaceAll('@PORT@', String(port));
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, dir };
+  },
+};
+const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua' };
+
+// The servers running now, killed if the runner itself stops early.
+const live = new Set();
+process.on('exit', () => { for (const srv of live) srv.proc.kill('SIGKILL'); });
+
+// Starts a server and waits until it accepts connections. The returned
+// object's `dead` is set (with the reason) the moment it exits.
+async function start(kind) {
+  const spec = await SERVERS[kind]();
+  const proc = run(serverArgv(spec.argv), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+  const srv = { kind, name: LABEL[kind], proc, pid: proc.pid, out: '', err: '', dead: null, dir: spec.dir };
+  live.add(srv);
+  proc.stdout.on('data', (d) => { srv.out += d; });
+  proc.stderr.on('data', (d) => { srv.err += d; });
+  srv.exited = new Promise((resolve) => proc.on('exit', (code, signal) => {
+    srv.dead = `${srv.name} exited (${signal ?? `code ${code}`})${srv.err ? `:\n${tail(srv.err)}` : ''}`;
+    live.delete(srv);
+    resolve();
+  }));
+  proc.on('error', (e) => { srv.dead = `${srv.name} could not start: ${e.message}`; });
+  const deadline = Date.now() + 15000;
+  while (!srv.port) {
+    if (srv.dead) throw new Error(srv.dead);
+    if (Date.now() > deadline) { await stop(srv); throw new Error(`${srv.name} did not get ready within 15 s\n${tail(srv.out + srv.err)}`); }
+    if (spec.ready) {
+      const m = spec.ready.exec(srv.out);
+      if (m) srv.port = Number(m[1]);
+    } else if (await accepts(spec.port)) {
+      srv.port = spec.port;
+    }
+    if (!srv.port) await sleep(50);
+  }
+  log(`${srv.name} ready on port ${srv.port} (pid ${srv.pid})`);
+  return srv;
+}
+
+async function stop(srv) {
+  if (!srv.dead) {
+    srv.proc.kill('SIGTERM');
+    const t = setTimeout(() => { if (!srv.dead) srv.proc.kill('SIGKILL'); }, 5000);
+    await srv.exited;
+    clearTimeout(t);
+  }
+  if (srv.dir) fs.rmSync(srv.dir, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------- clients
+
+// Runs a client to completion; fails when it exits non-zero, or at once
+// when the server dies under it.
+async function client(srv, argv, { timeoutMs = 120000, onLine, label = path.basename(argv[0]) } = {}) {
+  if (srv.dead) throw new Error(srv.dead);
+  const proc = run(clientArgv(argv), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '', done = false;
+  proc.stdout.on('data', (d) => {
+    out += d;
+    if (onLine && out.includes('\n')) { const f = onLine; onLine = null; f(out.split('\n')[0], proc); }
+  });
+  proc.stderr.on('data', (d) => { err += d; });
+  const exit = new Promise((resolve, reject) => {
+    proc.on('error', reject);
+    proc.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const watch = (async () => {
+    const deadline = Date.now() + timeoutMs;
+    while (!done) {
+      if (srv.dead) { proc.kill('SIGKILL'); return `the server died during ${label}: ${srv.dead}`; }
+      if (Date.now() > deadline) { proc.kill('SIGKILL'); return `${label} took over ${timeoutMs / 1000} s`; }
+      await sleep(100);
+    }
+    return null;
+  })();
+  const { code, signal } = await exit;
+  done = true;
+  const problem = await watch;
+  if (problem) throw new Error(problem);
+  if (code !== 0) throw new Error(`${label} failed (${signal ?? `exit ${code}`}):\n${tail(err)}`);
+  return { out, err };
+}
+
+function lastJSON(out, what) {
+  const line = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  if (!line) throw new Error(`${what} printed no JSON result:\n${tail(out)}`);
+  return JSON.parse(line);
+}
+
+const base = (srv) => ['--host', '127.0.0.1', '--port', String(srv.port)];
+
+async function loadgen(srv, mode, opts, timeoutMs) {
+  const args = [LOADGEN, mode, ...base(srv)];
+  for (const [k, v] of Object.entries(opts)) args.push(`--${k}`, String(v));
+  log(`${srv.name}: loadgen ${args.slice(1).join(' ')}`);
+  const { out } = await client(srv, args, { timeoutMs, label: `loadgen ${mode}` });
+  const r = lastJSON(out, `loadgen ${mode}`);
+  log(`  ${JSON.stringify(r)}`);
+  return r;
+}
+
+// wrk does not report its own CPU time: bash's `times` after it does (the
+// second line is the children's user and system time).
+async function wrk(srv, params = P.wrk) {
+  const { threads, connections, seconds } = params;
+  const url = `http://127.0.0.1:${srv.port}/hello`;
+  const cmd = `wrk -t${threads} -c${connections} -d${seconds}s --latency ${url} && times`;
+  log(`${srv.name}: ${cmd.replace(' && times', '')}`);
+  const { out } = await client(srv, ['bash', '-c', cmd], { timeoutMs: (seconds + 30) * 1000, label: 'wrk' });
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!rps) throw new Error(`wrk printed no Requests/sec:\n${tail(out)}`);
+  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(out);
+  const t = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(out.trim()); // the last line: the children's
+  const cpu = t ? Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]) : NaN;
+  const lat = (p) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out); return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]] : NaN; };
+  const r = { per_s: Number(rps[1]), seconds, client_cpu: cpu, p50_ms: lat(50), p99_ms: lat(99), errors: errors ? errors[0] : null };
+  log(`  ${JSON.stringify(r)}`);
+  return r;
+}
+
+// Connects `clients` idle clients, reads the server's RSS once they are all
+// in (and have settled), then lets them go. Returns the loadgen result and
+// the RSS and fd count with the clients held.
+async function idle(srv, { clients, concurrency }, timeoutMs) {
+  const args = [LOADGEN, 'idle', ...base(srv), '--clients', String(clients), '--concurrency', String(concurrency),
+    '--hold', String(Math.ceil(timeoutMs / 1000))];
+  log(`${srv.name}: loadgen ${args.slice(1).join(' ')}`);
+  let held = null;
+  const { out } = await client(srv, args, {
+    timeoutMs: timeoutMs + 30000,
+    label: `loadgen idle --clients ${clients}`,
+    onLine: async (line, proc) => {
+      await sleep(SETTLE_MS);
+      try {
+        held = { rss_kb: rssKB(srv.pid), fds: fdCount(srv.pid) };
+      } catch (e) {
+        held = { error: e.message };
+      }
+      proc.kill('SIGTERM');
+    },
+  });
+  const r = lastJSON(out, 'loadgen idle');
+  if (!held || held.error) throw new Error(`could not read ${srv.name}'s RSS with the clients held${held ? `: ${held.error}` : ''}`);
+  log(`  ${JSON.stringify(r)} held: ${JSON.stringify(held)}`);
+  return { ...r, ...held };
+}
+
+// ---------------------------------------------------------------- the runs
+
+const results = {};   // results[kind][figure] = result, or { error }
+const errors = [];
+
+async function measure(kind, figure, fn) {
+  results[kind] ??= {};
+  try {
+    results[kind][figure] = await fn();
+  } catch (e) {
+    results[kind][figure] = { error: e.message.split('\n')[0] };
+    errors.push(`${LABEL[kind]}, ${figure}: ${e.message}`);
+    log(`FAILED ${LABEL[kind]}, ${figure}: ${e.message}`);
+  }
+}
+
+// One server, several figures: started once, stopped at the end. When it
+// dies, the figures after that fail with the reason.
+async function withServer(kind, figures, warmup) {
+  let srv;
+  try {
+    srv = await start(kind);
+    if (warmup) {
+      try { await warmup(srv); } catch (e) { throw new Error(`warm-up: ${e.message}`); }
+    }
+  } catch (e) {
+    if (srv) await stop(srv);
+    for (const [figure] of figures) await measure(kind, figure, () => { throw e; });
+    return;
+  }
+  try {
+    for (const [figure, fn] of figures) await measure(kind, figure, () => fn(srv));
+  } finally {
+    await stop(srv);
+  }
+}
+
+// Before the figures, every server gets the same short warm-up, not
+// counted (Node's JIT, the first allocations).
+const socketWarmup = async (srv) => {
+  await loadgen(srv, 'fanout', P.warmup.fanout, 60000);
+  await loadgen(srv, 'echo', P.warmup.echo, 60000);
+};
+const httpWarmup = (srv) => wrk(srv, P.warmup.wrk);
+
+const socketFigures = [
+  ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
+  ['echo', (srv) => loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000)],
+  ['connect', (srv) => loadgen(srv, 'connect', P.connect, 120000)],
+];
+
+// Idle memory on a fresh server: RSS after a small warm-up (the first
+// connections allocate what every later one shares), then with the clients held.
+const memoryFigure = ['memory', async (srv) => {
+  await loadgen(srv, 'connect', { clients: 100, concurrency: 100 }, 30000);
+  await sleep(WARMUP_SETTLE_MS);
+  const before = rssKB(srv.pid);
+  const r = await idle(srv, P.idle, 60000);
+  return { ...r, rss_before_kb: before, per_client_kb: (r.rss_kb - before) / r.connected };
+}];
+
+async function main() {
+  for (const [what, ok] of [[MOONWIRE, fs.existsSync(MOONWIRE)], [LOADGEN, fs.existsSync(LOADGEN)]]) {
+    if (!ok) { console.error(`bench: ${what} is missing: run \`make bench\` (it builds moonwire and loadgen)`); process.exit(2); }
+  }
+  for (const cmd of ['nginx', 'wrk']) {
+    if (!tool(cmd)) { console.error(`bench: ${cmd} is missing: \`tools/deps.sh bench\` installs it`); process.exit(2); }
+  }
+  log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
+
+  await withServer('moonwire', [...socketFigures, ['http', (srv) => wrk(srv)]], async (srv) => { await socketWarmup(srv); await httpWarmup(srv); });
+  await withServer('socketio', socketFigures, socketWarmup);
+  await withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup);
+  await withServer('nginx', [['http', (srv) => wrk(srv)]], httpWarmup);
+  await withServer('moonwire', [memoryFigure]);
+  await withServer('socketio', [memoryFigure]);
+  await withServer('moonwire', [['max', maxClients]]);
+
+  const table = report();
+  console.log(table);
+  fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
+  fs.writeFileSync(RESULTS, table + '\n');
+  console.log(`\nWritten to ${path.relative(process.cwd(), RESULTS)}. ` +
+    `Elapsed: ${elapsed().toFixed(0)} s${STARTED !== T0 ? ` for make bench (${((Date.now() - T0) / 1000).toFixed(0)} s of it in the runner)` : ''}.`);
+  if (errors.length) {
+    console.error(`\nbench: ${errors.length} figure(s) failed:\n${errors.map((e) => `- ${e}`).join('\n')}`);
+    process.exit(1);
+  }
+}
+
+// The most clients one moonwire process holds: P.max.clients, or fewer when
+// the file descriptor limit (one fd per client, in moonwire and in the load
+// client) or the time left (judged from the connection rate measured
+// before) does not allow that many.
+async function maxClients(srv) {
+  let clients = P.max.clients, limitedBy = null;
+  const byFds = Math.floor((FD_LIMIT - 100) / 100) * 100;
+  if (byFds < clients) { clients = byFds; limitedBy = 'fds'; }
+  const rate = results.moonwire?.connect?.per_s;
+  const left = BUDGET_S - 15 - elapsed();  // 15 s for writing up and stopping
+  if (rate && !QUICK) {
+    const fits = Math.floor(((left - 10) / 2.5) * rate / 1000) * 1000; // connect, hold, close; room for slowdown
+    if (fits < clients) {
+      clients = Math.max(P.idle.clients, fits);
+      limitedBy = 'time';
+      log(`time left ${left.toFixed(0)} s at ${rate.toFixed(0)} connections/s: trying ${clients} clients, not ${P.max.clients}`);
+    }
+  }
+  const before = rssKB(srv.pid);
+  const timeoutMs = Math.max(30, left) * 1000;
+  const r = await idle(srv, { clients, concurrency: P.max.concurrency }, timeoutMs);
+  return { ...r, asked: clients, limitedBy, rss_before_kb: before, per_client_kb: (r.rss_kb - before) / r.connected,
+    mem_available_kb: memAvailableKB() };
+}
+
+// ---------------------------------------------------------------- the table
+
+const num = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '—');
+const cpu = (r) => (r && Number.isFinite(r.client_cpu) && r.seconds ? `${Math.round((100 * r.client_cpu) / r.seconds)}%` : '—');
+
+function cell(r, key, d) {
+  if (!r) return '—';
+  if (r.error) return 'failed';
+  return num(r[key], d);
+}
+
+function ratio(m, a, key, lower) {
+  if (!m || !a || m.error || a.error) return '—';
+  const x = lower ? a[key] / m[key] : m[key] / a[key];
+  return Number.isFinite(x) ? `${x.toFixed(2)}` : '—';
+}
+
+function header() {
+  const cpuModel = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  const ver = (argv, re) => { const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' }); const m = re.exec(`${r.stdout}${r.stderr}`); return m ? m[1] : 'unknown'; };
+  const pkg = (name) => { try { return JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version; } catch { return 'unknown'; } };
+  const mw = ver([MOONWIRE, '--version'], /(\S+)\s*$/);
+  return [
+    `# moonwire benchmark${QUICK ? ' (--quick: small counts, not comparable)' : ''}`,
+    '',
+    `- date: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
+    `- machine: ${os.cpus().length} cores (nproc ${ver(['nproc'], /(\d+)/)}), ${cpuModel}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`,
+    `- moonwire ${mw}; Node ${process.version} (socket.io ${pkg('socket.io')}, Express ${pkg('express')}); nginx ${ver(['nginx', '-v'], /nginx\/(\S+)/)} with its Lua module, 1 worker; wrk ${ver(['wrk', '-v'], /wrk (\S+)/)}`,
+    `- all on loopback; ${PIN ? 'server pinned to CPU 1, load client (loadgen, wrk) to CPU 0' : 'no pinning (one core, or no taskset)'}; RLIMIT_NOFILE ${num(FD_LIMIT)} for servers and client${RAISE ? '' : ' (the hard limit: could not be raised)'}`,
+    `- ratio: moonwire / anchor for "higher is better", anchor / moonwire for "lower is better": over 1 is moonwire ahead`,
+    `- client CPU: the load client's CPU time / wall time (moonwire run / anchor run); near 100% means the client, not the server, set the pace`,
+  ].join('\n');
+}
+
+function report() {
+  const mw = results.moonwire ?? {}, sio = results.socketio ?? {};
+  const rows = [];
+  // met: true, false, or null (no target, or not measured)
+  const row = (figure, m, a, anchor, ratioText, target, clientCpu, met = null) =>
+    rows.push(`| ${figure} | ${m} | ${a} | ${anchor} | ${ratioText} | ${target} | ${met === null ? '' : met ? 'yes' : '**no**'} | ${clientCpu} |`);
+  const value = (r, key) => (r && !r.error && Number.isFinite(r[key]) ? r[key] : NaN);
+  const rat = (m, a, key, lower) => (lower ? value(a, key) / value(m, key) : value(m, key) / value(a, key));
+  const check = (x, ok) => (Number.isFinite(x) ? ok(x) : null);
+
+  for (const f of P.fanout) {
+    const k = `fanout${f.receivers}`, m = mw[k], a = sio[k];
+    const what = `fan-out ${num(f.receivers)} receivers, ${num(f.messages)} broadcasts, window ${f.window}`;
+    const big = f.receivers >= 1000;
+    const rate = value(m, 'deliveries_per_s'), r = rat(m, a, 'deliveries_per_s');
+    row(`${what}: deliveries/s`, cell(m, 'deliveries_per_s'), cell(a, 'deliveries_per_s'), 'socket.io', `${ratio(m, a, 'deliveries_per_s')} (higher is better)`,
+      big ? `≥ ${TARGET.fanoutRatio}× and ≥ ${num(TARGET.fanoutRate)}/s` : `≥ ${num(TARGET.fanoutRate)}/s`, `${cpu(m)} / ${cpu(a)}`,
+      big ? check(r, (x) => x >= TARGET.fanoutRatio && rate >= TARGET.fanoutRate) : check(rate, (x) => x >= TARGET.fanoutRate));
+    row(`${what}: p50 latency ms`, cell(m, 'p50_ms', 2), cell(a, 'p50_ms', 2), 'socket.io', `${ratio(m, a, 'p50_ms', true)} (lower is better)`, '', '');
+    row(`${what}: p99 latency ms`, cell(m, 'p99_ms', 2), cell(a, 'p99_ms', 2), 'socket.io', `${ratio(m, a, 'p99_ms', true)} (lower is better)`,
+      big ? `≥ ${TARGET.fanoutP99}× (≤ 1/${TARGET.fanoutP99})` : '', '', big ? check(rat(m, a, 'p99_ms', true), (x) => x >= TARGET.fanoutP99) : null);
+  }
+  row(`echo with ack, ${P.echo.clients} clients in lockstep, ${P.echo.seconds} s: round trips/s`, cell(mw.echo, 'per_s'), cell(sio.echo, 'per_s'), 'socket.io',
+    `${ratio(mw.echo, sio.echo, 'per_s')} (higher is better)`, `≥ ${TARGET.echo}×`, `${cpu(mw.echo)} / ${cpu(sio.echo)}`,
+    check(rat(mw.echo, sio.echo, 'per_s'), (x) => x >= TARGET.echo));
+  row(`connection rate, ${num(P.connect.clients)} WebSocket + CONNECT, ${P.connect.concurrency} in flight: per s`, cell(mw.connect, 'per_s'), cell(sio.connect, 'per_s'), 'socket.io',
+    `${ratio(mw.connect, sio.connect, 'per_s')} (higher is better)`, '', `${cpu(mw.connect)} / ${cpu(sio.connect)}`);
+  row(`idle memory at ${num(P.idle.clients)} clients: RSS growth per client, KB`, cell(mw.memory, 'per_client_kb', 1), cell(sio.memory, 'per_client_kb', 1), 'socket.io',
+    `${ratio(mw.memory, sio.memory, 'per_client_kb', true)} (lower is better)`, `≥ ${TARGET.memoryRatio}× (≤ 1/${TARGET.memoryRatio}) and ≤ ${TARGET.memoryKB} KB`,
+    `${cpu(mw.memory)} / ${cpu(sio.memory)}`,
+    check(rat(mw.memory, sio.memory, 'per_client_kb', true), (x) => x >= TARGET.memoryRatio && value(mw.memory, 'per_client_kb') <= TARGET.memoryKB));
+  const mx = mw.max;
+  row('max clients held in one moonwire process', mx ? (mx.error ? 'failed' : num(mx.connected)) : '—', '—', '—', '—', `${num(TARGET.max)}`, cpu(mx),
+    check(value(mx, 'connected'), (x) => x >= TARGET.max));
+  const ex = results.express?.http, ng = results.nginx?.http;
+  const hw = `HTTP "Hello World" from a Lua route, wrk -t${P.wrk.threads} -c${P.wrk.connections} -d${P.wrk.seconds}s: req/s`;
+  row(hw, cell(mw.http, 'per_s'), cell(ex, 'per_s'), 'Express', `${ratio(mw.http, ex, 'per_s')} (higher is better)`, `≥ ${TARGET.express}×`, `${cpu(mw.http)} / ${cpu(ex)}`,
+    check(rat(mw.http, ex, 'per_s'), (x) => x >= TARGET.express));
+  row(hw, cell(mw.http, 'per_s'), cell(ng, 'per_s'), 'nginx+Lua', `${ratio(mw.http, ng, 'per_s')} (higher is better)`, `≥ ${TARGET.nginx}×`, `${cpu(mw.http)} / ${cpu(ng)}`,
+    check(rat(mw.http, ng, 'per_s'), (x) => x >= TARGET.nginx));
+
+  const notes = [];
+  if (mw.memory && !mw.memory.error && sio.memory && !sio.memory.error) {
+    notes.push(`- idle memory: moonwire RSS ${num(mw.memory.rss_before_kb / 1024, 1)} → ${num(mw.memory.rss_kb / 1024, 1)} MiB, ` +
+      `socket.io ${num(sio.memory.rss_before_kb / 1024, 1)} → ${num(sio.memory.rss_kb / 1024, 1)} MiB with ${num(P.idle.clients)} clients held ` +
+      `(after a warm-up of 100 connections, read ${SETTLE_MS / 1000} s after the last client was in).`);
+  }
+  if (mx && !mx.error) notes.push(`- max clients: ${maxNote(mx)}`);
+  else if (mx?.error) notes.push(`- max clients: the attempt failed: ${mx.error}`);
+  if (Number.isFinite(mw.echo?.p50_ms) && Number.isFinite(sio.echo?.p50_ms)) {
+    notes.push(`- echo round trip: moonwire p50 ${num(mw.echo.p50_ms, 2)} ms, p99 ${num(mw.echo.p99_ms, 2)} ms; ` +
+      `socket.io p50 ${num(sio.echo.p50_ms, 2)} ms, p99 ${num(sio.echo.p99_ms, 2)} ms.`);
+  }
+  for (const [k, r] of [['moonwire', mw.http], ['Express', ex], ['nginx+Lua', ng]]) {
+    if (r && !r.error) notes.push(`- HTTP ${k}: p50 ${num(r.p50_ms, 2)} ms, p99 ${num(r.p99_ms, 2)} ms${r.errors ? `; wrk reported "${r.errors}"` : ''}.`);
+  }
+  if (errors.length) notes.push(...errors.map((e) => `- failed: ${e.split('\n')[0]}`));
+
+  return [
+    header(), '',
+    '| figure | moonwire | anchor value | anchor | ratio | target | met | client CPU |',
+    '| --- | ---: | ---: | --- | --- | --- | --- | --- |',
+    ...rows, '',
+    ...notes,
+  ].join('\n');
+}
+
+// Where the limit on clients comes from: the fds moonwire may open, the
+// memory left, the client's source ports, the time.
+function maxNote(mx) {
+  const perKB = mx.per_client_kb;
+  const byMemory = perKB > 0 ? Math.floor((mx.mem_available_kb + mx.rss_kb - mx.rss_before_kb) / perKB) : Infinity;
+  const [lo, hi] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const nrOpen = Number(fs.readFileSync('/proc/sys/fs/nr_open', 'utf8'));
+  const target = num(P.max.clients);
+  const held = `held ${num(mx.connected)} clients (RSS ${num(mx.rss_before_kb / 1024, 1)} → ${num(mx.rss_kb / 1024, 1)} MiB, ` +
+    `${num(perKB, 1)} KB per client; ${num(mx.fds)} fds open)`;
+  const why = {
+    fds: `the limit here is file descriptors: moonwire (and the load client) need one per client, and RLIMIT_NOFILE's hard limit is ${num(FD_LIMIT)} on this machine` +
+      (CAP_SYS_RESOURCE ? '' : ' and cannot be raised (the process lacks CAP_SYS_RESOURCE, as in many containers)') +
+      `; raise it (\`ulimit -n\`, prlimit, systemd's LimitNOFILE; at most fs.nr_open = ${num(nrOpen)}) and ${target} is in reach`,
+    time: `tried ${num(mx.asked)}, not ${target}, to stay within the ${BUDGET_S / 60}-minute budget of \`make bench\``,
+  }[mx.limitedBy] ?? `${target} held: the target`;
+  return `${held}; ${why}. ` +
+    `The next limits: memory, about ${num(byMemory)} clients at this rate in the ${num(mx.mem_available_kb / 1024 ** 2, 1)} GiB available; ` +
+    `the load client's source ports, ${num(hi - lo + 1)} per source address (loadgen spreads its clients over 127.0.0.x). ` +
+    `moonwire itself sets no cap on clients; at the fd limit it refuses new connections (libuv accepts and closes them).`;
+}
+
+main().catch((e) => { console.error(`bench: ${e.stack ?? e}`); process.exit(1); });
