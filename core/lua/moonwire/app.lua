@@ -317,17 +317,21 @@ local function traceback(err)
   return debug.traceback(err, 2)
 end
 
-local function worker()
-  local fn, a, b = coroutine.yield()
-  while true do
-    local ok, err = xpcall(fn, traceback, a, b)
-    fn, a, b = coroutine.yield(DONE, ok, err)
-  end
+-- A pooled coroutine's body: runs fn(...), yields the outcome, and takes the
+-- next fn and arguments from the resume (a proper tail call, so the stack
+-- never grows; no table or closure per call).
+local function work(fn, ...)
+  local ok, err = xpcall(fn, traceback, ...)
+  return work(coroutine.yield(DONE, ok, err))
 end
 
--- Runs fn(a, b) in a pooled coroutine. Returns true, or false and the error
+local function worker()
+  return work(coroutine.yield())
+end
+
+-- Runs fn(...) in a pooled coroutine. Returns true, or false and the error
 -- with its traceback.
-local function run(fn, a, b)
+local function run(fn, ...)
   local co = pool[#pool]
   if co then
     pool[#pool] = nil
@@ -335,7 +339,7 @@ local function run(fn, a, b)
     co = coroutine.create(worker)
     coroutine.resume(co)
   end
-  local _, tag, ok, err = coroutine.resume(co, fn, a, b)
+  local _, tag, ok, err = coroutine.resume(co, fn, ...)
   if tag == DONE then
     pool[#pool + 1] = co
     return ok, err

@@ -40,8 +40,7 @@ function Sock:close() self._h:close() end
 local function fire(list, what, ...)
   if not list then return end
   for _, fn in ipairs({ table.unpack(list) }) do
-    local args, n = { ... }, select("#", ...)
-    local ok, err = app._run(function() return fn(table.unpack(args, 1, n)) end)
+    local ok, err = app._run(fn, ...)
     if not ok then core.log("error", what .. ": " .. tostring(err)) end
   end
 end

@@ -119,8 +119,7 @@ end
 -- Every handler runs in a pooled coroutine; errors are logged with their
 -- traceback and never reach the client or the core.
 local function call(what, fn, ...)
-  local args, n = { ... }, select("#", ...)
-  local ok, err = app._run(function() return fn(table.unpack(args, 1, n)) end)
+  local ok, err = app._run(fn, ...)
   if not ok then core.log("error", what .. ": " .. tostring(err)) end
 end
 
@@ -395,9 +394,13 @@ end
 
 -- ---------------------------------------------------------------- events from the core
 
+-- Calls every handler in list. A handler may add or remove handlers, so a
+-- list of several is copied first; the usual single handler is just called.
 local function fire(list, what, ...)
   if not list then return end
-  for _, fn in ipairs({ table.unpack(list) }) do call(what, fn, ...) end
+  local n = #list
+  if n == 1 then return call(what, list[1], ...) end
+  for _, fn in ipairs({ table.unpack(list, 1, n) }) do call(what, fn, ...) end
 end
 
 -- Connection order, for re-attaching sockets after a reload.
@@ -480,8 +483,11 @@ function callbacks.packet(socket, kind, json, id, atts)
     end
     n = n + 1
   end
-  for _, fn in ipairs({ table.unpack(rawget(socket, "_any") or {}) }) do
-    call("onAny handler", fn, table.unpack(args, 1, n))
+  local any = rawget(socket, "_any")
+  if any and #any > 0 then
+    for _, fn in ipairs({ table.unpack(any) }) do
+      call("onAny handler", fn, table.unpack(args, 1, n))
+    end
   end
   fire(socket._handlers[event], "handler for '" .. tostring(event) .. "'", table.unpack(args, 2, n))
 end
