@@ -81,32 +81,34 @@ end
 -- ---------------------------------------------------------------- packets
 
 -- Returns the packet text and its attachments (or nil).
+-- args is a fresh table the caller gives away (it is filled in place).
 local function encode(nsp, kind, args, n, id)
-  local arr = {}
+  local binary = false
   for i = 1, n do
     local v = args[i]
-    if v == nil then v = null end
-    arr[i] = v
+    if v == nil then
+      args[i] = null
+    elseif type(v) == "table" and not binary then
+      binary = has_binary(v, 1)
+    end
   end
   local atts
-  if has_binary(arr, 0) then
+  if binary then
     atts = {}
-    arr = deconstruct(arr, atts)
+    args = deconstruct(args, atts)
     kind = kind + 3 -- BINARY_EVENT / BINARY_ACK
   end
-  local json = n == 0 and "[]" or cjson.encode(arr)
-  if atts then json = json:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}') end
-  local head = tostring(kind)
-  if atts then head = head .. #atts .. "-" end
-  if nsp ~= "/" then head = head .. nsp .. "," end
-  if id then head = head .. id end
-  return head .. json, atts
+  local json = n == 0 and "[]" or cjson.encode(args)
+  if atts then
+    json = json:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}')
+    return kind .. #atts .. "-" .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. json, atts
+  end
+  return kind .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. json
 end
 
 -- Decodes a payload into an argument list; top-level nulls become nil.
 local function decode(json, atts)
-  local ok, arr, err = pcall(app.json_decode, json)
-  if not ok then return nil, arr end
+  local arr, err = app.json_decode(json) -- never raises: nil and a message
   if type(arr) ~= "table" then return nil, err or "not an array" end
   if atts then arr = reconstruct(arr, atts) end
   local n = #arr
