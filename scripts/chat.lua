@@ -34,6 +34,7 @@ local app   = require "moonwire.app"
 local db    = require "moonwire.db"
 local io    = require "moonwire.io"
 local timer = require "moonwire.timer"
+local trim  = require("text").trim -- scripts/text.lua
 
 -- Every public message is stored, so that a page opened later (or a page
 -- that lost its connection for a while) can catch up. client_offset is the
@@ -67,17 +68,6 @@ local HISTORY_CATCH_UP    = 1000
 local LEAVE_GRACE_MS = math.tointeger(tonumber(os.getenv("CHAT_LEAVE_GRACE_MS") or "")) or 3000
 
 -- ---------------------------------------------------------------- validation helpers
-
--- Strips spaces around a value. The end is walked by hand: a pattern such as
--- "%s*$" would restart at every position and take quadratic time on a long
--- run of spaces, which anyone can send.
-local function trim(s)
-  local first = s:find("%S")
-  if not first then return "" end
-  local last = #s
-  while s:find("^%s", last) do last = last - 1 end
-  return s:sub(first, last)
-end
 
 -- A nickname as the client sent it → the trimmed nickname, or nil and why not.
 local function check_nickname(name)

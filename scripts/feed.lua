@@ -22,6 +22,7 @@ local app  = require "moonwire.app"
 local db   = require "moonwire.db"
 local io   = require "moonwire.io"
 local log  = require "moonwire.log" -- the server's log, on stderr
+local trim = require("text").trim -- scripts/text.lua
 
 -- The socket.io namespace the pages connect to: io("/feed") in public/feed.js.
 local feed = io.of("/feed")
@@ -92,17 +93,6 @@ local function unauthorized(res, message)
 end
 
 -- ---------------------------------------------------------------- checking items
-
--- Strips spaces around a string. The end is walked by hand: a pattern such
--- as "%s*$" would restart at every position and take quadratic time on a
--- long run of spaces, which anyone can send.
-local function trim(s)
-  local first = s:find("%S")
-  if not first then return "" end
-  local last = #s
-  while s:find("^%s", last) do last = last - 1 end
-  return s:sub(first, last)
-end
 
 -- A tag as it is stored: " #News " -> "news". Returns nil when there is no
 -- tag (missing, null or blank), or nil and a message when the value cannot

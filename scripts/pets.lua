@@ -45,6 +45,7 @@ local db    = require "moonwire.db"
 local io    = require "moonwire.io"
 local log   = require "moonwire.log" -- the server's log, on stderr
 local timer = require "moonwire.timer"
+local trim  = require("text").trim -- scripts/text.lua
 
 -- Created on load, so a brand-new database file works straight away.
 -- A pet starts asleep; status_at says when its status last changed.
@@ -180,17 +181,6 @@ local function is_species(value)
     if s == value then return true end
   end
   return false
-end
-
--- Strips spaces around a value. The end is walked by hand: a pattern such as
--- "%s*$" would restart at every position and take quadratic time on a long
--- run of spaces, which anyone can post.
-local function trim(s)
-  local first = s:find("%S")
-  if not first then return "" end
-  local last = #s
-  while s:find("^%s", last) do last = last - 1 end
-  return s:sub(first, last)
 end
 
 -- A form field as a trimmed string ("" when missing or not a plain value).
