@@ -236,7 +236,8 @@ static int l_db_exec(lua_State *L) {
   return 2;
 }
 
-/* db.query(sql, ...) -> { row, ... } */
+/* db.query(sql, ...) -> { row, ... }, marked as an array for moonwire.json
+ * (empty, it is written [] rather than {}). */
 static int l_db_query(lua_State *L) {
   mw_db *db = l_db_get(L);
   size_t len;
@@ -245,6 +246,8 @@ static int l_db_query(lua_State *L) {
   l_db_bind(L, db, st, "db.query", sql);
   int ncols = sqlite3_column_count(st);
   lua_newtable(L);
+  luaL_newmetatable(L, "moonwire.array"); /* shared with moonwire.json */
+  lua_setmetatable(L, -2);
   int result = lua_gettop(L);
   int names = l_db_push_names(L, db, st, ncols, "db.query");
   lua_Integer n = 0;

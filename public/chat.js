@@ -221,7 +221,7 @@ if (nickname) nicknameInput.value = nickname;
 var online = [];
 
 function showOnline(names) {
-  online = Array.isArray(names) ? names : []; // an empty list arrives as {}
+  online = names;
   var list = $('online');
   list.replaceChildren();
   online.forEach(function (name) {

@@ -68,10 +68,9 @@ function followList(list) {
     empty.hidden = !none;
   }
 
-  // Sent on every (re)connection: every pet as it is now. An empty list
-  // arrives as {} (see scripts/pets.lua), hence the Array.isArray.
+  // Sent on every (re)connection: every pet as it is now.
   socket.on('pets', function (pets) {
-    list.replaceChildren.apply(list, (Array.isArray(pets) ? pets : []).map(makeRow));
+    list.replaceChildren.apply(list, pets.map(makeRow));
     showEmptyWhenEmpty();
   });
 

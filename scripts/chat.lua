@@ -33,6 +33,7 @@
 local app   = require "moonwire.app"
 local db    = require "moonwire.db"
 local io    = require "moonwire.io"
+local json  = require "moonwire.json"
 local timer = require "moonwire.timer"
 local trim  = require("text").trim -- scripts/text.lua
 
@@ -135,7 +136,7 @@ end
 
 -- The nicknames online, sorted without regard to case ("ann", "Bob", "cy").
 local function online_list()
-  local names = {}
+  local names = json.array() -- a list, sent as [] when nobody is online
   for name in pairs(sockets_of) do names[#names + 1] = name end
   table.sort(names, function(a, b)
     if a:lower() ~= b:lower() then return a:lower() < b:lower() end

@@ -21,6 +21,7 @@
 local app  = require "moonwire.app"
 local db   = require "moonwire.db"
 local io   = require "moonwire.io"
+local json = require "moonwire.json"
 local log  = require "moonwire.log" -- the server's log, on stderr
 local trim = require("text").trim -- scripts/text.lua
 
@@ -166,10 +167,9 @@ app.post("/api/feed", function(req, res)
   if why then return unauthorized(res, why) end
 
   -- req.json is the decoded body when it is JSON (nil when it does not
-  -- parse). lua-cjson turns arrays into tables too, hence the look at the
-  -- first character.
+  -- parse); json.isarray tells a JSON array from an object.
   local body = req.json
-  if type(body) ~= "table" or not req.body:find("^%s*{") then
+  if type(body) ~= "table" or json.isarray(body) then
     return res:status(400):json({
       error = 'The body must be a JSON object such as {"text": "Hello", "tag": "news"}, '
         .. "sent with Content-Type: application/json.",
@@ -196,13 +196,8 @@ app.get("/api/feed", function(req, res)
   local tag, problem = parse_tag(req.query.tag)
   if problem then return res:status(422):json({ errors = { tag = problem } }) end
 
-  local items = latest(tag)
-  if #items == 0 then
-    -- lua-cjson writes an empty table as {} (Lua cannot tell an empty array
-    -- from an empty object); a list must come out as [].
-    return res:type("application/json; charset=utf-8"):send("[]")
-  end
-  res:json(items)
+  -- db.query's list stays a list: with no items it is sent as [].
+  res:json(latest(tag))
 end)
 
 -- ---------------------------------------------------------------- the page

@@ -43,6 +43,7 @@
 local app   = require "moonwire.app"
 local db    = require "moonwire.db"
 local io    = require "moonwire.io"
+local json  = require "moonwire.json"
 local log   = require "moonwire.log" -- the server's log, on stderr
 local timer = require "moonwire.timer"
 local trim  = require("text").trim -- scripts/text.lua
@@ -127,7 +128,6 @@ live:on("connection", function(socket)
   local id = socket.data.pet
   if id == nil then
     socket:join("index")
-    -- An empty Lua table travels as {} rather than []: the page checks.
     socket:emit("pets", all_pets())
     return
   end
@@ -338,11 +338,10 @@ end
 
 -- The body as a table when it is a JSON object; otherwise nil, and a 400
 -- has been sent. req.json is nil unless the Content-Type says JSON and the
--- body parses; Lua has one kind of table for [] and {}, so the first
--- character tells an object from an array.
+-- body parses; json.isarray tells a JSON array from an object.
 local function json_object(req, res)
   local body = req.json
-  if type(body) ~= "table" or not req.body:match("^%s*{") then
+  if type(body) ~= "table" or json.isarray(body) then
     json_error(res, 400, "Send a JSON object, with Content-Type: application/json.")
     return nil
   end
@@ -362,13 +361,9 @@ local function json_fields(body, keep)
   return fields
 end
 
+-- db.query's list stays a list: with no pets it is sent as [].
 app.get("/api/pets", function(req, res)
-  local pets = all_pets()
-  if #pets == 0 then
-    -- res:json({}) would send {}: an empty list has to be written out.
-    return res:type("application/json; charset=utf-8"):send("[]")
-  end
-  res:json(pets)
+  res:json(all_pets())
 end)
 
 app.post("/api/pets", function(req, res)

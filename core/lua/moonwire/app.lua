@@ -3,7 +3,7 @@
 -- each request; ex is the C handle that finishes the response.
 local core = require "moonwire.core"
 local view = require "moonwire.view"
-local cjson = require "cjson.safe"
+local json = require "moonwire.json"
 
 local app = {}
 
@@ -41,65 +41,9 @@ local function parse_urlencoded(s)
 end
 app.parse_urlencoded = parse_urlencoded
 
--- lua-cjson gives every JSON number as a float (2 → 2.0); numbers without a
--- fraction become integers, as a Lua reader expects.
-local function integers(v)
-  if type(v) == "table" then
-    for k, x in pairs(v) do
-      local t = type(x)
-      if t == "number" then
-        local i = math.tointeger(x)
-        if i then v[k] = i end
-      elseif t == "table" then
-        integers(x)
-      end
-    end
-    return v
-  elseif type(v) == "number" then
-    return math.tointeger(v) or v
-  end
-  return v
-end
-
--- JSON.parse takes a lone UTF-16 surrogate escape ("\ud800"), which a
--- JavaScript string can hold; lua-cjson refuses it. Each one becomes
--- "\ufffd" (the replacement character), as a browser does when it encodes
--- such a string as UTF-8. Every backslash in valid JSON starts an escape, so
--- walking them in order never mistakes text for one.
-local function replace_lone_surrogates(s)
-  local out, i, from = {}, 1, 1
-  while true do
-    local at = s:find("\\", i, true)
-    if not at then break end
-    local hex = s:match("^u(%x%x%x%x)", at + 1)
-    if hex then
-      local code = tonumber(hex, 16)
-      local low = code >= 0xD800 and code <= 0xDBFF and s:match("^\\u([dD][c-fC-F]%x%x)", at + 6)
-      if low then
-        i = at + 12 -- a proper pair: keep it
-      elseif code >= 0xD800 and code <= 0xDFFF then
-        out[#out + 1] = s:sub(from, at - 1) .. "\\ufffd"
-        i, from = at + 6, at + 6
-      else
-        i = at + 6
-      end
-    else
-      i = at + 2
-    end
-  end
-  out[#out + 1] = s:sub(from)
-  return table.concat(out)
-end
-
--- Decodes JSON (nil and a message when it does not parse).
-function app.json_decode(s)
-  local v, err = cjson.decode(s)
-  if v == nil and err and err:find("unicode escape", 1, true) then
-    v, err = cjson.decode(replace_lone_surrogates(s))
-  end
-  if v == nil and err then return nil, err end
-  return integers(v)
-end
+-- Decodes JSON (nil and a message when it does not parse): moonwire.json's
+-- decode, whole numbers as integers.
+app.json_decode = json.decode
 
 local function escape_html(s)
   return (tostring(s):gsub("[&<>\"']", {
@@ -275,7 +219,7 @@ function Response:send(body)
 end
 
 function Response:json(value)
-  local body, err = cjson.encode(value)
+  local body, err = json.encode(value)
   if not body then error("res:json: " .. tostring(err), 2) end
   if not has_type(self) then self.headers["Content-Type"] = "application/json; charset=utf-8" end
   return self:send(body)

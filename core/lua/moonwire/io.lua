@@ -14,6 +14,7 @@ local app = require "moonwire.app"
 local core = require "moonwire.core"
 local timer = require "moonwire.timer"
 local cjson = require "cjson"
+local json = require "moonwire.json"
 
 local io = {}
 local null = cjson.null
@@ -98,12 +99,12 @@ local function encode(nsp, kind, args, n, id)
     args = deconstruct(args, atts)
     kind = kind + 3 -- BINARY_EVENT / BINARY_ACK
   end
-  local json = n == 0 and "[]" or cjson.encode(args)
+  local text = n == 0 and "[]" or assert(json.encode(args))
   if atts then
-    json = json:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}')
-    return kind .. #atts .. "-" .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. json, atts
+    text = text:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}')
+    return kind .. #atts .. "-" .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. text, atts
   end
-  return kind .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. json
+  return kind .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. text
 end
 
 -- Decodes a payload into an argument list; top-level nulls become nil.

@@ -8,6 +8,7 @@
 --   app:stop()
 local c = require "moonwire.testing_c"
 local cjson = require "cjson"
+local json = require "moonwire.json"
 
 local testing = {}
 
@@ -121,19 +122,11 @@ function Server:advance(ms) self.c:advance(ms) end
 local Client = {}
 Client.__index = Client
 
--- lua-cjson gives every number as a float; integral ones become integers.
-local function integers(v)
-  if type(v) == "number" then return math.tointeger(v) or v end
-  if type(v) == "table" then
-    for k, x in pairs(v) do v[k] = integers(x) end
-  end
-  return v
-end
-
 local function pack(...) return { n = select("#", ...), ... } end
 
--- Decodes a JSON body the way the app sees JSON: whole numbers as integers.
-function testing.json(body) return integers(cjson.decode(body)) end
+-- Decodes a JSON body the way the app sees JSON (moonwire.json: whole
+-- numbers as integers, a top-level array marked as one).
+testing.json = json.decode
 
 -- Opens a WebSocket session and connects to namespace nsp (default "/").
 -- opts: auth (table), query (table). Returns the client, or nil and the
@@ -189,7 +182,7 @@ function Client:_packet(p)
   local id = rest:match("^(%d+)")
   if id then rest = rest:sub(#id + 1) end
   id = tonumber(id)
-  local payload = rest ~= "" and integers(cjson.decode(rest)) or nil
+  local payload = rest ~= "" and json.decode(rest) or nil
   if kind == "0" then
     self.connected, self.id = true, payload and payload.sid
   elseif kind == "4" then
