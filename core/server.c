@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "http.h"
 
@@ -161,14 +162,29 @@ mw_conn *mw_conn_new(mw_server *srv) {
   return c;
 }
 
-/* Says why connections are being refused, at most once a minute. */
-static void refused(int err) {
+/* At most once a minute: says why connections are (or soon will be) refused. */
+static bool log_due(void) {
   static uint64_t last;
   uint64_t now = mw_now_ns();
-  if (last && now - last < 60ull * 1000000000ull) return;
+  if (last && now - last < 60ull * 1000000000ull) return false;
   last = now;
-  mw_log(MW_LOG_ERROR, "cannot accept connections: %s%s", uv_strerror(err),
-         err == UV_EMFILE || err == UV_ENFILE ? " (the open-file limit is reached: raise it with ulimit -n)" : "");
+  return true;
+}
+
+static void refused(int err) {
+  if (log_due()) mw_log(MW_LOG_ERROR, "cannot accept connections: %s", uv_strerror(err));
+}
+
+/* One file per connection: when the open-file limit is reached, libuv
+ * accepts and drops new connections without telling us, so say it before:
+ * once the connections come within a tenth (at least 16) of the limit. */
+static void check_file_limit(mw_server *srv) {
+  if (!srv->nofile) return;
+  uint64_t margin = srv->nofile / 10 < 16 ? 16 : srv->nofile / 10;
+  if ((uint64_t)srv->nconns + margin < srv->nofile || !log_due()) return;
+  mw_log(MW_LOG_ERROR,
+         "%d connections open, near the open-file limit (%llu): new ones will be refused; raise it with ulimit -n",
+         srv->nconns, (unsigned long long)srv->nofile);
 }
 
 static void on_connection(uv_stream_t *ls, int status) {
@@ -187,6 +203,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  check_file_limit(srv);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
@@ -205,6 +222,8 @@ int mw_server_listen(mw_server *srv) {
     r = uv_ip4_addr(srv->cfg.host, srv->cfg.port, (struct sockaddr_in *)&addr);
   if (r) return r;
   if ((r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0))) return r;
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) srv->nofile = nofile.rlim_cur;
   if ((r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection))) return r;
   srv->listening = true;
   return 0;

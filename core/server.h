@@ -96,6 +96,7 @@ struct mw_server {
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
   char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
   bool readbuf_busy;
+  uint64_t nofile;         /* the open-file limit when listening began (0: none) */
 };
 
 /* Sets up the server on loop (nothing is listened on yet). Returns 0 or -errno. */

@@ -70,13 +70,14 @@ export function makeAppRoot(source, { only } = {}) {
  *
  * Options: args (extra flags), root (app root, default the repository's
  * example app), env (extra environment), db (database path, default a fresh
- * temp file), quiet (pass --quiet, default true).
+ * temp file), quiet (pass --quiet, default true), prefix (a command that
+ * execs the server, e.g. ['prlimit', '--nofile=64', '--']).
  *
  * Resolves { port, url, proc, stdout(), stderr(), exited, signal(sig), stop() }:
  * exited is a promise of the exit code; stop() sends SIGTERM (unless a signal
  * was already sent), waits for the exit and resolves with the exit code.
  */
-export async function startServer({ args = [], root = REPO_ROOT, env = {}, db, quiet = true } = {}) {
+export async function startServer({ args = [], root = REPO_ROOT, env = {}, db, quiet = true, prefix = [] } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`moonwire binary not found at ${BIN}: build it first (make build) or set MOONWIRE_BIN`);
   }
@@ -85,7 +86,7 @@ export async function startServer({ args = [], root = REPO_ROOT, env = {}, db, q
   if (quiet) argv.push('--quiet');
   argv.push(...args);
 
-  const proc = spawn(BIN, argv, {
+  const proc = spawn(prefix[0] ?? BIN, prefix.length ? [...prefix.slice(1), BIN, ...argv] : argv, {
     cwd: E2E_DIR,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

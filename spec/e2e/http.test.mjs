@@ -174,6 +174,30 @@ function openFiles(srv) {
 }
 
 describe('connections', () => {
+  test('moonwire raises its open-file limit to the hard limit at start', T, async (t) => {
+    const srv = await serve(t, { prefix: ['prlimit', '--nofile=256:4096', '--'] });
+    const limits = fs.readFileSync(`/proc/${srv.proc.pid}/limits`, 'utf8');
+    assert.match(limits, /^Max open files\s+4096\s+4096\s/m);
+  });
+
+  test('near the open-file limit the server says so, and goes on once files are free', T, async (t) => {
+    const srv = await serve(t, { prefix: ['prlimit', '--nofile=48:48', '--'] });
+    const conns = [];
+    t.after(() => { for (const c of conns) c.destroy(); });
+    for (let i = 0; i < 60; i++) {
+      try {
+        conns.push(await RawConnection.open(srv.port));
+      } catch { /* refused: expected past the limit */ }
+    }
+    const end = Date.now() + 5_000;
+    while (!/near the open-file limit/.test(srv.stderr()) && Date.now() < end) await delay(20);
+    assert.match(srv.stderr(), /\d+ connections open, near the open-file limit \(48\): new ones will be refused; raise it with ulimit -n/);
+    assert.equal(srv.stderr().match(/near the open-file limit/g).length, 1, 'said once, not per connection');
+    for (const c of conns.splice(0)) c.destroy();
+    await delay(100);
+    assert.equal((await request(srv.url, '/style.css')).status, 200);
+  });
+
   test('a connection whose client has closed its side is released, not kept lingering', T, async (t) => {
     const srv = await serve(t);
     const before = openFiles(srv);
