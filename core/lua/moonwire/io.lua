@@ -84,13 +84,14 @@ end
 -- Returns the packet text and its attachments (or nil).
 -- args is a fresh table the caller gives away (it is filled in place).
 local function encode(nsp, kind, args, n, id)
-  local binary = false
+  local binary, tables = false, false
   for i = 1, n do
     local v = args[i]
     if v == nil then
       args[i] = null
-    elseif type(v) == "table" and not binary then
-      binary = has_binary(v, 1)
+    elseif type(v) == "table" then
+      tables = true
+      if not binary then binary = has_binary(v, 1) end
     end
   end
   local atts
@@ -99,7 +100,8 @@ local function encode(nsp, kind, args, n, id)
     args = deconstruct(args, atts)
     kind = kind + 3 -- BINARY_EVENT / BINARY_ACK
   end
-  local text = n == 0 and "[]" or assert(json.encode(args))
+  -- Only tables can hold a marked empty list: plain values go straight to cjson.
+  local text = n == 0 and "[]" or tables and assert(json.encode(args)) or cjson.encode(args)
   if atts then
     text = text:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}')
     return kind .. #atts .. "-" .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. text, atts
