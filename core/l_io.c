@@ -193,11 +193,30 @@ static int s_id(lua_State *L) {
   return 1;
 }
 
+/* h:accept([pid]) → true, or false when the socket is gone. */
 static int s_accept(lua_State *L) {
   sio_socket *s = check_sock(L);
-  if (s) sio_accept(s);
+  const char *pid = luaL_optstring(L, 2, NULL);
+  if (s) sio_accept_pid(s, pid);
   lua_pushboolean(L, s != NULL);
   return 1;
+}
+
+/* h:set_id(id) → true, or false and why (before accept: a recovered session). */
+static int s_set_id(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  const char *id = luaL_checkstring(L, 2);
+  int r = s ? sio_socket_set_id(s, id) : -EINVAL;
+  lua_pushboolean(L, r == 0);
+  if (r == 0) return 1;
+  lua_pushstring(L, r == -EEXIST ? "in use" : "invalid");
+  return 2;
+}
+
+static int s_close_transport(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  if (s) sio_close_transport(s);
+  return 0;
 }
 
 static int s_reject(lua_State *L) {
@@ -364,6 +383,20 @@ static int l_namespace(lua_State *L) {
   if (len == 0 || name[0] != '/') return luaL_argerror(L, 1, "a namespace starts with '/'");
   lua_pushboolean(L, G_io && sio_nsp_get(G_io->io, name, len, true) != NULL);
   return 1;
+}
+
+/* random_id() → 20 unguessable characters (a private session id). */
+static int l_random_id(lua_State *L) {
+  char id[21];
+  eio_random_id(id);
+  lua_pushstring(L, id);
+  return 1;
+}
+
+/* dynamic(on): CONNECTs to unknown namespaces reach the connect callback. */
+static int l_dynamic(lua_State *L) {
+  if (G_io) sio_set_dynamic(G_io->io, lua_toboolean(L, 1));
+  return 0;
 }
 
 static int l_set_callbacks(lua_State *L) {
@@ -592,7 +625,7 @@ static int open_io_c(lua_State *L) {
   static const luaL_Reg fns[] = {{"set_callbacks", l_set_callbacks}, {"configure", l_configure},
                                  {"options", l_options},             {"namespace", l_namespace},
                                  {"broadcast", l_broadcast},         {"sockets", l_sockets},
-                                 {"engine_configure", l_engine_configure}, {NULL, NULL}};
+                                 {"engine_configure", l_engine_configure}, {"dynamic", l_dynamic}, {"random_id", l_random_id}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }
@@ -617,7 +650,8 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
   static const luaL_Reg sock_methods[] = {
       {"bind", s_bind},     {"id", s_id},       {"accept", s_accept},         {"reject", s_reject},
       {"send", s_send},     {"join", s_join},   {"leave", s_leave},           {"rooms", s_rooms},
-      {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport}, {NULL, NULL}};
+      {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport},
+      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {NULL, NULL}};
   luaL_newmetatable(L, SOCK_MT);
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");

@@ -38,6 +38,7 @@ typedef struct tstate {
   uint64_t now;  /* test clock: ms since the VM started */
   uint64_t seq;  /* creation order, to break ties between equal due times */
   lua_Integer gen; /* the app generation new timers belong to */
+  int runner_ref;  /* app._call(what, fn, ...): runs app timers in a handler coroutine (0: none yet) */
 } tstate;
 
 struct ltimer {
@@ -80,9 +81,16 @@ static void timer_stop(ltimer *t) {
 static void fire(ltimer *t) {
   lua_State *L = t->st->L;
   int top = lua_gettop(L);
+  const char *what = t->interval ? "timer.every callback" : "timer.after callback";
+  /* An app's callback runs as a handler, so it can wait (emitWithAck, app.sleep). */
+  bool as_handler = t->gen != -1 && t->st->runner_ref;
+  if (as_handler) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->st->runner_ref);
+    lua_pushstring(L, what);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
-  lhost_pcall(L, 1, 0, t->interval ? "timer.every callback" : "timer.after callback");
+  lhost_pcall(L, as_handler ? 3 : 1, 0, what);
   lua_settop(L, top);
   if (!t->interval) timer_stop(t);
 }
@@ -126,6 +134,7 @@ static int start(lua_State *L, bool repeat, bool system) {
 static int l_after(lua_State *L) { return start(L, false, false); }
 static int l_every(lua_State *L) { return start(L, true, false); }
 static int l_after_system(lua_State *L) { return start(L, false, true); }
+static int l_every_system(lua_State *L) { return start(L, true, true); }
 
 /* timer._generation([n]) → the generation new timers belong to (before n). */
 static int l_generation(lua_State *L) {
@@ -150,6 +159,16 @@ static int l_stop_generation(lua_State *L) {
   return 1;
 }
 
+/* timer._set_runner(fn): what runs app timers' callbacks (app._call). */
+static int l_set_runner(lua_State *L) {
+  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (st->runner_ref) luaL_unref(L, LUA_REGISTRYINDEX, st->runner_ref);
+  lua_pushvalue(L, 1);
+  st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
 static int h_stop(lua_State *L) {
   handle *h = luaL_checkudata(L, 1, TIMER_MT);
   if (h->t) timer_stop(h->t);
@@ -166,8 +185,10 @@ static int open_timer(lua_State *L) {
   static const luaL_Reg fns[] = {{"after", l_after},
                                  {"every", l_every},
                                  {"_after_system", l_after_system},
+                                 {"_every_system", l_every_system},
                                  {"_generation", l_generation},
                                  {"_stop_generation", l_stop_generation},
+                                 {"_set_runner", l_set_runner},
                                  {NULL, NULL}};
   luaL_newlibtable(L, fns);
   lua_pushvalue(L, lua_upvalueindex(1));

@@ -32,6 +32,8 @@ struct sio_nsp {
   uint32_t nbuckets, nrooms;
   sio_socket *sockets; /* connected sockets */
   uint32_t nsockets;
+  uint32_t nrefs;      /* sockets of any state that point here */
+  bool adopted;        /* created by the app; else made for a client on trial (dynamic) */
   const sio_adapter_ops *adapter;
 };
 
@@ -71,6 +73,7 @@ struct sio_server {
   sio_nsp *nsps;
   uint64_t connect_timeout;
   uint64_t seq;
+  bool dynamic; /* CONNECTs to unknown namespaces go to the app (dynamic namespaces) */
 };
 
 static const sio_adapter_ops local_adapter;
@@ -83,10 +86,7 @@ static uint32_t hash_bytes(const char *s, size_t len) {
   return h;
 }
 
-sio_nsp *sio_nsp_get(sio_server *io, const char *name, size_t len, bool create) {
-  for (sio_nsp *n = io->nsps; n; n = n->next)
-    if (n->len == len && memcmp(n->name, name, len) == 0) return n;
-  if (!create) return NULL;
+static sio_nsp *nsp_new(sio_server *io, const char *name, size_t len, bool adopted) {
   sio_nsp *n = calloc(1, sizeof *n);
   if (!n) return NULL;
   n->name = malloc(len + 1);
@@ -103,10 +103,27 @@ sio_nsp *sio_nsp_get(sio_server *io, const char *name, size_t len, bool create) 
   n->len = len;
   n->io = io;
   n->adapter = &local_adapter;
+  n->adopted = adopted;
   n->next = io->nsps;
   io->nsps = n;
   return n;
 }
+
+static sio_nsp *nsp_find(sio_server *io, const char *name, size_t len) {
+  for (sio_nsp *n = io->nsps; n; n = n->next)
+    if (n->len == len && memcmp(n->name, name, len) == 0) return n;
+  return NULL;
+}
+
+sio_nsp *sio_nsp_get(sio_server *io, const char *name, size_t len, bool create) {
+  sio_nsp *n = nsp_find(io, name, len);
+  if (n && create) n->adopted = true;
+  if (n && !n->adopted) return NULL; /* on trial: not a namespace of the app yet */
+  if (n || !create) return n;
+  return nsp_new(io, name, len, true);
+}
+
+void sio_set_dynamic(sio_server *io, bool on) { io->dynamic = on; }
 
 const char *sio_nsp_name(sio_nsp *n) { return n->name; }
 
@@ -254,6 +271,26 @@ static void local_each(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio
 
 static const sio_adapter_ops local_adapter = {local_add, local_del, local_del_all, local_each};
 
+static void room_free(sio_nsp *n, room *r);
+
+static void nsp_free(sio_nsp *n) {
+  for (uint32_t i = 0; i < n->nbuckets; i++)
+    while (n->buckets[i]) room_free(n, n->buckets[i]);
+  free(n->buckets);
+  free(n->name);
+  free(n);
+}
+
+/* A namespace made for a client's CONNECT that the app did not adopt goes
+ * with its last socket, so made-up names cost nothing. */
+static void nsp_unref(sio_nsp *n) {
+  if (--n->nrefs || n->adopted) return;
+  sio_nsp **pp = &n->io->nsps;
+  while (*pp && *pp != n) pp = &(*pp)->next;
+  if (*pp) *pp = n->next;
+  nsp_free(n);
+}
+
 /* ---- sockets ---- */
 
 const char *sio_socket_id(sio_socket *s) { return s->id; }
@@ -300,21 +337,46 @@ static void socket_remove(sio_socket *s, const char *reason, bool notify) {
   sio_socket **pp = &c->sockets;
   while (*pp && *pp != s) pp = &(*pp)->cnext;
   if (*pp) *pp = s->cnext;
+  sio_nsp *n = s->nsp;
   free(s->rooms);
   free(s);
+  nsp_unref(n);
 }
 
-void sio_accept(sio_socket *s) {
+int sio_socket_set_id(sio_socket *s, const char *id) {
+  size_t len = strlen(id);
+  if (s->gone || s->connected || len == 0 || len >= sizeof s->id) return -EINVAL;
+  for (size_t i = 0; i < len; i++) {
+    char ch = id[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+      return -EINVAL;
+  }
+  room *r = room_find(s->nsp, id, len);
+  if (r && r->n) return -EEXIST; /* a live socket (or a room) has that name */
+  memcpy(s->id, id, len + 1);
+  return 0;
+}
+
+void sio_accept(sio_socket *s) { sio_accept_pid(s, NULL); }
+
+void sio_accept_pid(sio_socket *s, const char *pid) {
   if (s->gone || s->connected) return;
   s->connected = true;
   s->nnext = s->nsp->sockets;
   if (s->nnext) s->nnext->nprev = s;
   s->nsp->sockets = s;
   s->nsp->nsockets++;
-  s->nsp->adapter->add(s->nsp, s, s->id, 20);
-  char json[48];
-  int n = snprintf(json, sizeof json, "{\"sid\":\"%s\"}", s->id);
+  s->nsp->adapter->add(s->nsp, s, s->id, strlen(s->id));
+  char json[112];
+  int n = pid && pid[0] && strlen(pid) < 40 && !strpbrk(pid, "\"\\")
+              ? snprintf(json, sizeof json, "{\"sid\":\"%s\",\"pid\":\"%s\"}", s->id, pid)
+              : snprintf(json, sizeof json, "{\"sid\":\"%s\"}", s->id);
   send_control(s, SIO_CONNECT, json, (size_t)n);
+}
+
+void sio_close_transport(sio_socket *s) {
+  if (s->gone || s->client->closed) return;
+  eio_close(s->client->es, "forced close");
 }
 
 void sio_reject(sio_socket *s, const char *json, size_t len) {
@@ -473,7 +535,10 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
   switch (p.type) {
   case SIO_CONNECT: {
     if (s) return; /* already there */
-    sio_nsp *n = sio_nsp_get(io, p.nsp, p.nsp_len, false);
+    sio_nsp *n = nsp_find(io, p.nsp, p.nsp_len);
+    if (n && !n->adopted && !io->dynamic) n = NULL;
+    /* Dynamic namespaces: the app decides (on_connect) whether the name is one. */
+    if (!n && io->dynamic && p.nsp_len <= 256) n = nsp_new(io, p.nsp, p.nsp_len, false);
     if (!n) {
       mw_str e = {0};
       sio_packet_head(&e, SIO_CONNECT_ERROR, 0, p.nsp, p.nsp_len, -1);
@@ -486,6 +551,7 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     if (!s) return;
     eio_random_id(s->id);
     s->nsp = n;
+    n->nrefs++;
     s->client = c;
     s->cnext = c->sockets;
     c->sockets = s;
@@ -567,11 +633,7 @@ void sio_server_free(sio_server *io) {
   eio_server_free(io->eio); /* closes every session: sockets leave first */
   for (sio_nsp *n = io->nsps, *next; n; n = next) {
     next = n->next;
-    for (uint32_t i = 0; i < n->nbuckets; i++)
-      while (n->buckets[i]) room_free(n, n->buckets[i]);
-    free(n->buckets);
-    free(n->name);
-    free(n);
+    nsp_free(n);
   }
   free(io);
 }

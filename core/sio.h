@@ -58,6 +58,21 @@ const char *sio_client_transport(sio_client *c);
 
 /* Completes the CONNECT: the client gets {"sid": id}; s joins its own room. */
 void sio_accept(sio_socket *s);
+/* The same, with a private session id for connection state recovery:
+ * {"sid": id, "pid": pid}. */
+void sio_accept_pid(sio_socket *s, const char *pid);
+/* Before accepting: s takes the id id (a recovered session's). Returns 0,
+ * -EINVAL for a bad id or a socket already accepted, -EEXIST when a socket
+ * or room of the namespace already has that name. */
+int sio_socket_set_id(sio_socket *s, const char *id);
+/* Closes s's Engine.IO session without a DISCONNECT packet, as a network
+ * failure would: every socket of it leaves with "forced close" and the
+ * client reconnects (socket.io's socket.conn.close()). */
+void sio_close_transport(sio_socket *s);
+/* Dynamic namespaces: with on, a CONNECT to an unknown namespace reaches
+ * on_connect (on a namespace on trial, gone with its last socket unless the
+ * app creates it with sio_nsp_get) instead of an "Invalid namespace" error. */
+void sio_set_dynamic(sio_server *io, bool on);
 /* Refuses the CONNECT with a CONNECT_ERROR carrying json; s goes away. */
 void sio_reject(sio_socket *s, const char *json, size_t len);
 /* Server-side disconnect: the client gets a DISCONNECT for the namespace;

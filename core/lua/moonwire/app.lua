@@ -251,10 +251,18 @@ end
 
 -- ---------------------------------------------------------------- handlers
 
--- Every handler runs in a coroutine taken from a pool, so that handlers can
--- later wait (for an ack, a timer) without blocking the loop.
+-- Every handler (route, socket event, timer) runs in a coroutine taken from
+-- a pool, so that it can wait for an ack, a timer or a handshake without
+-- blocking the loop: app._wait() suspends it and app._resume(co, ...) wakes it.
 local pool = {}
-local DONE = {}
+local DONE, WAIT = {}, {}
+local PENDING = setmetatable({}, { __name = "moonwire.pending", __tostring = function() return "pending" end })
+app.PENDING = PENDING
+-- The pool's coroutines, and what to do when a suspended one finishes: a
+-- label for the error log, or a function(ok, err). Weak keys: a handler whose
+-- waker is gone (a socket that never acks) is collected with its coroutine.
+local ours = setmetatable({}, { __mode = "k" })
+local after = setmetatable({}, { __mode = "k" })
 
 local function traceback(err)
   if type(err) ~= "string" then err = tostring(err) end
@@ -273,8 +281,11 @@ local function worker()
   return work(coroutine.yield())
 end
 
+local YIELDED = "handler yielded outside of an awaitable call (coroutine.yield in a handler?)"
+
 -- Runs fn(...) in a pooled coroutine. Returns true, or false and the error
--- with its traceback.
+-- with its traceback; or PENDING and the coroutine when fn is waiting (see
+-- app._after for what happens when it finishes).
 local function run(fn, ...)
   local co = pool[#pool]
   if co then
@@ -282,16 +293,119 @@ local function run(fn, ...)
   else
     co = coroutine.create(worker)
     coroutine.resume(co)
+    ours[co] = true
   end
   local _, tag, ok, err = coroutine.resume(co, fn, ...)
   if tag == DONE then
     pool[#pool + 1] = co
     return ok, err
   end
-  -- The handler yielded: nothing in this version resumes it.
-  return false, "handler yielded outside of an awaitable call (coroutine.yield in a route?)"
+  if tag == WAIT then return PENDING, co end
+  -- A bare coroutine.yield: nothing would ever resume it.
+  ours[co] = nil
+  return false, YIELDED
 end
 app._run = run
+
+-- What to do when the waiting handler co finishes: a label (errors are
+-- logged under it) or a function(ok, err).
+function app._after(co, what) after[co] = what end
+
+local function finished(co, ok, err)
+  pool[#pool + 1] = co
+  local what = after[co]
+  after[co] = nil
+  if type(what) == "function" then
+    local fine, e = pcall(what, ok, err)
+    if not fine then core.log("error", "after a handler: " .. tostring(e)) end
+  elseif not ok then
+    core.log("error", (what or "handler") .. ": " .. tostring(err))
+  end
+end
+
+-- Runs fn(...) like run, logging an error under what, now or when a waiting
+-- handler finishes. Returns false when it failed at once.
+function app._call(what, fn, ...)
+  local ok, err = run(fn, ...)
+  if ok == true then return true end
+  if ok == PENDING then
+    after[err] = what
+    return true
+  end
+  core.log("error", what .. ": " .. tostring(err))
+  return false
+end
+
+-- The running handler's coroutine, or nil outside of one (the main chunk of
+-- a script, a coroutine of the app's own).
+function app._current()
+  local co, main = coroutine.running()
+  if main or not ours[co] then return nil end
+  return co
+end
+
+-- Suspends the running handler until app._resume(co, ...); returns those
+-- values. what names the caller in the error raised outside of a handler.
+function app._wait(what)
+  if not app._current() then
+    error((what or "waiting") .. " needs a moonwire handler (a route, a socket event handler or a timer); "
+      .. "outside of one, use the callback form", 3)
+  end
+  return coroutine.yield(WAIT)
+end
+
+-- Wakes a handler suspended in app._wait with the values it returns.
+function app._resume(co, ...)
+  if coroutine.status(co) ~= "suspended" then return false end
+  local fine, tag, ok, err = coroutine.resume(co, ...)
+  if not fine then -- cannot happen: the worker catches every error
+    core.log("error", "resuming a handler: " .. tostring(tag))
+  elseif tag == DONE then
+    finished(co, ok, err)
+  elseif tag ~= WAIT then -- a bare coroutine.yield: this one is abandoned
+    ours[co] = nil
+    local what = after[co]
+    after[co] = nil
+    if type(what) == "function" then pcall(what, false, YIELDED)
+    else core.log("error", (what or "handler") .. ": " .. YIELDED) end
+  end
+  return true
+end
+
+-- A one-shot wake-up for the running handler: wake(...) may come before
+-- wait() (an answer that arrives at once) or after it; wait() returns what
+-- wake was given. The first wake counts. Raises outside of a handler.
+function app._waiter(what)
+  local co = app._current()
+  if not co then
+    error(what .. " needs a moonwire handler (a route, a socket event handler or a timer); "
+      .. "outside of one, use the callback form", 3)
+  end
+  local woken, waiting, vals = false, false, nil
+  local function wake(...)
+    if woken then return end
+    woken = true
+    if waiting then return app._resume(co, ...) end
+    vals = table.pack(...)
+  end
+  local function wait()
+    if vals then return table.unpack(vals, 1, vals.n) end
+    waiting = true
+    return app._wait(what)
+  end
+  return wake, wait
+end
+
+-- App timers' callbacks run as handlers too.
+require("moonwire.timer")._set_runner(app._call)
+
+-- app.sleep(ms): waits ms milliseconds inside a handler.
+function app.sleep(ms)
+  assert(type(ms) == "number" and ms >= 0, "sleep: expects milliseconds")
+  local wake, wait = app._waiter("app.sleep")
+  require("moonwire.timer")._after_system(ms, wake)
+  return wait()
+end
 
 local function error_page(req, res, err)
   core.log("error", req.method .. " " .. req.url .. ": " .. tostring(err))
@@ -353,7 +467,15 @@ function app._dispatch(ex, req)
   req.params = params
   local res = new_response(ex)
   local ok, err = run(route.fn, req, res)
-  if not ok then
+  if ok == PENDING then -- the route waits (an ack, a timer): it answers later
+    after[err] = function(done, e)
+      if not done then
+        error_page(req, res, e)
+      elseif not ex:done() then
+        error_page(req, res, "route " .. route.method .. " " .. route.path .. " returned without responding")
+      end
+    end
+  elseif not ok then
     error_page(req, res, err)
   elseif not ex:done() then
     error_page(req, res, "route " .. route.method .. " " .. route.path .. " returned without responding")

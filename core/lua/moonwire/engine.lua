@@ -39,10 +39,7 @@ function Sock:close() self._h:close() end
 
 local function fire(list, what, ...)
   if not list then return end
-  for _, fn in ipairs({ table.unpack(list) }) do
-    local ok, err = app._run(fn, ...)
-    if not ok then core.log("error", what .. ": " .. tostring(err)) end
-  end
+  for _, fn in ipairs({ table.unpack(list) }) do app._call(what, fn, ...) end
 end
 
 local socks = setmetatable({}, { __mode = "k" })
