@@ -1,6 +1,8 @@
-/* test_sio.c — Socket.IO over socketless connections: CONNECT, and a
+/* test_sio.c — Socket.IO over socketless connections: CONNECT, a
  * broadcast that reaches every recipient as the very same buffer (encoded
- * and framed once), minus the excluded socket and rooms. */
+ * and framed once), minus the excluded socket and rooms; namespaces on
+ * trial (dynamic namespaces) and a recovered session's id and pid. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,7 @@ static uv_loop_t loop;
 static mw_server srv;
 static sio_server *io;
 static sio_socket *last;
+static int mode; /* 0: accept at once; 1: leave the answer to the test */
 
 static void handler(void *ud, const http_req *req, http_res *res) {
   if (eio_handle_http(sio_engine(io), req, res) != 0) http_res_simple(res, 404, "text/plain", "no");
@@ -22,7 +25,7 @@ static void handler(void *ud, const http_req *req, http_res *res) {
 static void on_client(void *ud, sio_client *c, const http_req *req) {}
 static void on_client_close(void *ud, sio_client *c) {}
 static void on_connect(void *ud, sio_socket *s, const char *auth, size_t len) {
-  sio_accept(s);
+  if (mode == 0) sio_accept(s);
   last = s;
 }
 static void on_packet(void *ud, sio_socket *s, int type, const char *json, size_t len, int64_t id,
@@ -98,6 +101,62 @@ static void test_broadcast_is_shared(void) {
   while (srv.nconns) uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* The text of the last websocket frame queued on c (unmasked, short). */
+static const char *last_text(mw_conn *c, size_t *len) {
+  mw_wq_item *it = tail(c);
+  if (!it) return NULL;
+  const unsigned char *f = (const unsigned char *)it->buf->data + it->off;
+  *len = f[1] & 0x7f;
+  return (const char *)f + 2;
+}
+
+static bool sent(mw_conn *c, const char *text) {
+  size_t len;
+  const char *p = last_text(c, &len);
+  return p && len == strlen(text) && memcmp(p, text, len) == 0;
+}
+
+static void test_trial_namespaces_and_recovery(void) {
+  sio_socket *s;
+  mode = 1;
+  mw_conn *c = client(&s); /* "/" waits for the test's answer */
+  CHECK(s != NULL);
+  CHECK(sio_socket_set_id(s, "bad id!") == -EINVAL);
+  CHECK(sio_socket_set_id(s, "recoveredSocketId_01") == 0);
+  sio_accept_pid(s, "privateSessionId0001");
+  CHECK(sent(c, "40{\"sid\":\"recoveredSocketId_01\",\"pid\":\"privateSessionId0001\"}"));
+  CHECK(sio_socket_set_id(s, "other") == -EINVAL); /* too late: accepted */
+
+  /* Without dynamic namespaces an unknown name is refused by the core. */
+  last = NULL;
+  send_frame(c, "40/dyn-1,");
+  CHECK(last == NULL && sent(c, "44/dyn-1,{\"message\":\"Invalid namespace\"}"));
+
+  /* With them, the app sees the CONNECT on a namespace on trial... */
+  sio_set_dynamic(io, true);
+  send_frame(c, "40/dyn-1,");
+  sio_socket *d = last;
+  CHECK(d != NULL && strcmp(sio_nsp_name(sio_socket_nsp(d)), "/dyn-1") == 0);
+  CHECK(sio_nsp_get(io, "/dyn-1", 6, false) == NULL); /* not the app's yet */
+  sio_reject(d, "{\"message\":\"Invalid namespace\"}", 31);
+  CHECK(sio_nsp_get(io, "/dyn-1", 6, false) == NULL); /* refused: gone */
+  /* ...and adopting it makes it a namespace like any other. */
+  last = NULL;
+  send_frame(c, "40/dyn-2,");
+  d = last;
+  CHECK(d != NULL);
+  CHECK(sio_nsp_get(io, "/dyn-2", 6, true) != NULL);
+  sio_accept(d);
+  CHECK(sio_socket_connected(d));
+  CHECK(sio_nsp_get(io, "/dyn-2", 6, false) != NULL);
+  sio_set_dynamic(io, false);
+  mode = 0;
+
+  mw_conn_close(c);
+  while (srv.nconns) uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(sio_nsp_get(io, "/dyn-2", 6, false) != NULL); /* adopted ones stay */
+}
+
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
@@ -110,6 +169,7 @@ int main(void) {
   if (sio_server_new(&io, &srv, &o, &h, NULL)) return 1;
 
   test_broadcast_is_shared();
+  test_trial_namespaces_and_recovery();
 
   sio_server_free(io);
   mw_server_close(&srv);
