@@ -29,6 +29,21 @@ struct eio_session {
   bool awaiting_pong, closed, dirty, probed;
 };
 
+/* A handshake waiting for allow_request's answer. req and res stay valid
+ * until res is finished (http.c keeps the request even when its connection
+ * goes), except req->remote_addr, which lives in the connection: copied. */
+struct eio_pending {
+  eio_server *es;
+  const http_req *req;
+  http_res *res;
+  eio_pending *prev, *next; /* every handshake waiting on the server */
+  void (*cancel)(void *ud, eio_pending *p);
+  void *cancel_ud;
+  void *ud;
+  bool websocket;
+  char addr[48];
+};
+
 struct eio_server {
   struct mw_server *srv;
   eio_options opt;
@@ -37,6 +52,7 @@ struct eio_server {
   eio_session *buckets[EIO_BUCKETS];
   eio_session *all;
   eio_session *dirty;
+  eio_pending *pending;
   uv_check_t check;
   uv_prepare_t prepare;
   int nsessions;
@@ -129,6 +145,23 @@ static void answer_error(http_res *res, int status, int code, const char *messag
   char body[128];
   snprintf(body, sizeof body, "{\"code\":%d,\"message\":\"%s\"}", code, message);
   http_res_simple(res, status, "application/json", body);
+}
+
+/* engine.io's FORBIDDEN: 403 {"code":4,"message":...}, the message being
+ * the app's own text (escaped for JSON). */
+static void answer_forbidden(http_res *res, const char *message) {
+  mw_str body = {0};
+  mw_str_appendz(&body, "{\"code\":4,\"message\":\"");
+  for (const unsigned char *p = (const unsigned char *)message; *p; p++) {
+    if (*p == '"' || *p == '\\') mw_str_appendf(&body, "\\%c", *p);
+    else if (*p < 0x20) mw_str_appendf(&body, "\\u%04x", *p);
+    else mw_str_appendc(&body, (char)*p);
+  }
+  mw_str_appendz(&body, "\"}");
+  res->status = 403;
+  http_res_headerz(res, "Content-Type", "application/json");
+  http_res_end(res, body.p ? body.p : "", body.len);
+  mw_str_free(&body);
 }
 
 static void answer_payload(http_res *res, const char *data, size_t len) {
@@ -448,11 +481,7 @@ static void open_packet(eio_session *s, bool polling, mw_str *out) {
                  (unsigned long long)o->ping_timeout, o->max_payload);
 }
 
-static void handshake(eio_server *es, const http_req *req, http_res *res, bool websocket) {
-  if (!websocket && req->method_id != 1 /* GET */) {
-    answer_error(res, 400, 2, "Bad handshake method");
-    return;
-  }
+static void open_session(eio_server *es, const http_req *req, http_res *res, bool websocket) {
   eio_session *s = session_new(es);
   if (!s) {
     http_res_simple(res, 500, "text/plain", "out of memory\n");
@@ -482,6 +511,61 @@ static void handshake(eio_server *es, const http_req *req, http_res *res, bool w
     answer_payload(res, open.p, open.len);
   }
   mw_str_free(&open);
+}
+
+static void unlink_pending(eio_pending *p) {
+  eio_server *es = p->es;
+  if (p->prev) p->prev->next = p->next;
+  else es->pending = p->next;
+  if (p->next) p->next->prev = p->prev;
+}
+
+/* Holds the handshake until allow_request answers (maybe at once). */
+static void ask_allow(eio_server *es, const http_req *req, http_res *res, bool websocket) {
+  eio_pending *p = calloc(1, sizeof *p);
+  if (!p) {
+    http_res_simple(res, 500, "text/plain", "out of memory\n");
+    return;
+  }
+  p->es = es;
+  p->req = req;
+  p->res = res;
+  p->websocket = websocket;
+  /* The options may change while p waits: p keeps the hook it was given to. */
+  p->cancel = es->opt.allow_cancel;
+  p->cancel_ud = es->opt.allow_ud;
+  snprintf(p->addr, sizeof p->addr, "%s", req->remote_addr ? req->remote_addr : "");
+  p->next = es->pending;
+  if (es->pending) es->pending->prev = p;
+  es->pending = p;
+  es->opt.allow_request(es->opt.allow_ud, p, req); /* p may be answered and freed already */
+}
+
+void eio_allow(eio_pending *p, bool ok, const char *message) {
+  unlink_pending(p);
+  http_req req = *p->req;
+  req.remote_addr = p->addr;
+  if (ok) {
+    open_session(p->es, &req, p->res, p->websocket);
+  } else {
+    if (!p->websocket) add_cors(p->es, &req, p->res);
+    answer_forbidden(p->res, message && *message ? message : "Forbidden");
+  }
+  free(p);
+}
+
+void eio_pending_set_userdata(eio_pending *p, void *ud) { p->ud = ud; }
+void *eio_pending_userdata(eio_pending *p) { return p->ud; }
+
+/* A request without sid. As in engine.io's verify(), allowRequest sees only
+ * handshakes that are otherwise valid. */
+static void handshake(eio_server *es, const http_req *req, http_res *res, bool websocket) {
+  if (!websocket && req->method_id != 1 /* GET */) {
+    answer_error(res, 400, 2, "Bad handshake method");
+    return;
+  }
+  if (es->opt.allow_request) ask_allow(es, req, res, websocket);
+  else open_session(es, req, res, websocket);
 }
 
 static void poll_get(eio_session *s, const http_req *req, http_res *res) {
@@ -646,6 +730,14 @@ static void on_es_handle_closed(uv_handle_t *h) {
 void eio_server_free(eio_server *es) {
   if (!es) return;
   while (es->all) session_close(es->all, "server shutting down", true);
+  while (es->pending) { /* never answered: the client hears it now */
+    eio_pending *p = es->pending;
+    unlink_pending(p);
+    if (p->cancel) p->cancel(p->cancel_ud, p);
+    if (!p->websocket) add_cors(es, p->req, p->res);
+    http_res_simple(p->res, 503, "text/plain; charset=UTF-8", "Server shutting down");
+    free(p);
+  }
   es->closing_handles = 2;
   uv_close((uv_handle_t *)&es->check, on_es_handle_closed);
   uv_close((uv_handle_t *)&es->prepare, on_es_handle_closed);

@@ -13,6 +13,7 @@
 struct mw_server;
 typedef struct eio_server eio_server;
 typedef struct eio_session eio_session;
+typedef struct eio_pending eio_pending;
 
 typedef struct eio_options {
   char path[128];          /* "/socket.io/" */
@@ -22,6 +23,15 @@ typedef struct eio_options {
   bool polling, websocket; /* transports offered */
   char **origins;          /* allowed Origins (NULL: any) — owned by the server */
   int norigins;
+  /* engine.io's allowRequest: asked about every handshake (a request without
+   * sid: a polling GET or a direct WebSocket) before any session exists. req
+   * is borrowed for the call; the answer is eio_allow(p, ...), now or later.
+   * NULL lets every handshake in. allow_cancel (may be NULL) hears of a
+   * handshake freed without an answer (the endpoint was freed first), so the
+   * holder of p forgets it. */
+  void (*allow_request)(void *ud, eio_pending *p, const http_req *req);
+  void (*allow_cancel)(void *ud, eio_pending *p);
+  void *allow_ud;
 } eio_options;
 
 void eio_options_defaults(eio_options *o, const char *path);
@@ -43,8 +53,16 @@ int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o
  * open keep their heartbeat until the next ping. */
 void eio_server_configure(eio_server *es, const eio_options *o);
 const eio_options *eio_server_options(eio_server *es);
-/* Closes every session ("server shutting down") and frees the endpoint. */
+/* Closes every session ("server shutting down"), answers the handshakes
+ * still waiting for allow_request with 503, and frees the endpoint. */
 void eio_server_free(eio_server *es);
+
+/* Answers a handshake held by allow_request; call it once, p is freed. ok
+ * goes on with the handshake; otherwise the client gets 403
+ * {"code":4,"message":message} (NULL or "": "Forbidden"). */
+void eio_allow(eio_pending *p, bool ok, const char *message);
+void eio_pending_set_userdata(eio_pending *p, void *ud);
+void *eio_pending_userdata(eio_pending *p);
 
 /* Answers req when it is for this endpoint (its path). Returns 0 when it
  * answered (or will), 1 when req is not for this endpoint. */

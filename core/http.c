@@ -562,8 +562,13 @@ static void http_on_timeout(mw_conn *c) {
 static void http_on_stop(mw_conn *c) {
   http_conn *hc = c->proto_data;
   /* Only idle connections go now: a request still arriving or being answered
-   * finishes first, and the connection ends after its response. */
-  if (!hc->busy && !hc->txn && hc->stash.len == 0) mw_conn_close(c);
+   * finishes first, and the connection ends after its response. An answer
+   * given just before (a long poll answered at shutdown) may still sit in
+   * the write queue: end after it rather than drop it. */
+  if (!hc->busy && !hc->txn && hc->stash.len == 0) {
+    if (c->wq_len) mw_conn_end(c);
+    else mw_conn_close(c);
+  }
 }
 
 static void http_on_close(mw_conn *c) {

@@ -25,6 +25,13 @@ typedef struct engine_handle {
   int ref;
 } engine_handle;
 
+/* An endpoint's allowRequest function. */
+typedef struct allow_hook {
+  l_io *x;
+  int ref;
+  const char *what; /* for the log */
+} allow_hook;
+
 struct l_io {
   lua_State *L;
   struct mw_server *srv;
@@ -32,6 +39,7 @@ struct l_io {
   eio_server *engine;
   int cb_ref;     /* io.lua's callbacks */
   int engine_cb;  /* engine.lua's callbacks */
+  allow_hook allow, engine_allow; /* allowRequest of each endpoint */
   eio_options cli; /* options given on the command line (win over io.configure) */
   uint64_t cli_connect_timeout;
 };
@@ -407,6 +415,144 @@ static int l_set_callbacks(lua_State *L) {
   return 0;
 }
 
+/* ---- allowRequest ---- */
+
+/* What the Lua callback holds: the handshake it answers, until it does. */
+typedef struct allow_handle {
+  eio_pending *p; /* NULL once answered, or when the endpoint went first */
+  int ref;        /* keeps the handle alive while p points at it */
+} allow_handle;
+
+static void allow_forget(lua_State *L, allow_handle *h) {
+  h->p = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+  h->ref = LUA_NOREF;
+}
+
+/* callback(err, success), as engine.io's: success lets the handshake in,
+ * anything else refuses it with err as the message. Calls after the first
+ * are ignored. */
+static int allow_answer(lua_State *L) {
+  allow_handle *h = lua_touserdata(L, lua_upvalueindex(1));
+  if (!h->p) return 0;
+  eio_pending *p = h->p;
+  allow_forget(L, h);
+  int t = lua_type(L, 1);
+  eio_allow(p, lua_toboolean(L, 2), t == LUA_TSTRING || t == LUA_TNUMBER ? lua_tostring(L, 1) : NULL);
+  return 0;
+}
+
+/* Pushes package.loaded["moonwire.app"][name]; false (nothing pushed) if missing. */
+static bool push_app_fn(lua_State *L, const char *name) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "moonwire.app");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 2);
+    return false;
+  }
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  lua_remove(L, -2);
+  if (lua_isfunction(L, -1)) return true;
+  lua_pop(L, 1);
+  return false;
+}
+
+/* The request as allowRequest sees it: method, url, headers (lower-case
+ * names), query (parsed; also as _query, engine.io's name), querystring,
+ * address. */
+static void push_allow_req(lua_State *L, const http_req *req) {
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->url, req->url_len);
+  lua_setfield(L, -2, "url");
+  lhost_push_headers(L, req);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->query, req->query_len);
+  lua_setfield(L, -2, "querystring");
+  if (push_app_fn(L, "parse_urlencoded")) {
+    lua_pushlstring(L, req->query, req->query_len);
+    if (lhost_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+    }
+  } else {
+    lua_newtable(L);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "_query");
+  lua_setfield(L, -2, "query");
+  lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
+  lua_setfield(L, -2, "address");
+}
+
+/* eio's allow_request: runs allowRequest(req, callback) like any handler (in
+ * app._run's coroutines). An error in it is logged with its traceback and
+ * refuses the handshake as a refusal would (403 "Forbidden"), unless the
+ * callback answered first. */
+static void allow_request(void *ud, eio_pending *p, const http_req *req) {
+  allow_hook *hk = ud;
+  lua_State *L = hk->x->L;
+  int top = lua_gettop(L);
+  allow_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->p = p;
+  lua_pushvalue(L, -1);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  eio_pending_set_userdata(p, h);
+  bool run = push_app_fn(L, "_run");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, hk->ref);
+  push_allow_req(L, req);
+  lua_pushvalue(L, top + 1);
+  lua_pushcclosure(L, allow_answer, 1);
+  bool failed;
+  if (run) {
+    failed = lhost_pcall(L, 3, 2, hk->what) != LUA_OK;
+    if (!failed && !lua_toboolean(L, -2)) { /* ok, err from app._run */
+      const char *err = lua_tostring(L, -1);
+      mw_log(MW_LOG_ERROR, "%s: %s", hk->what, err ? err : "error");
+      failed = true;
+    }
+  } else {
+    failed = lhost_pcall(L, 2, 0, hk->what) != LUA_OK;
+  }
+  /* An error before the callback answered: refuse. (Returning without an
+   * answer is fine: the callback may come later.) */
+  if (failed && h->p) {
+    eio_pending *held = h->p;
+    allow_forget(L, h);
+    eio_allow(held, false, NULL);
+  }
+  lua_settop(L, top);
+}
+
+static void allow_cancel(void *ud, eio_pending *p) {
+  allow_hook *hk = ud;
+  allow_handle *h = eio_pending_userdata(p);
+  if (h) allow_forget(hk->x->L, h);
+}
+
+/* opts.allowRequest into hk and o: a function, false to remove it, nil to
+ * keep what was set before. */
+static void read_allow(lua_State *L, int idx, allow_hook *hk, eio_options *o) {
+  lua_getfield(L, idx, "allowRequest");
+  if (lua_isfunction(L, -1)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, hk->ref);
+    hk->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+      luaL_unref(L, LUA_REGISTRYINDEX, hk->ref);
+      hk->ref = LUA_NOREF;
+    } else if (!lua_isnil(L, -1)) {
+      luaL_error(L, "allowRequest must be a function(req, callback)");
+    }
+    lua_pop(L, 1);
+  }
+  o->allow_request = hk->ref == LUA_NOREF ? NULL : allow_request;
+  o->allow_cancel = allow_cancel;
+  o->allow_ud = hk;
+}
+
 /* ---- options ---- */
 
 static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t cur) {
@@ -500,6 +646,7 @@ static int l_configure(lua_State *L) {
   uint64_t ct = 0;
   lua_settop(L, 1);
   read_options(L, 1, &o, &ct);
+  read_allow(L, 1, &G_io->allow, &o);
   apply_cli(G_io, &o, &ct);
   eio_server_configure(sio_engine(G_io->io), &o);
   if (ct) sio_set_connect_timeout(G_io->io, ct);
@@ -612,6 +759,7 @@ static int l_engine_configure(lua_State *L) {
   else eio_options_defaults(&o, "/engine.io/");
   int top = lua_gettop(L);
   read_options(L, 1, &o, NULL);
+  read_allow(L, 1, &x->engine_allow, &o);
   if (x->engine) eio_server_configure(x->engine, &o);
   else if (eio_server_new(&x->engine, x->srv, &o, &engine_handler, x)) return luaL_error(L, "out of memory");
   lua_settop(L, top);
@@ -636,6 +784,8 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
   x->L = L;
   x->srv = srv;
   x->cb_ref = x->engine_cb = LUA_NOREF;
+  x->allow = (allow_hook){x, LUA_NOREF, "io allowRequest"};
+  x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
   uint64_t ct = 45000;

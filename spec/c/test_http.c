@@ -323,6 +323,24 @@ static void test_dates(void) {
   CHECK(strcmp(http_status_text(431), "Request Header Fields Too Large") == 0);
 }
 
+/* Shutdown right after a deferred answer was given (as long polls are
+ * answered when the server stops): the answer is still queued, so the
+ * connection ends after sending it instead of closing at once. */
+static void test_stop_keeps_an_unsent_answer(void) {
+  mw_conn *c = conn();
+  S.defer = true;
+  feed(c, "GET /poll HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(S.pending != NULL);
+  if (S.pending) http_res_simple(S.pending, 200, "text/plain", "late");
+  CHECK(c->wq_len > 0 && !c->ending);
+  mw_server_stop(&srv);
+  CHECK(!c->closing && c->ending);
+  char *out = queued(c);
+  CHECK(strstr(out, "\r\n\r\nlate") != NULL);
+  free(out);
+  done(c);
+}
+
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
@@ -346,6 +364,8 @@ int main(void) {
   test_upgrade_request_is_answered_then_closed();
   test_response_headers();
   test_dates();
+
+  test_stop_keeps_an_unsent_answer(); /* last: the server is stopping after it */
 
   mw_server_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
