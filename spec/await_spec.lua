@@ -17,7 +17,7 @@ describe("a handler waiting in its coroutine", function()
   it("gets the client's ack from socket:timeout(ms):emitWithAck", function()
     local client = srv:connect()
     client:on("question", function(q, ack) ack(42, q) end)
-    client:emit("quiz", 1000)
+    client:emit("quiz", 5000)
     local err, answer, extra = client:await("result")
     assert.equal(null, err)
     assert.equal(42, answer)
@@ -66,7 +66,7 @@ describe("a handler waiting in its coroutine", function()
     b:on("poll", function(ack) ack("b") end)
     a:ask("join", "pollers")
     b:ask("join", "pollers")
-    a:emit("poll all", 1000)
+    a:emit("poll all", 5000)
     -- b must answer too: pump it until a has the result
     local deadline = os.clock() + 5
     while #a:received("polled") == 0 and os.clock() < deadline do b:received("nothing") end
@@ -106,7 +106,8 @@ describe("a handler waiting in its coroutine", function()
   it("lets a route wait and answer later", function()
     local status, body = srv:get("/sleep/20")
     assert.equal(200, status)
-    assert.equal("slept 1", body)
+    -- libuv's timers count from the loop's cached time: a ms early at most
+    assert.is_true(tonumber(body:match("^slept (%d+) ms$")) >= 19, body)
   end)
 
   it("answers 500 when a route fails, or returns without answering, after waiting", function()
