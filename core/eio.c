@@ -27,6 +27,7 @@ struct eio_session {
   mw_str outq;              /* polling payload waiting for a GET */
   void *ud;
   bool awaiting_pong, closed, dirty, probed;
+  bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
 };
 
 /* A handshake waiting for allow_request's answer. req and res stay valid
@@ -302,6 +303,16 @@ static void ws_noop_message(void *ud, ws_conn *ws, const char *d, size_t n, bool
 static void ws_noop_close(void *ud, ws_conn *ws, int code) {}
 static const ws_handler ws_detached = {ws_noop_message, ws_noop_close};
 
+/* A lingering session's end: its close packet was taken, or never will be. */
+static void linger_end(eio_session *s) {
+  s->lingering = false;
+  unlink_session(s);
+  uv_timer_stop(&s->timer);
+  uv_close((uv_handle_t *)&s->timer, on_session_freed);
+}
+
+static void on_linger_timeout(uv_timer_t *t) { linger_end(t->data); }
+
 static void session_close(eio_session *s, const char *reason, bool send_close) {
   if (s->closed) return;
   eio_server *es = s->es;
@@ -309,8 +320,12 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
     eio_payload_append(&s->outq, EIO_CLOSE, "", 0, false);
   }
   flush_poll(s);
+  /* A polling client between two polls would find its session gone and see
+   * a "transport error": keep the session (closed) until its next GET takes
+   * the close packet, as engine.io does, for pingTimeout at most. */
+  bool linger = send_close && !s->ws && !s->probe && s->outq.len > 0;
   s->closed = true;
-  unlink_session(s);
+  if (!linger) unlink_session(s);
   uv_timer_stop(&s->timer);
   if (s->get) { /* nothing more will come: let the poll return */
     answer_payload(s->get, "6", 1);
@@ -327,6 +342,11 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
     s->probe = NULL;
   }
   es->h.on_close(es->ud, s, reason);
+  if (linger) {
+    s->lingering = true;
+    uv_timer_start(&s->timer, on_linger_timeout, es->opt.ping_timeout, 0);
+    return;
+  }
   uv_close((uv_handle_t *)&s->timer, on_session_freed);
 }
 
@@ -652,7 +672,14 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     return 0;
   }
   eio_session *s = find(es, sid, strlen(sid));
-  if (!s) {
+  if (s && s->lingering && !websocket && req->method_id == 1) { /* its last poll: the close packet */
+    add_cors(es, req, res);
+    answer_payload(res, s->outq.p, s->outq.len);
+    mw_str_reset(&s->outq);
+    linger_end(s);
+    return 0;
+  }
+  if (!s || s->closed) {
     answer_error(res, 400, 1, "Session ID unknown");
     return 0;
   }
@@ -729,7 +756,10 @@ static void on_es_handle_closed(uv_handle_t *h) {
 
 void eio_server_free(eio_server *es) {
   if (!es) return;
-  while (es->all) session_close(es->all, "server shutting down", true);
+  while (es->all) {
+    if (es->all->lingering) linger_end(es->all);
+    else session_close(es->all, "server shutting down", true);
+  }
   while (es->pending) { /* never answered: the client hears it now */
     eio_pending *p = es->pending;
     unlink_pending(p);

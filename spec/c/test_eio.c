@@ -42,7 +42,10 @@ static void allow_cancel(void *ud, eio_pending *p) {
   if (A.held == p) A.held = NULL;
 }
 
+static eio_session *opened;
+
 static void on_open(void *ud, eio_session *s, const http_req *req) {
+  opened = s;
   A.opens++;
   snprintf(A.addr, sizeof A.addr, "%s", req->remote_addr ? req->remote_addr : "(null)");
 }
@@ -238,6 +241,38 @@ static void test_free_answers_pending(void) {
   done(c2);
 }
 
+/* A polling session closed by the server between two polls: its next GET
+ * still gets the close packet ("1"), and only then is the sid unknown. */
+static void test_close_between_polls(void) {
+  reset(ALLOW, NULL);
+  opened = NULL;
+  mw_conn *c = conn("10.0.0.9");
+  feed(c, poll_hs);
+  char *q = queued(c);
+  const char *sid = strstr(q, "0{\"sid\":\"");
+  CHECK(sid != NULL && opened != NULL);
+  char get[256] = "";
+  if (sid)
+    snprintf(get, sizeof get, "GET /socket.io/?EIO=4&transport=polling&sid=%.20s HTTP/1.1\r\nHost: t\r\n\r\n",
+             sid + 9);
+  free(q);
+  done(c);
+  if (!sid || !opened) return;
+  eio_close(opened, "forced close"); /* no GET is waiting */
+  mw_conn *c2 = conn("10.0.0.9");
+  feed(c2, get);
+  char *q2 = queued(c2);
+  CHECK(strstr(q2, "HTTP/1.1 200") != NULL);
+  CHECK(strstr(q2, "\r\n\r\n1") != NULL);
+  free(q2);
+  done(c2);
+  mw_conn *c3 = conn("10.0.0.9");
+  feed(c3, get);
+  CHECK(queued_has(c3, "HTTP/1.1 400"));
+  CHECK(queued_has(c3, "Session ID unknown"));
+  done(c3);
+}
+
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
@@ -258,6 +293,7 @@ int main(void) {
   test_refused();
   test_answered_later();
   test_client_gone();
+  test_close_between_polls();
   test_free_answers_pending();
 
   if (es) eio_server_free(es);
