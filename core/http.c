@@ -123,6 +123,25 @@ int http_res_headerz(http_res *res, const char *name, const char *value) {
   return http_res_header(res, name, strlen(name), value, strlen(value));
 }
 
+/* Appends the decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+static char *put(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
 int http_res_end_buf(http_res *res, mw_buf *body) {
   if (res->done) {
     mw_buf_unref(body);
@@ -132,28 +151,48 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
   int st = res->status;
   bool bodiless = st < 200 || st == 204 || st == 304;
   size_t blen = body ? body->len : 0;
-  mw_str h = {0};
-  mw_str_appendf(&h, "HTTP/1.%d %d %s\r\n", res->http_minor == 0 ? 0 : 1, st, http_status_text(st));
-  if (res->headers.len) mw_str_append(&h, res->headers.p, res->headers.len);
-  if (!bodiless) mw_str_appendf(&h, "Content-Length: %zu\r\n", blen);
-  mw_str_appendf(&h, "Date: %s\r\n", date_now());
-  if (!res->keep_alive) {
-    if (res->http_minor != 0) mw_str_appendz(&h, "Connection: close\r\n");
-  } else if (res->http_minor == 0) {
-    mw_str_appendz(&h, "Connection: keep-alive\r\n");
+  /* Every response goes through here: the head is written straight into
+   * its buffer (no printf, no intermediate string), sized from its parts. */
+  const char *reason = http_status_text(st);
+  size_t rlen = strlen(reason);
+  const char *date = date_now();
+  size_t dlen = strlen(date);
+  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->headers.len + sizeof "Content-Length: \r\n" + 20 +
+               sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2;
+  mw_buf *head = mw_buf_new(cap);
+  if (!head) {
+    mw_buf_unref(body);
+    return -ENOMEM;
   }
-  mw_str_append(&h, "\r\n", 2);
-  mw_buf *head = mw_buf_from(h.p, h.len);
-  mw_str_free(&h);
+  char *p = head->data;
+  p = res->http_minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
+  if (st < 0) *p++ = '-';
+  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
+  *p++ = ' ';
+  p = put(p, reason, rlen);
+  p = PUT_LIT(p, "\r\n");
+  if (res->headers.len) p = put(p, res->headers.p, res->headers.len);
+  if (!bodiless) {
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_uint(p, blen);
+    p = PUT_LIT(p, "\r\n");
+  }
+  p = PUT_LIT(p, "Date: ");
+  p = put(p, date, dlen);
+  p = PUT_LIT(p, "\r\n");
+  if (!res->keep_alive) {
+    if (res->http_minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
+  } else if (res->http_minor == 0) {
+    p = PUT_LIT(p, "Connection: keep-alive\r\n");
+  }
+  p = PUT_LIT(p, "\r\n");
+  head->len = (size_t)(p - head->data);
+  head->data[head->len] = '\0';
   if (bodiless || res->head_only) {
     mw_buf_unref(body);
     body = NULL;
   }
   res->bytes_sent = bodiless ? 0 : blen;
-  if (!head) {
-    mw_buf_unref(body);
-    return -ENOMEM;
-  }
   res->carrier->end(res, head, body);
   return 0;
 }
