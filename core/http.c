@@ -239,6 +239,7 @@ typedef struct http_txn {
   mw_str body;
   hdr_off *hoff;
   uint32_t nh, hcap;
+  uint32_t nhdrs_cap;     /* room in req.headers */
   uint32_t url_len;
   size_t hdr_bytes;
   int err_status;         /* 400/413/431 decided while parsing */
@@ -256,7 +257,50 @@ struct http_conn {
   bool peer_eof;
 };
 
+/* Finished transactions are kept, buffers and all, for the next requests:
+ * a small request then allocates nothing while it is parsed. The spares are
+ * server-wide (the loop is single-threaded) and few, so an idle connection
+ * still holds no transaction. Sanitizer builds keep none, so that a
+ * transaction used after its end is caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TXN_SPARES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TXN_SPARES 0
+#endif
+#endif
+#ifndef TXN_SPARES
+#define TXN_SPARES 16
+#endif
+#define TXN_SPARE_BYTES 16384 /* a transaction whose buffers grew past this is freed */
+
+static http_txn *txn_spare[TXN_SPARES + 1];
+static int ntxn_spare;
+
+static http_txn *txn_new(void) {
+  if (!ntxn_spare) return calloc(1, sizeof(http_txn));
+  http_txn *t = txn_spare[--ntxn_spare];
+  http_txn kept = *t;
+  memset(t, 0, sizeof *t);
+  t->raw = kept.raw;
+  t->body = kept.body;
+  t->res.headers = kept.res.headers;
+  mw_str_reset(&t->raw);
+  mw_str_reset(&t->body);
+  mw_str_reset(&t->res.headers);
+  t->hoff = kept.hoff;
+  t->hcap = kept.hcap;
+  t->req.headers = kept.req.headers;
+  t->nhdrs_cap = kept.nhdrs_cap;
+  return t;
+}
+
 static void txn_free(http_txn *t) {
+  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.cap <= TXN_SPARE_BYTES &&
+      t->res.headers.cap <= TXN_SPARE_BYTES && t->hcap <= 64) {
+    txn_spare[ntxn_spare++] = t;
+    return;
+  }
   mw_str_free(&t->raw);
   mw_str_free(&t->body);
   free(t->hoff);
@@ -345,7 +389,7 @@ static int add_header_bytes(http_txn *t, size_t n) {
 
 static int on_message_begin(llhttp_t *p) {
   http_conn *hc = p->data;
-  http_txn *t = calloc(1, sizeof *t);
+  http_txn *t = txn_new();
   if (!t) return -1;
   t->hc = hc;
   t->req.start_ns = mw_now_ns();
@@ -416,8 +460,12 @@ static int on_headers_complete(llhttp_t *p) {
   r->query = q ? q + 1 : "";
   r->query_len = q ? r->url_len - r->path_len - 1 : 0;
   if (t->nh) {
-    r->headers = calloc(t->nh, sizeof *r->headers);
-    if (!r->headers) return -1;
+    if (t->nh > t->nhdrs_cap) {
+      http_header *hs = realloc(r->headers, t->nh * sizeof *hs);
+      if (!hs) return -1;
+      r->headers = hs;
+      t->nhdrs_cap = t->nh;
+    }
     for (uint32_t i = 0; i < t->nh; i++) {
       r->headers[i] = (http_header){t->raw.p + t->hoff[i].no, t->hoff[i].nl, t->raw.p + t->hoff[i].vo,
                                     t->hoff[i].vl};
@@ -504,7 +552,9 @@ static void dispatch(http_conn *hc) {
   mw_server *srv = hc->c->srv;
   hc->busy = true;
   mw_conn_set_timeout(hc->c, 0);
+  mw_str kept = t->res.headers; /* a spare transaction's buffer, empty */
   http_res_init(&t->res, &t->req, &http_tcp_carrier, t);
+  t->res.headers = kept;
   if (srv->stopping) t->res.keep_alive = false;
   if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
