@@ -40,6 +40,7 @@ struct lhost {
   mw_db *db;
   mw_static *st;
   int dispatch_ref, not_found_ref;
+  int ex_mt_ref;          /* EXCHANGE_MT, by reference: no lookup by name per request */
   l_io *io;
   char client_dir[8400]; /* socket.io-client's dist/, "" if not installed */
   bool ok;                /* the current generation loaded (the first one included) */
@@ -400,7 +401,31 @@ static void load_error_page(lhost *h, http_res *res) {
 
 /* ---- the exchange: a response handle for Lua ---- */
 
-static exchange *check_ex(lua_State *L) { return luaL_checkudata(L, 1, EXCHANGE_MT); }
+/* The exchange's metatable is its methods' second upvalue: checking the
+ * argument against it needs no registry lookup by name (luaL_checkudata's),
+ * which every request paid twice. */
+static exchange *check_ex(lua_State *L) {
+  exchange *ex = lua_touserdata(L, 1);
+  if (ex && lua_getmetatable(L, 1)) {
+    bool ours = lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_pop(L, 1);
+    if (ours) return ex;
+  }
+  return luaL_checkudata(L, 1, EXCHANGE_MT); /* raises the usual error */
+}
+
+/* Adds the header name: value at the top of the stack (a string, or what
+ * tostring would make of it) to res; raises an error for CR, LF or NUL. */
+static void ex_header(lua_State *L, http_res *res, const char *name, size_t nl) {
+  size_t vl;
+  bool str = lua_type(L, -1) == LUA_TSTRING;
+  const char *v = str ? lua_tolstring(L, -1, &vl) : luaL_tolstring(L, -1, &vl);
+  if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
+    res->headers.len = 0;
+    luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
+  }
+  if (!str) lua_pop(L, 1);
+}
 
 /* ex:finish(status, body, headers) → true, or false if already answered.
  * headers is a table name → value (a value may be an array for repeats). */
@@ -419,32 +444,22 @@ static int ex_finish(lua_State *L) {
   if (lua_istable(L, 4)) {
     lua_pushnil(L);
     while (lua_next(L, 4)) {
-      size_t nl, vl;
-      const char *name = lua_tolstring(L, -2, &nl);
+      /* Names that are not strings are skipped (and never converted in
+       * place, which would confuse lua_next). */
       if (lua_type(L, -2) != LUA_TSTRING) {
         lua_pop(L, 1);
         continue;
       }
+      size_t nl;
+      const char *name = lua_tolstring(L, -2, &nl);
       if (lua_istable(L, -1)) {
-        for (lua_Integer i = 1;; i++) {
-          if (lua_rawgeti(L, -1, i) == LUA_TNIL) {
-            lua_pop(L, 1);
-            break;
-          }
-          const char *v = luaL_tolstring(L, -1, &vl);
-          if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-            res->headers.len = 0;
-            return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
-          }
-          lua_pop(L, 2);
+        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+          ex_header(L, res, name, nl);
+          lua_pop(L, 1);
         }
+        lua_pop(L, 1); /* the nil */
       } else {
-        const char *v = luaL_tolstring(L, -1, &vl);
-        if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-          res->headers.len = 0;
-          return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
-        }
-        lua_pop(L, 1);
+        ex_header(L, res, name, nl);
       }
       lua_pop(L, 1);
     }
@@ -622,7 +637,8 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   int top = lua_gettop(L);
   exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 1 */
   ex->res = res;
-  luaL_setmetatable(L, EXCHANGE_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
+  lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 1);
   push_req(L, req);
@@ -705,9 +721,10 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   luaL_newmetatable(L, EXCHANGE_MT);
   luaL_newlibtable(L, ex_methods);
   lua_pushlightuserdata(L, h);
-  luaL_setfuncs(L, ex_methods, 1);
+  lua_pushvalue(L, -3); /* the metatable, for check_ex */
+  luaL_setfuncs(L, ex_methods, 2);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  h->ex_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* also kept by name */
 
   *out = h;
   http_set_handler(srv, &(http_handler){lhost_handle, h});
