@@ -506,8 +506,11 @@ static int core_time(lua_State *L) {
   return 1;
 }
 
+static int core_headers(lua_State *L);
+
 static int open_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"log", core_log}, {"now", core_now}, {"time", core_time}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"log", core_log}, {"now", core_now}, {"time", core_time}, {"headers", core_headers}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushstring(L, h->srv->cfg.root);
@@ -534,46 +537,85 @@ static void preload(lua_State *L, const char *name, lua_CFunction f, lhost *h) {
 
 /* ---- answering requests ---- */
 
+/* Sets t[name lowercased] = value, joining a repeated header's values with
+ * ", " (t at the top of the stack). */
+static void set_header(lua_State *L, const char *hname, size_t hlen, const char *value, size_t vlen) {
+  char name[256];
+  size_t n = hlen < sizeof name ? hlen : sizeof name - 1;
+  for (size_t j = 0; j < n; j++) {
+    char ch = hname[j];
+    name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+  }
+  lua_pushlstring(L, name, n);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join with ", " */
+    lua_pushliteral(L, ", ");
+    lua_pushlstring(L, value, vlen);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, value, vlen);
+  }
+  lua_rawset(L, -3);
+}
+
 void lhost_push_headers(lua_State *L, const http_req *req) {
   lua_createtable(L, 0, req->nheaders);
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
-    char name[256];
-    size_t n = hd->name_len < sizeof name ? hd->name_len : sizeof name - 1;
-    for (size_t j = 0; j < n; j++) {
-      char ch = hd->name[j];
-      name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-    }
-    lua_pushlstring(L, name, n);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join with ", " */
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, hd->value, hd->value_len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, hd->value, hd->value_len);
-    }
-    lua_rawset(L, -3);
+    set_header(L, hd->name, hd->name_len, hd->value, hd->value_len);
   }
 }
 
-static void push_req(lua_State *L, const http_req *req) {
-  lua_createtable(L, 0, 8);
+/* A request's headers travel to Lua packed in one string, and become a
+ * table only if the app reads req.headers (moonwire.app): per header, the
+ * name's length and the value's length (uint32_t each, native order), then
+ * the name and the value. */
+static void push_packed_headers(lua_State *L, const http_req *req) {
+  size_t total = 0;
+  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, total);
+  for (int i = 0; i < req->nheaders; i++) {
+    const http_header *hd = &req->headers[i];
+    uint32_t len[2] = {(uint32_t)hd->name_len, (uint32_t)hd->value_len};
+    memcpy(p, len, sizeof len);
+    p += sizeof len;
+    memcpy(p, hd->name, hd->name_len);
+    p += hd->name_len;
+    memcpy(p, hd->value, hd->value_len);
+    p += hd->value_len;
+  }
+  luaL_pushresultsize(&b, total);
+}
+
+/* core.headers(packed) → the headers table (lower-case names). */
+static int core_headers(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len), *end = p + len;
+  lua_newtable(L);
+  while ((size_t)(end - p) >= 8) {
+    uint32_t n[2];
+    memcpy(n, p, sizeof n);
+    p += sizeof n;
+    if (n[0] > (size_t)(end - p) || n[1] > (size_t)(end - p) - n[0]) return luaL_argerror(L, 1, "not packed headers");
+    set_header(L, p, n[0], p + n[0], n[1]);
+    p += n[0] + n[1];
+  }
+  return 1;
+}
+
+/* Pushes the arguments app._dispatch and app._not_found take after ex:
+ * method, url, rawpath, querystring, body, ip, packed headers. */
+static int push_req(lua_State *L, const http_req *req) {
   lua_pushstring(L, req->method);
-  lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->url, req->url_len);
-  lua_setfield(L, -2, "url");
   lua_pushlstring(L, req->path, req->path_len);
-  lua_setfield(L, -2, "rawpath");
   lua_pushlstring(L, req->query, req->query_len);
-  lua_setfield(L, -2, "querystring");
   lua_pushlstring(L, req->body, req->body_len);
-  lua_setfield(L, -2, "body");
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
-  lua_setfield(L, -2, "ip");
-  lhost_push_headers(L, req);
-  lua_setfield(L, -2, "headers");
+  push_packed_headers(L, req);
+  return 7;
 }
 
 static void answer_500(http_res *res) {
@@ -641,8 +683,8 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 1);
-  push_req(L, req);
-  if (lhost_pcall(L, 2, 2, "dispatch") != LUA_OK) {
+  int nargs = push_req(L, req);
+  if (lhost_pcall(L, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
     return;
@@ -674,8 +716,8 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
   lua_pushvalue(L, top + 1);
-  push_req(L, req);
-  if (lhost_pcall(L, 2, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  nargs = push_req(L, req);
+  if (lhost_pcall(L, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
