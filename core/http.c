@@ -98,6 +98,25 @@ void http_res_init(http_res *res, const http_req *req, const http_carrier *c, vo
 
 void http_res_dispose(http_res *res) { mw_str_free(&res->headers); }
 
+/* Appends the decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+static char *put(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
 static bool header_safe(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
@@ -127,35 +146,19 @@ int http_res_header(http_res *res, const char *name, size_t nlen, const char *va
     break;
   }
   if (mw_str_reserve(&res->headers, nlen + vlen + 4)) return -ENOMEM;
-  mw_str_append(&res->headers, name, nlen);
-  mw_str_append(&res->headers, ": ", 2);
-  mw_str_append(&res->headers, value, vlen);
-  mw_str_append(&res->headers, "\r\n", 2);
+  char *p = res->headers.p + res->headers.len;
+  p = put(p, name, nlen);
+  p = PUT_LIT(p, ": ");
+  p = put(p, value, vlen);
+  p = PUT_LIT(p, "\r\n");
+  *p = '\0';
+  res->headers.len = (size_t)(p - res->headers.p);
   return 0;
 }
 
 int http_res_headerz(http_res *res, const char *name, const char *value) {
   return http_res_header(res, name, strlen(name), value, strlen(value));
 }
-
-/* Appends the decimal digits of v at p; returns the end. */
-static char *put_uint(char *p, size_t v) {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n) *p++ = tmp[--n];
-  return p;
-}
-
-static char *put(char *p, const char *s, size_t n) {
-  memcpy(p, s, n);
-  return p + n;
-}
-
-#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
 
 int http_res_end_buf(http_res *res, mw_buf *body) {
   if (res->done) {

@@ -571,11 +571,7 @@ void lhost_push_headers(lua_State *L, const http_req *req) {
  * table only if the app reads req.headers (moonwire.app): per header, the
  * name's length and the value's length (uint32_t each, native order), then
  * the name and the value. */
-static void push_packed_headers(lua_State *L, const http_req *req) {
-  size_t total = 0;
-  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
-  luaL_Buffer b;
-  char *p = luaL_buffinitsize(L, &b, total);
+static void pack_headers(const http_req *req, char *p) {
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
     uint32_t len[2] = {(uint32_t)hd->name_len, (uint32_t)hd->value_len};
@@ -586,6 +582,19 @@ static void push_packed_headers(lua_State *L, const http_req *req) {
     memcpy(p, hd->value, hd->value_len);
     p += hd->value_len;
   }
+}
+
+static void push_packed_headers(lua_State *L, const http_req *req) {
+  size_t total = 0;
+  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
+  char small[512]; /* most requests' headers fit: packed here, copied once */
+  if (total <= sizeof small) {
+    pack_headers(req, small);
+    lua_pushlstring(L, small, total);
+    return;
+  }
+  luaL_Buffer b;
+  pack_headers(req, luaL_buffinitsize(L, &b, total));
   luaL_pushresultsize(&b, total);
 }
 

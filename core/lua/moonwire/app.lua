@@ -339,9 +339,8 @@ end
 -- Called by the core for each HTTP request. Returns true when a route took
 -- it; otherwise false and the Allow list when the path exists with other
 -- methods (the core then tries public/ and answers 405 or 404).
-function app._dispatch(ex, ...)
-  local req = new_request(...)
-  local method = req.method
+function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheaders)
+  local req = new_request(method, url, rawpath, querystring, body, ip, rawheaders)
   local route, params = match(method, req.rawpath)
   if not route and method == "HEAD" then route, params = match("GET", req.rawpath) end
   if not route and method == "POST" then
