@@ -113,12 +113,13 @@ function app._restore_routes(taken)
   routes, exact = taken.routes, taken.exact
 end
 
--- Finds the route for method + path. Returns route, params; or nil and the
--- methods the path does answer to (for 405).
+-- Finds the route for method + path. Returns route, params (nil for a path
+-- without parameters: req.params is then made empty when first read); or
+-- nil and the methods the path does answer to (for 405).
 local function match(method, path)
   local by = exact[method]
   local r = by and by[path]
-  if r then return r, {} end
+  if r then return r end
   local allowed
   for i = 1, #routes do
     r = routes[i]
@@ -151,6 +152,8 @@ Request.__index = function(req, k)
     if ct:find("json", 1, true) then v = app.json_decode(req.body) end
   elseif k == "path" then
     v = url_decode(req.rawpath)
+  elseif k == "params" then
+    v = {}
   elseif k == "headers" then
     -- Built on first use: most handlers never read a header, and a browser
     -- sends a dozen. The core hands them over packed in one string.
@@ -263,7 +266,10 @@ function Response:sendStatus(code)
 end
 
 local function new_response(ex)
-  return setmetatable({ _ex = ex, statusCode = 200, headers = {} }, Response)
+  -- headers is made with room for one entry (the nil field only sizes it):
+  -- send always sets a Content-Type, and growing an empty table costs a
+  -- rehash on every response.
+  return setmetatable({ _ex = ex, statusCode = 200, headers = { ["Content-Type"] = nil } }, Response)
 end
 
 -- ---------------------------------------------------------------- handlers
