@@ -160,7 +160,10 @@ int http_res_headerz(http_res *res, const char *name, const char *value) {
   return http_res_header(res, name, strlen(name), value, strlen(value));
 }
 
-int http_res_end_buf(http_res *res, mw_buf *body) {
+/* Finishes res with body (a shared buffer) or, when body is NULL, with a
+ * copy of copy/clen, which then follows the head in the head's own buffer:
+ * one allocation and one write-queue item for the whole response. */
+static int res_finish(http_res *res, mw_buf *body, const char *copy, size_t clen) {
   if (res->done) {
     mw_buf_unref(body);
     return -EALREADY;
@@ -168,7 +171,8 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
   res->done = true;
   int st = res->status;
   bool bodiless = st < 200 || st == 204 || st == 304;
-  size_t blen = body ? body->len : 0;
+  size_t blen = body ? body->len : clen;
+  size_t inline_len = body || bodiless || res->head_only ? 0 : clen;
   /* Every response goes through here: the head is written straight into
    * its buffer (no printf, no intermediate string), sized from its parts. */
   const char *reason = http_status_text(st);
@@ -176,7 +180,7 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
   const char *date = date_now();
   size_t dlen = strlen(date);
   size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->headers.len + sizeof "Content-Length: \r\n" + 20 +
-               sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2;
+               sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2 + inline_len;
   mw_buf *head = mw_buf_new(cap);
   if (!head) {
     mw_buf_unref(body);
@@ -204,6 +208,7 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
     p = PUT_LIT(p, "Connection: keep-alive\r\n");
   }
   p = PUT_LIT(p, "\r\n");
+  if (inline_len) p = put(p, copy, inline_len);
   head->len = (size_t)(p - head->data);
   head->data[head->len] = '\0';
   if (bodiless || res->head_only) {
@@ -215,12 +220,9 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
   return 0;
 }
 
-int http_res_end(http_res *res, const char *body, size_t len) {
-  if (res->done) return -EALREADY;
-  mw_buf *b = mw_buf_from(body, len);
-  if (!b) return -ENOMEM;
-  return http_res_end_buf(res, b);
-}
+int http_res_end_buf(http_res *res, mw_buf *body) { return res_finish(res, body, NULL, 0); }
+
+int http_res_end(http_res *res, const char *body, size_t len) { return res_finish(res, NULL, body, len); }
 
 int http_res_simple(http_res *res, int status, const char *content_type, const char *body) {
   res->status = status;
