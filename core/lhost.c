@@ -141,13 +141,19 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* lua_pcall with msgh already at stack index mh; logs errors. */
+static int pcall_at(lua_State *L, int mh, int nargs, int nresults, const char *what) {
+  int r = lua_pcall(L, nargs, nresults, mh);
+  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  return r;
+}
+
 int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what) {
   int base = lua_gettop(L) - nargs;
   lua_pushcfunction(L, msgh);
   lua_insert(L, base);
-  int r = lua_pcall(L, nargs, nresults, base);
+  int r = pcall_at(L, base, nargs, nresults, what);
   lua_remove(L, base);
-  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
   return r;
 }
 
@@ -619,7 +625,8 @@ static int core_headers(lua_State *L) {
 static int push_req(lua_State *L, const http_req *req) {
   lua_pushstring(L, req->method);
   lua_pushlstring(L, req->url, req->url_len);
-  lua_pushlstring(L, req->path, req->path_len);
+  if (req->path_len == req->url_len) lua_pushvalue(L, -1); /* no query: the same string, not hashed again */
+  else lua_pushlstring(L, req->path, req->path_len);
   lua_pushlstring(L, req->query, req->query_len);
   lua_pushlstring(L, req->body, req->body_len);
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
@@ -686,14 +693,17 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     return;
   }
   int top = lua_gettop(L);
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 1 */
+  /* The message handler goes first, under everything: lhost_pcall would
+   * slide it under the arguments and out again on every request. */
+  lua_pushcfunction(L, msgh);                         /* top + 1 */
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 2 */
   ex->res = res;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
-  lua_pushvalue(L, top + 1);
+  lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req);
-  if (lhost_pcall(L, 1 + nargs, 2, "dispatch") != LUA_OK) {
+  if (pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
     return;
@@ -724,9 +734,9 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
-  lua_pushvalue(L, top + 1);
+  lua_pushvalue(L, top + 2);
   nargs = push_req(L, req);
-  if (lhost_pcall(L, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");

@@ -229,9 +229,12 @@ function Response:send(body)
   local t = type(body)
   if t == "table" then return self:json(body) end
   if body == nil then body = "" elseif t ~= "string" then body = tostring(body) end
-  local bodiless = self.statusCode == 204 or self.statusCode == 304
-  if not bodiless and not has_type(self) then self.headers["Content-Type"] = "text/html; charset=utf-8" end
-  if not self._ex:finish(self.statusCode, body, self.headers) then
+  local status, headers = self.statusCode, self.headers
+  local bodiless = status == 204 or status == 304
+  if not bodiless and headers["Content-Type"] == nil and not has_type(self) then
+    headers["Content-Type"] = "text/html; charset=utf-8"
+  end
+  if not self._ex:finish(status, body, headers) then
     error("res:send: the response was already sent", 2)
   end
   self.finished = true
