@@ -52,9 +52,13 @@ struct lhost {
   lpool pool;             /* the VM's small blocks (lpool_alloc) */
 };
 
-/* A response as Lua sees it. res is NULL once answered. */
+/* A response as Lua sees it, carrying its request's headers packed (see
+ * pack_headers): no Lua string to make for them, and they live as long as
+ * the request's table does. res is NULL once answered. */
 typedef struct exchange {
   http_res *res;
+  size_t hlen;
+  char headers[];
 } exchange;
 
 /* ---- the VM's allocator ---- */
@@ -573,10 +577,16 @@ void lhost_push_headers(lua_State *L, const http_req *req) {
   }
 }
 
-/* A request's headers travel to Lua packed in one string, and become a
+/* A request's headers travel to Lua packed in its exchange, and become a
  * table only if the app reads req.headers (moonwire.app): per header, the
  * name's length and the value's length (uint32_t each, native order), then
  * the name and the value. */
+static size_t packed_size(const http_req *req) {
+  size_t total = 0;
+  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
+  return total;
+}
+
 static void pack_headers(const http_req *req, char *p) {
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
@@ -590,30 +600,15 @@ static void pack_headers(const http_req *req, char *p) {
   }
 }
 
-static void push_packed_headers(lua_State *L, const http_req *req) {
-  size_t total = 0;
-  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
-  char small[512]; /* most requests' headers fit: packed here, copied once */
-  if (total <= sizeof small) {
-    pack_headers(req, small);
-    lua_pushlstring(L, small, total);
-    return;
-  }
-  luaL_Buffer b;
-  pack_headers(req, luaL_buffinitsize(L, &b, total));
-  luaL_pushresultsize(&b, total);
-}
-
-/* core.headers(packed) → the headers table (lower-case names). */
+/* core.headers(ex) → the headers table of ex's request (lower-case names). */
 static int core_headers(lua_State *L) {
-  size_t len;
-  const char *p = luaL_checklstring(L, 1, &len), *end = p + len;
+  const exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
+  const char *p = ex->headers, *end = p + ex->hlen;
   lua_newtable(L);
   while ((size_t)(end - p) >= 8) {
     uint32_t n[2];
     memcpy(n, p, sizeof n);
     p += sizeof n;
-    if (n[0] > (size_t)(end - p) || n[1] > (size_t)(end - p) - n[0]) return luaL_argerror(L, 1, "not packed headers");
     set_header(L, p, n[0], p + n[0], n[1]);
     p += n[0] + n[1];
   }
@@ -621,8 +616,9 @@ static int core_headers(lua_State *L) {
 }
 
 /* Pushes the arguments app._dispatch and app._not_found take after ex:
- * method, url, rawpath, querystring, body, ip, packed headers. */
-static int push_req(lua_State *L, const http_req *req) {
+ * method, url, rawpath, querystring, body, ip, and ex again (the packed
+ * headers; ex is at stack index exi). */
+static int push_req(lua_State *L, const http_req *req, int exi) {
   lua_pushstring(L, req->method);
   lua_pushlstring(L, req->url, req->url_len);
   if (req->path_len == req->url_len) lua_pushvalue(L, -1); /* no query: the same string, not hashed again */
@@ -630,7 +626,7 @@ static int push_req(lua_State *L, const http_req *req) {
   lua_pushlstring(L, req->query, req->query_len);
   lua_pushlstring(L, req->body, req->body_len);
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
-  push_packed_headers(L, req);
+  lua_pushvalue(L, exi);
   return 7;
 }
 
@@ -696,13 +692,16 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   /* The message handler goes first, under everything: lhost_pcall would
    * slide it under the arguments and out again on every request. */
   lua_pushcfunction(L, msgh);                         /* top + 1 */
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 2 */
+  size_t hlen = packed_size(req);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
   ex->res = res;
+  ex->hlen = hlen;
+  pack_headers(req, ex->headers);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
-  int nargs = push_req(L, req);
+  int nargs = push_req(L, req, top + 2);
   if (pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
@@ -735,7 +734,7 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
   lua_pushvalue(L, top + 2);
-  nargs = push_req(L, req);
+  nargs = push_req(L, req, top + 2);
   if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;

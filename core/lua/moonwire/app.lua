@@ -156,7 +156,7 @@ Request.__index = function(req, k)
     v = {}
   elseif k == "headers" then
     -- Built on first use: most handlers never read a header, and a browser
-    -- sends a dozen. The core hands them over packed in one string.
+    -- sends a dozen. The core hands them over packed, in the exchange.
     local raw = rawget(req, "_rawheaders")
     v = raw and core.headers(raw) or {}
   else
