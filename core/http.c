@@ -98,6 +98,25 @@ void http_res_init(http_res *res, const http_req *req, const http_carrier *c, vo
 
 void http_res_dispose(http_res *res) { mw_str_free(&res->headers); }
 
+/* Appends the decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, size_t v) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = tmp[--n];
+  return p;
+}
+
+static char *put(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
 static bool header_safe(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
@@ -107,15 +126,33 @@ static bool header_safe(const char *s, size_t n) {
 int http_res_header(http_res *res, const char *name, size_t nlen, const char *value, size_t vlen) {
   if (nlen == 0 || !header_safe(name, nlen) || !header_safe(value, vlen) || memchr(name, ':', nlen))
     return -EINVAL;
-  if (mw_ieq(name, nlen, "content-length") || mw_ieq(name, nlen, "connection") ||
-      mw_ieq(name, nlen, "transfer-encoding") || mw_ieq(name, nlen, "date"))
-    return 0;
-  if (mw_ieq(name, nlen, "content-type")) res->has_type = true;
+  /* Every header of every response comes here: the names the core treats
+   * specially are told apart by length before any comparison. */
+  switch (nlen) {
+  case 4:
+    if (mw_ieq(name, nlen, "date")) return 0;
+    break;
+  case 10:
+    if (mw_ieq(name, nlen, "connection")) return 0;
+    break;
+  case 12:
+    if (mw_ieq(name, nlen, "content-type")) res->has_type = true;
+    break;
+  case 14:
+    if (mw_ieq(name, nlen, "content-length")) return 0;
+    break;
+  case 17:
+    if (mw_ieq(name, nlen, "transfer-encoding")) return 0;
+    break;
+  }
   if (mw_str_reserve(&res->headers, nlen + vlen + 4)) return -ENOMEM;
-  mw_str_append(&res->headers, name, nlen);
-  mw_str_append(&res->headers, ": ", 2);
-  mw_str_append(&res->headers, value, vlen);
-  mw_str_append(&res->headers, "\r\n", 2);
+  char *p = res->headers.p + res->headers.len;
+  p = put(p, name, nlen);
+  p = PUT_LIT(p, ": ");
+  p = put(p, value, vlen);
+  p = PUT_LIT(p, "\r\n");
+  *p = '\0';
+  res->headers.len = (size_t)(p - res->headers.p);
   return 0;
 }
 
@@ -123,7 +160,10 @@ int http_res_headerz(http_res *res, const char *name, const char *value) {
   return http_res_header(res, name, strlen(name), value, strlen(value));
 }
 
-int http_res_end_buf(http_res *res, mw_buf *body) {
+/* Finishes res with body (a shared buffer) or, when body is NULL, with a
+ * copy of copy/clen, which then follows the head in the head's own buffer:
+ * one allocation and one write-queue item for the whole response. */
+static int res_finish(http_res *res, mw_buf *body, const char *copy, size_t clen) {
   if (res->done) {
     mw_buf_unref(body);
     return -EALREADY;
@@ -131,39 +171,58 @@ int http_res_end_buf(http_res *res, mw_buf *body) {
   res->done = true;
   int st = res->status;
   bool bodiless = st < 200 || st == 204 || st == 304;
-  size_t blen = body ? body->len : 0;
-  mw_str h = {0};
-  mw_str_appendf(&h, "HTTP/1.%d %d %s\r\n", res->http_minor == 0 ? 0 : 1, st, http_status_text(st));
-  if (res->headers.len) mw_str_append(&h, res->headers.p, res->headers.len);
-  if (!bodiless) mw_str_appendf(&h, "Content-Length: %zu\r\n", blen);
-  mw_str_appendf(&h, "Date: %s\r\n", date_now());
-  if (!res->keep_alive) {
-    if (res->http_minor != 0) mw_str_appendz(&h, "Connection: close\r\n");
-  } else if (res->http_minor == 0) {
-    mw_str_appendz(&h, "Connection: keep-alive\r\n");
+  size_t blen = body ? body->len : clen;
+  size_t inline_len = body || bodiless || res->head_only ? 0 : clen;
+  /* Every response goes through here: the head is written straight into
+   * its buffer (no printf, no intermediate string), sized from its parts. */
+  const char *reason = http_status_text(st);
+  size_t rlen = strlen(reason);
+  const char *date = date_now();
+  size_t dlen = strlen(date);
+  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->headers.len + sizeof "Content-Length: \r\n" + 20 +
+               sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2 + inline_len;
+  mw_buf *head = mw_buf_new(cap);
+  if (!head) {
+    mw_buf_unref(body);
+    return -ENOMEM;
   }
-  mw_str_append(&h, "\r\n", 2);
-  mw_buf *head = mw_buf_from(h.p, h.len);
-  mw_str_free(&h);
+  char *p = head->data;
+  p = res->http_minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
+  if (st < 0) *p++ = '-';
+  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
+  *p++ = ' ';
+  p = put(p, reason, rlen);
+  p = PUT_LIT(p, "\r\n");
+  if (res->headers.len) p = put(p, res->headers.p, res->headers.len);
+  if (!bodiless) {
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_uint(p, blen);
+    p = PUT_LIT(p, "\r\n");
+  }
+  p = PUT_LIT(p, "Date: ");
+  p = put(p, date, dlen);
+  p = PUT_LIT(p, "\r\n");
+  if (!res->keep_alive) {
+    if (res->http_minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
+  } else if (res->http_minor == 0) {
+    p = PUT_LIT(p, "Connection: keep-alive\r\n");
+  }
+  p = PUT_LIT(p, "\r\n");
+  if (inline_len) p = put(p, copy, inline_len);
+  head->len = (size_t)(p - head->data);
+  head->data[head->len] = '\0';
   if (bodiless || res->head_only) {
     mw_buf_unref(body);
     body = NULL;
   }
   res->bytes_sent = bodiless ? 0 : blen;
-  if (!head) {
-    mw_buf_unref(body);
-    return -ENOMEM;
-  }
   res->carrier->end(res, head, body);
   return 0;
 }
 
-int http_res_end(http_res *res, const char *body, size_t len) {
-  if (res->done) return -EALREADY;
-  mw_buf *b = mw_buf_from(body, len);
-  if (!b) return -ENOMEM;
-  return http_res_end_buf(res, b);
-}
+int http_res_end_buf(http_res *res, mw_buf *body) { return res_finish(res, body, NULL, 0); }
+
+int http_res_end(http_res *res, const char *body, size_t len) { return res_finish(res, NULL, body, len); }
 
 int http_res_simple(http_res *res, int status, const char *content_type, const char *body) {
   res->status = status;
@@ -200,6 +259,7 @@ typedef struct http_txn {
   mw_str body;
   hdr_off *hoff;
   uint32_t nh, hcap;
+  uint32_t nhdrs_cap;     /* room in req.headers */
   uint32_t url_len;
   size_t hdr_bytes;
   int err_status;         /* 400/413/431 decided while parsing */
@@ -217,7 +277,50 @@ struct http_conn {
   bool peer_eof;
 };
 
+/* Finished transactions are kept, buffers and all, for the next requests:
+ * a small request then allocates nothing while it is parsed. The spares are
+ * server-wide (the loop is single-threaded) and few, so an idle connection
+ * still holds no transaction. Sanitizer builds keep none, so that a
+ * transaction used after its end is caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TXN_SPARES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TXN_SPARES 0
+#endif
+#endif
+#ifndef TXN_SPARES
+#define TXN_SPARES 16
+#endif
+#define TXN_SPARE_BYTES 16384 /* a transaction whose buffers grew past this is freed */
+
+static http_txn *txn_spare[TXN_SPARES + 1];
+static int ntxn_spare;
+
+static http_txn *txn_new(void) {
+  if (!ntxn_spare) return calloc(1, sizeof(http_txn));
+  http_txn *t = txn_spare[--ntxn_spare];
+  http_txn kept = *t;
+  memset(t, 0, sizeof *t);
+  t->raw = kept.raw;
+  t->body = kept.body;
+  t->res.headers = kept.res.headers;
+  mw_str_reset(&t->raw);
+  mw_str_reset(&t->body);
+  mw_str_reset(&t->res.headers);
+  t->hoff = kept.hoff;
+  t->hcap = kept.hcap;
+  t->req.headers = kept.req.headers;
+  t->nhdrs_cap = kept.nhdrs_cap;
+  return t;
+}
+
 static void txn_free(http_txn *t) {
+  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.cap <= TXN_SPARE_BYTES &&
+      t->res.headers.cap <= TXN_SPARE_BYTES && t->hcap <= 64) {
+    txn_spare[ntxn_spare++] = t;
+    return;
+  }
   mw_str_free(&t->raw);
   mw_str_free(&t->body);
   free(t->hoff);
@@ -306,7 +409,7 @@ static int add_header_bytes(http_txn *t, size_t n) {
 
 static int on_message_begin(llhttp_t *p) {
   http_conn *hc = p->data;
-  http_txn *t = calloc(1, sizeof *t);
+  http_txn *t = txn_new();
   if (!t) return -1;
   t->hc = hc;
   t->req.start_ns = mw_now_ns();
@@ -377,8 +480,12 @@ static int on_headers_complete(llhttp_t *p) {
   r->query = q ? q + 1 : "";
   r->query_len = q ? r->url_len - r->path_len - 1 : 0;
   if (t->nh) {
-    r->headers = calloc(t->nh, sizeof *r->headers);
-    if (!r->headers) return -1;
+    if (t->nh > t->nhdrs_cap) {
+      http_header *hs = realloc(r->headers, t->nh * sizeof *hs);
+      if (!hs) return -1;
+      r->headers = hs;
+      t->nhdrs_cap = t->nh;
+    }
     for (uint32_t i = 0; i < t->nh; i++) {
       r->headers[i] = (http_header){t->raw.p + t->hoff[i].no, t->hoff[i].nl, t->raw.p + t->hoff[i].vo,
                                     t->hoff[i].vl};
@@ -465,7 +572,9 @@ static void dispatch(http_conn *hc) {
   mw_server *srv = hc->c->srv;
   hc->busy = true;
   mw_conn_set_timeout(hc->c, 0);
+  mw_str kept = t->res.headers; /* a spare transaction's buffer, empty */
   http_res_init(&t->res, &t->req, &http_tcp_carrier, t);
+  t->res.headers = kept;
   if (srv->stopping) t->res.keep_alive = false;
   if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");

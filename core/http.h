@@ -43,8 +43,10 @@ const char *http_req_header(const http_req *req, const char *name, size_t *len);
 typedef struct http_res http_res;
 
 /* What carries a response to its client. end() gets the complete head
- * (status line + headers + blank line) and the body (or NULL for HEAD
- * requests and bodiless statuses); it takes ownership of both buffers. */
+ * (status line + headers + blank line) and the body, or NULL for none: for
+ * HEAD requests and bodiless statuses, and when the body follows the head
+ * in head's buffer (http_res_end copies it there). It takes ownership of
+ * both buffers. */
 typedef struct http_carrier {
   void (*end)(http_res *res, mw_buf *head, mw_buf *body);
 } http_carrier;

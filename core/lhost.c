@@ -19,12 +19,28 @@
 
 #define EXCHANGE_MT "moonwire.exchange"
 
+/* Small Lua objects (tables, their parts, strings, userdata) come and go
+ * by the dozen with every request, and libc's malloc/free was a tenth of
+ * the work of a request. They are recycled here instead: a freed block of
+ * n bytes (Lua tells the size) goes on the list for exactly n bytes, and
+ * the next allocation of n bytes takes it back. Exact sizes, so any block,
+ * even one libc allocated before this allocator took over, can go on a
+ * list. At most LPOOL_BYTES are kept; past that blocks go back to libc. */
+#define LPOOL_MAX 256            /* blocks up to this size are recycled */
+#define LPOOL_BYTES (512 * 1024) /* kept on the lists at most */
+
+typedef struct lpool {
+  void *free[LPOOL_MAX + 1]; /* free[n]: blocks of n bytes, linked through their first word */
+  size_t bytes;              /* on the lists */
+} lpool;
+
 struct lhost {
   lua_State *L;
   mw_server *srv;
   mw_db *db;
   mw_static *st;
   int dispatch_ref, not_found_ref;
+  int ex_mt_ref;          /* EXCHANGE_MT, by reference: no lookup by name per request */
   l_io *io;
   char client_dir[8400]; /* socket.io-client's dist/, "" if not installed */
   bool ok;                /* the current generation loaded (the first one included) */
@@ -33,12 +49,89 @@ struct lhost {
   ws_conn *dev[64];       /* dev pages listening on /__moonwire/live */
   int ndev;
   uint64_t boot;          /* tells dev pages the server restarted */
+  lpool pool;             /* the VM's small blocks (lpool_alloc) */
 };
 
-/* A response as Lua sees it. res is NULL once answered. */
+/* A response as Lua sees it, carrying its request's headers packed (see
+ * pack_headers): no Lua string to make for them, and they live as long as
+ * the request's table does. res is NULL once answered. */
 typedef struct exchange {
   http_res *res;
+  size_t hlen;
+  char headers[];
 } exchange;
+
+/* ---- the VM's allocator ---- */
+
+static bool lpool_fits(size_t n) { return n >= sizeof(void *) && n <= LPOOL_MAX; }
+
+static void lpool_put(lpool *p, void *b, size_t n) {
+  if (p->bytes + n > LPOOL_BYTES) {
+    free(b);
+    return;
+  }
+  *(void **)b = p->free[n];
+  p->free[n] = b;
+  p->bytes += n;
+}
+
+static void *lpool_get(lpool *p, size_t n) {
+  void *b = p->free[n];
+  if (!b) return malloc(n);
+  p->free[n] = *(void **)b;
+  p->bytes -= n;
+  return b;
+}
+
+/* lua_Alloc: as luaL_newstate's allocator, with small blocks recycled. */
+static void *lpool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  lpool *p = ud;
+  if (!ptr) osize = 0; /* it then tells what kind of object is being made */
+  if (nsize == 0) {
+    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
+    else free(ptr);
+    return NULL;
+  }
+  if (ptr && osize == nsize) return ptr;
+  if (!lpool_fits(osize) && !lpool_fits(nsize)) return realloc(ptr, nsize);
+  void *nb = lpool_fits(nsize) ? lpool_get(p, nsize) : malloc(nsize);
+  /* Lua counts on a shrink never failing: the old block is big enough
+   * (freed later as nsize bytes, it is only bigger than its list says). */
+  if (!nb) return nsize < osize ? ptr : NULL;
+  if (ptr) {
+    memcpy(nb, ptr, osize < nsize ? osize : nsize);
+    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
+    else free(ptr);
+  }
+  return nb;
+}
+
+/* Gives the kept blocks back (after lua_close). */
+static void lpool_drain(lpool *p) {
+  for (size_t n = 0; n <= LPOOL_MAX; n++) {
+    while (p->free[n]) {
+      void *b = p->free[n];
+      p->free[n] = *(void **)b;
+      free(b);
+    }
+  }
+  p->bytes = 0;
+}
+
+/* Sanitizer builds keep libc's allocator, so that C code holding on to a
+ * Lua string or userdata after the VM freed it is caught. */
+static void use_lpool(lua_State *L, lpool *p) {
+#if defined(__SANITIZE_ADDRESS__)
+  (void)L, (void)p;
+  return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  (void)L, (void)p;
+  return;
+#endif
+#endif
+  lua_setallocf(L, lpool_alloc, p);
+}
 
 /* ---- protected calls ---- */
 
@@ -52,13 +145,19 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* lua_pcall with msgh already at stack index mh; logs errors. */
+static int pcall_at(lua_State *L, int mh, int nargs, int nresults, const char *what) {
+  int r = lua_pcall(L, nargs, nresults, mh);
+  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  return r;
+}
+
 int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what) {
   int base = lua_gettop(L) - nargs;
   lua_pushcfunction(L, msgh);
   lua_insert(L, base);
-  int r = lua_pcall(L, nargs, nresults, base);
+  int r = pcall_at(L, base, nargs, nresults, what);
   lua_remove(L, base);
-  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
   return r;
 }
 
@@ -312,7 +411,31 @@ static void load_error_page(lhost *h, http_res *res) {
 
 /* ---- the exchange: a response handle for Lua ---- */
 
-static exchange *check_ex(lua_State *L) { return luaL_checkudata(L, 1, EXCHANGE_MT); }
+/* The exchange's metatable is its methods' second upvalue: checking the
+ * argument against it needs no registry lookup by name (luaL_checkudata's),
+ * which every request paid twice. */
+static exchange *check_ex(lua_State *L) {
+  exchange *ex = lua_touserdata(L, 1);
+  if (ex && lua_getmetatable(L, 1)) {
+    bool ours = lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_pop(L, 1);
+    if (ours) return ex;
+  }
+  return luaL_checkudata(L, 1, EXCHANGE_MT); /* raises the usual error */
+}
+
+/* Adds the header name: value at the top of the stack (a string, or what
+ * tostring would make of it) to res; raises an error for CR, LF or NUL. */
+static void ex_header(lua_State *L, http_res *res, const char *name, size_t nl) {
+  size_t vl;
+  bool str = lua_type(L, -1) == LUA_TSTRING;
+  const char *v = str ? lua_tolstring(L, -1, &vl) : luaL_tolstring(L, -1, &vl);
+  if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
+    res->headers.len = 0;
+    luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
+  }
+  if (!str) lua_pop(L, 1);
+}
 
 /* ex:finish(status, body, headers) → true, or false if already answered.
  * headers is a table name → value (a value may be an array for repeats). */
@@ -331,32 +454,22 @@ static int ex_finish(lua_State *L) {
   if (lua_istable(L, 4)) {
     lua_pushnil(L);
     while (lua_next(L, 4)) {
-      size_t nl, vl;
-      const char *name = lua_tolstring(L, -2, &nl);
+      /* Names that are not strings are skipped (and never converted in
+       * place, which would confuse lua_next). */
       if (lua_type(L, -2) != LUA_TSTRING) {
         lua_pop(L, 1);
         continue;
       }
+      size_t nl;
+      const char *name = lua_tolstring(L, -2, &nl);
       if (lua_istable(L, -1)) {
-        for (lua_Integer i = 1;; i++) {
-          if (lua_rawgeti(L, -1, i) == LUA_TNIL) {
-            lua_pop(L, 1);
-            break;
-          }
-          const char *v = luaL_tolstring(L, -1, &vl);
-          if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-            res->headers.len = 0;
-            return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
-          }
-          lua_pop(L, 2);
+        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+          ex_header(L, res, name, nl);
+          lua_pop(L, 1);
         }
+        lua_pop(L, 1); /* the nil */
       } else {
-        const char *v = luaL_tolstring(L, -1, &vl);
-        if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-          res->headers.len = 0;
-          return luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
-        }
-        lua_pop(L, 1);
+        ex_header(L, res, name, nl);
       }
       lua_pop(L, 1);
     }
@@ -403,8 +516,11 @@ static int core_time(lua_State *L) {
   return 1;
 }
 
+static int core_headers(lua_State *L);
+
 static int open_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"log", core_log}, {"now", core_now}, {"time", core_time}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"log", core_log}, {"now", core_now}, {"time", core_time}, {"headers", core_headers}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushstring(L, h->srv->cfg.root);
@@ -431,46 +547,87 @@ static void preload(lua_State *L, const char *name, lua_CFunction f, lhost *h) {
 
 /* ---- answering requests ---- */
 
+/* Sets t[name lowercased] = value, joining a repeated header's values with
+ * ", " (t at the top of the stack). */
+static void set_header(lua_State *L, const char *hname, size_t hlen, const char *value, size_t vlen) {
+  char name[256];
+  size_t n = hlen < sizeof name ? hlen : sizeof name - 1;
+  for (size_t j = 0; j < n; j++) {
+    char ch = hname[j];
+    name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+  }
+  lua_pushlstring(L, name, n);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join with ", " */
+    lua_pushliteral(L, ", ");
+    lua_pushlstring(L, value, vlen);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, value, vlen);
+  }
+  lua_rawset(L, -3);
+}
+
 void lhost_push_headers(lua_State *L, const http_req *req) {
   lua_createtable(L, 0, req->nheaders);
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
-    char name[256];
-    size_t n = hd->name_len < sizeof name ? hd->name_len : sizeof name - 1;
-    for (size_t j = 0; j < n; j++) {
-      char ch = hd->name[j];
-      name[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-    }
-    lua_pushlstring(L, name, n);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join with ", " */
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, hd->value, hd->value_len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, hd->value, hd->value_len);
-    }
-    lua_rawset(L, -3);
+    set_header(L, hd->name, hd->name_len, hd->value, hd->value_len);
   }
 }
 
-static void push_req(lua_State *L, const http_req *req) {
-  lua_createtable(L, 0, 8);
+/* A request's headers travel to Lua packed in its exchange, and become a
+ * table only if the app reads req.headers (moonwire.app): per header, the
+ * name's length and the value's length (uint32_t each, native order), then
+ * the name and the value. */
+static size_t packed_size(const http_req *req) {
+  size_t total = 0;
+  for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
+  return total;
+}
+
+static void pack_headers(const http_req *req, char *p) {
+  for (int i = 0; i < req->nheaders; i++) {
+    const http_header *hd = &req->headers[i];
+    uint32_t len[2] = {(uint32_t)hd->name_len, (uint32_t)hd->value_len};
+    memcpy(p, len, sizeof len);
+    p += sizeof len;
+    memcpy(p, hd->name, hd->name_len);
+    p += hd->name_len;
+    memcpy(p, hd->value, hd->value_len);
+    p += hd->value_len;
+  }
+}
+
+/* core.headers(ex) → the headers table of ex's request (lower-case names). */
+static int core_headers(lua_State *L) {
+  const exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
+  const char *p = ex->headers, *end = p + ex->hlen;
+  lua_newtable(L);
+  while ((size_t)(end - p) >= 8) {
+    uint32_t n[2];
+    memcpy(n, p, sizeof n);
+    p += sizeof n;
+    set_header(L, p, n[0], p + n[0], n[1]);
+    p += n[0] + n[1];
+  }
+  return 1;
+}
+
+/* Pushes the arguments app._dispatch and app._not_found take after ex:
+ * method, url, rawpath, querystring, body, ip, and ex again (the packed
+ * headers; ex is at stack index exi). */
+static int push_req(lua_State *L, const http_req *req, int exi) {
   lua_pushstring(L, req->method);
-  lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->url, req->url_len);
-  lua_setfield(L, -2, "url");
-  lua_pushlstring(L, req->path, req->path_len);
-  lua_setfield(L, -2, "rawpath");
+  if (req->path_len == req->url_len) lua_pushvalue(L, -1); /* no query: the same string, not hashed again */
+  else lua_pushlstring(L, req->path, req->path_len);
   lua_pushlstring(L, req->query, req->query_len);
-  lua_setfield(L, -2, "querystring");
   lua_pushlstring(L, req->body, req->body_len);
-  lua_setfield(L, -2, "body");
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
-  lua_setfield(L, -2, "ip");
-  lhost_push_headers(L, req);
-  lua_setfield(L, -2, "headers");
+  lua_pushvalue(L, exi);
+  return 7;
 }
 
 static void answer_500(http_res *res) {
@@ -532,13 +689,20 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     return;
   }
   int top = lua_gettop(L);
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex, 0); /* top + 1 */
+  /* The message handler goes first, under everything: lhost_pcall would
+   * slide it under the arguments and out again on every request. */
+  lua_pushcfunction(L, msgh);                         /* top + 1 */
+  size_t hlen = packed_size(req);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
   ex->res = res;
-  luaL_setmetatable(L, EXCHANGE_MT);
+  ex->hlen = hlen;
+  pack_headers(req, ex->headers);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
+  lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
-  lua_pushvalue(L, top + 1);
-  push_req(L, req);
-  if (lhost_pcall(L, 2, 2, "dispatch") != LUA_OK) {
+  lua_pushvalue(L, top + 2);
+  int nargs = push_req(L, req, top + 2);
+  if (pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
     return;
@@ -569,9 +733,9 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
-  lua_pushvalue(L, top + 1);
-  push_req(L, req);
-  if (lhost_pcall(L, 2, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  lua_pushvalue(L, top + 2);
+  nargs = push_req(L, req, top + 2);
+  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
@@ -594,6 +758,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
     return -ENOMEM;
   }
   h->L = L;
+  use_lpool(L, &h->pool);
   luaL_openlibs(L);
   lua_pushstring(L, srv->cfg.root);
   lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.root");
@@ -603,6 +768,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   l_timer_open(L, srv->loop, srv->cfg.test_clock);
   if (l_io_new(&h->io, L, srv)) {
     lua_close(L);
+    lpool_drain(&h->pool);
     free(h);
     return -ENOMEM;
   }
@@ -615,9 +781,10 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   luaL_newmetatable(L, EXCHANGE_MT);
   luaL_newlibtable(L, ex_methods);
   lua_pushlightuserdata(L, h);
-  luaL_setfuncs(L, ex_methods, 1);
+  lua_pushvalue(L, -3); /* the metatable, for check_ex */
+  luaL_setfuncs(L, ex_methods, 2);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  h->ex_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* also kept by name */
 
   *out = h;
   http_set_handler(srv, &(http_handler){lhost_handle, h});
@@ -686,6 +853,7 @@ void lhost_free(lhost *h) {
   if (!h) return;
   lhost_stop(h);
   if (h->L) lua_close(h->L);
+  lpool_drain(&h->pool);
   l_io_free(h->io);
   free(h);
 }

@@ -85,6 +85,8 @@ void mw_conn_close(mw_conn *c) {
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
+static void arm_timer(mw_conn *c, uint64_t ms);
+
 static void on_conn_timer(uv_timer_t *t) {
   mw_conn *c = t->data;
   if (c->closing) return;
@@ -92,14 +94,41 @@ static void on_conn_timer(uv_timer_t *t) {
     mw_conn_close(c);
     return;
   }
+  if (!c->deadline) return; /* cleared since the timer was armed */
+  uint64_t now = uv_now(c->srv->loop);
+  if (now < c->deadline) { /* moved later since: wait for the rest */
+    arm_timer(c, c->deadline - now);
+    return;
+  }
+  c->deadline = 0;
   if (c->proto && c->proto->on_timeout) c->proto->on_timeout(c);
   else mw_conn_close(c);
 }
 
+static void arm_timer(mw_conn *c, uint64_t ms) {
+  c->timer_due = uv_now(c->srv->loop) + ms;
+  uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+}
+
+/* HTTP moves a connection's timeout several times per request (the header
+ * timeout, none while answering, keep-alive after): restarting the uv timer
+ * each time costs a timer-heap removal and insertion. So the deadline lives
+ * in c->deadline, and the timer is only re-armed when the deadline comes
+ * before the time it is armed for; when it fires early it waits for the
+ * rest, and when the deadline was cleared it lapses. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms) {
   if (c->closing) return;
-  if (ms) uv_timer_start(&c->timer, on_conn_timer, ms, 0);
-  else uv_timer_stop(&c->timer);
+  if (c->shut) { /* lingering: the timer ends the linger, as it was armed */
+    if (ms) arm_timer(c, ms);
+    else uv_timer_stop(&c->timer);
+    return;
+  }
+  if (!ms) {
+    c->deadline = 0;
+    return;
+  }
+  c->deadline = uv_now(c->srv->loop) + ms;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) arm_timer(c, ms);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -358,7 +387,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
     return;
   }
   /* Linger: keep reading (and discarding) until the peer closes or time's up. */
-  uv_timer_start(&c->timer, on_conn_timer, MW_LINGER_MS, 0);
+  arm_timer(c, MW_LINGER_MS);
   mw_conn_resume(c);
 }
 
@@ -432,7 +461,10 @@ static void flush_dirty(mw_server *srv) {
 void mw_conn_end(mw_conn *c) {
   if (c->closing || c->ending) return;
   c->ending = true;
-  mw_conn_set_timeout(c, 0);
+  /* Stopped for real, not left to lapse: once shut, the timer means the
+   * linger is over. */
+  c->deadline = 0;
+  uv_timer_stop(&c->timer);
   if (c->wq_len == 0) do_shutdown(c);
   else mark_dirty(c);
 }

@@ -73,6 +73,8 @@ struct mw_conn {
   uint32_t wq_len, wq_cap, inflight;
   size_t wq_bytes;
   uv_write_t wreq;
+  uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
+  uint64_t timer_due;      /* loop time the uv timer was last armed for */
   mw_conn *dirty_next;     /* in srv->dirty while it has unflushed items */
   mw_conn *prev, *next;    /* all connections */
   char addr[48];

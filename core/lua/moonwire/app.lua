@@ -1,6 +1,7 @@
 -- moonwire.app: routes, the request and response objects, and the path every
--- HTTP request takes through Lua. The C core calls app._dispatch(ex, req) for
--- each request; ex is the C handle that finishes the response.
+-- HTTP request takes through Lua. The C core calls app._dispatch(ex, ...) for
+-- each request, with the request's parts as arguments (new_request makes
+-- the req table of them); ex is the C handle that finishes the response.
 local core = require "moonwire.core"
 local view = require "moonwire.view"
 local json = require "moonwire.json"
@@ -112,12 +113,13 @@ function app._restore_routes(taken)
   routes, exact = taken.routes, taken.exact
 end
 
--- Finds the route for method + path. Returns route, params; or nil and the
--- methods the path does answer to (for 405).
+-- Finds the route for method + path. Returns route, params (nil for a path
+-- without parameters: req.params is then made empty when first read); or
+-- nil and the methods the path does answer to (for 405).
 local function match(method, path)
   local by = exact[method]
   local r = by and by[path]
-  if r then return r, {} end
+  if r then return r end
   local allowed
   for i = 1, #routes do
     r = routes[i]
@@ -150,6 +152,13 @@ Request.__index = function(req, k)
     if ct:find("json", 1, true) then v = app.json_decode(req.body) end
   elseif k == "path" then
     v = url_decode(req.rawpath)
+  elseif k == "params" then
+    v = {}
+  elseif k == "headers" then
+    -- Built on first use: most handlers never read a header, and a browser
+    -- sends a dozen. The core hands them over packed, in the exchange.
+    local raw = rawget(req, "_rawheaders")
+    v = raw and core.headers(raw) or {}
   else
     return Request[k]
   end
@@ -158,6 +167,14 @@ Request.__index = function(req, k)
 end
 
 function Request.get(req, name) return req.headers[name:lower()] end
+
+-- The request table for the core's arguments (see lhost.c's push_req).
+local function new_request(method, url, rawpath, querystring, body, ip, rawheaders)
+  return setmetatable({
+    method = method, url = url, rawpath = rawpath, querystring = querystring, body = body, ip = ip,
+    _rawheaders = rawheaders,
+  }, Request)
+end
 
 -- ---------------------------------------------------------------- responses
 
@@ -200,18 +217,24 @@ function Response:type(ct)
 end
 
 local function has_type(res)
-  for k in pairs(res.headers) do if k:lower() == "content-type" then return true end end
+  local headers = res.headers
+  if headers["Content-Type"] ~= nil then return true end -- the usual spelling: no walk
+  for k in pairs(headers) do if k:lower() == "content-type" then return true end end
   return false
 end
 
 -- res:send(body): a string is sent as HTML unless a Content-Type is set; a
 -- table is sent as JSON.
 function Response:send(body)
-  if type(body) == "table" then return self:json(body) end
-  if body == nil then body = "" end
-  local bodiless = self.statusCode == 204 or self.statusCode == 304
-  if not has_type(self) and not bodiless then self.headers["Content-Type"] = "text/html; charset=utf-8" end
-  if not self._ex:finish(self.statusCode, tostring(body), self.headers) then
+  local t = type(body)
+  if t == "table" then return self:json(body) end
+  if body == nil then body = "" elseif t ~= "string" then body = tostring(body) end
+  local status, headers = self.statusCode, self.headers
+  local bodiless = status == 204 or status == 304
+  if not bodiless and headers["Content-Type"] == nil and not has_type(self) then
+    headers["Content-Type"] = "text/html; charset=utf-8"
+  end
+  if not self._ex:finish(status, body, headers) then
     error("res:send: the response was already sent", 2)
   end
   self.finished = true
@@ -246,7 +269,10 @@ function Response:sendStatus(code)
 end
 
 local function new_response(ex)
-  return setmetatable({ _ex = ex, statusCode = 200, headers = {} }, Response)
+  -- headers is made with room for one entry (the nil field only sizes it):
+  -- send always sets a Content-Type, and growing an empty table costs a
+  -- rehash on every response.
+  return setmetatable({ _ex = ex, statusCode = 200, headers = { ["Content-Type"] = nil } }, Response)
 end
 
 -- ---------------------------------------------------------------- handlers
@@ -436,9 +462,8 @@ end
 -- Called by the core for each HTTP request. Returns true when a route took
 -- it; otherwise false and the Allow list when the path exists with other
 -- methods (the core then tries public/ and answers 405 or 404).
-function app._dispatch(ex, req)
-  setmetatable(req, Request)
-  local method = req.method
+function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheaders)
+  local req = new_request(method, url, rawpath, querystring, body, ip, rawheaders)
   local route, params = match(method, req.rawpath)
   if not route and method == "HEAD" then route, params = match("GET", req.rawpath) end
   if not route and method == "POST" then
@@ -484,8 +509,8 @@ function app._dispatch(ex, req)
 end
 
 -- Called by the core when nothing answered: views/404.html when it exists.
-function app._not_found(ex, req)
-  setmetatable(req, Request)
+function app._not_found(ex, ...)
+  local req = new_request(...)
   local res = new_response(ex)
   res.statusCode = 404
   if view.exists("404") then
