@@ -117,6 +117,7 @@ bool mw_ieq(const char *a, size_t alen, const char *b) {
   for (; i < alen; i++) {
     char x = a[i], y = b[i];
     if (!y) return false;
+    if (x == y) continue; /* most bytes match as they are: fold case only when not */
     if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
     if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
     if (x != y) return false;
