@@ -74,10 +74,44 @@ char *mw_str_steal(mw_str *s, size_t *len) {
   return p;
 }
 
+/* Small buffers (response heads and short bodies, WebSocket frames) are
+ * made and freed by the hundred per loop turn: a burst of requests is
+ * answered, then written, then freed together, more than libc's per-thread
+ * cache keeps, so most went through malloc's slower paths. Buffers of up to
+ * 64, 128 and 256 bytes are kept (BUF_SPARES of each) for the next ones.
+ * Sanitizer builds keep none, so a buffer used after its last unref is
+ * caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BUF_SPARES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUF_SPARES 0
+#endif
+#endif
+#ifndef BUF_SPARES
+#define BUF_SPARES 256
+#endif
+#define BUF_CLASSES 3 /* room of class k (1..3): 32 << k bytes */
+
+static mw_buf *buf_spare[BUF_CLASSES + 1][BUF_SPARES + 1];
+static int nbuf_spare[BUF_CLASSES + 1];
+
 mw_buf *mw_buf_new(size_t len) {
-  mw_buf *b = malloc(sizeof *b + len + 1);
+  uint8_t k = 0;
+  if (BUF_SPARES) {
+    for (uint8_t c = 1; c <= BUF_CLASSES; c++) {
+      if (len + 1 <= (size_t)32 << c) {
+        k = c;
+        break;
+      }
+    }
+  }
+  mw_buf *b;
+  if (k && nbuf_spare[k]) b = buf_spare[k][--nbuf_spare[k]];
+  else b = malloc(sizeof *b + (k ? (size_t)32 << k : len + 1));
   if (!b) return NULL;
   b->refs = 1;
+  b->size_class = k;
   b->len = len;
   b->data[len] = '\0';
   return b;
@@ -90,7 +124,9 @@ mw_buf *mw_buf_from(const void *data, size_t len) {
 }
 
 void mw_buf_unref(mw_buf *b) {
-  if (b && --b->refs == 0) free(b);
+  if (!b || --b->refs) return;
+  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
+  else free(b);
 }
 
 int mw_log_level = MW_LOG_INFO;
@@ -117,6 +153,7 @@ bool mw_ieq(const char *a, size_t alen, const char *b) {
   for (; i < alen; i++) {
     char x = a[i], y = b[i];
     if (!y) return false;
+    if (x == y) continue; /* most bytes match as they are: fold case only when not */
     if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
     if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
     if (x != y) return false;

@@ -36,6 +36,7 @@ char *mw_str_steal(mw_str *s, size_t *len);
  * mw_buf that every recipient's write queue references; the last unref frees. */
 typedef struct mw_buf {
   uint32_t refs;
+  uint8_t size_class;  /* 1.. for a small buffer kept for reuse when freed (mw.c); 0: malloc'ed to size */
   size_t len;
   char data[];
 } mw_buf;

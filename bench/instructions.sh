@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Instructions per request of the HTTP figure's server, counted by callgrind:
+# a figure that stays put on a busy machine, where req/s and CPU time do not.
+#
+#   bench/instructions.sh moonwire [BINARY] [SECONDS]   (default build/moonwire, 5)
+#   bench/instructions.sh nginx [-] [SECONDS]           (the nginx+Lua anchor, one process)
+#
+# Starts the server under valgrind --tool=callgrind with instrumentation off,
+# warms it up with 2 s of wrk, turns instrumentation on, runs
+# `wrk -t1 -c50 -d SECONDS` on /hello, dumps the counts and prints the
+# user-space instructions (Ir) divided by the requests wrk completed. Kernel
+# work (the read and the write of each request) is not counted. Needs
+# valgrind, wrk, curl and, for the anchor, nginx with its Lua module.
+set -euo pipefail
+
+kind=${1:-moonwire}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${2:-$root/build/moonwire}
+secs=${3:-5}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg.out")
+
+if [ "$kind" = nginx ]; then
+  # master_process off: the one worker is the process valgrind runs
+  sed -e "s#@PREFIX@#$tmp#g" -e "s#@PORT@#$port#g" -e "s#master_process on#master_process off#" \
+    "$root/bench/anchors/nginx.conf.in" >"$tmp/nginx.conf"
+  "${vg[@]}" nginx -p "$tmp" -e "$tmp/error.log" -c "$tmp/nginx.conf" 2>"$tmp/vg.err" &
+else
+  "${vg[@]}" "$bin" --root "$root/bench/app" --port "$port" --production --quiet --db "$tmp/bench.db" \
+    >/dev/null 2>"$tmp/vg.err" &
+fi
+pid=$!
+url=http://127.0.0.1:$port/hello
+for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.2; done
+wrk -t1 -c50 -d2s "$url" >/dev/null
+callgrind_control -i on "$pid" >/dev/null 2>&1
+wrk -t1 -c50 -d"${secs}s" "$url" >"$tmp/wrk.txt"
+callgrind_control -d "$pid" >/dev/null 2>&1
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+reqs=$(awk '/requests in/{print $1}' "$tmp/wrk.txt")
+dump=$(ls "$tmp"/cg.out.* | head -1)
+ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
+echo "$kind: $reqs requests, $ir instructions, $((ir / reqs)) per request"
