@@ -393,6 +393,7 @@ static bool wsc_wait(tserver *t, wsclient *c, lua_Integer ms, bool (*done)(wscli
   bool fired = false;
   uv_timer_init(&t->loop, &timer);
   timer.data = &fired;
+  uv_update_time(&t->loop);
   uv_timer_start(&timer, run_timer_cb, (uint64_t)ms, 0);
   while (!fired && !done(c)) uv_run(&t->loop, UV_RUN_ONCE);
   uv_close((uv_handle_t *)&timer, run_closed);
@@ -499,7 +500,13 @@ static int wsc_gc(lua_State *L) {
 }
 
 /* srv:run(ms): lets the loop run for ms (timers, pending work). */
-static void run_timer_cb(uv_timer_t *h) { *(bool *)h->data = true; }
+/* uv_stop as well: a timer that was already due fires in uv_run's timer
+ * phase, before the poll, and without the stop the poll would then block
+ * until the next timer (a connection's 10-second timeout, say). */
+static void run_timer_cb(uv_timer_t *h) {
+  *(bool *)h->data = true;
+  uv_stop(h->loop);
+}
 static void run_closed(uv_handle_t *h) { (void)h; }
 
 static int t_run(lua_State *L) {
