@@ -60,7 +60,7 @@ int fcgi_parse(fcgi_parser *p, const char *data, size_t len, fcgi_record_cb cb, 
     data += n;
     len -= n;
     if (p->have == size) {
-      int r = deliver(p->head, p->rest, cb, ud);
+      int r = deliver(p->head, p->rest ? p->rest : "", cb, ud); /* never NULL, even when empty */
       fcgi_parser_free(p); /* an idle connection holds no buffer */
       if (r) return r;
     }
