@@ -256,7 +256,7 @@ int main(int argc, char **argv) {
     r = mw_server_listen_fastcgi(&a.srv);
     if (r) {
       fprintf(stderr, "moonwire: cannot listen for FastCGI on %s: %s\n", cfg.fastcgi,
-              r == UV_EINVAL ? "give unix:/path or host:port" : uv_strerror(r));
+              r == UV_EINVAL ? "expected unix:/path or IP:port (127.0.0.1:9000, [::1]:9000)" : uv_strerror(r));
       return 1;
     }
     char where[PATH_MAX + 16];

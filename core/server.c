@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "fcgi.h"
@@ -312,6 +313,8 @@ int mw_server_listen_fastcgi(mw_server *srv) {
   if (strncmp(a, "unix:", 5) == 0) {
     const char *path = a + 5;
     if (!*path) return UV_EINVAL;
+    /* libuv would cut a longer path short and bind that instead. */
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return UV_ENAMETOOLONG;
     /* A socket left behind by a run that did not stop cleanly would make
      * bind fail: only a socket is removed, never another kind of file. */
     struct stat st;

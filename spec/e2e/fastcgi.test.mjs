@@ -16,7 +16,7 @@ import { describe, test } from 'node:test';
 
 import { io as ioClient } from 'socket.io-client';
 
-import { delay, makeTempDir, postForm, request, startServer } from './helpers.mjs';
+import { REPO_ROOT, delay, makeTempDir, postForm, request, runBinary, startServer, tempDbPath } from './helpers.mjs';
 import {
   FcgiConnection, STATUS, TYPE, begin, cgiFcgi, fcgiRequest, pairs, readPairs, record, serveFastcgi,
   startNginx, stream,
@@ -228,6 +228,16 @@ describe('cgi-fcgi', () => {
     assert.equal(await srv.stop(), 0);
     assert.equal(fs.existsSync(sock), false, 'the socket file is removed');
     assert.equal(fs.existsSync(path.join(dir, 'keep')), true);
+  });
+
+  test('--help lists --fastcgi; an address that is neither unix:/path nor IP:port is refused at start-up', T, async () => {
+    const help = await runBinary(['--help']);
+    assert.match(help.stdout, /--fastcgi ADDR .*unix:\/path or host:port/);
+    for (const bad of ['localhost:9000', '127.0.0.1', 'unix:', `unix:/tmp/${'x'.repeat(120)}`]) {
+      const run = await runBinary(['--root', REPO_ROOT, '--db', tempDbPath(), '--port', '0', '--quiet', '--fastcgi', bad]);
+      assert.equal(run.code, 1, bad);
+      assert.match(run.stderr, /cannot listen for FastCGI on .*: (expected unix:\/path or IP:port|name too long)/, bad);
+    }
   });
 
   test('a socket file left behind by an earlier run is replaced', T, async (t) => {
