@@ -1,16 +1,20 @@
 // `make bench`: moonwire against its anchors on loopback, one table.
 //
-//   node bench/run.mjs [--quick]      (after make build and cmake --build build --target loadgen)
+//   node bench/run.mjs [--quick] [--only GROUP,...]
+//                                      (after make build and cmake --build build --target loadgen)
 //
 // Starts each server in turn (moonwire with bench/app, socket.io 4 on Node,
-// Express, nginx with its Lua module), runs the same load against each with
+// Express, nginx with its Lua module, nginx in front of moonwire over FastCGI
+// and over proxy_pass), runs the same load against each with
 // build/loadgen (Socket.IO figures) or wrk (HTTP), stops it, and prints one
 // Markdown table, also written to bench/results/latest.md. bench/README.md
 // says what each figure means and how it is measured.
 //
 // With two or more cores the server runs on CPU 1 and the load client on
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
-// runner itself in a few seconds; its numbers mean little.
+// runner itself in a few seconds; its numbers mean little. --only runs some
+// groups of figures (moonwire, socketio, express, nginx, front, memory, max)
+// and prints their rows without replacing bench/results/latest.md.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -23,6 +27,10 @@ const MOONWIRE = path.resolve(ROOT, process.env.MOONWIRE_BIN ?? 'build/moonwire'
 const LOADGEN = path.resolve(ROOT, process.env.LOADGEN_BIN ?? 'build/loadgen');
 const RESULTS = path.join(ROOT, 'bench/results/latest.md');
 const QUICK = process.argv.includes('--quick');
+const ONLY = (() => {
+  const i = process.argv.indexOf('--only');
+  return i > 0 && process.argv[i + 1] ? new Set(process.argv[i + 1].split(',')) : null;
+})();
 const T0 = Date.now();
 const STARTED = process.env.BENCH_STARTED ? Number(process.env.BENCH_STARTED) * 1000 : T0;
 const BUDGET_S = 300; // the whole `make bench`, deps and build included
@@ -142,6 +150,25 @@ const SERVERS = {
   },
   socketio: () => ({ argv: [process.execPath, path.join(ROOT, 'bench/anchors/socketio.mjs'), '0'], ready: /listening on http:\/\/\S+:(\d+)/ }),
   express: () => ({ argv: [process.execPath, path.join(ROOT, 'bench/anchors/express.mjs'), '0'], ready: /listening on http:\/\/\S+:(\d+)/ }),
+  // moonwire answering FastCGI too, for nginx to sit in front of.
+  moonwireFcgi: () => {
+    const spec = SERVERS.moonwire();
+    return { ...spec, argv: [...spec.argv, '--fastcgi', '127.0.0.1:0'] };
+  },
+  // nginx (one worker) in front of a running moonwireFcgi: /hello over
+  // FastCGI on port, over proxy_pass on proxyPort.
+  nginxFront: async (mw) => {
+    const fastcgi = /moonwire FastCGI responder on (\S+)/.exec(mw.out)?.[1];
+    if (!fastcgi) throw new Error(`moonwire printed no FastCGI address:\n${tail(mw.out)}`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-front-'));
+    const port = await freePort();
+    const proxyPort = await freePort();
+    const conf = fs.readFileSync(path.join(ROOT, 'bench/anchors/nginx-front.conf.in'), 'utf8')
+      .replaceAll('@PREFIX@', dir).replaceAll('@FASTCGI@', fastcgi).replaceAll('@HTTP@', String(mw.port))
+      .replaceAll('@FASTCGI_PORT@', String(port)).replaceAll('@PROXY_PORT@', String(proxyPort));
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, proxyPort, dir };
+  },
   nginx: async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
     const port = await freePort();
@@ -151,7 +178,8 @@ const SERVERS = {
     return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, dir };
   },
 };
-const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua' };
+const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua',
+  moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx' };
 
 // The servers running now, killed if the runner itself stops early.
 const live = new Set();
@@ -159,10 +187,10 @@ process.on('exit', () => { for (const srv of live) srv.proc.kill('SIGKILL'); });
 
 // Starts a server and waits until it accepts connections. The returned
 // object's `dead` is set (with the reason) the moment it exits.
-async function start(kind) {
-  const spec = await SERVERS[kind]();
+async function start(kind, arg) {
+  const spec = await SERVERS[kind](arg);
   const proc = run(serverArgv(spec.argv), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
-  const srv = { kind, name: LABEL[kind], proc, pid: proc.pid, out: '', err: '', dead: null, dir: spec.dir };
+  const srv = { kind, name: LABEL[kind], proc, pid: proc.pid, out: '', err: '', dead: null, dir: spec.dir, proxyPort: spec.proxyPort };
   live.add(srv);
   proc.stdout.on('data', (d) => { srv.out += d; });
   proc.stderr.on('data', (d) => { srv.err += d; });
@@ -252,9 +280,9 @@ async function loadgen(srv, mode, opts, timeoutMs) {
 
 // wrk does not report its own CPU time: bash's `times` after it does (the
 // second line is the children's user and system time).
-async function wrk(srv, params = P.wrk) {
+async function wrk(srv, params = P.wrk, port = srv.port) {
   const { threads, connections, seconds } = params;
-  const url = `http://127.0.0.1:${srv.port}/hello`;
+  const url = `http://127.0.0.1:${port}/hello`;
   const cmd = `wrk -t${threads} -c${connections} -d${seconds}s --latency ${url} && times`;
   log(`${srv.name}: ${cmd.replace(' && times', '')}`);
   const { out } = await client(srv, ['bash', '-c', cmd], { timeoutMs: (seconds + 30) * 1000, label: 'wrk' });
@@ -341,6 +369,32 @@ const socketWarmup = async (srv) => {
 };
 const httpWarmup = (srv) => wrk(srv, P.warmup.wrk);
 
+// moonwire behind one nginx worker, both on the server's core: /hello over
+// FastCGI, then over proxy_pass. A failure fails both figures.
+async function withFront() {
+  let mw, ng;
+  try {
+    mw = await start('moonwireFcgi');
+    ng = await start('nginxFront', mw);
+    try {
+      await wrk(ng, P.warmup.wrk);
+      await wrk(ng, P.warmup.wrk, ng.proxyPort);
+    } catch (e) { throw new Error(`warm-up: ${e.message}`); }
+    for (const [figure, port] of [['fastcgi', ng.port], ['proxy', ng.proxyPort]]) {
+      await measure('front', figure, async () => {
+        const r = await wrk(ng, P.wrk, port);
+        if (mw.dead) throw new Error(mw.dead);
+        return r;
+      });
+    }
+  } catch (e) {
+    for (const figure of ['fastcgi', 'proxy']) if (!results.front?.[figure]) await measure('front', figure, () => { throw e; });
+  } finally {
+    if (ng) await stop(ng);
+    if (mw) await stop(mw);
+  }
+}
+
 const socketFigures = [
   ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
   ['echo', (srv) => loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000)],
@@ -366,19 +420,27 @@ async function main() {
   }
   log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
 
-  await withServer('moonwire', [...socketFigures, ['http', (srv) => wrk(srv)]], async (srv) => { await socketWarmup(srv); await httpWarmup(srv); });
-  await withServer('socketio', socketFigures, socketWarmup);
-  await withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup);
-  await withServer('nginx', [['http', (srv) => wrk(srv)]], httpWarmup);
-  await withServer('moonwire', [memoryFigure]);
-  await withServer('socketio', [memoryFigure]);
-  await withServer('moonwire', [['max', maxClients]]);
+  const groups = [
+    ['moonwire', () => withServer('moonwire', [...socketFigures, ['http', (srv) => wrk(srv)]], async (srv) => { await socketWarmup(srv); await httpWarmup(srv); })],
+    ['socketio', () => withServer('socketio', socketFigures, socketWarmup)],
+    ['express', () => withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup)],
+    ['nginx', () => withServer('nginx', [['http', (srv) => wrk(srv)]], httpWarmup)],
+    ['front', () => withFront()],
+    ['memory', async () => { await withServer('moonwire', [memoryFigure]); await withServer('socketio', [memoryFigure]); }],
+    ['max', () => withServer('moonwire', [['max', maxClients]])],
+  ];
+  for (const name of ONLY ?? []) {
+    if (!groups.some(([g]) => g === name)) { console.error(`bench: --only: no group '${name}' (${groups.map(([g]) => g).join(', ')})`); process.exit(2); }
+  }
+  for (const [name, fn] of groups) if (!ONLY || ONLY.has(name)) await fn();
 
   const table = report();
   console.log(table);
-  fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
-  fs.writeFileSync(RESULTS, table + '\n');
-  console.log(`\nWritten to ${path.relative(process.cwd(), RESULTS)}. ` +
+  if (!ONLY) {
+    fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
+    fs.writeFileSync(RESULTS, table + '\n');
+  }
+  console.log(`\n${ONLY ? 'Not written (--only).' : `Written to ${path.relative(process.cwd(), RESULTS)}.`} ` +
     `Elapsed: ${elapsed().toFixed(0)} s${STARTED !== T0 ? ` for make bench (${((Date.now() - T0) / 1000).toFixed(0)} s of it in the runner)` : ''}.`);
   if (errors.length) {
     console.error(`\nbench: ${errors.length} figure(s) failed:\n${errors.map((e) => `- ${e}`).join('\n')}`);
@@ -485,6 +547,10 @@ function report() {
     check(rat(mw.http, ex, 'per_s'), (x) => x >= TARGET.express));
   row(hw, cell(mw.http, 'per_s'), cell(ng, 'per_s'), 'nginx+Lua', `${ratio(mw.http, ng, 'per_s')} (higher is better)`, `≥ ${TARGET.nginx}×`, `${cpu(mw.http)} / ${cpu(ng)}`,
     check(rat(mw.http, ng, 'per_s'), (x) => x >= TARGET.nginx));
+  const front = results.front ?? {};
+  row(`HTTP "Hello World" through nginx (1 worker) over FastCGI, wrk -t${P.wrk.threads} -c${P.wrk.connections} -d${P.wrk.seconds}s: req/s`,
+    cell(front.fastcgi, 'per_s'), cell(front.proxy, 'per_s'), 'the same through nginx proxy_pass',
+    `${ratio(front.fastcgi, front.proxy, 'per_s')} (higher is better)`, '', `${cpu(front.fastcgi)} / ${cpu(front.proxy)}`);
 
   const notes = [];
   if (mw.memory && !mw.memory.error && sio.memory && !sio.memory.error) {
@@ -498,7 +564,8 @@ function report() {
     notes.push(`- echo round trip: moonwire p50 ${num(mw.echo.p50_ms, 2)} ms, p99 ${num(mw.echo.p99_ms, 2)} ms; ` +
       `socket.io p50 ${num(sio.echo.p50_ms, 2)} ms, p99 ${num(sio.echo.p99_ms, 2)} ms.`);
   }
-  for (const [k, r] of [['moonwire', mw.http], ['Express', ex], ['nginx+Lua', ng]]) {
+  for (const [k, r] of [['moonwire', mw.http], ['Express', ex], ['nginx+Lua', ng],
+    ['through nginx over FastCGI', front.fastcgi], ['through nginx proxy_pass', front.proxy]]) {
     if (r && !r.error) notes.push(`- HTTP ${k}: p50 ${num(r.p50_ms, 2)} ms, p99 ${num(r.p99_ms, 2)} ms${r.errors ? `; wrk reported "${r.errors}"` : ''}.`);
   }
   if (errors.length) notes.push(...errors.map((e) => `- failed: ${e.split('\n')[0]}`));

@@ -12,8 +12,6 @@
 
 #include "server.h"
 
-#define HTTP_MAX_HEADER_BYTES (16 * 1024)
-
 /* ---- responses ---- */
 
 const char *http_status_text(int s) {

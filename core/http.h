@@ -1,13 +1,16 @@
 /* http.h — HTTP request and response objects.
  *
  * A request and its response are independent of the connection that carries
- * them: http.c fills them from llhttp on a TCP connection, and a later FastCGI
- * carrier can fill the same structs. A response is finished exactly once
+ * them: http.c fills them from llhttp on a TCP connection, fcgi.c from
+ * FastCGI records. A response is finished exactly once
  * (http_res_end*), which hands the serialised bytes to the carrier. */
 #ifndef MW_HTTP_H
 #define MW_HTTP_H
 
 #include "mw.h"
+
+/* The request line plus headers of one request, at most (431 past it). */
+#define HTTP_MAX_HEADER_BYTES (16 * 1024)
 
 typedef struct http_header {
   const char *name;

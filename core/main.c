@@ -35,6 +35,7 @@ static const char usage[] =
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "\n"
     "Socket.IO (these win over io.configure in the app):\n"
     "  --io-path PATH           where Socket.IO answers (default /socket.io/)\n"
@@ -164,6 +165,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--fastcgi")) {
+      NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--io-path")) {
       NEEDS_VALUE if (val[0] != '/' || strlen(val) > 100) {
         fprintf(stderr, "moonwire: --io-path must start with '/'\n");
@@ -247,6 +250,18 @@ int main(int argc, char **argv) {
   if (r) {
     fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
     return 1;
+  }
+  if (cfg.fastcgi) {
+    /* Printed before the HTTP line, which tells that everything is ready. */
+    r = mw_server_listen_fastcgi(&a.srv);
+    if (r) {
+      fprintf(stderr, "moonwire: cannot listen for FastCGI on %s: %s\n", cfg.fastcgi,
+              r == UV_EINVAL ? "expected unix:/path or IP:port (127.0.0.1:9000, [::1]:9000)" : uv_strerror(r));
+      return 1;
+    }
+    char where[PATH_MAX + 16];
+    mw_server_fastcgi_name(&a.srv, where, sizeof where);
+    printf("moonwire FastCGI responder on %s\n", where);
   }
   const char *shown = strchr(cfg.host, ':') ? "[%s]" : "%s";
   printf("moonwire listening on http://");

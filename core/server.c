@@ -5,7 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "fcgi.h"
 #include "http.h"
 
 #define MW_READBUF_SIZE 65536
@@ -175,11 +179,12 @@ void mw_conn_resume(mw_conn *c) {
   }
 }
 
-mw_conn *mw_conn_new(mw_server *srv) {
+mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
   mw_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->srv = srv;
-  uv_tcp_init(srv->loop, &c->tcp);
+  if (pipe) uv_pipe_init(srv->loop, &c->pipe, 0);
+  else uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
   uv_timer_init(srv->loop, &c->timer);
   c->timer.data = c;
@@ -187,9 +192,11 @@ mw_conn *mw_conn_new(mw_server *srv) {
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  http_conn_attach(c);
+  attach(c);
   return c;
 }
+
+mw_conn *mw_conn_new(mw_server *srv) { return mw_conn_new_with(srv, false, http_conn_attach); }
 
 /* At most once a minute: says why connections are (or soon will be) refused. */
 static bool log_due(void) {
@@ -216,14 +223,14 @@ static void check_file_limit(mw_server *srv) {
          srv->nconns, (unsigned long long)srv->nofile);
 }
 
-static void on_connection(uv_stream_t *ls, int status) {
+static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c)) {
   mw_server *srv = ls->data;
   if (status < 0) {
     refused(status);
     return;
   }
   if (srv->stopping) return;
-  mw_conn *c = mw_conn_new(srv);
+  mw_conn *c = mw_conn_new_with(srv, pipe, attach);
   if (!c) return;
   int r = uv_accept(ls, (uv_stream_t *)&c->tcp);
   if (r != 0) {
@@ -231,8 +238,12 @@ static void on_connection(uv_stream_t *ls, int status) {
     mw_conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
   check_file_limit(srv);
+  if (pipe) { /* a Unix socket: no peer address (FastCGI sends REMOTE_ADDR) */
+    mw_conn_resume(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
@@ -240,6 +251,13 @@ static void on_connection(uv_stream_t *ls, int status) {
     else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
   }
   mw_conn_resume(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status) { accept_conn(ls, status, false, http_conn_attach); }
+
+static void on_fcgi_connection(uv_stream_t *ls, int status) {
+  mw_server *srv = ls->data;
+  accept_conn(ls, status, srv->fcgi_unix, fcgi_conn_attach);
 }
 
 int mw_server_listen(mw_server *srv) {
@@ -266,6 +284,83 @@ int mw_server_port(mw_server *srv) {
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* Splits "host:port" or "[v6]:port" into addr. Returns 0 or UV_EINVAL. */
+static int parse_host_port(const char *s, struct sockaddr_storage *addr) {
+  const char *colon = strrchr(s, ':');
+  if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5) return UV_EINVAL;
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) return UV_EINVAL;
+  char host[64];
+  size_t hlen = (size_t)(colon - s);
+  if (s[0] == '[') { /* [::1]:9000 */
+    if (hlen < 3 || s[hlen - 1] != ']') return UV_EINVAL;
+    s++;
+    hlen -= 2;
+  }
+  if (hlen >= sizeof host) return UV_EINVAL;
+  memcpy(host, s, hlen);
+  host[hlen] = '\0';
+  if (memchr(host, ':', hlen)) return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr);
+  return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr);
+}
+
+int mw_server_listen_fastcgi(mw_server *srv) {
+  const char *a = srv->cfg.fastcgi;
+  int r;
+  if (!a || srv->fcgi_inited) return UV_EINVAL;
+  uv_stream_t *ls = (uv_stream_t *)&srv->fcgi_listener;
+  if (strncmp(a, "unix:", 5) == 0) {
+    const char *path = a + 5;
+    if (!*path) return UV_EINVAL;
+    /* libuv would cut a longer path short and bind that instead. */
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return UV_ENAMETOOLONG;
+    /* A socket left behind by a run that did not stop cleanly would make
+     * bind fail: only a socket is removed, never another kind of file. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    srv->fcgi_unix = true;
+    uv_pipe_init(srv->loop, &srv->fcgi_listener.pipe, 0);
+    srv->fcgi_inited = true;
+    r = uv_pipe_bind(&srv->fcgi_listener.pipe, path);
+  } else {
+    struct sockaddr_storage addr;
+    if ((r = parse_host_port(a, &addr))) return r;
+    uv_tcp_init(srv->loop, &srv->fcgi_listener.tcp);
+    srv->fcgi_inited = true;
+    r = uv_tcp_bind(&srv->fcgi_listener.tcp, (struct sockaddr *)&addr, 0);
+  }
+  ls->data = srv;
+  if (r) return r;
+  if ((r = uv_listen(ls, 511, on_fcgi_connection))) return r;
+  srv->fcgi_listening = true;
+  return 0;
+}
+
+void mw_server_fastcgi_name(mw_server *srv, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char host[64];
+  if (srv->fcgi_unix || !srv->fcgi_inited ||
+      uv_tcp_getsockname(&srv->fcgi_listener.tcp, (struct sockaddr *)&ss, &len)) {
+    snprintf(out, cap, "%s", srv->cfg.fastcgi ? srv->cfg.fastcgi : "");
+  } else if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+    snprintf(out, cap, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+    snprintf(out, cap, "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  }
+}
+
+/* Stops accepting FastCGI connections; the socket file goes with it. */
+static void close_fastcgi(mw_server *srv) {
+  if (!srv->fcgi_inited || uv_is_closing((uv_handle_t *)&srv->fcgi_listener)) return;
+  uv_close((uv_handle_t *)&srv->fcgi_listener, NULL);
+  if (srv->fcgi_unix && srv->fcgi_listening) unlink(srv->cfg.fastcgi + 5);
+  srv->fcgi_listening = false;
+}
+
 void mw_server_stop(mw_server *srv) {
   if (srv->stopping) return;
   srv->stopping = true;
@@ -273,6 +368,7 @@ void mw_server_stop(mw_server *srv) {
     uv_close((uv_handle_t *)&srv->listener, NULL);
     srv->listening = false;
   }
+  close_fastcgi(srv);
   /* Idle connections go now; busy ones end after their response (http.c
    * checks srv->stopping before keeping a connection alive). */
   for (mw_conn *c = srv->conns, *n; c; c = n) {
@@ -288,6 +384,7 @@ void mw_server_stop(mw_server *srv) {
 
 void mw_server_close(mw_server *srv) {
   if (!uv_is_closing((uv_handle_t *)&srv->listener)) uv_close((uv_handle_t *)&srv->listener, NULL);
+  close_fastcgi(srv);
   uv_close((uv_handle_t *)&srv->check, NULL);
   uv_close((uv_handle_t *)&srv->prepare, NULL);
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);

@@ -1,8 +1,8 @@
 /* server.h — listeners, connections, write queues, timeouts.
  *
- * A connection (mw_conn) is a TCP stream plus a corked write queue. What the
- * bytes mean is up to the protocol attached to it (HTTP now; WebSocket after
- * an upgrade), through a small vtable. Writes queued during one loop turn
+ * A connection (mw_conn) is a TCP (or Unix) stream plus a corked write queue.
+ * What the bytes mean is up to the protocol attached to it (HTTP, FastCGI on
+ * the --fastcgi listener; WebSocket after an upgrade), through a small vtable. Writes queued during one loop turn
  * leave together in one gathered write, after the I/O callbacks of that turn
  * (uv_check) or before the loop blocks again (uv_prepare). Buffers are
  * refcounted mw_bufs, so one encoded broadcast can sit in many queues. */
@@ -39,6 +39,7 @@ struct mw_config {
   const char *transports;
   const char *origins[16];
   int norigins;
+  const char *fastcgi;    /* FastCGI listen address, "unix:/path" or "host:port"; NULL: none */
 };
 
 void mw_config_defaults(mw_config *cfg);
@@ -64,7 +65,10 @@ typedef struct mw_wq_item {
 } mw_wq_item;
 
 struct mw_conn {
-  uv_tcp_t tcp;
+  union {                  /* the stream: TCP, or a Unix socket (FastCGI on unix:/path) */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  };
   uv_timer_t timer;
   mw_server *srv;
   const mw_proto *proto;
@@ -87,6 +91,11 @@ struct mw_server {
   uv_loop_t *loop;
   mw_config cfg;
   uv_tcp_t listener;
+  union {                  /* the FastCGI listener (cfg.fastcgi) */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } fcgi_listener;
+  bool fcgi_inited, fcgi_unix, fcgi_listening;
   uv_check_t check;
   uv_prepare_t prepare;
   mw_conn *dirty;
@@ -107,6 +116,13 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg);
 int mw_server_listen(mw_server *srv);
 /* The bound port (useful with port 0). */
 int mw_server_port(mw_server *srv);
+/* Listens for FastCGI connections on cfg.fastcgi ("unix:/path" or
+ * "host:port", "[v6]:port"; port 0 picks a free one). A socket file left at
+ * the path by an earlier run is replaced. Returns 0, UV_EINVAL for an
+ * address that is neither, or a libuv error. */
+int mw_server_listen_fastcgi(mw_server *srv);
+/* Where the FastCGI listener is, for people: "127.0.0.1:9000", "unix:/path". */
+void mw_server_fastcgi_name(mw_server *srv, char *out, size_t cap);
 /* Graceful stop: stop accepting, close idle connections, let the others end
  * after their in-flight response; on_idle_stop runs when none is left. */
 void mw_server_stop(mw_server *srv);
@@ -117,6 +133,9 @@ void mw_server_close(mw_server *srv);
  * listener accepts into it; tests and fuzzers feed it bytes through
  * c->proto->on_read). Returns NULL when out of memory. */
 mw_conn *mw_conn_new(mw_server *srv);
+/* The same for another protocol: attach sets c->proto (http_conn_attach,
+ * fcgi_conn_attach; it closes c when it cannot); pipe: a Unix socket. */
+mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c));
 
 /* Queues bytes for c, taking ownership of one reference to buf. */
 void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);

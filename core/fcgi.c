@@ -1,0 +1,766 @@
+/* fcgi.c — FastCGI 1.0 responder: records in, the same http_req and handler
+ * as HTTP, the response out as STDOUT records. Written from the FastCGI
+ * Specification 1.0 (Open Market, 1996). */
+#include "fcgi.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "server.h"
+
+/* ---- records ---- */
+
+static size_t record_size(const uint8_t *h) { return FCGI_HEADER_LEN + ((size_t)h[4] << 8 | h[5]) + h[6]; }
+
+static int deliver(const uint8_t *h, const char *content, fcgi_record_cb cb, void *ud) {
+  fcgi_record r = {h[1], (uint16_t)(h[2] << 8 | h[3]), content, (size_t)h[4] << 8 | h[5]};
+  return cb(ud, &r);
+}
+
+int fcgi_parse(fcgi_parser *p, const char *data, size_t len, fcgi_record_cb cb, void *ud) {
+  while (len > 0) {
+    /* The usual case: whole records in what was read, handed on in place. */
+    if (p->have == 0 && len >= FCGI_HEADER_LEN) {
+      const uint8_t *h = (const uint8_t *)data;
+      if (h[0] != FCGI_VERSION_1) return FCGI_EMALFORMED;
+      size_t size = record_size(h);
+      if (len >= size) {
+        int r = deliver(h, data + FCGI_HEADER_LEN, cb, ud);
+        if (r) return r;
+        data += size;
+        len -= size;
+        continue;
+      }
+    }
+    /* A record split across reads: gathered, header first. */
+    if (p->have < FCGI_HEADER_LEN) {
+      size_t n = FCGI_HEADER_LEN - p->have < len ? FCGI_HEADER_LEN - p->have : len;
+      memcpy(p->head + p->have, data, n);
+      p->have += n;
+      data += n;
+      len -= n;
+      if (p->have < FCGI_HEADER_LEN) break;
+      if (p->head[0] != FCGI_VERSION_1) return FCGI_EMALFORMED;
+      size_t rest = record_size(p->head) - FCGI_HEADER_LEN;
+      if (rest && !(p->rest = malloc(rest))) {
+        p->have = 0;
+        return -ENOMEM;
+      }
+    }
+    size_t size = record_size(p->head);
+    size_t n = size - p->have < len ? size - p->have : len;
+    if (n) memcpy(p->rest + (p->have - FCGI_HEADER_LEN), data, n);
+    p->have += n;
+    data += n;
+    len -= n;
+    if (p->have == size) {
+      int r = deliver(p->head, p->rest ? p->rest : "", cb, ud); /* never NULL, even when empty */
+      fcgi_parser_free(p); /* an idle connection holds no buffer */
+      if (r) return r;
+    }
+  }
+  return 0;
+}
+
+void fcgi_parser_free(fcgi_parser *p) {
+  free(p->rest);
+  p->rest = NULL;
+  p->have = 0;
+}
+
+void fcgi_put_header(char out[FCGI_HEADER_LEN], int type, unsigned id, size_t len, unsigned padding) {
+  uint8_t *o = (uint8_t *)out;
+  o[0] = FCGI_VERSION_1;
+  o[1] = (uint8_t)type;
+  o[2] = (uint8_t)(id >> 8);
+  o[3] = (uint8_t)id;
+  o[4] = (uint8_t)(len >> 8);
+  o[5] = (uint8_t)len;
+  o[6] = (uint8_t)padding;
+  o[7] = 0;
+}
+
+/* ---- name-value pairs ---- */
+
+/* A length: one byte below 128, else four with the top bit set. */
+static int nv_len(const uint8_t *b, size_t len, size_t *pos, size_t *out) {
+  size_t p = *pos;
+  if (p >= len) return -1;
+  if (b[p] < 0x80) {
+    *out = b[p];
+    *pos = p + 1;
+    return 0;
+  }
+  if (len - p < 4) return -1;
+  *out = (size_t)(b[p] & 0x7f) << 24 | (size_t)b[p + 1] << 16 | (size_t)b[p + 2] << 8 | b[p + 3];
+  *pos = p + 4;
+  return 0;
+}
+
+int fcgi_nv_next(const char *buf, size_t len, size_t *pos, fcgi_nv *nv) {
+  if (*pos >= len) return 0;
+  const uint8_t *b = (const uint8_t *)buf;
+  size_t p = *pos, nlen, vlen;
+  if (nv_len(b, len, &p, &nlen) || nv_len(b, len, &p, &vlen)) return -1;
+  if (nlen > len - p || vlen > len - p - nlen) return -1;
+  nv->name = buf + p;
+  nv->name_len = nlen;
+  nv->value = buf + p + nlen;
+  nv->value_len = vlen;
+  *pos = p + nlen + vlen;
+  return 1;
+}
+
+static char *put_nv_len(char *o, size_t n) {
+  if (n < 0x80) {
+    *o++ = (char)n;
+    return o;
+  }
+  *o++ = (char)(0x80 | n >> 24);
+  *o++ = (char)(n >> 16);
+  *o++ = (char)(n >> 8);
+  *o++ = (char)n;
+  return o;
+}
+
+int fcgi_nv_append(mw_str *s, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (nlen > 0x7fffffff || vlen > 0x7fffffff) return -EINVAL;
+  if (mw_str_reserve(s, 8 + nlen + vlen)) return -ENOMEM;
+  char *o = s->p + s->len;
+  o = put_nv_len(o, nlen);
+  o = put_nv_len(o, vlen);
+  memcpy(o, name, nlen);
+  memcpy(o + nlen, value, vlen);
+  s->len = (size_t)(o + nlen + vlen - s->p);
+  s->p[s->len] = '\0';
+  return 0;
+}
+
+/* ---- requests ---- */
+
+typedef struct fcgi_conn fcgi_conn;
+
+/* One request, from its BEGIN_REQUEST until the handler's answer, which may
+ * come after the connection is gone or the request was aborted: then it is
+ * dropped, and the request freed with it. */
+typedef struct fcgi_txn {
+  http_req req;
+  http_res res;
+  fcgi_conn *fc;          /* NULL once the connection is gone or the request aborted */
+  mw_str params;          /* the PARAMS stream (header names rewritten in place) */
+  mw_str body;            /* the STDIN stream */
+  mw_str url;             /* the url, when it had to be put together */
+  http_header *headers;
+  int hcap;
+  uint16_t id;
+  bool keep_conn;         /* FCGI_KEEP_CONN: the connection outlives the request */
+  bool params_done, stdin_done, dispatched, refused, has_length;
+  size_t content_length;
+  char addr[48];          /* REMOTE_ADDR */
+} fcgi_txn;
+
+struct fcgi_conn {
+  mw_conn *c;
+  fcgi_parser parser;
+  fcgi_txn *txn;          /* the active request: arriving, or waiting for its answer */
+  bool peer_eof;
+  bool paused;            /* reading stopped until the answers queued so far are written */
+};
+
+/* Replies queued past this stop the reading until they are written: a peer
+ * that sends without reading cannot make the queue grow without bound. */
+#define FCGI_WQ_HIGH (1024 * 1024)
+
+/* Finished requests are kept, buffers and all, for the next ones (as http.c
+ * does); sanitizer builds keep none, so that use after the end is caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FCGI_SPARES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FCGI_SPARES 0
+#endif
+#endif
+#ifndef FCGI_SPARES
+#define FCGI_SPARES 16
+#endif
+#define FCGI_SPARE_BYTES 16384
+
+static fcgi_txn *spare[FCGI_SPARES + 1];
+static int nspare;
+
+static fcgi_txn *txn_new(void) {
+  if (!nspare) return calloc(1, sizeof(fcgi_txn));
+  fcgi_txn *t = spare[--nspare];
+  fcgi_txn kept = *t;
+  memset(t, 0, sizeof *t);
+  t->params = kept.params;
+  t->body = kept.body;
+  t->url = kept.url;
+  t->res.headers = kept.res.headers;
+  mw_str_reset(&t->params);
+  mw_str_reset(&t->body);
+  mw_str_reset(&t->url);
+  mw_str_reset(&t->res.headers);
+  t->headers = kept.headers;
+  t->hcap = kept.hcap;
+  return t;
+}
+
+static void txn_free(fcgi_txn *t) {
+  if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.cap <= FCGI_SPARE_BYTES &&
+      t->url.cap <= FCGI_SPARE_BYTES && t->res.headers.cap <= FCGI_SPARE_BYTES && t->hcap <= 64) {
+    spare[nspare++] = t;
+    return;
+  }
+  mw_str_free(&t->params);
+  mw_str_free(&t->body);
+  mw_str_free(&t->url);
+  free(t->headers);
+  http_res_dispose(&t->res);
+  free(t);
+}
+
+/* The request's connection lets go of it: freed now, or, when the handler
+ * has it, when the answer comes. */
+static void txn_release(fcgi_txn *t) {
+  if (t->dispatched) t->fc = NULL;
+  else txn_free(t);
+}
+
+/* Same line as the HTTP access log: method, url, status, time, body bytes. */
+static void access_log(mw_server *srv, fcgi_txn *t) {
+  if (srv->cfg.quiet) return;
+  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
+  const char *url = t->req.url ? t->req.url : "-";
+  size_t ulen = t->req.url ? t->req.url_len : 1;
+  printf("%s %.*s %d %.3f ms - %zu\n", t->req.method ? t->req.method : "-", (int)(ulen > 200 ? 200 : ulen), url,
+         t->res.status, ms, t->res.bytes_sent);
+}
+
+/* ---- writing ---- */
+
+static void end_request(mw_conn *c, unsigned id, int protocol_status) {
+  char rec[FCGI_HEADER_LEN + 8] = {0};
+  fcgi_put_header(rec, FCGI_END_REQUEST, id, 8, 0);
+  rec[FCGI_HEADER_LEN + 4] = (char)protocol_status; /* appStatus (4 bytes before it): 0 */
+  mw_conn_write_copy(c, rec, sizeof rec);
+}
+
+typedef struct slice {
+  mw_buf *buf;
+  size_t off, len;
+} slice;
+
+/* head is "HTTP/1.1 200 OK\r\n", the header lines, "\r\n" (and the body, when
+ * http_res_end put it there). CGI wants "Status: 200 OK\r\n" instead of the
+ * status line: written over head's own bytes ("Status: " is one byte
+ * shorter than "HTTP/1.1 "). The Connection line is left out: the web
+ * server's connection to its client is its own business. Fills s with the
+ * slices of head to send; returns how many. */
+static int cgi_head(mw_buf *head, slice *s) {
+  char *d = head->data;
+  size_t len = head->len;
+  const char *end = len >= 13 ? memmem(d, len, "\r\n\r\n", 4) : NULL;
+  if (!end || memcmp(d, "HTTP/1.", 7) != 0 || d[8] != ' ') { /* not from http_res_end: as it is */
+    s[0] = (slice){head, 0, len};
+    return 1;
+  }
+  memcpy(d + 1, "Status: ", 8);
+  const char *stop = end + 2; /* just past the last header line */
+  const char *line = memchr(d, '\n', len) + 1;
+  while (line < stop) {
+    const char *eol = memchr(line, '\n', (size_t)(stop - line));
+    if (!eol) break;
+    if (eol - line >= 11 && strncasecmp(line, "connection:", 11) == 0) {
+      size_t cut = (size_t)(line - d), after = (size_t)(eol + 1 - d);
+      s[0] = (slice){head, 1, cut - 1};
+      s[1] = (slice){head, after, len - after};
+      return s[1].len ? 2 : 1;
+    }
+    line = eol + 1;
+  }
+  s[0] = (slice){head, 1, len - 1};
+  return 1;
+}
+
+/* Sends the response as STDOUT records of at most 64 KiB - 1, then the empty
+ * STDOUT that ends the stream and END_REQUEST. Nothing is copied: the
+ * records' headers share one small buffer, and their contents are slices of
+ * head and body. Takes ownership of head and body. */
+static void write_response(mw_conn *c, unsigned id, mw_buf *head, mw_buf *body) {
+  slice s[3];
+  int n = cgi_head(head, s);
+  if (body && body->len) s[n++] = (slice){body, 0, body->len};
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += s[i].len;
+  size_t nrec = (total + FCGI_MAX_CONTENT - 1) / FCGI_MAX_CONTENT;
+  mw_buf *hb = mw_buf_new(nrec * FCGI_HEADER_LEN + 2 * FCGI_HEADER_LEN + 8);
+  if (!hb) {
+    mw_buf_unref(head);
+    mw_buf_unref(body);
+    mw_conn_close(c);
+    return;
+  }
+  int i = 0;
+  size_t off = 0, left = total;
+  for (size_t k = 0; k < nrec; k++) {
+    size_t clen = left < FCGI_MAX_CONTENT ? left : FCGI_MAX_CONTENT;
+    fcgi_put_header(hb->data + k * FCGI_HEADER_LEN, FCGI_STDOUT, id, clen, 0);
+    mw_conn_write(c, mw_buf_ref(hb), k * FCGI_HEADER_LEN, FCGI_HEADER_LEN);
+    for (size_t need = clen; need > 0;) {
+      size_t take = s[i].len - off < need ? s[i].len - off : need;
+      mw_conn_write(c, mw_buf_ref(s[i].buf), s[i].off + off, take);
+      off += take;
+      need -= take;
+      if (off == s[i].len) {
+        i++;
+        off = 0;
+      }
+    }
+    left -= clen;
+  }
+  char *tail = hb->data + nrec * FCGI_HEADER_LEN;
+  fcgi_put_header(tail, FCGI_STDOUT, id, 0, 0);
+  fcgi_put_header(tail + FCGI_HEADER_LEN, FCGI_END_REQUEST, id, 8, 0);
+  memset(tail + 2 * FCGI_HEADER_LEN, 0, 8); /* appStatus 0, FCGI_REQUEST_COMPLETE */
+  mw_conn_write(c, hb, nrec * FCGI_HEADER_LEN, 2 * FCGI_HEADER_LEN + 8);
+  mw_buf_unref(head);
+  mw_buf_unref(body);
+}
+
+/* After a request: the connection waits for the next one only when the web
+ * server asked for that (FCGI_KEEP_CONN). Returns nonzero when it ends. */
+static int next_request(fcgi_conn *fc, bool keep) {
+  mw_conn *c = fc->c;
+  if (!keep || fc->peer_eof || c->srv->stopping) {
+    mw_conn_end(c);
+    return 1;
+  }
+  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  return 0;
+}
+
+static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
+  fcgi_txn *t = res->carrier_data;
+  fcgi_conn *fc = t->fc;
+  if (!fc) { /* the connection went away, or the web server aborted the request */
+    mw_buf_unref(head);
+    mw_buf_unref(body);
+    txn_free(t);
+    return;
+  }
+  write_response(fc->c, t->id, head, body);
+  access_log(fc->c->srv, t);
+  bool keep = t->keep_conn && !t->refused;
+  fc->txn = NULL;
+  txn_free(t);
+  next_request(fc, keep);
+}
+
+static const http_carrier fcgi_carrier = {carrier_end};
+
+static void res_start(fcgi_txn *t) {
+  mw_str kept = t->res.headers; /* a spare's buffer, empty */
+  http_res_init(&t->res, &t->req, &fcgi_carrier, t);
+  t->res.headers = kept;
+}
+
+/* ---- reading ---- */
+
+/* A record that breaks the protocol: what was answered so far goes out,
+ * then the connection ends. */
+static int malformed(fcgi_conn *fc) {
+  if (fc->txn) {
+    txn_release(fc->txn);
+    fc->txn = NULL;
+  }
+  mw_conn_end(fc->c);
+  return 1;
+}
+
+/* Answers a request that never reaches the handler (400, 413, 431), as HTTP
+ * does, and ends the connection after it. */
+static int refuse(fcgi_conn *fc, int status) {
+  fcgi_txn *t = fc->txn;
+  t->refused = true;
+  res_start(t);
+  char body[96];
+  snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
+  http_res_simple(&t->res, status, "text/plain; charset=utf-8", body);
+  return 1;
+}
+
+static const struct {
+  int id;
+  const char *name;
+} methods[] = {
+#define XX(num, name, string) {num, #string},
+    HTTP_METHOD_MAP(XX)
+#undef XX
+};
+
+static bool nv_is(const fcgi_nv *nv, const char *lit, size_t litlen) {
+  return nv->name_len == litlen && memcmp(nv->name, lit, litlen) == 0;
+}
+#define NV_IS(nv, lit) nv_is((nv), (lit), sizeof(lit) - 1)
+
+static bool token_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool value_safe(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return false;
+  return true;
+}
+
+static int add_header(fcgi_txn *t, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (t->req.nheaders == t->hcap) {
+    int cap = t->hcap ? t->hcap * 2 : 16;
+    http_header *h = realloc(t->headers, (size_t)cap * sizeof *h);
+    if (!h) return -1;
+    t->headers = h;
+    t->hcap = cap;
+  }
+  t->headers[t->req.nheaders++] = (http_header){name, nlen, value, vlen};
+  t->req.headers = t->headers;
+  return 0;
+}
+
+/* HTTP_USER_AGENT is the header user-agent: rewritten in the PARAMS buffer. */
+static int http_var(fcgi_txn *t, const fcgi_nv *nv) {
+  char *name = t->params.p + (nv->name - t->params.p) + 5;
+  size_t nlen = nv->name_len - 5;
+  for (size_t i = 0; i < nlen; i++) {
+    char ch = name[i];
+    if (ch >= 'A' && ch <= 'Z') ch = (char)(ch + 32);
+    else if (ch == '_') ch = '-';
+    if (!token_char((unsigned char)ch)) return 400;
+    name[i] = ch;
+  }
+  if (!value_safe(nv->value, nv->value_len)) return 400;
+  return add_header(t, name, nlen, nv->value, nv->value_len) ? 500 : 0;
+}
+
+static int parse_length(fcgi_txn *t, const char *s, size_t n) {
+  if (n == 0 || n > 18) return 400;
+  size_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 400;
+    v = v * 10 + (size_t)(s[i] - '0');
+  }
+  t->has_length = true;
+  t->content_length = v;
+  return 0;
+}
+
+/* The request target: REQUEST_URI as the client sent it, else SCRIPT_NAME +
+ * PATH_INFO; with QUERY_STRING when it is not in there already. */
+static int make_url(fcgi_txn *t, const fcgi_nv *uri, const fcgi_nv *script, const fcgi_nv *pinfo, const fcgi_nv *qs) {
+  http_req *r = &t->req;
+  bool has_query = uri && memchr(uri->value, '?', uri->value_len);
+  if (uri && (has_query || !qs->value_len)) {
+    r->url = uri->value;
+    r->url_len = uri->value_len;
+  } else {
+    int e = 0;
+    if (uri) e |= mw_str_append(&t->url, uri->value, uri->value_len);
+    else e |= mw_str_append(&t->url, script->value, script->value_len) |
+              mw_str_append(&t->url, pinfo->value, pinfo->value_len);
+    if (qs->value_len) e |= mw_str_appendc(&t->url, '?') | mw_str_append(&t->url, qs->value, qs->value_len);
+    if (e || !t->url.p) return 400;
+    r->url = t->url.p;
+    r->url_len = t->url.len;
+  }
+  if (r->url_len == 0 || r->url[0] != '/') return 400;
+  for (size_t i = 0; i < r->url_len; i++) {
+    unsigned char ch = (unsigned char)r->url[i];
+    if (ch <= ' ' || ch == 0x7f) return 400;
+  }
+  const char *q = memchr(r->url, '?', r->url_len);
+  r->path = r->url;
+  r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+  r->query = q ? q + 1 : "";
+  r->query_len = q ? r->url_len - r->path_len - 1 : 0;
+  return 0;
+}
+
+/* Makes t->req from the CGI variables. Returns 0, or the status that refuses
+ * the request: 400 for a bad one, 431 when its url and headers are over
+ * HTTP's limit, 413 when CONTENT_LENGTH is over --max-body. */
+static int build_request(fcgi_txn *t, mw_server *srv) {
+  static const fcgi_nv none = {"", 0, "", 0};
+  fcgi_nv nv, method = none, uri = none, script = none, pinfo = none, qs = none;
+  bool has_uri = false;
+  http_req *r = &t->req;
+  size_t pos = 0, header_bytes = 0;
+  int k, st = 0;
+  if (mw_str_append(&t->params, "", 0)) return 500; /* params.p exists, even when empty */
+  while (!st && (k = fcgi_nv_next(t->params.p, t->params.len, &pos, &nv)) == 1) {
+    if (nv.name_len > 5 && memcmp(nv.name, "HTTP_", 5) == 0) {
+      st = http_var(t, &nv);
+      header_bytes += nv.name_len - 5 + nv.value_len + 4;
+    } else if (NV_IS(&nv, "CONTENT_TYPE") && nv.value_len) {
+      st = value_safe(nv.value, nv.value_len) ? add_header(t, "content-type", 12, nv.value, nv.value_len) : 400;
+      header_bytes += 12 + nv.value_len + 4;
+    } else if (NV_IS(&nv, "CONTENT_LENGTH") && nv.value_len) {
+      st = parse_length(t, nv.value, nv.value_len);
+      if (!st) st = add_header(t, "content-length", 14, nv.value, nv.value_len) ? 500 : 0;
+    } else if (NV_IS(&nv, "REQUEST_METHOD")) {
+      method = nv;
+    } else if (NV_IS(&nv, "REQUEST_URI")) {
+      uri = nv;
+      has_uri = true;
+    } else if (NV_IS(&nv, "SCRIPT_NAME")) {
+      script = nv;
+    } else if (NV_IS(&nv, "PATH_INFO")) {
+      pinfo = nv;
+    } else if (NV_IS(&nv, "QUERY_STRING")) {
+      qs = nv;
+    } else if (NV_IS(&nv, "REMOTE_ADDR")) {
+      size_t n = nv.value_len < sizeof t->addr - 1 ? nv.value_len : sizeof t->addr - 1;
+      memcpy(t->addr, nv.value, n);
+      t->addr[n] = '\0';
+    }
+  }
+  if (st) return st;
+  if (k < 0) return 400; /* a pair running past the end of the stream */
+  r->method = NULL;
+  for (size_t i = 0; i < MW_ARRAY_LEN(methods); i++) {
+    size_t mlen = strlen(methods[i].name);
+    if (method.value_len == mlen && memcmp(method.value, methods[i].name, mlen) == 0) {
+      r->method = methods[i].name;
+      r->method_id = methods[i].id;
+      break;
+    }
+  }
+  if ((st = make_url(t, has_uri ? &uri : NULL, &script, &pinfo, &qs))) return st;
+  if (!r->method) return 400;
+  if (r->url_len + header_bytes > HTTP_MAX_HEADER_BYTES) return 431;
+  if (t->has_length && t->content_length > srv->cfg.max_body) return 413;
+  return 0;
+}
+
+static int dispatch(fcgi_conn *fc) {
+  fcgi_txn *t = fc->txn;
+  mw_server *srv = fc->c->srv;
+  if (t->has_length && t->body.len != t->content_length) return refuse(fc, 400); /* cut short */
+  t->dispatched = true;
+  t->req.body = t->body.p ? t->body.p : "";
+  t->req.body_len = t->body.len;
+  mw_conn_set_timeout(fc->c, 0);
+  res_start(t);
+  /* The handler may answer now (t is freed then) or later. */
+  if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
+  else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
+  return 0;
+}
+
+static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
+  mw_conn *c = fc->c;
+  if (r->len != 8) return malformed(fc);
+  const uint8_t *b = (const uint8_t *)r->content;
+  int role = b[0] << 8 | b[1];
+  bool keep = b[2] & FCGI_KEEP_CONN;
+  if (fc->txn) {
+    if (fc->txn->id == r->id) return malformed(fc); /* begun twice */
+    end_request(c, r->id, FCGI_CANT_MPX_CONN);     /* one at a time */
+    return 0;
+  }
+  if (role != FCGI_RESPONDER) {
+    end_request(c, r->id, FCGI_UNKNOWN_ROLE);
+    return next_request(fc, keep);
+  }
+  if (c->srv->stopping) {
+    end_request(c, r->id, FCGI_OVERLOADED);
+    mw_conn_end(c);
+    return 1;
+  }
+  fcgi_txn *t = txn_new();
+  if (!t) {
+    mw_conn_close(c);
+    return 1;
+  }
+  t->fc = fc;
+  t->id = r->id;
+  t->keep_conn = keep;
+  t->req.start_ns = mw_now_ns();
+  t->req.http_major = t->req.http_minor = 1;
+  snprintf(t->addr, sizeof t->addr, "%s", c->addr);
+  t->req.remote_addr = t->addr;
+  fc->txn = t;
+  /* The request must keep arriving, as HTTP headers must. */
+  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  return 0;
+}
+
+static int on_params(fcgi_conn *fc, const fcgi_record *r) {
+  fcgi_txn *t = fc->txn;
+  mw_conn *c = fc->c;
+  if (t->params_done) return malformed(fc); /* the stream went on after its end */
+  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  if (r->len == 0) {
+    t->params_done = true;
+    int st = build_request(t, c->srv);
+    if (st) return refuse(fc, st);
+    return t->stdin_done ? dispatch(fc) : 0;
+  }
+  if (t->params.len + r->len > FCGI_MAX_PARAMS_BYTES) return refuse(fc, 431);
+  if (mw_str_append(&t->params, r->content, r->len)) return refuse(fc, 500);
+  return 0;
+}
+
+static int on_stdin(fcgi_conn *fc, const fcgi_record *r) {
+  fcgi_txn *t = fc->txn;
+  mw_conn *c = fc->c;
+  if (t->stdin_done) return malformed(fc);
+  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  if (r->len == 0) {
+    t->stdin_done = true;
+    return t->params_done ? dispatch(fc) : 0;
+  }
+  if (t->body.len + r->len > c->srv->cfg.max_body) return refuse(fc, 413);
+  if (mw_str_append(&t->body, r->content, r->len)) return refuse(fc, 500);
+  return 0;
+}
+
+/* The web server gave up on the request: END_REQUEST at once, and the
+ * handler's answer, if it is still to come, is dropped. */
+static int abort_request(fcgi_conn *fc) {
+  fcgi_txn *t = fc->txn;
+  unsigned id = t->id;
+  bool keep = t->keep_conn;
+  fc->txn = NULL;
+  txn_release(t);
+  end_request(fc->c, id, FCGI_REQUEST_COMPLETE);
+  return next_request(fc, keep);
+}
+
+/* Records with request id 0. GET_VALUES is answered with what is known of
+ * the names asked (FCGI_MPXS_CONNS: no multiplexing); any other type gets
+ * UNKNOWN_TYPE. */
+static int management(fcgi_conn *fc, const fcgi_record *r) {
+  mw_conn *c = fc->c;
+  if (r->type != FCGI_GET_VALUES) {
+    char rec[FCGI_HEADER_LEN + 8] = {0};
+    fcgi_put_header(rec, FCGI_UNKNOWN_TYPE, 0, 8, 0);
+    rec[FCGI_HEADER_LEN] = (char)r->type;
+    mw_conn_write_copy(c, rec, sizeof rec);
+    return 0;
+  }
+  mw_str out = {0};
+  size_t pos = 0;
+  fcgi_nv nv;
+  int k, e = mw_str_append(&out, "\0\0\0\0\0\0\0\0", FCGI_HEADER_LEN);
+  bool mpxs = false;
+  while ((k = fcgi_nv_next(r->content, r->len, &pos, &nv)) == 1) {
+    if (NV_IS(&nv, "FCGI_MPXS_CONNS") && !mpxs) {
+      mpxs = true;
+      e |= fcgi_nv_append(&out, nv.name, nv.name_len, "0", 1);
+    }
+  }
+  if (k < 0 || e) {
+    mw_str_free(&out);
+    return malformed(fc);
+  }
+  fcgi_put_header(out.p, FCGI_GET_VALUES_RESULT, 0, out.len - FCGI_HEADER_LEN, 0);
+  mw_conn_write_copy(c, out.p, out.len);
+  mw_str_free(&out);
+  return 0;
+}
+
+static int on_record(void *ud, const fcgi_record *r) {
+  fcgi_conn *fc = ud;
+  if (fc->c->closing || fc->c->ending) return 1;
+  if (r->id == 0) return management(fc, r);
+  /* Records for a request that is not active are ignored (the spec's rule:
+   * a request rejected with CANT_MPX_CONN still sends its streams). */
+  bool active = fc->txn && fc->txn->id == r->id;
+  switch (r->type) {
+  case FCGI_BEGIN_REQUEST: return begin_request(fc, r);
+  case FCGI_ABORT_REQUEST: return active ? abort_request(fc) : 0;
+  case FCGI_PARAMS: return active ? on_params(fc, r) : 0;
+  case FCGI_STDIN: return active ? on_stdin(fc, r) : 0;
+  case FCGI_DATA: return 0; /* a Filter's second stream: a Responder reads none */
+  default: return malformed(fc); /* a type only an application sends, or none at all */
+  }
+}
+
+/* ---- the connection ---- */
+
+static void fcgi_on_read(mw_conn *c, const char *data, size_t len) {
+  fcgi_conn *fc = c->proto_data;
+  int r = fcgi_parse(&fc->parser, data, len, on_record, fc);
+  if (c->closing || c->ending) return;
+  if (r < 0) {
+    malformed(fc);
+    return;
+  }
+  if (c->wq_bytes > FCGI_WQ_HIGH) {
+    mw_conn_pause(c);
+    fc->paused = true;
+  }
+}
+
+static void fcgi_on_drain(mw_conn *c) {
+  fcgi_conn *fc = c->proto_data;
+  if (!fc->paused) return;
+  fc->paused = false;
+  if (!fc->peer_eof) mw_conn_resume(c);
+}
+
+static void fcgi_on_eof(mw_conn *c) {
+  fcgi_conn *fc = c->proto_data;
+  fc->peer_eof = true;
+  if (fc->txn && fc->txn->dispatched) return; /* answer first, then end */
+  if (fc->txn) {                              /* a request cut short */
+    mw_conn_close(c);
+    return;
+  }
+  mw_conn_end(c);
+}
+
+static void fcgi_on_timeout(mw_conn *c) { mw_conn_close(c); }
+
+static void fcgi_on_stop(mw_conn *c) {
+  fcgi_conn *fc = c->proto_data;
+  /* A request arriving or being answered finishes first (next_request ends
+   * the connection after it, as the server is stopping). */
+  if (fc->txn) return;
+  if (c->wq_len) mw_conn_end(c);
+  else mw_conn_close(c);
+}
+
+static void fcgi_on_close(mw_conn *c) {
+  fcgi_conn *fc = c->proto_data;
+  if (fc->txn) txn_release(fc->txn);
+  fcgi_parser_free(&fc->parser);
+  free(fc);
+}
+
+static const mw_proto fcgi_proto = {
+    .on_read = fcgi_on_read,
+    .on_eof = fcgi_on_eof,
+    .on_timeout = fcgi_on_timeout,
+    .on_drain = fcgi_on_drain,
+    .on_stop = fcgi_on_stop,
+    .on_close = fcgi_on_close,
+};
+
+void fcgi_conn_attach(mw_conn *c) {
+  fcgi_conn *fc = calloc(1, sizeof *fc);
+  if (!fc) {
+    mw_conn_close(c);
+    return;
+  }
+  fc->c = c;
+  c->proto = &fcgi_proto;
+  c->proto_data = fc;
+  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+}
