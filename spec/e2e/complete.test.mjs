@@ -28,18 +28,25 @@ function reconnecting(srv, opts = {}) {
 // The values of every 'news' event, without the offset that recovery adds.
 const values = (got) => got.map((args) => args[0]);
 
+// A reconnecting reader in room "sports" that has had one piece of news
+// (so it holds an offset), and a publisher.
+async function readerWithNews(srv, opts) {
+  const reader = reconnecting(srv, opts);
+  const news = record(reader, 'news');
+  await connected(reader);
+  await ask(reader, 'join', 'sports', 'ada');
+  const publisher = await connect(srv);
+  publisher.emit('publish', 'sports', 1);
+  await until(() => news.length === 1, 'the first news');
+  return { reader, news, publisher };
+}
+
 describe('connection state recovery', () => {
   for (const [mode, opts] of Object.entries(MODES)) {
     test(`a cut client comes back with its id, rooms and data, and gets what it missed, once and in order (${mode})`, T, async (t) => {
       const srv = await setup(t, { root: ROOT, env: { RECOVERY_MS: '5000' } });
-      const reader = reconnecting(srv, opts);
-      const news = record(reader, 'news');
-      await connected(reader);
+      const { reader, news, publisher } = await readerWithNews(srv, opts);
       assert.equal(reader.recovered, false);
-      await ask(reader, 'join', 'sports', 'ada');
-      const publisher = await connect(srv);
-      publisher.emit('publish', 'sports', 1);
-      await until(() => news.length === 1, 'the first news');
       assert.equal(typeof news[0][1], 'string', 'a broadcast carries its offset as the last argument');
       const id = reader.id;
       const before = (await ask(reader, 'whoami')).middlewareRuns;
@@ -75,13 +82,9 @@ describe('connection state recovery', () => {
 
   test('past maxDisconnectionDuration the client gets a fresh session', T, async (t) => {
     const srv = await setup(t, { root: ROOT, env: { RECOVERY_MS: '100' } });
-    const reader = reconnecting(srv, { transports: ['websocket'], reconnectionDelay: 700, reconnectionDelayMax: 700 });
-    const news = record(reader, 'news');
-    await connected(reader);
-    await ask(reader, 'join', 'sports', 'ada');
-    const publisher = await connect(srv);
-    publisher.emit('publish', 'sports', 1);
-    await until(() => news.length === 1, 'the first news');
+    const { reader, news, publisher } = await readerWithNews(srv, {
+      transports: ['websocket'], reconnectionDelay: 700, reconnectionDelayMax: 700,
+    });
     const id = reader.id;
     await ask(publisher, 'cut', id);
     publisher.emit('publish', 'sports', 2);
@@ -95,13 +98,7 @@ describe('connection state recovery', () => {
 
   test('a session whose backlog was cut (maxPackets) is not recovered', T, async (t) => {
     const srv = await setup(t, { root: ROOT, env: { RECOVERY_MS: '5000', RECOVERY_MAX_PACKETS: '3' } });
-    const reader = reconnecting(srv, { transports: ['websocket'] });
-    const news = record(reader, 'news');
-    await connected(reader);
-    await ask(reader, 'join', 'sports', 'ada');
-    const publisher = await connect(srv);
-    publisher.emit('publish', 'sports', 1);
-    await until(() => news.length === 1, 'the first news');
+    const { reader, news, publisher } = await readerWithNews(srv, { transports: ['websocket'] });
     const id = reader.id;
     await ask(publisher, 'cut', id);
     for (let i = 2; i <= 6; i++) publisher.emit('publish', 'sports', i);
