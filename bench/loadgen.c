@@ -13,7 +13,11 @@
  *   loadgen echo    --clients C --seconds S
  *   loadgen connect --clients N [--concurrency K]
  *   loadgen idle    --clients N [--concurrency K] [--hold S]
- *   common: --host 127.0.0.1 --port P [--path /socket.io/] [--sources K]
+ *   common: --host 127.0.0.1 --port P [--port2 P2] [--path /socket.io/] [--sources K]
+ *
+ * With --port2, every other connection (the 2nd, 4th, ...) goes to port P2
+ * instead of P, and the fanout sender always to P: the receivers split
+ * evenly over two servers of one cluster, the sender on the first.
  *
  * Each mode prints one line of JSON on stdout (progress and errors go to
  * stderr) and exits 0, or non-zero with a message.
@@ -84,8 +88,8 @@ static uint64_t hist_n;
 static struct {
   enum mode mode;
   const char *host, *path;
-  int port;
-  struct sockaddr_in dst;
+  int port, port2;      /* port2: 0, or the second server's (--port2) */
+  struct sockaddr_in dst, dst2;
   uint32_t sources;
   int bind_sources;
 
@@ -112,8 +116,8 @@ static struct {
   uint64_t now;         /* the time of the current read */
   uint64_t progress, progress_seen, t_progress, t_report;
 
-  char *http_req;
-  size_t http_len;
+  char *http_req, *http_req2;  /* the upgrade request to port, to port2 */
+  size_t http_len, http_len2;
   char f_connect[16], f_pong[16];
   size_t f_connect_len, f_pong_len;
 
@@ -425,17 +429,23 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void launch(void);
 
+/* With --port2: every other connection, never the fanout sender. */
+static int to_port2(const conn *c) {
+  return g.port2 && c->role != R_SENDER && c->idx % 2 == 1;
+}
+
 static void on_connect(uv_connect_t *req, int status) {
   conn *c = (conn *)req->handle;
   if (status < 0) {
     if (g.finishing) return;
-    fatal("connection %u of %u to %s:%d failed: %s%s", c->idx + 1, g.total, g.host, g.port, uv_strerror(status),
-          status == UV_EADDRNOTAVAIL ? " (out of source ports: use more --sources)" : "");
+    fatal("connection %u of %u to %s:%d failed: %s%s", c->idx + 1, g.total, g.host, to_port2(c) ? g.port2 : g.port,
+          uv_strerror(status), status == UV_EADDRNOTAVAIL ? " (out of source ports: use more --sources)" : "");
   }
   c->state = S_HTTP;
   int r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
   if (r) fatal("read: %s", uv_strerror(r));
-  send_raw(c, g.http_req, g.http_len);
+  if (to_port2(c)) send_raw(c, g.http_req2, g.http_len2);
+  else send_raw(c, g.http_req, g.http_len);
 }
 
 /* The kernel picks a connection's source port by probing the whole
@@ -487,11 +497,12 @@ static void start_conn(conn *c) {
     if (r) fatal("bind to 127.0.0.%u: %s", 1 + src, uv_strerror(r));
   }
   set_port_window(fd, src);
-  r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&g.dst, on_connect);
+  const struct sockaddr *dst = (const struct sockaddr *)(to_port2(c) ? &g.dst2 : &g.dst);
+  r = uv_tcp_connect(&c->creq, &c->tcp, dst, on_connect);
   if (r == UV_EADDRNOTAVAIL) {  /* the window is full: the whole range then */
     uint32_t all = 0;
     setsockopt(fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &all, sizeof all);
-    r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&g.dst, on_connect);
+    r = uv_tcp_connect(&c->creq, &c->tcp, dst, on_connect);
   }
   if (r) {
     fatal("connect %u of %u: %s%s", c->idx + 1, g.total, uv_strerror(r),
@@ -796,7 +807,7 @@ static void usage(const char *why) {
         "  loadgen echo    --clients C --seconds S\n"
         "  loadgen connect --clients N [--concurrency K]\n"
         "  loadgen idle    --clients N [--concurrency K] [--hold S]\n"
-        "common options: --host 127.0.0.1 --port P [--path /socket.io/] [--sources K]\n",
+        "common options: --host 127.0.0.1 --port P [--port2 P2] [--path /socket.io/] [--sources K]\n",
         stderr);
   exit(2);
 }
@@ -831,6 +842,21 @@ static void raise_nofile(uint64_t need) {
   }
 }
 
+/* The WebSocket upgrade GET for the server on port. */
+static char *upgrade_request(int port, size_t *len) {
+  char *req = malloc(strlen(g.path) + strlen(g.host) + 300);
+  if (!req) fatal("out of memory");
+  *len = (size_t)sprintf(req,
+                         "GET %s?EIO=4&transport=websocket HTTP/1.1\r\n"
+                         "Host: %s:%d\r\n"
+                         "Upgrade: websocket\r\n"
+                         "Connection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n",
+                         g.path, g.host, port);
+  return req;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) usage(NULL);
   const char *m = argv[1];
@@ -863,6 +889,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "host")) g.host = v;
     else if (!strcmp(name, "port")) g.port = (int)num_arg(name, v, 1, 65535);
+    else if (!strcmp(name, "port2")) g.port2 = (int)num_arg(name, v, 1, 65535);
     else if (!strcmp(name, "path")) g.path = v;
     else if (!strcmp(name, "sources")) sources = (long long)num_arg(name, v, 1, 250);
     else if (!strcmp(name, "concurrency")) g.concurrency = (uint32_t)num_arg(name, v, 1, 1e6);
@@ -902,6 +929,8 @@ int main(int argc, char **argv) {
   if (r || !ai) fatal("cannot resolve %s: %s", g.host, gai_strerror(r));
   memcpy(&g.dst, ai->ai_addr, sizeof g.dst);
   g.dst.sin_port = htons((uint16_t)g.port);
+  g.dst2 = g.dst;
+  g.dst2.sin_port = htons((uint16_t)g.port2);
   freeaddrinfo(ai);
 
   /* source addresses: 127.0.0.1, .2, ... in turn when one is not enough */
@@ -924,17 +953,8 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   /* the pre-built bytes */
-  size_t plen = strlen(g.path);
-  g.http_req = malloc(plen + strlen(g.host) + 300);
-  if (!g.http_req) fatal("out of memory");
-  g.http_len = (size_t)sprintf(g.http_req,
-                               "GET %s?EIO=4&transport=websocket HTTP/1.1\r\n"
-                               "Host: %s:%d\r\n"
-                               "Upgrade: websocket\r\n"
-                               "Connection: Upgrade\r\n"
-                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                               "Sec-WebSocket-Version: 13\r\n\r\n",
-                               g.path, g.host, g.port);
+  g.http_req = upgrade_request(g.port, &g.http_len);
+  if (g.port2) g.http_req2 = upgrade_request(g.port2, &g.http_len2);
   g.f_connect_len = ws_frame(g.f_connect, 1, "40", 2);
   g.f_pong_len = ws_frame(g.f_pong, 1, "3", 1);
 
@@ -953,7 +973,9 @@ int main(int argc, char **argv) {
   uv_signal_start(&g.sigterm, on_signal, SIGTERM);
   uv_signal_start(&g.sigint, on_signal, SIGINT);
 
-  note("%s: %u connections to %s:%d%s (%u handshakes at a time%s)", m, g.total, g.host, g.port, g.path,
+  char also[32] = "";
+  if (g.port2) snprintf(also, sizeof also, " and :%d", g.port2);
+  note("%s: %u connections to %s:%d%s%s (%u handshakes at a time%s)", m, g.total, g.host, g.port, also, g.path,
        g.concurrency, g.bind_sources ? ", several source addresses" : "");
   g.t_connect0 = g.t_progress = g.t_report = now_ns();
   g.cpu0 = cpu_seconds(); /* connect and idle measure the connecting */
