@@ -5,7 +5,8 @@
 //
 // Starts each server in turn (moonwire with bench/app, socket.io 4 on Node,
 // Express, nginx with its Lua module, nginx in front of moonwire over FastCGI
-// and over proxy_pass), runs the same load against each with
+// and over proxy_pass, two moonwire and two socket.io processes sharing a
+// redis-server), runs the same load against each with
 // build/loadgen (Socket.IO figures) or wrk (HTTP), stops it, and prints one
 // Markdown table, also written to bench/results/latest.md. bench/README.md
 // says what each figure means and how it is measured.
@@ -13,8 +14,9 @@
 // With two or more cores the server runs on CPU 1 and the load client on
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
 // runner itself in a few seconds; its numbers mean little. --only runs some
-// groups of figures (moonwire, socketio, express, nginx, front, memory, max)
-// and prints their rows without replacing bench/results/latest.md.
+// groups of figures (moonwire, socketio, express, nginx, front, redis,
+// memory, max) and prints their rows without replacing
+// bench/results/latest.md.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,6 +27,7 @@ import path from 'node:path';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const MOONWIRE = path.resolve(ROOT, process.env.MOONWIRE_BIN ?? 'build/moonwire');
 const LOADGEN = path.resolve(ROOT, process.env.LOADGEN_BIN ?? 'build/loadgen');
+const REDIS = process.env.REDIS_SERVER ?? 'redis-server';
 const RESULTS = path.join(ROOT, 'bench/results/latest.md');
 const QUICK = process.argv.includes('--quick');
 const ONLY = (() => {
@@ -38,6 +41,7 @@ const BUDGET_S = 300; // the whole `make bench`, deps and build included
 // The load, the same for moonwire and its anchor.
 const P = QUICK ? {
   fanout: [{ receivers: 20, messages: 100, window: 10 }, { receivers: 100, messages: 20, window: 10 }],
+  redis: { receivers: 100, messages: 20, window: 10 },
   echo: { clients: 10, seconds: 1 },
   connect: { clients: 500, concurrency: 100 },
   idle: { clients: 1000, concurrency: 100 },
@@ -46,6 +50,7 @@ const P = QUICK ? {
   warmup: { fanout: { receivers: 10, messages: 50, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
 } : {
   fanout: [{ receivers: 100, messages: 20000, window: 10 }, { receivers: 1000, messages: 2000, window: 10 }],
+  redis: { receivers: 1000, messages: 1000, window: 10 },  // half on each process
   echo: { clients: 100, seconds: 5 },
   connect: { clients: 5000, concurrency: 100 },
   idle: { clients: 10000, concurrency: 100 },
@@ -169,6 +174,18 @@ const SERVERS = {
     fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
     return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, proxyPort, dir };
   },
+  // One process of a cluster on the redis-server at url (a Redis adapter).
+  moonwireRedis: (url) => {
+    const spec = SERVERS.moonwire();
+    return { ...spec, argv: [...spec.argv, '--redis', url] };
+  },
+  socketioRedis: (url) => ({ ...SERVERS.socketio(), env: { REDIS_URL: url } }),
+  // A redis-server of the bench's own: a free port, no persistence.
+  redis: async () => {
+    const port = await freePort();
+    return { argv: [REDIS, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      port, ready: /Ready to accept connections/ };
+  },
   nginx: async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
     const port = await freePort();
@@ -179,7 +196,8 @@ const SERVERS = {
   },
 };
 const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua',
-  moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx' };
+  moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx',
+  moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server' };
 
 // The servers running now, killed if the runner itself stops early.
 const live = new Set();
@@ -189,7 +207,8 @@ process.on('exit', () => { for (const srv of live) srv.proc.kill('SIGKILL'); });
 // object's `dead` is set (with the reason) the moment it exits.
 async function start(kind, arg) {
   const spec = await SERVERS[kind](arg);
-  const proc = run(serverArgv(spec.argv), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+  const proc = run(serverArgv(spec.argv), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT,
+    env: spec.env ? { ...process.env, ...spec.env } : process.env });
   const srv = { kind, name: LABEL[kind], proc, pid: proc.pid, out: '', err: '', dead: null, dir: spec.dir, proxyPort: spec.proxyPort };
   live.add(srv);
   proc.stdout.on('data', (d) => { srv.out += d; });
@@ -206,7 +225,7 @@ async function start(kind, arg) {
     if (Date.now() > deadline) { await stop(srv); throw new Error(`${srv.name} did not get ready within 15 s\n${tail(srv.out + srv.err)}`); }
     if (spec.ready) {
       const m = spec.ready.exec(srv.out);
-      if (m) srv.port = Number(m[1]);
+      if (m) srv.port = m[1] ? Number(m[1]) : spec.port;
     } else if (await accepts(spec.port)) {
       srv.port = spec.port;
     }
@@ -395,6 +414,67 @@ async function withFront() {
   }
 }
 
+// Fan-out across a cluster: a redis-server of its own and two processes of
+// kind on it, all three on the server's core (the load client keeps the
+// other). loadgen puts every other receiver on the second process and the
+// sender on the first, whose io.emit reaches the second through Redis. A
+// failure (of any of the three) fails the figure.
+async function withCluster(kind) {
+  const figure = 'fanout';
+  let redis, a, b;
+  try {
+    redis = await start('redis');
+    const url = `redis://127.0.0.1:${redis.port}`;
+    a = await start(kind, url);
+    b = await start(kind, url);
+    await subscribed(redis.port, 2);
+    const cluster = {
+      name: `${LABEL[kind]} ×2`, port: a.port,
+      get dead() { return [a, b, redis].find((m) => m.dead)?.dead ?? null; },
+    };
+    try {
+      await loadgen(cluster, 'fanout', { ...P.warmup.fanout, port2: b.port }, 60000);
+    } catch (e) { throw new Error(`warm-up: ${e.message}`); }
+    await measure(kind, figure, () => loadgen(cluster, 'fanout', { ...P.redis, port2: b.port }, 120000));
+  } catch (e) {
+    if (!results[kind]?.[figure]) await measure(kind, figure, () => { throw e; });
+  } finally {
+    for (const m of [b, a, redis]) if (m) await stop(m);
+  }
+}
+
+// Waits (5 s at most) until n servers listen on the Redis adapter's request
+// channel of the main namespace: a process may say it is listening before
+// its subscriptions are in place, and a broadcast published before then
+// would not reach it. Spoken in RESP on a socket, to need no client library.
+async function subscribed(port, n) {
+  const channel = 'socket.io-request#/#';
+  const ask = () => new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    let got = '';
+    const done = (v) => { c.destroy(); resolve(v); };
+    c.setTimeout(1000, () => done(-1));
+    c.on('error', () => done(-1));
+    c.on('data', (d) => {
+      got += d;
+      const m = /:(\d+)\r\n$/.exec(got);  // *2 $len channel :count
+      if (m) done(Number(m[1]));
+    });
+    c.write(`*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$${channel.length}\r\n${channel}\r\n`);
+  });
+  const deadline = Date.now() + 5000;
+  let count = -1;
+  while ((count = await ask()) < n && Date.now() < deadline) await sleep(50);
+  if (count < n) log(`only ${count} of ${n} servers subscribed to ${channel} after 5 s: going on`);
+}
+
+// Whether this moonwire binary has the Redis adapter (`--redis URL`).
+const NO_REDIS = 'moonwire: no --redis support in this binary';
+function moonwireHasRedis() {
+  const r = spawnSync(MOONWIRE, ['--help'], { encoding: 'utf8' });
+  return /--redis\b/.test(`${r.stdout}${r.stderr}`);
+}
+
 const socketFigures = [
   ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
   ['echo', (srv) => loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000)],
@@ -415,7 +495,7 @@ async function main() {
   for (const [what, ok] of [[MOONWIRE, fs.existsSync(MOONWIRE)], [LOADGEN, fs.existsSync(LOADGEN)]]) {
     if (!ok) { console.error(`bench: ${what} is missing: run \`make bench\` (it builds moonwire and loadgen)`); process.exit(2); }
   }
-  for (const cmd of ['nginx', 'wrk']) {
+  for (const cmd of ['nginx', 'wrk', REDIS]) {
     if (!tool(cmd)) { console.error(`bench: ${cmd} is missing: \`tools/deps.sh bench\` installs it`); process.exit(2); }
   }
   log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
@@ -426,6 +506,15 @@ async function main() {
     ['express', () => withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup)],
     ['nginx', () => withServer('nginx', [['http', (srv) => wrk(srv)]], httpWarmup)],
     ['front', () => withFront()],
+    ['redis', async () => {
+      if (moonwireHasRedis()) {
+        await withCluster('moonwireRedis');
+      } else {
+        log(NO_REDIS);
+        results.moonwireRedis = { fanout: { skipped: NO_REDIS } };
+      }
+      await withCluster('socketioRedis');
+    }],
     ['memory', async () => { await withServer('moonwire', [memoryFigure]); await withServer('socketio', [memoryFigure]); }],
     ['max', () => withServer('moonwire', [['max', maxClients]])],
   ];
@@ -481,6 +570,7 @@ const cpu = (r) => (r && Number.isFinite(r.client_cpu) && r.seconds ? `${Math.ro
 function cell(r, key, d) {
   if (!r) return '—';
   if (r.error) return 'failed';
+  if (r.skipped) return r.skipped;
   return num(r[key], d);
 }
 
@@ -501,7 +591,8 @@ function header() {
     `- date: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
     `- machine: ${os.cpus().length} cores (nproc ${ver(['nproc'], /(\d+)/)}), ${cpuModel}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}`,
     `- moonwire ${mw}; Node ${process.version} (socket.io ${pkg('socket.io')}, Express ${pkg('express')}); nginx ${ver(['nginx', '-v'], /nginx\/(\S+)/)} with its Lua module, 1 worker; wrk ${ver(['wrk', '-v'], /wrk (\S+)/)}`,
-    `- all on loopback; ${PIN ? 'server pinned to CPU 1, load client (loadgen, wrk) to CPU 0' : 'no pinning (one core, or no taskset)'}; RLIMIT_NOFILE ${num(FD_LIMIT)} for servers and client${RAISE ? '' : ' (the hard limit: could not be raised)'}`,
+    `- Redis cluster rows: redis-server ${ver([REDIS, '--version'], /v=(\S+)/)}; socket.io with @socket.io/redis-adapter ${pkg('@socket.io/redis-adapter')} and node-redis ${pkg('redis')}`,
+    `- all on loopback; ${PIN ? 'server pinned to CPU 1 (both processes of a Redis cluster and its redis-server too), load client (loadgen, wrk) to CPU 0' : 'no pinning (one core, or no taskset)'}; RLIMIT_NOFILE ${num(FD_LIMIT)} for servers and client${RAISE ? '' : ' (the hard limit: could not be raised)'}`,
     `- ratio: moonwire / anchor for "higher is better", anchor / moonwire for "lower is better": over 1 is moonwire ahead`,
     `- client CPU: the load client's CPU time / wall time (moonwire run / anchor run); near 100% means the client, not the server, set the pace`,
   ].join('\n');
@@ -528,6 +619,15 @@ function report() {
     row(`${what}: p50 latency ms`, cell(m, 'p50_ms', 2), cell(a, 'p50_ms', 2), 'socket.io', `${ratio(m, a, 'p50_ms', true)} (lower is better)`, '', '');
     row(`${what}: p99 latency ms`, cell(m, 'p99_ms', 2), cell(a, 'p99_ms', 2), 'socket.io', `${ratio(m, a, 'p99_ms', true)} (lower is better)`,
       big ? `≥ ${TARGET.fanoutP99}× (≤ 1/${TARGET.fanoutP99})` : '', '', big ? check(rat(m, a, 'p99_ms', true), (x) => x >= TARGET.fanoutP99) : null);
+  }
+  {
+    const f = P.redis, m = results.moonwireRedis?.fanout, a = results.socketioRedis?.fanout;
+    const what = `fan-out across two processes through Redis, ${num(f.receivers)} receivers (half on each), ${num(f.messages)} broadcasts, window ${f.window}`;
+    const anchor = 'socket.io + @socket.io/redis-adapter';
+    row(`${what}: deliveries/s`, cell(m, 'deliveries_per_s'), cell(a, 'deliveries_per_s'), anchor, `${ratio(m, a, 'deliveries_per_s')} (higher is better)`, '', `${cpu(m)} / ${cpu(a)}`);
+    const ml = m?.skipped ? null : m;  // the reason once, in the first row
+    row(`${what}: p50 latency ms`, cell(ml, 'p50_ms', 2), cell(a, 'p50_ms', 2), anchor, `${ratio(m, a, 'p50_ms', true)} (lower is better)`, '', '');
+    row(`${what}: p99 latency ms`, cell(ml, 'p99_ms', 2), cell(a, 'p99_ms', 2), anchor, `${ratio(m, a, 'p99_ms', true)} (lower is better)`, '', '');
   }
   row(`echo with ack, ${P.echo.clients} clients in lockstep, ${P.echo.seconds} s: round trips/s`, cell(mw.echo, 'per_s'), cell(sio.echo, 'per_s'), 'socket.io',
     `${ratio(mw.echo, sio.echo, 'per_s')} (higher is better)`, `≥ ${TARGET.echo}×`, `${cpu(mw.echo)} / ${cpu(sio.echo)}`,
@@ -568,6 +668,7 @@ function report() {
     ['through nginx over FastCGI', front.fastcgi], ['through nginx proxy_pass', front.proxy]]) {
     if (r && !r.error) notes.push(`- HTTP ${k}: p50 ${num(r.p50_ms, 2)} ms, p99 ${num(r.p99_ms, 2)} ms${r.errors ? `; wrk reported "${r.errors}"` : ''}.`);
   }
+  if (results.moonwireRedis?.fanout?.skipped) notes.push(`- fan-out through Redis: ${results.moonwireRedis.fanout.skipped} (socket.io measured alone).`);
   if (errors.length) notes.push(...errors.map((e) => `- failed: ${e.split('\n')[0]}`));
 
   return [
