@@ -529,6 +529,10 @@ static int open_core(lua_State *L) {
   lua_setfield(L, -2, "dev");
   lua_pushstring(L, MW_VERSION);
   lua_setfield(L, -2, "version");
+  if (h->srv->cfg.redis) {
+    lua_pushstring(L, h->srv->cfg.redis);
+    lua_setfield(L, -2, "redis");
+  }
   return 1;
 }
 
@@ -766,6 +770,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   preload(L, "moonwire.core", open_core, h);
   preload(L, "moonwire.db", open_db, h);
   l_timer_open(L, srv->loop, srv->cfg.test_clock);
+  l_redis_open(L, srv->loop);
   if (l_io_new(&h->io, L, srv)) {
     lua_close(L);
     lpool_drain(&h->pool);
@@ -776,6 +781,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonwire_template_c);
   lua_setfield(L, -2, "moonwire.template_c");
+  lua_pushcfunction(L, luaopen_moonwire_msgpack);
+  lua_setfield(L, -2, "moonwire.msgpack");
   lua_pop(L, 1);
 
   luaL_newmetatable(L, EXCHANGE_MT);
@@ -847,6 +854,7 @@ void lhost_stop(lhost *h) {
   }
   l_io_stop(h->io);
   l_timer_stop_all(h->L);
+  l_redis_stop_all(h->L);
 }
 
 void lhost_free(lhost *h) {

@@ -36,6 +36,7 @@ static const char usage[] =
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
+    "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
     "Socket.IO (these win over io.configure in the app):\n"
     "  --io-path PATH           where Socket.IO answers (default /socket.io/)\n"
@@ -167,6 +168,8 @@ int main(int argc, char **argv) {
       cfg.keepalive_timeout_ms = (uint64_t)n;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
+    } else if (!strcmp(arg, "--redis")) {
+      NEEDS_VALUE cfg.redis = val;
     } else if (!strcmp(arg, "--io-path")) {
       NEEDS_VALUE if (val[0] != '/' || strlen(val) > 100) {
         fprintf(stderr, "moonwire: --io-path must start with '/'\n");

@@ -40,6 +40,7 @@ struct mw_config {
   const char *origins[16];
   int norigins;
   const char *fastcgi;    /* FastCGI listen address, "unix:/path" or "host:port"; NULL: none */
+  const char *redis;      /* --redis URL for the Redis adapter; NULL: none */
 };
 
 void mw_config_defaults(mw_config *cfg);
