@@ -223,8 +223,12 @@ local Socket = {}
 local function operator(nsp, rooms, except, except_socket, flags)
   return setmetatable({ _nsp = nsp, _rooms = rooms or {}, _except = except or {},
     _except_socket = except_socket, _volatile = flags and flags.volatile,
-    _timeout = flags and flags.timeout }, Operator)
+    _timeout = flags and flags.timeout, _local = flags and flags["local"] }, Operator)
 end
+
+-- The Redis adapter (moonwire.adapter) when io.configure{ adapter = { redis = url } }
+-- or --redis turned it on; nil in one process.
+local adapter
 
 local function namespace(name)
   assert(type(name) == "string" and name:sub(1, 1) == "/", "a namespace name starts with '/'")
@@ -233,11 +237,13 @@ local function namespace(name)
   c.namespace(name)
   ns = setmetatable({ name = name, _handlers = {}, _middlewares = {}, sockets = {}, _ids = 0 }, Namespace)
   namespaces[name] = ns
+  if adapter then adapter:add_namespace(name) end
   return ns
 end
 
 Namespace.__index = function(ns, k)
   if k == "volatile" then return operator(ns, nil, nil, nil, { volatile = true }) end
+  if k == "local" then return operator(ns, nil, nil, nil, { ["local"] = true }) end
   return Namespace[k]
 end
 
@@ -308,6 +314,12 @@ local function server_side_emit(ns, timeout, event, ...)
   local n = select("#", ...)
   local args = { ... }
   local ack = n > 0 and type(args[n]) == "function" and args[n] or nil
+  if adapter then -- the other servers, as socket.io does
+    if ack then n = n - 1 end
+    local wrapped = ack and function(err, responses) call("serverSideEmit ack", ack, err, responses) end
+    adapter:server_side_emit(ns, { event, table.unpack(args, 1, n) }, n + 1, wrapped)
+    return true
+  end
   local list = handlers_of(ns, event) or {}
   if not ack then
     for _, fn in ipairs({ table.unpack(list) }) do call("serverSideEmit handler for '" .. event .. "'", fn, table.unpack(args, 1, n)) end
@@ -337,6 +349,27 @@ local function server_side_emit(ns, timeout, event, ...)
 end
 
 function Namespace:serverSideEmit(event, ...) return server_side_emit(self, nil, event, ...) end
+
+-- An event from another server (data is { event, args... }): this
+-- namespace's listeners get the args, and reply last when it wants an answer.
+local function server_side_receive(ns, data, n, reply)
+  local event = data[1]
+  if type(event) ~= "string" or NSP_RESERVED[event] then return end
+  local list = handlers_of(ns, event)
+  if not list then return end
+  local args = { table.unpack(data, 2, n) }
+  n = n - 1
+  for i = 1, n do
+    if args[i] == null then args[i] = nil end
+  end
+  if reply then
+    n = n + 1
+    args[n] = reply
+  end
+  for _, fn in ipairs({ table.unpack(list) }) do
+    call("serverSideEmit handler for '" .. event .. "'", fn, table.unpack(args, 1, n))
+  end
+end
 function Namespace:serverSideEmitWithAck(event, ...)
   local wake, wait = app._waiter("serverSideEmitWithAck")
   local n = select("#", ...)
@@ -350,7 +383,12 @@ end
 
 Operator.__index = function(op, k)
   if k == "volatile" then
-    return operator(op._nsp, op._rooms, op._except, op._except_socket, { volatile = true, timeout = op._timeout })
+    return operator(op._nsp, op._rooms, op._except, op._except_socket,
+      { volatile = true, timeout = op._timeout, ["local"] = op._local })
+  end
+  if k == "local" then
+    return operator(op._nsp, op._rooms, op._except, op._except_socket,
+      { volatile = op._volatile, timeout = op._timeout, ["local"] = true })
   end
   return Operator[k]
 end
@@ -365,7 +403,7 @@ local function add_rooms(list, rooms)
   return out
 end
 
-local function flags_of(op) return { volatile = op._volatile, timeout = op._timeout } end
+local function flags_of(op) return { volatile = op._volatile, timeout = op._timeout, ["local"] = op._local } end
 
 function Operator:to(rooms)
   return operator(self._nsp, add_rooms(self._rooms, rooms), self._except, self._except_socket, flags_of(self))
@@ -378,20 +416,20 @@ end
 
 function Operator:timeout(ms)
   assert(type(ms) == "number" and ms >= 0, "timeout: expects milliseconds")
-  return operator(self._nsp, self._rooms, self._except, self._except_socket, { volatile = self._volatile, timeout = ms })
+  return operator(self._nsp, self._rooms, self._except, self._except_socket,
+    { volatile = self._volatile, timeout = ms, ["local"] = self._local })
 end
 
--- The sockets a broadcast reaches.
-local function targets(op)
-  local es = op._except_socket
-  return c.sockets(op._nsp.name, op._rooms, op._except, es and es._h or nil)
+-- This process's sockets of ns in any of rooms (every one when there are
+-- none), minus those in except and the socket es.
+local function local_sockets(ns, rooms, except, es)
+  return c.sockets(ns.name, rooms, except, es and es._h or nil)
 end
 
 -- Calls onAnyOutgoing listeners of the sockets a broadcast reached.
-local function notify_outgoing(op, args, n)
-  local ns = op._nsp
+local function notify_outgoing(ns, rooms, except, es, args, n)
   if not next(ns._out_sockets or {}) then return end
-  for _, s in ipairs(targets(op)) do
+  for _, s in ipairs(local_sockets(ns, rooms, except, es)) do
     local out = rawget(s, "_any_out")
     if out and #out > 0 then
       for _, fn in ipairs({ table.unpack(out) }) do call("onAnyOutgoing handler", fn, table.unpack(args, 1, n)) end
@@ -399,45 +437,105 @@ local function notify_outgoing(op, args, n)
   end
 end
 
+-- Sends an event (args[1] is its name, n values in all) to this process's
+-- target sockets: logged for recovery, encoded once. Broadcasts from other
+-- servers (the Redis adapter) come here too.
+local function deliver(ns, rooms, except, es, volatile, args, n)
+  local entry
+  if recovery and not volatile then
+    n, entry = plog_add(ns.name, rooms, except, es and es.id, args, n)
+  end
+  local out = ns._out_sockets and next(ns._out_sockets) and { table.unpack(args, 1, n) }
+  local packet, atts = encode(ns.name, EVENT, args, n)
+  if entry then plog_store(entry, packet, atts) end
+  c.broadcast(ns.name, rooms, except, es and es._h or nil, packet, atts, volatile)
+  if out then notify_outgoing(ns, rooms, except, es, out, n) end
+end
+
+-- The same with an ack id: on_reply(value) for each socket that answers
+-- within timeout ms. Returns how many sockets it was sent to.
+local function deliver_with_ack(ns, rooms, except, es, volatile, timeout, args, n, on_reply)
+  local id = ns._ids
+  ns._ids = id + 1
+  local packet, atts = encode(ns.name, EVENT, args, n, id)
+  local waiting, count = {}, 0
+  for _, s in ipairs(local_sockets(ns, rooms, except, es)) do
+    if s._h:connected() then
+      count = count + 1
+      waiting[s] = true
+      s._acks[id] = { fn = function(reply)
+        waiting[s] = nil
+        on_reply(reply)
+      end }
+      s._h:send(packet, atts, volatile)
+    end
+  end
+  if count > 0 then
+    timer._after_system(timeout, function() -- answers that did not come are forgotten
+      for s in pairs(waiting) do
+        local acks = rawget(s, "_acks")
+        if acks then acks[id] = nil end
+      end
+    end)
+  end
+  return count
+end
+
+-- The except list with the socket of socket.broadcast in it, for other
+-- servers (there it is a room like any other).
+local function except_all(op)
+  local es = op._except_socket
+  if not es then return op._except end
+  local out = { table.unpack(op._except) }
+  out[#out + 1] = es.id
+  return out
+end
+
+local function remote(op) return adapter and not op._local end
+
 -- A broadcast that expects an answer from every socket it reaches:
 -- ack(err, responses) once all answered, or when the timeout fires
--- ("operation has timed out", the responses so far).
+-- ("operation has timed out", the responses so far). With the Redis
+-- adapter, every server says how many of its sockets it reached.
 local function broadcast_with_ack(op, args, n, ack)
   if not op._timeout then
     error("emit: a broadcast with an acknowledgement needs a timeout: io.timeout(ms):emit(..., function(err, responses) end)", 3)
   end
   local ns = op._nsp
-  local list = targets(op)
-  local id = ns._ids
-  ns._ids = id + 1
   local responses, done, t = {}, false, nil
-  local waiting = {}
+  local expected, servers, expected_servers = 0, 1, 1
   local function finish(err)
     if done then return end
     done = true
     if t then t:stop() end
-    for s in pairs(waiting) do
-      local acks = rawget(s, "_acks")
-      if acks then acks[id] = nil end
-    end
     call("broadcast ack", ack, err, responses)
   end
-  local packet, atts = encode(ns.name, EVENT, args, n, id)
-  local expected = 0
-  for _, s in ipairs(list) do
-    if s._h:connected() then
-      expected = expected + 1
-      waiting[s] = true
-      s._acks[id] = { fn = function(reply)
-        waiting[s] = nil
-        responses[#responses + 1] = reply == nil and null or reply
-        if #responses == expected then finish(nil) end
-      end }
-      s._h:send(packet, atts, op._volatile)
-    end
+  local function check()
+    if not done and servers == expected_servers and #responses == expected then finish(nil) end
   end
-  if expected == 0 then finish(nil) return true end
-  t = timer._after_system(op._timeout, function() t = nil finish("operation has timed out") end)
+  local function on_reply(reply)
+    if done then return end
+    responses[#responses + 1] = reply == nil and null or reply
+    check()
+  end
+  if remote(op) then
+    expected_servers = -1 -- until Redis says
+    adapter:broadcast_with_ack(ns, op._rooms, except_all(op), op._volatile, op._timeout, args, n,
+      function(count) -- another server reached count sockets
+        if done then return end
+        expected, servers = expected + count, servers + 1
+        check()
+      end, on_reply,
+      function(count) -- the number of servers
+        expected_servers = count
+        check()
+      end)
+  end
+  expected = expected + deliver_with_ack(ns, op._rooms, op._except, op._except_socket, op._volatile, op._timeout, args, n, on_reply)
+  check()
+  if not done then
+    t = timer._after_system(op._timeout, function() t = nil finish("operation has timed out") end)
+  end
   return true
 end
 
@@ -452,17 +550,8 @@ function Operator:emit(event, ...)
     args[n] = nil
     return broadcast_with_ack(self, args, n - 1, ack)
   end
-  local entry
-  if recovery and not self._volatile then
-    local es = self._except_socket
-    n, entry = plog_add(self._nsp.name, self._rooms, self._except, es and es.id, args, n)
-  end
-  local out = self._nsp._out_sockets and next(self._nsp._out_sockets) and { table.unpack(args, 1, n) }
-  local packet, atts = encode(self._nsp.name, EVENT, args, n)
-  if entry then plog_store(entry, packet, atts) end
-  c.broadcast(self._nsp.name, self._rooms, self._except,
-    self._except_socket and self._except_socket._h or nil, packet, atts, self._volatile)
-  if out then notify_outgoing(self, out, n) end
+  if remote(self) then adapter:broadcast(self._nsp, self._rooms, except_all(self), self._volatile, args, n) end
+  deliver(self._nsp, self._rooms, self._except, self._except_socket, self._volatile, args, n)
   return true
 end
 
@@ -478,20 +567,43 @@ end
 
 function Operator:send(...) return self:emit("message", ...) end
 
-function Operator:fetchSockets()
-  return c.sockets(self._nsp.name, self._rooms, self._except)
+-- local sockets, err = io.fetchSockets(): this process's sockets, and with
+-- the Redis adapter the other servers' too (remote ones: id, handshake,
+-- rooms, data, emit, join, leave, disconnect). Then it waits inside the
+-- handler, and err tells when not every server answered in time. With a
+-- function, it calls fn(sockets, err) instead of waiting.
+function Operator:fetchSockets(fn)
+  local list = local_sockets(self._nsp, self._rooms, self._except)
+  if not remote(self) then
+    if fn then call("fetchSockets callback", fn, list) return end
+    return list
+  end
+  if fn then
+    adapter:fetch(self._nsp, self._rooms, self._except, list, function(...) call("fetchSockets callback", fn, ...) end)
+    return
+  end
+  local wake, wait = app._waiter("fetchSockets")
+  adapter:fetch(self._nsp, self._rooms, self._except, list, wake)
+  return wait()
 end
 
+-- These act on this process's sockets at once, and tell the other servers.
 function Operator:socketsJoin(room)
-  for _, s in ipairs(self:fetchSockets()) do s:join(room) end
+  for _, s in ipairs(local_sockets(self._nsp, self._rooms, self._except)) do s:join(room) end
+  if remote(self) then adapter:remote(self._nsp, "join", self._rooms, self._except, room) end
 end
 
 function Operator:socketsLeave(room)
-  for _, s in ipairs(self:fetchSockets()) do s:leave(room) end
+  local list = type(room) == "table" and room or { room }
+  for _, s in ipairs(local_sockets(self._nsp, self._rooms, self._except)) do
+    for _, r in ipairs(list) do s:leave(r) end
+  end
+  if remote(self) then adapter:remote(self._nsp, "leave", self._rooms, self._except, room) end
 end
 
 function Operator:disconnectSockets(close)
-  for _, s in ipairs(self:fetchSockets()) do s:disconnect(close) end
+  for _, s in ipairs(local_sockets(self._nsp, self._rooms, self._except)) do s:disconnect(close) end
+  if remote(self) then adapter:remote(self._nsp, "disconnect", self._rooms, self._except, close) end
 end
 
 -- ---------------------------------------------------------------- dynamic namespaces
@@ -595,6 +707,7 @@ Socket.__index = function(s, k)
   end
   if k == "rooms" then return s._h:rooms() end
   if k == "broadcast" then return operator(s.nsp, nil, nil, s) end
+  if k == "local" then return operator(s.nsp, nil, nil, s, { ["local"] = true }) end
   if k == "volatile" then return setmetatable({ _socket = s, volatile = true }, Socket.Flags) end
   if k == "connected" then return s._h:connected() end
   if k == "disconnected" then return not s._h:connected() end
@@ -1114,8 +1227,43 @@ function io.configure(opts)
       sweeper = timer._every_system(every, function() expire(core.time()) end)
     end
   end
+  if opts.adapter ~= nil then io._set_adapter(opts.adapter) end
   c.configure(opts)
 end
+
+-- ---------------------------------------------------------------- the Redis adapter
+
+-- What moonwire.adapter needs of this module.
+local adapter_host = {
+  namespaces = namespaces, Binary = Binary, random_id = c.random_id,
+  deliver = deliver, deliver_with_ack = deliver_with_ack, server_side = server_side_receive,
+  sockets = function(ns, rooms, except) return local_sockets(ns, rooms, except) end,
+}
+
+-- adapter = { redis = url, key = "socket.io", requestsTimeout = 5000,
+-- publishOnSpecificResponseChannel = false }, or false for none. --redis URL
+-- on the command line wins over the url here.
+function io._set_adapter(cfg)
+  if cfg == false then
+    if adapter then adapter:close() adapter = nil end
+    return
+  end
+  assert(type(cfg) == "table", "io.configure: adapter is a table: { redis = \"redis://127.0.0.1:6379\", key = \"socket.io\" }")
+  local url = core.redis or cfg.redis
+  assert(type(url) == "string", "io.configure: adapter.redis must be a URL (redis://host:port)")
+  assert(cfg.key == nil or (type(cfg.key) == "string" and cfg.key ~= ""), "io.configure: adapter.key must be a string")
+  local t = cfg.requestsTimeout
+  assert(t == nil or (type(t) == "number" and t > 0), "io.configure: adapter.requestsTimeout must be a number of milliseconds")
+  local want = { url = url, key = cfg.key, requestsTimeout = t,
+    publishOnSpecificResponseChannel = cfg.publishOnSpecificResponseChannel }
+  if adapter and adapter:same(want) then return end -- a reload with the same settings
+  local new, err = require("moonwire.adapter").new(adapter_host, want)
+  if not new then error("io.configure: adapter.redis: " .. tostring(err), 2) end
+  if adapter then adapter:close() end
+  adapter = new
+end
+
+if core.redis then io._set_adapter({ redis = core.redis }) end
 
 function io.options() return c.options() end
 
