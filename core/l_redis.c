@@ -387,9 +387,9 @@ static void client_close(rclient *c) {
       break;
     }
   }
+  fail_waiting(c, "redis client closed");
   drop(&c->pub);
   drop(&c->sub);
-  fail_waiting(c, "redis client closed");
   while (c->deferred) {
     pending *p = c->deferred;
     unlink_pending(&c->deferred, p);

@@ -1,0 +1,250 @@
+/* test_redis.c — moonwire.redis_c (l_redis.c) against a real redis-server
+ * started here on a free port: publish and (p)subscribe with binary
+ * payloads, PUBSUB NUMSUB, what happens while Redis is away and when it
+ * comes back (state changes reported once, subscriptions sent again),
+ * AUTH, bad URLs, close() from inside a callback, and a clean shutdown.
+ * Skipped (77) when redis-server is not installed. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "check.h"
+#include "lhost.h"
+
+static uv_loop_t loop;
+static lua_State *L;
+static pid_t redis_pid = -1, auth_pid = -1;
+static int redis_port, auth_port;
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t n = sizeof a;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &n)) exit(1);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static bool can_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+static pid_t start_redis(int port, const char *password) {
+  char p[16];
+  snprintf(p, sizeof p, "%d", port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", 1);
+    dup2(devnull, 1);
+    if (password)
+      execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--requirepass", password, (char *)NULL);
+    else
+      execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 500; i++) {
+    if (can_connect(port)) return pid;
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) return -1;
+    usleep(10000);
+  }
+  return -1;
+}
+
+static void stop_redis(pid_t *pid) {
+  if (*pid <= 0) return;
+  kill(*pid, SIGKILL);
+  waitpid(*pid, NULL, 0);
+  *pid = -1;
+}
+
+/* ---- what the Lua side of the test may call ---- */
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* wait(ms, fn): runs the loop until fn() is true or ms pass; returns fn(). */
+static int l_wait(lua_State *S) {
+  lua_Integer ms = luaL_checkinteger(S, 1);
+  luaL_checktype(S, 2, LUA_TFUNCTION);
+  uv_timer_t tick;
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, on_tick, 5, 5);
+  uint64_t end = uv_now(&loop) + (uint64_t)ms;
+  bool done = false;
+  for (;;) {
+    lua_pushvalue(S, 2);
+    lua_call(S, 0, 1);
+    done = lua_toboolean(S, -1);
+    lua_pop(S, 1);
+    if (done || uv_now(&loop) >= end) break;
+    uv_run(&loop, UV_RUN_ONCE);
+  }
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  lua_pushboolean(S, done);
+  return 1;
+}
+
+static int l_kill_redis(lua_State *S) {
+  stop_redis(&redis_pid);
+  return 0;
+}
+
+static int l_start_redis(lua_State *S) {
+  redis_pid = start_redis(redis_port, NULL);
+  lua_pushboolean(S, redis_pid > 0);
+  return 1;
+}
+
+static int l_check(lua_State *S) {
+  bool ok = lua_toboolean(S, 1);
+  if (ok) passed++;
+  else {
+    failed++;
+    lua_Debug ar;
+    lua_getstack(S, 1, &ar);
+    lua_getinfo(S, "l", &ar);
+    fprintf(stderr, "test_redis.c (Lua line %d): CHECK failed: %s\n", ar.currentline, luaL_optstring(S, 2, ""));
+  }
+  return 0;
+}
+
+static const char *SCRIPT =
+    "local r = require 'moonwire.redis_c'\n"
+    "local url, auth_url = ...\n"
+    "local got, states = {}, {}\n"
+    "local c = assert(r.new(url, { message = function(ch, payload, pattern) got[#got + 1] = { ch, payload, pattern } end,\n"
+    "  state = function(up) states[#states + 1] = up end }))\n"
+    "c:subscribe('plain')\n"
+    "c:psubscribe('pat#*')\n"
+    "check(wait(3000, function() return c:connected() end), 'connects')\n"
+    "check(#states == 1 and states[1] == true, 'state(true) once')\n"
+    "local count\n"
+    "c:numsub('plain', function(n, err) count = n or err end)\n"
+    "check(count == nil, 'numsub answers later')\n"
+    "wait(2000, function() return count ~= nil end)\n"
+    "check(count == 1, 'numsub counts the subscriber')\n"
+    "local big = string.rep('\\0\\1\\2', 350000)\n"
+    "check(c:publish('plain', 'a\\0b'), 'publish')\n"
+    "check(c:publish('pat#room#', big), 'publish a MB')\n"
+    "check(c:publish('other', 'x'), 'publish elsewhere')\n"
+    "wait(3000, function() return #got >= 2 end)\n"
+    "check(#got == 2 and got[1][1] == 'plain' and got[1][2] == 'a\\0b' and got[1][3] == nil, 'a message, binary-safe')\n"
+    "check(got[2] and got[2][1] == 'pat#room#' and got[2][2] == big and got[2][3] == 'pat#*', 'a pattern message')\n"
+    /* Redis away */
+    "kill_redis()\n"
+    "check(wait(3000, function() return #states == 2 end) and states[2] == false, 'state(false)')\n"
+    "check(c:publish('plain', 'lost') == false, 'publish says it dropped')\n"
+    "local down\n"
+    "c:numsub('plain', function(n, err) down = { n, err } end)\n"
+    "check(down == nil, 'numsub answers later, even now')\n"
+    "wait(1000, function() return down ~= nil end)\n"
+    "check(down and down[1] == nil and down[2] == 'redis is not connected', 'numsub fails while away')\n"
+    "wait(600, function() return false end)\n" /* a few retries */
+    "check(#states == 2, 'no state change per retry')\n"
+    "check(start_redis(), 'redis-server back')\n"
+    "check(wait(8000, function() return c:connected() end), 'reconnects')\n"
+    "check(#states == 3 and states[3] == true, 'state(true) once more')\n"
+    "got = {}\n"
+    "wait(1000, function() local n c:numsub('plain', function(x) n = x end) wait(500, function() return n ~= nil end) return n == 1 end)\n"
+    "c:publish('plain', 'again')\n"
+    "check(wait(3000, function() return #got == 1 end) and got[1][2] == 'again', 'subscribed again after the restart')\n"
+    "c:unsubscribe('plain')\n"
+    "local n\n"
+    "c:numsub('plain', function(x) n = x end)\n"
+    "wait(2000, function() return n ~= nil end)\n"
+    "check(n == 0, 'unsubscribed')\n"
+    /* close() from inside a message callback; a pending numsub hears of it */
+    "local d\n"
+    "local closer\n"
+    "closer = assert(r.new(url, { message = function() closer:close() end }))\n"
+    "closer:subscribe('close-me')\n"
+    "wait(3000, function() return closer:connected() end)\n"
+    "c:publish('close-me', 'now')\n"
+    "check(wait(3000, function() return not closer:connected() end), 'closed from its own callback')\n"
+    "check(not pcall(closer.publish, closer, 'x', 'y'), 'a closed client refuses work')\n"
+    "local pend\n"
+    "c:numsub('x', function(n, err) pend = err or n end)\n"
+    "c:close()\n"
+    "check(pend == 'redis client closed', 'close answers what was waiting')\n"
+    "c:close()\n" /* idempotent */
+    /* bad URLs */
+    "for _, bad in ipairs({ 'http://x', 'redis://', 'redis://h:0', 'redis://h:99999', 'redis://h:1/x', 'redis://[::1' }) do\n"
+    "  local cl, err = r.new(bad, {})\n"
+    "  check(cl == nil and type(err) == 'string' and err:find(bad, 1, true) == 1, 'refused: ' .. bad)\n"
+    "end\n"
+    /* AUTH */
+    "local a = assert(r.new(auth_url, {}))\n"
+    "check(wait(3000, function() return a:connected() end), 'AUTH with the password')\n"
+    "a:close()\n"
+    "local wrong = assert(r.new(auth_url:gsub('sesame', 'wrong'), {}))\n"
+    "wait(500, function() return false end)\n"
+    "check(not wrong:connected(), 'a wrong password does not connect')\n"
+    /* left open on purpose: the shutdown closes it */
+    "return true\n";
+
+int main(void) {
+  if (system("command -v redis-server >/dev/null 2>&1") != 0) {
+    printf("redis-server is not installed: skipped\n");
+    return 77;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  redis_port = free_port();
+  auth_port = free_port();
+  redis_pid = start_redis(redis_port, NULL);
+  auth_pid = start_redis(auth_port, "sesame");
+  if (redis_pid <= 0 || auth_pid <= 0) {
+    fprintf(stderr, "could not start redis-server\n");
+    stop_redis(&redis_pid);
+    stop_redis(&auth_pid);
+    return 1;
+  }
+  uv_loop_init(&loop);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  l_redis_open(L, &loop);
+  lua_register(L, "wait", l_wait);
+  lua_register(L, "kill_redis", l_kill_redis);
+  lua_register(L, "start_redis", l_start_redis);
+  lua_register(L, "check", l_check);
+  char url[64], auth_url[64];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
+  snprintf(auth_url, sizeof auth_url, "redis://:sesame@127.0.0.1:%d/2", auth_port);
+  if (luaL_loadstring(L, SCRIPT) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  lua_pushstring(L, url);
+  lua_pushstring(L, auth_url);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    failed++;
+    fprintf(stderr, "script error: %s\n", lua_tostring(L, -1));
+  }
+  /* The shutdown: every client closes, and the loop ends with no handle left. */
+  l_redis_stop_all(L);
+  lua_close(L);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+  stop_redis(&redis_pid);
+  stop_redis(&auth_pid);
+  CHECK_REPORT();
+  return failed ? 1 : 0;
+}
