@@ -341,7 +341,7 @@ static int encode_table(lua_State *L, encode_ctx *e, int idx, int depth) {
     } else if (kt == LUA_TNUMBER) { /* written as its decimal string, as JSON would */
       char buf[64];
       int kl = lua_isinteger(L, -2) ? snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, -2))
-                                    : snprintf(buf, sizeof buf, "%.14g", lua_tonumber(L, -2));
+                                    : snprintf(buf, sizeof buf, "%.17g", lua_tonumber(L, -2));
       pack_string(e, buf, (size_t)kl);
     } else {
       lua_pop(L, 2);
