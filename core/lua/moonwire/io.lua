@@ -296,7 +296,7 @@ function Namespace:emit(event, ...) return operator(self):emit(event, ...) end
 function Namespace:emitWithAck(event, ...) return operator(self):emitWithAck(event, ...) end
 function Namespace:send(...) return operator(self):emit("message", ...) end
 function Namespace:timeout(ms) return operator(self):timeout(ms) end
-function Namespace:fetchSockets() return operator(self):fetchSockets() end
+function Namespace:fetchSockets(fn) return operator(self):fetchSockets(fn) end
 function Namespace:socketsJoin(room) return operator(self):socketsJoin(room) end
 function Namespace:socketsLeave(room) return operator(self):socketsLeave(room) end
 function Namespace:disconnectSockets(close) return operator(self):disconnectSockets(close) end
@@ -1187,7 +1187,7 @@ function io.to(room) return main:to(room) end
 io["in"] = io.to
 function io.except(room) return main:except(room) end
 function io.timeout(ms) return main:timeout(ms) end
-function io.fetchSockets() return main:fetchSockets() end
+function io.fetchSockets(fn) return main:fetchSockets(fn) end
 function io.socketsJoin(room) return main:socketsJoin(room) end
 function io.socketsLeave(room) return main:socketsLeave(room) end
 function io.disconnectSockets(close) return main:disconnectSockets(close) end
@@ -1270,5 +1270,6 @@ function io.options() return c.options() end
 return setmetatable(io, {
   __index = function(_, k)
     if k == "volatile" then return main.volatile end
+    if k == "local" then return main["local"] end
   end,
 })
