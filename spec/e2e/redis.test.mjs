@@ -41,8 +41,9 @@ async function subscribed(url, count, nsps = ['/', '/admin']) {
   }
 }
 
-// Two moonwire servers (a, b) and a Node one (n) on a Redis of their own.
-async function cluster(t, { requestsTimeout } = {}) {
+// Two moonwire servers (a, b) and a Node one (n, unless node is false) on a
+// Redis of their own.
+async function cluster(t, { requestsTimeout, node = true } = {}) {
   const redis = await startRedis(t);
   const env = requestsTimeout ? { REQUESTS_TIMEOUT: String(requestsTimeout) } : {};
   const a = await setup(t, { root: ROOT, args: ['--redis', redis.url], env: { SERVER_NAME: 'a', ...env } });
@@ -50,6 +51,10 @@ async function cluster(t, { requestsTimeout } = {}) {
   // The Node server's clients are closed before it stops (hooks run in order).
   const closers = [];
   t.after(() => { for (const close of closers.splice(0)) close(); });
+  if (!node) {
+    await subscribed(redis.url, 2);
+    return { redis, a, b, servers: [a, b] };
+  }
   const n = await startNodeServer(t, { redisUrl: redis.url, name: 'n', requestsTimeout });
   n.track = (close) => closers.push(close);
   await subscribed(redis.url, 3);
@@ -240,6 +245,43 @@ describe('a mixed cluster: two moonwire processes and a Node socket.io server on
       assert.equal(err, undefined);
       assert.deepEqual(sorted(responses.map((r) => r.server)), others);
       for (const r of responses) assert.deepEqual(r.args, [42]);
+    }
+  });
+});
+
+describe('bad input from Redis', () => {
+  // Only moonwire servers: @socket.io/redis-adapter 8 throws on a broadcast
+  // that is not msgpack, and the Node process dies of it.
+  test('garbage on the channels is ignored with one warning, and the cluster goes on', T, async (t) => {
+    const { redis, a, b } = await cluster(t, { node: false });
+    const [a1, b1] = await Promise.all([join(a), join(b)]);
+    const r = createClient({ url: redis.url });
+    await r.connect();
+    const garbage = [
+      Buffer.from([0xc1]), Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x00]), Buffer.from('not msgpack'),
+      Buffer.from([0x93, 0xa1, 0x78, 0xc0, 0xc0]), // [uid, nil, nil]
+      Buffer.from([0x93, 0xa1, 0x78, 0x81, 0xa4, 0x64, 0x61, 0x74, 0x61, 0x90, 0x80]), // { data: [] }
+    ];
+    for (const g of garbage) {
+      await r.publish(Buffer.from('socket.io#/#'), g);
+      await r.publish(Buffer.from('socket.io#/#room#'), g);
+      await r.publish(Buffer.from('socket.io-request#/#'), g);
+      await r.publish(Buffer.from('socket.io-response#/#'), g);
+    }
+    for (const req of ['{', '[]', '{"type":5}', '{"type":2,"opts":"x"}', '{"type":6,"data":"x"}',
+      '{"type":7,"requestId":"q","packet":{"data":["ev"]},"opts":{"flags":{"timeout":-5}}}', '{"type":9,"requestId":7}']) {
+      await r.publish('socket.io-request#/#', req);
+      await r.publish('socket.io-response#/#', req);
+    }
+    await r.quit();
+    const got = [record(a1, 'm'), record(b1, 'm')];
+    await ask(b1, 'emit', { event: 'm', args: ['still here'] });
+    await until(() => got.every((g) => g.length === 1), 'a broadcast after the garbage');
+    const { sockets } = await ask(a1, 'fetch', {});
+    assert.equal(sockets.length, 2);
+    for (const srv of [a, b]) {
+      assert.equal(srv.stderr().match(/did not decode/g)?.length <= 3, true, srv.stderr());
+      assert.doesNotMatch(srv.stderr(), /stack traceback/);
     }
   });
 });

@@ -400,7 +400,8 @@ function Adapter:on_request(name, payload)
     local packet, opts = req.packet, type(req.opts) == "table" and req.opts or {}
     if type(packet) ~= "table" or type(packet.data) ~= "table" or type(packet.data[1]) ~= "string" then return end
     local flags = type(opts.flags) == "table" and opts.flags or {}
-    local timeout = math.type(flags.timeout) and flags.timeout or self.timeout
+    local t = flags.timeout
+    local timeout = type(t) == "number" and t > 0 and t < 2 ^ 31 and t or self.timeout
     local count = host.deliver_with_ack(ns, names(opts.rooms), names(opts.except), nil, flags.volatile == true, timeout,
       packet.data, #packet.data, function(reply)
         self:respond(name, req, mp.encode({ type = BROADCAST_ACK, requestId = id, packet = reply }, host.Binary, null))
