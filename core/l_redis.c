@@ -64,6 +64,9 @@ struct rclient {
   char where[300]; /* host:port, for the log */
   redisAsyncContext *pub, *sub;
   bool pub_ready, sub_ready;
+  bool sub_sent;      /* the subscriptions went out on this sub connection */
+  bool sub_pinged;    /* its PING (after AUTH and SELECT) was answered */
+  size_t sub_pending; /* subscriptions sent at connect and not yet confirmed */
   bool up;          /* as last told to Lua */
   bool down_logged; /* the current outage was logged */
   bool retrying;    /* the retry timer is armed */
@@ -201,7 +204,7 @@ static void went_down(rclient *c, const char *why) {
   if (c->closed || c->retrying) return;
   drop(&c->pub);
   drop(&c->sub);
-  c->pub_ready = c->sub_ready = false;
+  c->pub_ready = c->sub_ready = c->sub_sent = c->sub_pinged = false;
   uv_timer_stop(&c->deadline);
   fail_waiting(c, "redis connection lost");
   if (!c->down_logged) {
@@ -253,8 +256,12 @@ static void on_ping(redisAsyncContext *ac, void *r, void *priv) {
     went_down(c, why);
     return;
   }
-  if (ac == c->pub) c->pub_ready = true;
-  else if (ac == c->sub) c->sub_ready = true;
+  if (ac == c->pub) {
+    c->pub_ready = true;
+  } else if (ac == c->sub) {
+    c->sub_pinged = true;
+    c->sub_ready = c->sub_pending == 0;
+  }
   check_ready(c);
 }
 
@@ -275,6 +282,15 @@ static void on_sub(redisAsyncContext *ac, void *r, void *priv) {
   if (!c || c->closed || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) return;
   redisReply *kind = reply->element[0];
   if (kind->type != REDIS_REPLY_STRING) return;
+  if (!strcmp(kind->str, "subscribe") || !strcmp(kind->str, "psubscribe")) {
+    /* The connection is ready once Redis confirmed what it was sent at
+     * connect: then a publish from anywhere reaches this client. */
+    if (ac == c->sub && c->sub_pending > 0 && --c->sub_pending == 0 && c->sub_pinged) {
+      c->sub_ready = true;
+      check_ready(c);
+    }
+    return;
+  }
   lua_State *L = c->L;
   if (!strcmp(kind->str, "message") && reply->elements == 3) {
     lua_pushlstring(L, reply->element[1]->str, reply->element[1]->len);
@@ -313,10 +329,12 @@ static void on_connect(const redisAsyncContext *cac, int status) {
     else redisAsyncCommand(ac, on_setup, "AUTH", "AUTH %s", c->pass);
   }
   if (c->db) redisAsyncCommand(ac, on_setup, "SELECT", "SELECT %d", c->db);
-  redisAsyncCommand(ac, on_ping, NULL, "PING");
+  redisAsyncCommand(ac, on_ping, NULL, "PING"); /* before any SUBSCRIBE: a plain reply */
   if (ac == c->sub) {
     for (size_t i = 0; i < c->channels.n; i++) send_sub(c, "SUBSCRIBE", c->channels.v[i], c->channels.len[i]);
     for (size_t i = 0; i < c->patterns.n; i++) send_sub(c, "PSUBSCRIBE", c->patterns.v[i], c->patterns.len[i]);
+    c->sub_pending = c->channels.n + c->patterns.n;
+    c->sub_sent = true;
   }
 }
 
@@ -434,7 +452,7 @@ static int c_sub_op(lua_State *L, bool pattern, bool add) {
   const char *s = luaL_checklstring(L, 2, &n);
   name_list *l = pattern ? &c->patterns : &c->channels;
   bool changed = add ? list_add(l, s, n) : list_del(l, s, n);
-  if (changed && c->sub && c->sub_ready)
+  if (changed && c->sub && c->sub_sent)
     send_sub(c, add ? (pattern ? "PSUBSCRIBE" : "SUBSCRIBE") : (pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE"), s, n);
   return 0;
 }
