@@ -9,6 +9,7 @@
  *   client:numsub(ch, fn)       → later fn(count) or fn(nil, message), exactly once
  *   client:connected()          client:close()
  *
+ * hiredis's async API runs on the loop through the event hooks below.
  * Two connections, as socket.io's adapter uses two clients: one publishes
  * and asks (PUBSUB NUMSUB), the other is in subscribed mode. Subscriptions
  * are remembered here and sent again after every reconnect. When either
@@ -21,7 +22,6 @@
  * a context never outlives its ac->data check: a context this client let go
  * of has ac->data NULL, and its late callbacks are ignored. */
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -351,6 +351,84 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
   went_down(c, why);
 }
 
+/* ---- hiredis on the libuv loop ----
+ *
+ * The hooks of hiredis's adapters/libuv.h, with one difference: that
+ * adapter (0.14) drops a poll callback with an error status, and libuv
+ * gives one (and stops the handle) when the socket has an error pending —
+ * a refused connect, a reset connection. hiredis then never hears of it,
+ * so a connect to a closed port waited for the timeout and a reset
+ * connection looked alive forever. Here an error is handed to hiredis as
+ * readable and writable, and its read or connect check finds the error. */
+
+typedef struct uv_events {
+  redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+  uv_poll_t handle;
+  int events;
+} uv_events;
+
+static void ev_poll(uv_poll_t *h, int status, int events) {
+  uv_events *p = h->data;
+  if (status < 0) events = UV_READABLE | UV_WRITABLE;
+  if (p->ac && (events & UV_READABLE)) redisAsyncHandleRead(p->ac);
+  if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+}
+
+static void ev_update(uv_events *p) {
+  if (p->events) uv_poll_start(&p->handle, p->events, ev_poll);
+  else uv_poll_stop(&p->handle);
+}
+
+static void ev_add_read(void *d) {
+  uv_events *p = d;
+  p->events |= UV_READABLE;
+  ev_update(p);
+}
+
+static void ev_del_read(void *d) {
+  uv_events *p = d;
+  p->events &= ~UV_READABLE;
+  ev_update(p);
+}
+
+static void ev_add_write(void *d) {
+  uv_events *p = d;
+  p->events |= UV_WRITABLE;
+  ev_update(p);
+}
+
+static void ev_del_write(void *d) {
+  uv_events *p = d;
+  p->events &= ~UV_WRITABLE;
+  ev_update(p);
+}
+
+static void ev_closed(uv_handle_t *h) { free(h->data); }
+
+static void ev_cleanup(void *d) {
+  uv_events *p = d;
+  p->ac = NULL;
+  uv_close((uv_handle_t *)&p->handle, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  uv_events *p = calloc(1, sizeof *p);
+  if (!p) return REDIS_ERR;
+  if (uv_poll_init(loop, &p->handle, ac->c.fd)) {
+    free(p);
+    return REDIS_ERR;
+  }
+  p->ac = ac;
+  p->handle.data = p;
+  ac->ev.data = p;
+  ac->ev.addRead = ev_add_read;
+  ac->ev.delRead = ev_del_read;
+  ac->ev.addWrite = ev_add_write;
+  ac->ev.delWrite = ev_del_write;
+  ac->ev.cleanup = ev_cleanup;
+  return REDIS_OK;
+}
+
 static redisAsyncContext *open_one(rclient *c, const char **err) {
   redisAsyncContext *ac = redisAsyncConnect(c->host, c->port);
   if (!ac) {
@@ -365,7 +443,7 @@ static redisAsyncContext *open_one(rclient *c, const char **err) {
     return NULL;
   }
   ac->data = c;
-  if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+  if (ev_attach(ac, c->loop) != REDIS_OK) {
     *err = "cannot attach to the loop";
     ac->data = NULL;
     redisAsyncFree(ac);
@@ -609,6 +687,14 @@ static const char *parse_url(rclient *c, const char *url) {
   if (*p) return "unexpected characters after the address";
   snprintf(c->where, sizeof c->where, strchr(c->host, ':') ? "[%s]:%d" : "%s:%d", c->host, c->port);
   return NULL;
+}
+
+const char *l_redis_check_url(const char *url) {
+  rclient c = {0};
+  const char *bad = parse_url(&c, url);
+  free(c.user);
+  free(c.pass);
+  return bad;
 }
 
 static int r_new(lua_State *L) {

@@ -51,5 +51,7 @@ const char *mw_msgpack_prescan(const unsigned char *p, size_t len);
 struct uv_loop_s;
 void l_redis_open(lua_State *L, struct uv_loop_s *loop);
 void l_redis_stop_all(lua_State *L);
+/* NULL when url is a redis:// URL the client takes; else what is wrong. */
+const char *l_redis_check_url(const char *url);
 
 #endif

@@ -170,6 +170,11 @@ int main(int argc, char **argv) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
       NEEDS_VALUE cfg.redis = val;
+      const char *bad = l_redis_check_url(val);
+      if (bad) {
+        fprintf(stderr, "moonwire: --redis %s: %s\n", val, bad);
+        return 2;
+      }
     } else if (!strcmp(arg, "--io-path")) {
       NEEDS_VALUE if (val[0] != '/' || strlen(val) > 100) {
         fprintf(stderr, "moonwire: --io-path must start with '/'\n");

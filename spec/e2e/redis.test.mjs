@@ -16,7 +16,7 @@ import { describe, test } from 'node:test';
 
 import { createClient } from 'redis';
 
-import { FIXTURES, delay } from './helpers.mjs';
+import { FIXTURES, delay, runBinary } from './helpers.mjs';
 import { startNodeServer, startRedis } from './redis.mjs';
 import { WAIT, ask, client, connected, next, record, setup, until } from './sio.mjs';
 
@@ -283,6 +283,29 @@ describe('bad input from Redis', () => {
       assert.equal(srv.stderr().match(/did not decode/g)?.length <= 3, true, srv.stderr());
       assert.doesNotMatch(srv.stderr(), /stack traceback/);
     }
+  });
+});
+
+describe('--redis', () => {
+  test('a URL the client cannot take is refused at start, with the reason', async () => {
+    for (const [url, why] of [['http://127.0.0.1:6379', 'expected redis://host:port'], ['redis://h:99999', 'a bad port'],
+      ['redis://h:6379/x', 'a bad database number'], ['redis://', 'no host']]) {
+      const { code, stderr } = await runBinary(['--port', '0', '--redis', url]);
+      assert.equal(code, 2);
+      assert.equal(stderr.trim(), `moonwire: --redis ${url}: ${why}`);
+    }
+  });
+
+  test('an unreachable Redis is logged once and retried; the server runs meanwhile and exits cleanly', T, async (t) => {
+    const srv = await setup(t, { root: ROOT, args: ['--redis', 'redis://127.0.0.1:1'], env: { SERVER_NAME: 'alone' } });
+    const [c1, c2] = await Promise.all([join(srv), join(srv)]);
+    const got = record(c2, 'm');
+    await ask(c1, 'emit', { event: 'm', args: ['alone'] });
+    await until(() => got.length === 1, 'local delivery without Redis');
+    await delay(1000); // several retries
+    assert.equal(srv.stderr().match(/redis: cannot connect to 127\.0\.0\.1:1 \(Connection refused\); retrying/g)?.length, 1, srv.stderr());
+    const { err } = await ask(c1, 'fetch', {});
+    assert.equal(err, 'fetchSockets: redis is not connected');
   });
 });
 
