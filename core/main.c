@@ -271,17 +271,18 @@ int main(int argc, char **argv) {
     mw_server_fastcgi_name(&a.srv, where, sizeof where);
     printf("moonwire FastCGI responder on %s\n", where);
   }
-  const char *shown = strchr(cfg.host, ':') ? "[%s]" : "%s";
-  printf("moonwire listening on http://");
-  printf(shown, cfg.host);
-  printf(":%d (%s mode)\n", mw_server_port(&a.srv), cfg.dev ? "dev" : "production");
-
+  /* Before the listening line: whoever reads it may stop us at once. */
   uv_signal_init(a.loop, &a.sigint);
   uv_signal_init(a.loop, &a.sigterm);
   uv_timer_init(a.loop, &a.grace);
   a.sigint.data = a.sigterm.data = a.grace.data = &a;
   uv_signal_start(&a.sigint, on_signal, SIGINT);
   uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+
+  const char *shown = strchr(cfg.host, ':') ? "[%s]" : "%s";
+  printf("moonwire listening on http://");
+  printf(shown, cfg.host);
+  printf(":%d (%s mode)\n", mw_server_port(&a.srv), cfg.dev ? "dev" : "production");
 
   uv_run(a.loop, UV_RUN_DEFAULT);
   static_free(a.st);
