@@ -322,8 +322,12 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
   flush_poll(s);
   /* A polling client between two polls would find its session gone and see
    * a "transport error": keep the session (closed) until its next GET takes
-   * the close packet, as engine.io does, for pingTimeout at most. */
-  bool linger = send_close && !s->ws && !s->probe && s->outq.len > 0;
+   * the close packet, as engine.io does, for pingTimeout at most. Not when
+   * the client broke the protocol: then the session is gone at once and its
+   * next request gets "Session ID unknown" (the Engine.IO test suite's
+   * "closes the session upon invalid packet format"). */
+  bool client_error = !strcmp(reason, "parse error") || !strcmp(reason, "transport error");
+  bool linger = send_close && !client_error && !s->ws && !s->probe && s->outq.len > 0;
   s->closed = true;
   if (!linger) unlink_session(s);
   uv_timer_stop(&s->timer);
