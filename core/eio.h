@@ -20,6 +20,7 @@ typedef struct eio_options {
   uint64_t ping_interval;  /* ms, 25000 */
   uint64_t ping_timeout;   /* ms, 20000 */
   size_t max_payload;      /* bytes, 1e6 (maxHttpBufferSize) */
+  size_t max_buffered;     /* bytes queued for a session that stops reading, 1 MiB (maxBackpressure) */
   bool polling, websocket; /* transports offered */
   char **origins;          /* allowed Origins (NULL: any) — owned by the server */
   int norigins;
@@ -86,6 +87,11 @@ void eio_send_msg(eio_session *s, const eio_msg *m);
 void eio_send(eio_session *s, const char *data, size_t len, bool binary);
 /* True when a message sent now would leave at once (for volatile packets). */
 bool eio_writable(eio_session *s);
+/* Bytes queued for s and not yet taken by the client: its WebSocket's write
+ * queue, or the polling payload waiting for a GET. Past max_buffered when a
+ * message is sent, the session is closed ("transport error") and what it
+ * held is released at once. */
+size_t eio_buffered(eio_session *s);
 /* Closes the session (reason given to on_close); safe in any callback. */
 void eio_close(eio_session *s, const char *reason);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "eio.h"
+#include "lcall.h"
 #include "lhost.h"
 #include "sio.h"
 #include "sio_packet.h"
@@ -117,7 +118,7 @@ static void on_connect(void *ud, sio_socket *s, const char *auth, size_t len) {
   int *href = sio_client_userdata(sio_socket_client(s));
   if (href) lua_rawgeti(L, LUA_REGISTRYINDEX, *href);
   else lua_newtable(L);
-  lhost_pcall(L, 4, 0, "io connection");
+  lcall_pcall(L, 4, 0, "io connection");
   lua_settop(L, top);
 }
 
@@ -152,7 +153,7 @@ static void on_packet(void *ud, sio_socket *s, int type, const char *json, size_
   } else {
     lua_pushnil(L);
   }
-  lhost_pcall(L, 5, 0, "io packet");
+  lcall_pcall(L, 5, 0, "io packet");
   lua_settop(L, top);
 }
 
@@ -164,7 +165,7 @@ static void on_disconnect(void *ud, sio_socket *s, const char *reason) {
   if (push_cb(L, x->cb_ref, "disconnect")) {
     if (push_socket(L, s)) {
       lua_pushstring(L, reason);
-      lhost_pcall(L, 2, 0, "io disconnect");
+      lcall_pcall(L, 2, 0, "io disconnect");
     }
   }
   lua_settop(L, top);
@@ -309,6 +310,13 @@ static int s_disconnect(lua_State *L) {
 static int s_connected(lua_State *L) {
   sio_socket *s = check_sock(L);
   lua_pushboolean(L, s && sio_socket_connected(s));
+  return 1;
+}
+
+/* h:buffered() → bytes queued for the client and not yet taken by it. */
+static int s_buffered(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  lua_pushinteger(L, s ? (lua_Integer)sio_client_buffered(sio_socket_client(s)) : 0);
   return 1;
 }
 
@@ -473,7 +481,7 @@ static void push_allow_req(lua_State *L, const http_req *req) {
   lua_setfield(L, -2, "querystring");
   if (push_app_fn(L, "parse_urlencoded")) {
     lua_pushlstring(L, req->query, req->query_len);
-    if (lhost_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
+    if (lcall_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
       lua_pop(L, 1);
       lua_newtable(L);
     }
@@ -507,14 +515,14 @@ static void allow_request(void *ud, eio_pending *p, const http_req *req) {
   lua_pushcclosure(L, allow_answer, 1);
   bool failed;
   if (run) {
-    failed = lhost_pcall(L, 3, 2, hk->what) != LUA_OK;
+    failed = lcall_pcall(L, 3, 2, hk->what) != LUA_OK;
     if (!failed && !lua_toboolean(L, -2)) { /* ok, err from app._run */
       const char *err = lua_tostring(L, -1);
       mw_log(MW_LOG_ERROR, "%s: %s", hk->what, err ? err : "error");
       failed = true;
     }
   } else {
-    failed = lhost_pcall(L, 2, 0, hk->what) != LUA_OK;
+    failed = lcall_pcall(L, 2, 0, hk->what) != LUA_OK;
   }
   /* An error before the callback answered: refuse. (Returning without an
    * answer is fine: the callback may come later.) */
@@ -586,6 +594,13 @@ static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connec
     o->max_payload = (size_t)v;
   }
   lua_pop(L, 1);
+  lua_getfield(L, idx, "maxBackpressure");
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 0 || v > 1e12) luaL_error(L, "maxBackpressure must be between 0 (no limit) and 1e12 bytes");
+    o->max_buffered = (size_t)v;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, idx, "transports");
   if (!lua_isnil(L, -1)) {
     luaL_checktype(L, -1, LUA_TTABLE);
@@ -628,6 +643,7 @@ static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
   if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
   if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
   if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
+  if (cfg->max_backpressure) o->max_buffered = cfg->max_backpressure;
   if (cfg->transports) {
     o->polling = strstr(cfg->transports, "polling") != NULL;
     o->websocket = strstr(cfg->transports, "websocket") != NULL;
@@ -665,6 +681,8 @@ static int l_options(lua_State *L) {
   lua_setfield(L, -2, "pingTimeout");
   lua_pushinteger(L, (lua_Integer)o->max_payload);
   lua_setfield(L, -2, "maxHttpBufferSize");
+  lua_pushinteger(L, (lua_Integer)o->max_buffered);
+  lua_setfield(L, -2, "maxBackpressure");
   return 1;
 }
 
@@ -683,7 +701,7 @@ static void e_on_open(void *ud, eio_session *s, const http_req *req) {
   if (push_cb(L, x->engine_cb, "open")) {
     lua_pushvalue(L, -2);
     push_handshake(L, req);
-    lhost_pcall(L, 2, 0, "engine connection");
+    lcall_pcall(L, 2, 0, "engine connection");
   }
   lua_settop(L, top);
 }
@@ -697,7 +715,7 @@ static void e_on_message(void *ud, eio_session *s, const char *data, size_t len,
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushlstring(L, data, len);
     lua_pushboolean(L, binary);
-    lhost_pcall(L, 3, 0, "engine message");
+    lcall_pcall(L, 3, 0, "engine message");
   }
   lua_settop(L, top);
 }
@@ -711,7 +729,7 @@ static void e_on_close(void *ud, eio_session *s, const char *reason) {
   if (push_cb(L, x->engine_cb, "close")) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushstring(L, reason);
-    lhost_pcall(L, 2, 0, "engine close");
+    lcall_pcall(L, 2, 0, "engine close");
   }
   lua_settop(L, top);
   h->s = NULL;
@@ -801,7 +819,7 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
       {"bind", s_bind},     {"id", s_id},       {"accept", s_accept},         {"reject", s_reject},
       {"send", s_send},     {"join", s_join},   {"leave", s_leave},           {"rooms", s_rooms},
       {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport},
-      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {NULL, NULL}};
+      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {"buffered", s_buffered}, {NULL, NULL}};
   luaL_newmetatable(L, SOCK_MT);
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");

@@ -53,6 +53,11 @@ static int t_start(lua_State *L) {
   if (!lua_isnil(L, -1)) cfg.quiet = lua_toboolean(L, -1);
   lua_getfield(L, 1, "max_body");
   if (!lua_isnil(L, -1)) cfg.max_body = (size_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "handler_budget");
+  if (!lua_isnil(L, -1)) cfg.handler_budget_ms = (uint64_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "lua_memory");
+  if (!lua_isnil(L, -1)) cfg.lua_memory = (size_t)luaL_checkinteger(L, -1) << 20;
+  lua_pop(L, 2);
   lua_getfield(L, 1, "clock");
   const char *clock = luaL_optstring(L, -1, "real");
   if (!strcmp(clock, "test")) cfg.test_clock = true;

@@ -12,27 +12,14 @@
 #include "db.h"
 #include "embedded.h"
 #include "l_io.h"
+#include "lalloc.h"
+#include "lcall.h"
 #include "static.h"
 #include "template.h"
 #include "watch.h"
 #include "ws.h"
 
 #define EXCHANGE_MT "moonwire.exchange"
-
-/* Small Lua objects (tables, their parts, strings, userdata) come and go
- * by the dozen with every request, and libc's malloc/free was a tenth of
- * the work of a request. They are recycled here instead: a freed block of
- * n bytes (Lua tells the size) goes on the list for exactly n bytes, and
- * the next allocation of n bytes takes it back. Exact sizes, so any block,
- * even one libc allocated before this allocator took over, can go on a
- * list. At most LPOOL_BYTES are kept; past that blocks go back to libc. */
-#define LPOOL_MAX 256            /* blocks up to this size are recycled */
-#define LPOOL_BYTES (512 * 1024) /* kept on the lists at most */
-
-typedef struct lpool {
-  void *free[LPOOL_MAX + 1]; /* free[n]: blocks of n bytes, linked through their first word */
-  size_t bytes;              /* on the lists */
-} lpool;
 
 struct lhost {
   lua_State *L;
@@ -49,7 +36,8 @@ struct lhost {
   ws_conn *dev[64];       /* dev pages listening on /__moonwire/live */
   int ndev;
   uint64_t boot;          /* tells dev pages the server restarted */
-  lpool pool;             /* the VM's small blocks (lpool_alloc) */
+  lalloc alloc;           /* the VM's allocator: small blocks recycled, the memory ceiling */
+  bool watchdog;          /* this VM started a handler budget (lcall_watchdog_start) */
 };
 
 /* A response as Lua sees it, carrying its request's headers packed (see
@@ -60,106 +48,6 @@ typedef struct exchange {
   size_t hlen;
   char headers[];
 } exchange;
-
-/* ---- the VM's allocator ---- */
-
-static bool lpool_fits(size_t n) { return n >= sizeof(void *) && n <= LPOOL_MAX; }
-
-static void lpool_put(lpool *p, void *b, size_t n) {
-  if (p->bytes + n > LPOOL_BYTES) {
-    free(b);
-    return;
-  }
-  *(void **)b = p->free[n];
-  p->free[n] = b;
-  p->bytes += n;
-}
-
-static void *lpool_get(lpool *p, size_t n) {
-  void *b = p->free[n];
-  if (!b) return malloc(n);
-  p->free[n] = *(void **)b;
-  p->bytes -= n;
-  return b;
-}
-
-/* lua_Alloc: as luaL_newstate's allocator, with small blocks recycled. */
-static void *lpool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  lpool *p = ud;
-  if (!ptr) osize = 0; /* it then tells what kind of object is being made */
-  if (nsize == 0) {
-    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
-    else free(ptr);
-    return NULL;
-  }
-  if (ptr && osize == nsize) return ptr;
-  if (!lpool_fits(osize) && !lpool_fits(nsize)) return realloc(ptr, nsize);
-  void *nb = lpool_fits(nsize) ? lpool_get(p, nsize) : malloc(nsize);
-  /* Lua counts on a shrink never failing: the old block is big enough
-   * (freed later as nsize bytes, it is only bigger than its list says). */
-  if (!nb) return nsize < osize ? ptr : NULL;
-  if (ptr) {
-    memcpy(nb, ptr, osize < nsize ? osize : nsize);
-    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
-    else free(ptr);
-  }
-  return nb;
-}
-
-/* Gives the kept blocks back (after lua_close). */
-static void lpool_drain(lpool *p) {
-  for (size_t n = 0; n <= LPOOL_MAX; n++) {
-    while (p->free[n]) {
-      void *b = p->free[n];
-      p->free[n] = *(void **)b;
-      free(b);
-    }
-  }
-  p->bytes = 0;
-}
-
-/* Sanitizer builds keep libc's allocator, so that C code holding on to a
- * Lua string or userdata after the VM freed it is caught. */
-static void use_lpool(lua_State *L, lpool *p) {
-#if defined(__SANITIZE_ADDRESS__)
-  (void)L, (void)p;
-  return;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  (void)L, (void)p;
-  return;
-#endif
-#endif
-  lua_setallocf(L, lpool_alloc, p);
-}
-
-/* ---- protected calls ---- */
-
-static int msgh(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-/* lua_pcall with msgh already at stack index mh; logs errors. */
-static int pcall_at(lua_State *L, int mh, int nargs, int nresults, const char *what) {
-  int r = lua_pcall(L, nargs, nresults, mh);
-  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
-  return r;
-}
-
-int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what) {
-  int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, msgh);
-  lua_insert(L, base);
-  int r = pcall_at(L, base, nargs, nresults, what);
-  lua_remove(L, base);
-  return r;
-}
 
 /* ---- module loading: embedded framework modules, app scripts ---- */
 
@@ -311,7 +199,7 @@ static int call_reload(lhost *h, const char *fname, int nargs, int nres) {
   lua_getfield(L, -1, fname);
   lua_remove(L, -2);
   lua_insert(L, -1 - nargs);
-  return lhost_pcall(L, nargs, nres, fname);
+  return lcall_pcall(L, nargs, nres, fname);
 }
 
 /* GET /__moonwire/dev.js and the /__moonwire/live WebSocket (dev mode).
@@ -693,9 +581,9 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     return;
   }
   int top = lua_gettop(L);
-  /* The message handler goes first, under everything: lhost_pcall would
+  /* The message handler goes first, under everything: lcall_pcall would
    * slide it under the arguments and out again on every request. */
-  lua_pushcfunction(L, msgh);                         /* top + 1 */
+  lua_pushcfunction(L, lcall_msgh);                   /* top + 1 */
   size_t hlen = packed_size(req);
   exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
   ex->res = res;
@@ -706,7 +594,7 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
-  if (pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
     return;
@@ -739,7 +627,7 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
   lua_pushvalue(L, top + 2);
   nargs = push_req(L, req, top + 2);
-  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
@@ -762,8 +650,10 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
     return -ENOMEM;
   }
   h->L = L;
-  use_lpool(L, &h->pool);
+  lalloc_use(L, &h->alloc, srv->cfg.lua_memory);
   luaL_openlibs(L);
+  lcall_init(L);
+  if (srv->cfg.handler_budget_ms) h->watchdog = lcall_watchdog_start(srv->cfg.handler_budget_ms) == 0;
   lua_pushstring(L, srv->cfg.root);
   lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.root");
   install_searchers(L);
@@ -773,7 +663,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   l_redis_open(L, srv->loop);
   if (l_io_new(&h->io, L, srv)) {
     lua_close(L);
-    lpool_drain(&h->pool);
+    lalloc_drain(&h->alloc);
+    if (h->watchdog) lcall_watchdog_stop();
     free(h);
     return -ENOMEM;
   }
@@ -799,7 +690,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   /* The framework: moonwire.app owns routes and the request path. */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "moonwire.app");
-  if (lhost_pcall(L, 1, 1, "loading moonwire.app") != LUA_OK) {
+  if (lcall_pcall(L, 1, 1, "loading moonwire.app") != LUA_OK) {
     lua_pop(L, 1);
     return -1;
   }
@@ -812,7 +703,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   /* Reloads (and the first load) go through moonwire.reload. */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "moonwire.reload");
-  if (lhost_pcall(L, 1, 1, "loading moonwire.reload") != LUA_OK) {
+  if (lcall_pcall(L, 1, 1, "loading moonwire.reload") != LUA_OK) {
     lua_pop(L, 1);
     return -1;
   }
@@ -861,7 +752,8 @@ void lhost_free(lhost *h) {
   if (!h) return;
   lhost_stop(h);
   if (h->L) lua_close(h->L);
-  lpool_drain(&h->pool);
+  lalloc_drain(&h->alloc);
+  if (h->watchdog) lcall_watchdog_stop();
   l_io_free(h->io);
   free(h);
 }

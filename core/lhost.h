@@ -33,11 +33,6 @@ int lhost_advance_clock(lhost *h, uint64_t ms);
  * headers joined with ", "). */
 void lhost_push_headers(lua_State *L, const http_req *req);
 
-/* Calls the function on top of the stack with nargs arguments under a
- * message handler that adds a traceback. On error logs "what: message +
- * traceback" and leaves the message on the stack; returns the lua_pcall
- * status. */
-int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what);
 
 /* moonwire.msgpack (l_msgpack.c): encode(v, binary_mt, null) and
  * decode(s, binary_mt, null) → v or nil, message. */

@@ -35,6 +35,8 @@ static const char usage[] =
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "  --handler-budget MS      a route, socket handler or timer that runs longer is stopped (default 2000; 0: no limit)\n"
+    "  --lua-memory MB          the Lua VM's memory ceiling (default 1024; 0: none)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -43,6 +45,7 @@ static const char usage[] =
     "  --ping-interval MS       heartbeat interval (default 25000)\n"
     "  --ping-timeout MS        a client that does not answer a ping within this is closed (default 20000)\n"
     "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
+    "  --max-backpressure N     bytes queued for a client that stops reading before it is closed (default 1048576)\n"
     "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
     "  --transports LIST        polling,websocket (default both)\n"
     "  --cors-origin ORIGIN     allow this Origin (repeatable); a WebSocket from any other gets 403\n"
@@ -166,6 +169,12 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--handler-budget")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 86400000, &n)) return 2;
+      cfg.handler_budget_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--lua-memory")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1 << 20, &n)) return 2;
+      cfg.lua_memory = (size_t)n << 20;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
@@ -195,6 +204,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--max-http-buffer-size")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 1000000000, &n)) return 2;
       cfg.max_http_buffer = (size_t)n;
+    } else if (!strcmp(arg, "--max-backpressure")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1024, 1LL << 40, &n)) return 2;
+      cfg.max_backpressure = (size_t)n;
     } else if (!strcmp(arg, "--transports")) {
       NEEDS_VALUE if (!strstr(val, "polling") && !strstr(val, "websocket")) {
         fprintf(stderr, "moonwire: --transports takes polling, websocket or both\n");

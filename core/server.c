@@ -25,6 +25,8 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->max_body = 1024 * 1024;
   cfg->header_timeout_ms = 10000;
   cfg->keepalive_timeout_ms = 5000;
+  cfg->handler_budget_ms = 2000;
+  cfg->lua_memory = (size_t)1024 << 20;
 }
 
 static void flush_dirty(mw_server *srv);
@@ -84,6 +86,14 @@ static void on_conn_handle_closed(uv_handle_t *h) {
 void mw_conn_close(mw_conn *c) {
   if (c->closing) return;
   c->closing = true;
+  /* Nothing more will be written: the queue's references go now (a slow
+   * consumer's share of a broadcast storm is freed at once), except the
+   * items a uv_write still holds until its callback. */
+  for (uint32_t i = c->inflight; i < c->wq_len; i++) {
+    c->wq_bytes -= c->wq[i].len;
+    mw_buf_unref(c->wq[i].buf);
+  }
+  c->wq_len = c->inflight;
   c->pending_closes = 2;
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
@@ -406,6 +416,12 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
     mw_buf_unref(buf);
     return;
   }
+  if (len > UINT32_MAX) { /* uv_buf_t lengths are unsigned int: refuse rather than cut */
+    mw_log(MW_LOG_ERROR, "a write of %zu bytes is too large for one connection; closing it", len);
+    mw_buf_unref(buf);
+    mw_conn_close(c);
+    return;
+  }
   if (c->wq_len == c->wq_cap) {
     uint32_t cap = c->wq_cap ? c->wq_cap * 2 : 4;
     mw_wq_item *wq = realloc(c->wq, cap * sizeof *wq);
@@ -419,6 +435,7 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
   }
   c->wq[c->wq_len++] = (mw_wq_item){buf, off, len};
   c->wq_bytes += len;
+  c->queued_total += len;
   mark_dirty(c);
 }
 
@@ -435,6 +452,7 @@ void mw_conn_write_copy(mw_conn *c, const void *data, size_t len) {
 static void wq_consume(mw_conn *c, size_t n) {
   uint32_t i = 0;
   c->wq_bytes -= n;
+  c->written_total += n;
   while (n > 0 && i < c->wq_len) {
     mw_wq_item *it = &c->wq[i];
     if (n >= it->len) {

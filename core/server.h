@@ -31,11 +31,14 @@ struct mw_config {
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;
   uint64_t keepalive_timeout_ms;
+  uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
+  size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
   uint64_t ping_interval, ping_timeout, connect_timeout;
   size_t max_http_buffer;
+  size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
   const char *transports;
   const char *origins[16];
   int norigins;
@@ -76,7 +79,9 @@ struct mw_conn {
   void *proto_data;
   mw_wq_item *wq;          /* pending writes; the first `inflight` are in a uv_write */
   uint32_t wq_len, wq_cap, inflight;
-  size_t wq_bytes;
+  size_t wq_bytes;         /* queued, not yet written (a shared buffer counts for each connection) */
+  uint64_t queued_total;   /* bytes ever queued, and ever written: a byte queued when */
+  uint64_t written_total;  /* queued_total was n has left once written_total >= n */
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
@@ -138,7 +143,8 @@ mw_conn *mw_conn_new(mw_server *srv);
  * fcgi_conn_attach; it closes c when it cannot); pipe: a Unix socket. */
 mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c));
 
-/* Queues bytes for c, taking ownership of one reference to buf. */
+/* Queues bytes for c, taking ownership of one reference to buf. A length
+ * over 4 GiB (one gathered write cannot carry it) closes c. */
 void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);
 /* Copies data and queues it. */
 void mw_conn_write_copy(mw_conn *c, const void *data, size_t len);
@@ -153,7 +159,8 @@ void mw_conn_resume(mw_conn *c);
  * after the peer's EOF or a short linger, so a final response is not lost to
  * a reset. */
 void mw_conn_end(mw_conn *c);
-/* Closes at once; freed in the close callback (safe inside callbacks). */
+/* Closes at once; freed in the close callback (safe inside callbacks).
+ * What is queued and not being written is released now. */
 void mw_conn_close(mw_conn *c);
 
 #endif

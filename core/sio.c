@@ -302,6 +302,7 @@ void sio_socket_set_userdata(sio_socket *s, void *ud) { s->ud = ud; }
 void *sio_client_userdata(sio_client *c) { return c->ud; }
 void sio_client_set_userdata(sio_client *c, void *ud) { c->ud = ud; }
 const char *sio_client_transport(sio_client *c) { return c->es ? eio_transport(c->es) : "closed"; }
+size_t sio_client_buffered(sio_client *c) { return c->es && !c->closed ? eio_buffered(c->es) : 0; }
 
 /* Sends packet head + payload text as one Engine.IO message. */
 static void send_text(sio_socket *s, const char *text, size_t len) {

@@ -55,6 +55,8 @@ void sio_socket_set_userdata(sio_socket *s, void *ud);
 void *sio_client_userdata(sio_client *c);
 void sio_client_set_userdata(sio_client *c, void *ud);
 const char *sio_client_transport(sio_client *c);
+/* Bytes queued for the client and not yet taken (eio_buffered). */
+size_t sio_client_buffered(sio_client *c);
 
 /* Completes the CONNECT: the client gets {"sid": id}; s joins its own room. */
 void sio_accept(sio_socket *s);

@@ -321,7 +321,11 @@ local function run(fn, ...)
     coroutine.resume(co)
     ours[co] = true
   end
-  local _, tag, ok, err = coroutine.resume(co, fn, ...)
+  local fine, tag, ok, err = coroutine.resume(co, fn, ...)
+  if not fine then -- stopped by the handler budget (lcall.c): the coroutine is closed
+    ours[co] = nil
+    return false, tag
+  end
   if tag == DONE then
     pool[#pool + 1] = co
     return ok, err
@@ -384,8 +388,16 @@ end
 function app._resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return false end
   local fine, tag, ok, err = coroutine.resume(co, ...)
-  if not fine then -- cannot happen: the worker catches every error
-    core.log("error", "resuming a handler: " .. tostring(tag))
+  if not fine then -- stopped by the handler budget (lcall.c): the coroutine is closed
+    ours[co] = nil
+    local what = after[co]
+    after[co] = nil
+    if type(what) == "function" then
+      local done, e = pcall(what, false, tag)
+      if not done then core.log("error", "after a handler: " .. tostring(e)) end
+    else
+      core.log("error", (what or "handler") .. ": " .. tostring(tag))
+    end
   elseif tag == DONE then
     finished(co, ok, err)
   elseif tag ~= WAIT then -- a bare coroutine.yield: this one is abandoned

@@ -688,6 +688,9 @@ local Conn = {}
 Conn.__index = function(conn, k)
   if k == "transport" then return { name = conn._s._h:transport() } end
   if k == "readyState" then return conn._s._h:connected() and "open" or "closed" end
+  -- Bytes queued for the client and not yet taken by it (what a slow
+  -- consumer holds; past maxBackpressure it is disconnected).
+  if k == "bufferedAmount" then return conn._s._h:buffered() end
   return Conn[k]
 end
 -- Closes the connection as a network failure would: no DISCONNECT packet,

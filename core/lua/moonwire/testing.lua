@@ -32,7 +32,8 @@ testing.encode_form = encode_form
 -- ephemeral port with a fresh SQLite file. Other opts: dev (default true),
 -- max_body, quiet (default true), clock ("real", the default, or "test": the
 -- app's timers then wait for srv:advance(ms)), env (variables set in this
--- process before the app loads, for os.getenv; false unsets one).
+-- process before the app loads, for os.getenv; false unsets one),
+-- handler_budget (ms, as --handler-budget), lua_memory (MiB, as --lua-memory).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
@@ -45,7 +46,7 @@ function testing.start(opts)
   end
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
-    clock = opts.clock,
+    clock = opts.clock, handler_budget = opts.handler_budget, lua_memory = opts.lua_memory,
   }
   return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port(), saved_env = saved_env }, Server)
 end

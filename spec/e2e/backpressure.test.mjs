@@ -1,0 +1,124 @@
+// Slow consumers: a client that stops reading while broadcasts keep coming
+// must not make the server hold them all. Past --max-backpressure bytes
+// queued for it, it is closed ("transport error" in its disconnect) and its
+// share is released; a pong only counts for a ping that has left the
+// server, so a client that answers pings blind is still timed out; and the
+// app can read socket.conn.bufferedAmount.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, test } from 'node:test';
+
+import { delay, makeAppRoot, request } from './helpers.mjs';
+import { client, connected, setup } from './sio.mjs';
+
+const T = { timeout: 60_000 };
+
+async function waitFor(fn, what, ms = 20_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+async function reasons(srv) {
+  return JSON.parse((await request(srv.url, '/reasons')).body);
+}
+
+/** rounds broadcasts of n messages of size bytes, one request (one loop turn) each. */
+async function storm(srv, n, size, rounds = 1) {
+  for (let i = 0; i < rounds; i++) {
+    const res = await request(srv.url, `/storm?n=${n}&size=${size}`, { method: 'POST', timeout: 60_000 });
+    assert.equal(res.status, 200, res.body);
+    if (rounds > 1) await delay(5);
+  }
+}
+
+/**
+ * A Socket.IO client over a raw WebSocket that joins the main namespace and
+ * then stops reading (its socket is paused), so what the server sends piles
+ * up. blindPongs: send a pong every so often anyway, without reading.
+ */
+async function stalledWebSocket(srv, name, { blindPongs = 0 } = {}) {
+  const sock = net.connect(srv.port, '127.0.0.1');
+  srv.track(() => sock.destroy());
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.write(`GET /socket.io/?EIO=4&transport=websocket&name=${name} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n`
+    + 'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  let got = Buffer.alloc(0);
+  await new Promise((resolve) => {
+    const onData = (d) => {
+      got = Buffer.concat([got, d]);
+      if (got.includes('"sid"')) { sock.off('data', onData); resolve(); }
+    };
+    sock.on('data', onData);
+  });
+  const frame = (text) => { // a masked client text frame (mask 0: XOR leaves it as is)
+    const body = Buffer.from(text);
+    return Buffer.concat([Buffer.from([0x81, 0x80 | body.length, 0, 0, 0, 0]), body]);
+  };
+  sock.write(frame('40'));
+  await delay(100);
+  sock.pause();
+  let timer;
+  if (blindPongs) timer = setInterval(() => sock.write(frame('3')), blindPongs);
+  srv.track(() => clearInterval(timer));
+  return sock;
+}
+
+describe('slow consumers', () => {
+  test('a WebSocket client that stops reading is closed past maxBackpressure; a reading one gets everything', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', '262144'] });
+    await stalledWebSocket(srv, 'stalled');
+    const reader = client(srv, '/', { transports: ['websocket'], query: { name: 'reader' } });
+    let received = 0;
+    reader.on('storm', () => { received++; });
+    await connected(reader);
+    // 25 MiB, more than the kernel's buffers of a stalled socket hold, in
+    // bursts of 640 KiB that a reading client takes as they come.
+    await storm(srv, 10, 65536, 40);
+    await waitFor(async () => (await reasons(srv)).includes('stalled: transport error'), 'the stalled client to be closed');
+    await waitFor(() => received === 400, `the reader to get all 400 (got ${received})`);
+    assert.match(srv.stderr(), /is not reading: \d+ bytes queued for it, over maxBackpressure \(262144\)/);
+    assert.ok(reader.connected);
+  });
+
+  test('a polling client that stops polling is closed past maxBackpressure, and its session is gone', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', '262144'] });
+    const open = await request(srv.url, '/socket.io/?EIO=4&transport=polling&name=idle');
+    const { sid } = JSON.parse(open.body.slice(1));
+    const q = `/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+    await request(srv.url, q, { method: 'POST', body: '40' });
+    assert.match((await request(srv.url, q)).body, /^40/);
+    await storm(srv, 50, 65536); // 3 MiB waiting for a GET that never comes
+    await waitFor(async () => (await reasons(srv)).includes('idle: transport error'), 'the idle session to be closed');
+    const after = await request(srv.url, q);
+    assert.equal(after.status, 400);
+  });
+
+  test('a client that answers pings without reading them is timed out', T, async (t) => {
+    const srv = await setup(t, {
+      root: makeAppRoot('backpressure'),
+      args: ['--ping-interval', '300', '--ping-timeout', '300', '--max-backpressure', String(1 << 30)],
+    });
+    await stalledWebSocket(srv, 'blind', { blindPongs: 50 });
+    await storm(srv, 10, 65536, 40); // fills the kernel's buffers: the pings stay queued behind it
+    await waitFor(async () => (await reasons(srv)).includes('blind: ping timeout'), 'the blind client to time out');
+  });
+
+  test('socket.conn.bufferedAmount tells what waits for a client', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', String(1 << 30)] });
+    await stalledWebSocket(srv, 'stalled');
+    const reader = client(srv, '/', { transports: ['websocket'], query: { name: 'reader' } });
+    await connected(reader);
+    await storm(srv, 10, 65536, 30);
+    const buffered = await waitFor(async () => {
+      const b = JSON.parse((await request(srv.url, '/buffered')).body);
+      return b.stalled > 1024 * 1024 && b.reader === 0 ? b : null;
+    }, 'the stalled client to hold more than 1 MiB and the reader nothing');
+    assert.ok(buffered.stalled > 0);
+  });
+});
