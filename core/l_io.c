@@ -41,8 +41,6 @@ struct l_io {
   int cb_ref;     /* io.lua's callbacks */
   int engine_cb;  /* engine.lua's callbacks */
   allow_hook allow, engine_allow; /* allowRequest of each endpoint */
-  eio_options cli; /* options given on the command line (win over io.configure) */
-  uint64_t cli_connect_timeout;
 };
 
 static l_io *G_io; /* one app host per process */
@@ -574,8 +572,9 @@ static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t cur) {
   return cur;
 }
 
-/* Applies a Lua options table at idx onto o. */
-static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connect_timeout) {
+/* Applies a Lua options table at idx onto o (and so, the Socket.IO ones,
+ * when given). */
+static void read_options(lua_State *L, int idx, eio_options *o, sio_options *so) {
   lua_getfield(L, idx, "path");
   if (!lua_isnil(L, -1)) {
     size_t len;
@@ -586,7 +585,10 @@ static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connec
   lua_pop(L, 1);
   o->ping_interval = opt_ms(L, idx, "pingInterval", o->ping_interval);
   o->ping_timeout = opt_ms(L, idx, "pingTimeout", o->ping_timeout);
-  if (connect_timeout) *connect_timeout = opt_ms(L, idx, "connectTimeout", *connect_timeout);
+  if (so) {
+    so->connect_timeout = opt_ms(L, idx, "connectTimeout", so->connect_timeout);
+    so->attachment_timeout = opt_ms(L, idx, "attachmentTimeout", so->attachment_timeout);
+  }
   lua_getfield(L, idx, "maxHttpBufferSize");
   if (!lua_isnil(L, -1)) {
     lua_Number v = luaL_checknumber(L, -1);
@@ -637,7 +639,7 @@ static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connec
 }
 
 /* Command-line options override what the app sets. */
-static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
+static void apply_cli(l_io *x, eio_options *o, sio_options *so) {
   const mw_config *cfg = &x->srv->cfg;
   if (cfg->io_path) snprintf(o->path, sizeof o->path, "%s", cfg->io_path);
   if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
@@ -652,20 +654,21 @@ static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
     o->origins = (char **)cfg->origins;
     o->norigins = cfg->norigins;
   }
-  if (ct && cfg->connect_timeout) *ct = cfg->connect_timeout;
+  if (so && cfg->connect_timeout) so->connect_timeout = cfg->connect_timeout;
+  if (so && cfg->attachment_timeout) so->attachment_timeout = cfg->attachment_timeout;
 }
 
 static int l_configure(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int top = lua_gettop(L);
   eio_options o = *eio_server_options(sio_engine(G_io->io));
-  uint64_t ct = 0;
+  sio_options so = *sio_get_options(G_io->io);
   lua_settop(L, 1);
-  read_options(L, 1, &o, &ct);
+  read_options(L, 1, &o, &so);
   read_allow(L, 1, &G_io->allow, &o);
-  apply_cli(G_io, &o, &ct);
+  apply_cli(G_io, &o, &so);
   eio_server_configure(sio_engine(G_io->io), &o);
-  if (ct) sio_set_connect_timeout(G_io->io, ct);
+  sio_configure(G_io->io, &so);
   lua_settop(L, top);
   return 0;
 }
@@ -806,13 +809,14 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
-  uint64_t ct = 45000;
-  apply_cli(x, &o, &ct);
+  sio_options so;
+  sio_options_defaults(&so);
+  apply_cli(x, &o, &so);
   if (sio_server_new(&x->io, srv, &o, &lio_handler, x)) {
     free(x);
     return -1;
   }
-  sio_set_connect_timeout(x->io, ct);
+  sio_configure(x->io, &so);
   G_io = x;
 
   static const luaL_Reg sock_methods[] = {

@@ -47,6 +47,7 @@ static const char usage[] =
     "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
     "  --max-backpressure N     bytes queued for a client that stops reading before it is closed (default 1048576)\n"
     "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
+    "  --attachment-timeout MS  a binary packet's attachments must all arrive within this (default 30000)\n"
     "  --transports LIST        polling,websocket (default both)\n"
     "  --cors-origin ORIGIN     allow this Origin (repeatable); a WebSocket from any other gets 403\n"
     "  --help                   this text\n"
@@ -201,6 +202,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--connect-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.connect_timeout = (uint64_t)n;
+    } else if (!strcmp(arg, "--attachment-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.attachment_timeout = (uint64_t)n;
     } else if (!strcmp(arg, "--max-http-buffer-size")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 1000000000, &n)) return 2;
       cfg.max_http_buffer = (size_t)n;

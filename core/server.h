@@ -36,7 +36,7 @@ struct mw_config {
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
-  uint64_t ping_interval, ping_timeout, connect_timeout;
+  uint64_t ping_interval, ping_timeout, connect_timeout, attachment_timeout;
   size_t max_http_buffer;
   size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
   const char *transports;

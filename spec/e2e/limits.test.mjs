@@ -1,3 +1,5 @@
+// Limits on what a client can make the server hold or do.
+//
 // Slow consumers: a client that stops reading while broadcasts keep coming
 // must not make the server hold them all. Past --max-backpressure bytes
 // queued for it, it is closed ("transport error" in its disconnect) and its
@@ -8,6 +10,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
+
+import WebSocket from 'ws';
 
 import { delay, makeAppRoot, request } from './helpers.mjs';
 import { client, connected, setup } from './sio.mjs';
@@ -71,7 +75,7 @@ async function stalledWebSocket(srv, name, { blindPongs = 0 } = {}) {
 
 describe('slow consumers', () => {
   test('a WebSocket client that stops reading is closed past maxBackpressure; a reading one gets everything', T, async (t) => {
-    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', '262144'] });
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-backpressure', '262144'] });
     await stalledWebSocket(srv, 'stalled');
     const reader = client(srv, '/', { transports: ['websocket'], query: { name: 'reader' } });
     let received = 0;
@@ -87,7 +91,7 @@ describe('slow consumers', () => {
   });
 
   test('a polling client that stops polling is closed past maxBackpressure, and its session is gone', T, async (t) => {
-    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', '262144'] });
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-backpressure', '262144'] });
     const open = await request(srv.url, '/socket.io/?EIO=4&transport=polling&name=idle');
     const { sid } = JSON.parse(open.body.slice(1));
     const q = `/socket.io/?EIO=4&transport=polling&sid=${sid}`;
@@ -101,7 +105,7 @@ describe('slow consumers', () => {
 
   test('a client that answers pings without reading them is timed out', T, async (t) => {
     const srv = await setup(t, {
-      root: makeAppRoot('backpressure'),
+      root: makeAppRoot('limits'),
       args: ['--ping-interval', '300', '--ping-timeout', '300', '--max-backpressure', String(1 << 30)],
     });
     await stalledWebSocket(srv, 'blind', { blindPongs: 50 });
@@ -110,7 +114,7 @@ describe('slow consumers', () => {
   });
 
   test('socket.conn.bufferedAmount tells what waits for a client', T, async (t) => {
-    const srv = await setup(t, { root: makeAppRoot('backpressure'), args: ['--max-backpressure', String(1 << 30)] });
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-backpressure', String(1 << 30)] });
     await stalledWebSocket(srv, 'stalled');
     const reader = client(srv, '/', { transports: ['websocket'], query: { name: 'reader' } });
     await connected(reader);
@@ -120,5 +124,25 @@ describe('slow consumers', () => {
       return b.stalled > 1024 * 1024 && b.reader === 0 ? b : null;
     }, 'the stalled client to hold more than 1 MiB and the reader nothing');
     assert.ok(buffered.stalled > 0);
+  });
+});
+
+describe('held attachments', () => {
+  test('a binary packet whose attachments do not all come closes the client after --attachment-timeout', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--attachment-timeout', '300'] });
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/socket.io/?EIO=4&transport=websocket&name=partial`);
+    srv.track(() => ws.terminate());
+    const messages = [];
+    ws.on('message', (d) => messages.push(d.toString()));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send('40');
+    await waitFor(() => messages.some((m) => m.startsWith('40{')), 'the CONNECT answer');
+    // Announces three attachments, sends one.
+    ws.send('453-["upload",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]');
+    ws.send(Buffer.alloc(500_000, 1));
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    await waitFor(async () => (await reasons(srv)).includes('partial: transport error'), 'the client to be closed');
+    await closed;
+    assert.match(srv.stderr(), /sent 1 of the 3 attachments of a binary packet in 300 ms; closing it/);
   });
 });
