@@ -355,6 +355,12 @@ static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
     txn_free(t);
     return;
   }
+  if (!head) { /* no memory for the response: this connection ends here */
+    fc->txn = NULL;
+    txn_free(t);
+    mw_conn_close(fc->c);
+    return;
+  }
   write_response(fc->c, t->id, head, body);
   access_log(fc->c->srv, t);
   bool keep = t->keep_conn && !t->refused;

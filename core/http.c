@@ -180,8 +180,9 @@ static int res_finish(http_res *res, mw_buf *body, const char *copy, size_t clen
   size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->headers.len + sizeof "Content-Length: \r\n" + 20 +
                sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2 + inline_len;
   mw_buf *head = mw_buf_new(cap);
-  if (!head) {
+  if (!head) { /* the carrier ends its connection: the client must not wait for ever */
     mw_buf_unref(body);
+    res->carrier->end(res, NULL, NULL);
     return -ENOMEM;
   }
   char *p = head->data;
@@ -377,6 +378,13 @@ static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
     return;
   }
   mw_conn *c = hc->c;
+  if (!head) { /* no memory for the response: this connection ends here */
+    hc->txn = NULL;
+    hc->busy = false;
+    txn_free(t);
+    mw_conn_close(c);
+    return;
+  }
   mw_conn_write(c, head, 0, head->len);
   if (body) mw_conn_write(c, body, 0, body->len);
   access_log(c->srv, t);

@@ -189,7 +189,8 @@ void mw_conn_resume(mw_conn *c) {
   }
 }
 
-mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
+/* A connection with its handles initialised and listed, no protocol yet. */
+static mw_conn *conn_alloc(mw_server *srv, bool pipe) {
   mw_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->srv = srv;
@@ -202,7 +203,12 @@ mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c))
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  attach(c);
+  return c;
+}
+
+mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
+  mw_conn *c = conn_alloc(srv, pipe);
+  if (c) attach(c);
   return c;
 }
 
@@ -233,6 +239,38 @@ static void check_file_limit(mw_server *srv) {
          srv->nconns, (unsigned long long)srv->nofile);
 }
 
+static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c));
+
+static void on_spare_closed(uv_handle_t *h) {
+  mw_server *srv = h->data;
+  srv->spare_busy = false;
+  uv_stream_t *ls = srv->spare_waiting;
+  if (!ls) return;
+  srv->spare_waiting = NULL;
+  if (srv->stopping) return;
+  accept_conn(ls, 0, ls == (uv_stream_t *)&srv->fcgi_listener && srv->fcgi_unix,
+              ls == (uv_stream_t *)&srv->listener ? http_conn_attach : fcgi_conn_attach);
+}
+
+/* No memory for a connection: the client is accepted into a handle kept
+ * for this and closed at once. Left pending, libuv would stop watching the
+ * listener until someone accepts, and nobody would be served again. When
+ * that handle is still closing from the last time, the listener waits for
+ * its close callback. */
+static void refuse_pending(mw_server *srv, uv_stream_t *ls, bool pipe) {
+  if (log_due()) mw_log(MW_LOG_ERROR, "out of memory: a new connection is closed");
+  if (srv->spare_busy) {
+    srv->spare_waiting = ls;
+    return;
+  }
+  if (pipe) uv_pipe_init(srv->loop, &srv->spare.pipe, 0);
+  else uv_tcp_init(srv->loop, &srv->spare.tcp);
+  srv->spare.tcp.data = srv;
+  srv->spare_busy = true;
+  uv_accept(ls, (uv_stream_t *)&srv->spare);
+  uv_close((uv_handle_t *)&srv->spare, on_spare_closed);
+}
+
 static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c)) {
   mw_server *srv = ls->data;
   if (status < 0) {
@@ -240,14 +278,19 @@ static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(m
     return;
   }
   if (srv->stopping) return;
-  mw_conn *c = mw_conn_new_with(srv, pipe, attach);
-  if (!c) return;
+  mw_conn *c = conn_alloc(srv, pipe);
+  if (!c) {
+    refuse_pending(srv, ls, pipe);
+    return;
+  }
   int r = uv_accept(ls, (uv_stream_t *)&c->tcp);
   if (r != 0) {
     refused(r);
     mw_conn_close(c);
     return;
   }
+  attach(c);
+  if (c->closing) return; /* the protocol could not be set up (out of memory): the socket goes with c */
   check_file_limit(srv);
   if (pipe) { /* a Unix socket: no peer address (FastCGI sends REMOTE_ADDR) */
     mw_conn_resume(c);
@@ -393,6 +436,7 @@ void mw_server_stop(mw_server *srv) {
 }
 
 void mw_server_close(mw_server *srv) {
+  srv->spare_waiting = NULL;
   if (!uv_is_closing((uv_handle_t *)&srv->listener)) uv_close((uv_handle_t *)&srv->listener, NULL);
   close_fastcgi(srv);
   uv_close((uv_handle_t *)&srv->check, NULL);

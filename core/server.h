@@ -111,6 +111,12 @@ struct mw_server {
   void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
   void *handle_ud;          /* the HTTP handler (set with http_set_handler) */
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
+  union {                  /* accepts a client there is no memory for, to close it (server.c) */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } spare;
+  bool spare_busy;
+  uv_stream_t *spare_waiting; /* a listener with a client pending until spare is closed */
   char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
   bool readbuf_busy;
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
