@@ -61,7 +61,10 @@ void mw_str_reset(mw_str *s) {
   if (s->p) s->p[0] = '\0';
 }
 
+size_t mw_released_bytes;
+
 void mw_str_free(mw_str *s) {
+  mw_released_bytes += s->cap;
   free(s->p);
   s->p = NULL;
   s->len = s->cap = 0;
@@ -126,8 +129,12 @@ mw_buf *mw_buf_from(const void *data, size_t len) {
 
 void mw_buf_unref(mw_buf *b) {
   if (!b || --b->refs) return;
-  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
-  else free(b);
+  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) {
+    buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
+    return;
+  }
+  mw_released_bytes += b->len;
+  free(b);
 }
 
 int mw_log_level = MW_LOG_INFO;
@@ -144,8 +151,11 @@ void mw_log(int level, const char *fmt, ...) {
 }
 
 void mw_release_memory(void) {
+  mw_released_bytes = 0;
 #ifdef __GLIBC__
-  malloc_trim(0);
+  static int off = -1; /* MOONWIRE_MALLOC_TRIM=0 turns it off, to measure what it does */
+  if (off < 0) off = getenv("MOONWIRE_MALLOC_TRIM") && !strcmp(getenv("MOONWIRE_MALLOC_TRIM"), "0");
+  if (!off) malloc_trim(0);
 #endif
 }
 

@@ -57,6 +57,9 @@ void mw_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* Hands memory that was freed back to the system (glibc keeps freed pages
  * of its heap otherwise): called after large releases, never per request. */
 void mw_release_memory(void);
+/* Bytes freed by buffers and strings since the last mw_release_memory: the
+ * server trims once this has grown large (server.c). */
+extern size_t mw_released_bytes;
 
 /* Monotonic time in nanoseconds. */
 uint64_t mw_now_ns(void);

@@ -15,6 +15,8 @@
 #define MW_READBUF_SIZE 65536
 #define MW_LINGER_MS 2000
 #define MW_WQ_MAX_IOV 64
+#define MW_TRIM_EVERY_MS 2000
+#define MW_TRIM_AFTER (8u << 20) /* bytes released since the last trim */
 
 void mw_config_defaults(mw_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -32,6 +34,14 @@ void mw_config_defaults(mw_config *cfg) {
 static void flush_dirty(mw_server *srv);
 
 static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+
+/* glibc keeps the pages of freed memory in its heap: after a storm's
+ * clients leave, hundreds of MB would stay resident. A trim walks the heap,
+ * so it is done at most every MW_TRIM_EVERY_MS and only once much was freed. */
+static void on_trim(uv_timer_t *t) {
+  (void)t;
+  if (mw_released_bytes >= MW_TRIM_AFTER) mw_release_memory();
+}
 static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
 int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
@@ -48,9 +58,12 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   uv_prepare_init(loop, &srv->prepare);
   srv->prepare.data = srv;
   uv_prepare_start(&srv->prepare, on_prepare);
-  /* The flush handles must not keep the loop alive on their own. */
+  uv_timer_init(loop, &srv->trim);
+  uv_timer_start(&srv->trim, on_trim, MW_TRIM_EVERY_MS, MW_TRIM_EVERY_MS);
+  /* These handles must not keep the loop alive on their own. */
   uv_unref((uv_handle_t *)&srv->check);
   uv_unref((uv_handle_t *)&srv->prepare);
+  uv_unref((uv_handle_t *)&srv->trim);
   return 0;
 }
 
@@ -65,6 +78,7 @@ static void conn_free(mw_conn *c) {
     *pp = c->dirty_next;
   }
   for (uint32_t i = 0; i < c->wq_len; i++) mw_buf_unref(c->wq[i].buf);
+  mw_released_bytes += c->wq_cap * sizeof *c->wq;
   free(c->wq);
   if (c->prev) c->prev->next = c->next;
   else srv->conns = c->next;
@@ -441,6 +455,7 @@ void mw_server_close(mw_server *srv) {
   close_fastcgi(srv);
   uv_close((uv_handle_t *)&srv->check, NULL);
   uv_close((uv_handle_t *)&srv->prepare, NULL);
+  uv_close((uv_handle_t *)&srv->trim, NULL);
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
   srv->readbuf = NULL;

@@ -104,6 +104,7 @@ struct mw_server {
   bool fcgi_inited, fcgi_unix, fcgi_listening;
   uv_check_t check;
   uv_prepare_t prepare;
+  uv_timer_t trim;         /* hands freed memory back after large releases */
   mw_conn *dirty;
   mw_conn *conns;
   int nconns;
