@@ -30,6 +30,9 @@ struct eio_session {
   bool awaiting_pong, closed, dirty, probed;
   bool ping_queued;         /* polling: the ping still waits in outq for a GET */
   bool overflow;            /* over max_buffered: closes at the end of the loop turn */
+  bool rate_warned;         /* said once this second that its messages are dropped */
+  uint32_t rate_count;      /* packets received in the second that began at rate_window */
+  uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
 };
 
@@ -70,6 +73,7 @@ void eio_options_defaults(eio_options *o, const char *path) {
   o->ping_timeout = 20000;
   o->max_payload = 1000000;
   o->max_buffered = 1024 * 1024;
+  o->max_packet_rate = 5000;
   o->polling = o->websocket = true;
 }
 
@@ -431,9 +435,35 @@ static void got_pong(eio_session *s) {
 /* ---- incoming packets ---- */
 
 /* Returns non-zero when the session closed (stop reading). */
+/* Counts a packet from s against max_packet_rate. Returns false when it is
+ * to be dropped; past twice the rate the session is closed. */
+static bool within_rate(eio_session *s) {
+  uint32_t max = s->es->opt.max_packet_rate;
+  if (!max) return true;
+  uint64_t now = uv_now(s->es->srv->loop);
+  if (now - s->rate_window >= 1000) {
+    s->rate_window = now;
+    s->rate_count = 0;
+    s->rate_warned = false;
+  }
+  if (++s->rate_count <= max) return true;
+  if (s->rate_count > 2 * max) {
+    mw_log(MW_LOG_WARN, "eio: session %s sent more than %u packets in a second; closing it", s->sid, 2 * max);
+    session_close(s, "transport error", false);
+    return false;
+  }
+  if (!s->rate_warned) {
+    s->rate_warned = true;
+    mw_log(MW_LOG_WARN, "eio: session %s sends more than %u packets a second (maxPacketRate); dropping the rest this second",
+           s->sid, max);
+  }
+  return false;
+}
+
 static int on_packet(void *ud, const eio_packet *p) {
   eio_session *s = ud;
   if (s->closed) return 1;
+  if (!within_rate(s) && p->type == EIO_MESSAGE) return s->closed ? 1 : 0;
   switch (p->type) {
   case EIO_MESSAGE:
     s->es->h.on_message(s->es->ud, s, p->data, p->len, p->binary);

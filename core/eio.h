@@ -21,6 +21,8 @@ typedef struct eio_options {
   uint64_t ping_timeout;   /* ms, 20000 */
   size_t max_payload;      /* bytes, 1e6 (maxHttpBufferSize) */
   size_t max_buffered;     /* bytes queued for a session that stops reading, 1 MiB (maxBackpressure) */
+  uint32_t max_packet_rate; /* packets a session may send per second, 5000 (0: no limit; maxPacketRate):
+                               past it messages are dropped, past twice it the session is closed */
   bool polling, websocket; /* transports offered */
   char **origins;          /* allowed Origins (NULL: any) — owned by the server */
   int norigins;

@@ -603,6 +603,13 @@ static void read_options(lua_State *L, int idx, eio_options *o, sio_options *so)
     o->max_buffered = (size_t)v;
   }
   lua_pop(L, 1);
+  lua_getfield(L, idx, "maxPacketRate");
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 0 || v > 1e9) luaL_error(L, "maxPacketRate must be between 0 (no limit) and 1e9 packets a second");
+    o->max_packet_rate = (uint32_t)v;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, idx, "transports");
   if (!lua_isnil(L, -1)) {
     luaL_checktype(L, -1, LUA_TTABLE);
@@ -646,6 +653,7 @@ static void apply_cli(l_io *x, eio_options *o, sio_options *so) {
   if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
   if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
   if (cfg->max_backpressure) o->max_buffered = cfg->max_backpressure;
+  if (cfg->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cfg->max_packet_rate;
   if (cfg->transports) {
     o->polling = strstr(cfg->transports, "polling") != NULL;
     o->websocket = strstr(cfg->transports, "websocket") != NULL;

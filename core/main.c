@@ -37,6 +37,9 @@ static const char usage[] =
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
     "  --handler-budget MS      a route, socket handler or timer that runs longer is stopped (default 2000; 0: no limit)\n"
     "  --lua-memory MB          the Lua VM's memory ceiling (default 1024; 0: none)\n"
+    "  --max-conns-per-ip N     connections one client address may hold (default 1000; 0: no limit)\n"
+    "  --max-conn-rate-per-ip N new connections per second from one address (default 200; 0: no limit)\n"
+    "  --limit-loopback         apply those two to loopback clients too (off: a proxy on this machine is one address)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -46,6 +49,7 @@ static const char usage[] =
     "  --ping-timeout MS        a client that does not answer a ping within this is closed (default 20000)\n"
     "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
     "  --max-backpressure N     bytes queued for a client that stops reading before it is closed (default 1048576)\n"
+    "  --max-packet-rate N      packets per second a client may send; more are dropped, twice as many close it (default 5000; 0: no limit)\n"
     "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
     "  --attachment-timeout MS  a binary packet's attachments must all arrive within this (default 30000)\n"
     "  --transports LIST        polling,websocket (default both)\n"
@@ -176,6 +180,17 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--lua-memory")) {
       NEEDS_VALUE if (parse_num(arg, val, 0, 1 << 20, &n)) return 2;
       cfg.lua_memory = (size_t)n << 20;
+    } else if (!strcmp(arg, "--max-conns-per-ip")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_conns_per_ip = (uint32_t)n;
+    } else if (!strcmp(arg, "--max-conn-rate-per-ip")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_conn_rate_per_ip = (uint32_t)n;
+    } else if (!strcmp(arg, "--limit-loopback")) {
+      cfg.limit_loopback = true;
+    } else if (!strcmp(arg, "--max-packet-rate")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_packet_rate = n;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {

@@ -11,6 +11,7 @@
 
 #include "fcgi.h"
 #include "http.h"
+#include "iplimit.h"
 
 #define MW_READBUF_SIZE 65536
 #define MW_LINGER_MS 2000
@@ -28,6 +29,9 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->header_timeout_ms = 10000;
   cfg->keepalive_timeout_ms = 5000;
   cfg->handler_budget_ms = 2000;
+  cfg->max_conns_per_ip = 1000;
+  cfg->max_packet_rate = -1;
+  cfg->max_conn_rate_per_ip = 200;
   cfg->lua_memory = (size_t)1024 << 20;
 }
 
@@ -39,8 +43,9 @@ static void on_check(uv_check_t *h) { flush_dirty(h->data); }
  * clients leave, hundreds of MB would stay resident. A trim walks the heap,
  * so it is done at most every MW_TRIM_EVERY_MS and only once much was freed. */
 static void on_trim(uv_timer_t *t) {
-  (void)t;
+  mw_server *srv = t->data;
   if (mw_released_bytes >= MW_TRIM_AFTER) mw_release_memory();
+  iplimit_sweep(srv->iplimit, uv_now(srv->loop));
 }
 static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
@@ -50,6 +55,11 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   srv->cfg = *cfg;
   srv->readbuf = malloc(MW_READBUF_SIZE);
   if (!srv->readbuf) return -ENOMEM;
+  iplimit_options lo = {cfg->max_conns_per_ip, cfg->max_conn_rate_per_ip, cfg->limit_loopback};
+  if ((lo.max_conns || lo.max_rate) && !(srv->iplimit = iplimit_new(&lo))) {
+    free(srv->readbuf);
+    return -ENOMEM;
+  }
   uv_tcp_init(loop, &srv->listener);
   srv->listener.data = srv;
   uv_check_init(loop, &srv->check);
@@ -59,6 +69,7 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   srv->prepare.data = srv;
   uv_prepare_start(&srv->prepare, on_prepare);
   uv_timer_init(loop, &srv->trim);
+  srv->trim.data = srv;
   uv_timer_start(&srv->trim, on_trim, MW_TRIM_EVERY_MS, MW_TRIM_EVERY_MS);
   /* These handles must not keep the loop alive on their own. */
   uv_unref((uv_handle_t *)&srv->check);
@@ -80,6 +91,7 @@ static void conn_free(mw_conn *c) {
   for (uint32_t i = 0; i < c->wq_len; i++) mw_buf_unref(c->wq[i].buf);
   mw_released_bytes += c->wq_cap * sizeof *c->wq;
   free(c->wq);
+  iplimit_leave(srv->iplimit, c->ip);
   if (c->prev) c->prev->next = c->next;
   else srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -285,6 +297,28 @@ static void refuse_pending(mw_server *srv, uv_stream_t *ls, bool pipe) {
   uv_close((uv_handle_t *)&srv->spare, on_spare_closed);
 }
 
+/* Too many connections from c's address, or too many new ones this second:
+ * c gets a 503 (as nginx's limit_conn and limit_req answer) and ends.
+ * Returns true when it did. */
+static bool refuse_by_address(mw_server *srv, mw_conn *c, const struct sockaddr *sa) {
+  int r = iplimit_enter(srv->iplimit, sa, uv_now(srv->loop), &c->ip);
+  if (r == 0) return false;
+  static uint64_t last_log;
+  uint64_t now = uv_now(srv->loop);
+  if (!last_log || now - last_log >= 10000) {
+    last_log = now;
+    mw_log(MW_LOG_WARN, "%s: %s; refusing its connections with 503 (this message at most every 10 s)", c->addr,
+           r == -EMFILE ? "too many connections from one address (--max-conns-per-ip)"
+                        : "too many new connections per second from one address (--max-conn-rate-per-ip)");
+  }
+  static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                             "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                             "too many connections from your address\n";
+  mw_conn_write_copy(c, busy, sizeof busy - 1);
+  mw_conn_end(c);
+  return true;
+}
+
 static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c)) {
   mw_server *srv = ls->data;
   if (status < 0) {
@@ -303,20 +337,18 @@ static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(m
     mw_conn_close(c);
     return;
   }
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (!pipe && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
+    else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
+    /* Only the HTTP listener: behind FastCGI every request comes from the web server. */
+    if (ls == (uv_stream_t *)&srv->listener && refuse_by_address(srv, c, (struct sockaddr *)&ss)) return;
+  }
   attach(c);
   if (c->closing) return; /* the protocol could not be set up (out of memory): the socket goes with c */
   check_file_limit(srv);
-  if (pipe) { /* a Unix socket: no peer address (FastCGI sends REMOTE_ADDR) */
-    mw_conn_resume(c);
-    return;
-  }
-  uv_tcp_nodelay(&c->tcp, 1);
-  struct sockaddr_storage ss;
-  int sl = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
-    else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
-  }
+  if (!pipe) uv_tcp_nodelay(&c->tcp, 1);
   mw_conn_resume(c);
 }
 
@@ -459,6 +491,8 @@ void mw_server_close(mw_server *srv) {
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
   srv->readbuf = NULL;
+  iplimit_free(srv->iplimit);
+  srv->iplimit = NULL;
 }
 
 /* ---- write queue ---- */

@@ -33,12 +33,16 @@ struct mw_config {
   uint64_t keepalive_timeout_ms;
   uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
   size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */
+  uint32_t max_conns_per_ip;  /* connections one client address may hold (0: no limit) */
+  uint32_t max_conn_rate_per_ip; /* new connections per second from one address (0: no limit) */
+  bool limit_loopback;        /* apply those to loopback addresses too */
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
   uint64_t ping_interval, ping_timeout, connect_timeout, attachment_timeout;
   size_t max_http_buffer;
   size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
+  int64_t max_packet_rate;  /* packets per second per session (-1: not given, 0: no limit) */
   const char *transports;
   const char *origins[16];
   int norigins;
@@ -91,6 +95,7 @@ struct mw_conn {
   uint8_t pending_closes;
   bool dirty, closing, ending, reading, shut;
   bool eof;                /* the peer closed its side */
+  struct iplimit_entry *ip; /* its address's count (iplimit.c), or NULL */
 };
 
 struct mw_server {
@@ -104,7 +109,8 @@ struct mw_server {
   bool fcgi_inited, fcgi_unix, fcgi_listening;
   uv_check_t check;
   uv_prepare_t prepare;
-  uv_timer_t trim;         /* hands freed memory back after large releases */
+  uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
+  struct iplimit *iplimit; /* connections per client address (HTTP listener) */
   mw_conn *dirty;
   mw_conn *conns;
   int nconns;

@@ -13,7 +13,7 @@ import { describe, test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { delay, makeAppRoot, request } from './helpers.mjs';
+import { RawConnection, delay, makeAppRoot, request } from './helpers.mjs';
 import { client, connected, setup } from './sio.mjs';
 
 const T = { timeout: 60_000 };
@@ -144,5 +144,63 @@ describe('held attachments', () => {
     await waitFor(async () => (await reasons(srv)).includes('partial: transport error'), 'the client to be closed');
     await closed;
     assert.match(srv.stderr(), /sent 1 of the 3 attachments of a binary packet in 300 ms; closing it/);
+  });
+});
+
+describe('floods', () => {
+  test('past --max-packet-rate a second, a client\'s events are dropped; it stays connected', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-packet-rate', '1000'] });
+    const s = client(srv, '/', { transports: ['websocket'], query: { name: 'eager' } });
+    await connected(s);
+    for (let i = 0; i < 1500; i++) s.emit('count');
+    await waitFor(async () => /dropping the rest this second/.test(srv.stderr()), 'the warning');
+    await delay(300);
+    const counted = Number((await request(srv.url, '/counted')).body);
+    assert.ok(counted >= 990 && counted <= 1000, `${counted} events got through (1000 packets a second, the CONNECT among them)`);
+    assert.ok(s.connected);
+  });
+
+  test('a client that floods (200,000 events) is disconnected', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-packet-rate', '1000'] });
+    const s = client(srv, '/', { transports: ['websocket'], query: { name: 'flood' } });
+    await connected(s);
+    const gone = new Promise((resolve) => s.once('disconnect', resolve));
+    for (let i = 0; i < 200_000; i++) s.emit('count');
+    await gone;
+    await waitFor(async () => (await reasons(srv)).includes('flood: transport error'), 'the flooder to be closed');
+    assert.match(srv.stderr(), /sent more than 2000 packets in a second; closing it/);
+    assert.ok(Number((await request(srv.url, '/counted')).body) <= 2000);
+  });
+
+  test('--max-conn-rate-per-ip: new connections past the rate get 503 until the next second', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--limit-loopback', '--max-conn-rate-per-ip', '20'] });
+    const answers = await Promise.all(Array.from({ length: 60 }, () => request(srv.url, '/hello').then((r) => r.status, () => 'error')));
+    const refused = answers.filter((a) => a === 503).length;
+    assert.ok(refused >= 30, `${refused} of 60 refused at 20 a second`);
+    assert.ok(answers.filter((a) => a === 200).length <= 40);
+    assert.match(srv.stderr(), /too many new connections per second from one address/);
+    await delay(1100);
+    assert.equal((await request(srv.url, '/hello')).status, 200);
+  });
+
+  test('--max-conns-per-ip: the connection past the count gets 503; one closes, the next gets in', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--limit-loopback', '--max-conns-per-ip', '5'] });
+    const held = [];
+    for (let i = 0; i < 5; i++) held.push(await RawConnection.open(srv.port));
+    srv.track(() => held.forEach((c) => c.socket.destroy()));
+    await delay(100);
+    const sixth = await request(srv.url, '/hello');
+    assert.equal(sixth.status, 503);
+    assert.equal(sixth.headers['retry-after'], '1');
+    const one = held.pop();
+    one.socket.destroy();
+    await delay(200);
+    assert.equal((await request(srv.url, '/hello')).status, 200);
+  });
+
+  test('loopback clients are not counted unless --limit-loopback', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-conns-per-ip', '2', '--max-conn-rate-per-ip', '2'] });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => request(srv.url, '/hello').then((r) => r.status)));
+    assert.deepEqual([...new Set(answers)], [200]);
   });
 });
