@@ -131,7 +131,8 @@ static void add_cors(eio_server *es, const http_req *req, http_res *res) {
   const char *origin = http_req_header(req, "origin", &olen);
   if (!origin) return;
   for (int i = 0; i < es->opt.norigins; i++) {
-    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) {
+    const char *o = es->opt.origins[i];
+    if (!strcmp(o, "*") || (strlen(o) == olen && memcmp(o, origin, olen) == 0)) {
       http_res_header(res, "Access-Control-Allow-Origin", 27, origin, olen);
       http_res_headerz(res, "Access-Control-Allow-Credentials", "true");
       http_res_headerz(res, "Vary", "Origin");
@@ -140,13 +141,20 @@ static void add_cors(eio_server *es, const http_req *req, http_res *res) {
   }
 }
 
+/* The Origin policy, for both transports: a request from a browser page
+ * (it has an Origin) must come from a listed origin, or without a list,
+ * when same_origin is set (production), from a page of this server. A
+ * WebSocket from another site would otherwise carry the user's cookies
+ * (cross-site WebSocket hijacking); a polling handshake the same way. */
 static bool origin_allowed(eio_server *es, const http_req *req) {
-  if (!es->opt.norigins) return true;
   size_t olen;
   const char *origin = http_req_header(req, "origin", &olen);
   if (!origin) return true; /* not a browser: no Origin to check */
-  for (int i = 0; i < es->opt.norigins; i++)
-    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) return true;
+  if (!es->opt.norigins) return !es->opt.same_origin || http_req_same_origin(req);
+  for (int i = 0; i < es->opt.norigins; i++) {
+    const char *o = es->opt.origins[i];
+    if (!strcmp(o, "*") || (strlen(o) == olen && memcmp(o, origin, olen) == 0)) return true;
+  }
   return false;
 }
 
@@ -750,7 +758,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     answer_error(res, 400, 0, "Transport unknown");
     return 0;
   }
-  if (websocket && !origin_allowed(es, req)) {
+  if (!origin_allowed(es, req)) {
     http_res_simple(res, 403, "application/json", "{\"code\":4,\"message\":\"Forbidden\"}");
     return 0;
   }

@@ -24,8 +24,9 @@ typedef struct eio_options {
   uint32_t max_packet_rate; /* packets a session may send per second, 5000 (0: no limit; maxPacketRate):
                                past it messages are dropped, past twice it the session is closed */
   bool polling, websocket; /* transports offered */
-  char **origins;          /* allowed Origins (NULL: any) — owned by the server */
+  char **origins;          /* allowed Origins ("*": any) — owned by the server */
   int norigins;
+  bool same_origin;        /* without a list: only pages of this server (Origin matches Host) */
   /* engine.io's allowRequest: asked about every handshake (a request without
    * sid: a polling GET or a direct WebSocket) before any session exists. req
    * is borrowed for the call; the answer is eio_allow(p, ...), now or later.

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -238,6 +239,18 @@ const char *http_req_header(const http_req *req, const char *name, size_t *len) 
     }
   }
   return NULL;
+}
+
+bool http_req_same_origin(const http_req *req) {
+  size_t olen, hlen;
+  const char *origin = http_req_header(req, "origin", &olen);
+  const char *host = http_req_header(req, "host", &hlen);
+  if (!origin || !host) return false;
+  const char *sep = memchr(origin, ':', olen); /* scheme://host[:port] */
+  if (!sep || (size_t)(origin + olen - sep) < 3 || sep[1] != '/' || sep[2] != '/') return false;
+  const char *o = sep + 3;
+  size_t on = (size_t)(origin + olen - o);
+  return on == hlen && strncasecmp(o, host, hlen) == 0;
 }
 
 /* ---- HTTP/1.x connections ---- */

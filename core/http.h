@@ -43,6 +43,11 @@ typedef struct http_req {
  * its length in *len, or NULL. Borrowed: valid while the request lives. */
 const char *http_req_header(const http_req *req, const char *name, size_t *len);
 
+/* True when the request's Origin names the host (and port) of its Host
+ * header: the page that sent it was served by this server. False without
+ * either header. */
+bool http_req_same_origin(const http_req *req);
+
 typedef struct http_res http_res;
 
 /* What carries a response to its client. end() gets the complete head

@@ -785,7 +785,10 @@ static int l_engine_configure(lua_State *L) {
   l_io *x = G_io;
   eio_options o;
   if (x->engine) o = *eio_server_options(x->engine);
-  else eio_options_defaults(&o, "/engine.io/");
+  else {
+    eio_options_defaults(&o, "/engine.io/");
+    o.same_origin = !x->srv->cfg.dev;
+  }
   int top = lua_gettop(L);
   read_options(L, 1, &o, NULL);
   read_allow(L, 1, &x->engine_allow, &o);
@@ -817,6 +820,7 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
+  o.same_origin = !srv->cfg.dev;
   sio_options so;
   sio_options_defaults(&so);
   apply_cli(x, &o, &so);

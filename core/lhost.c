@@ -4,6 +4,10 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +25,12 @@
 
 #define EXCHANGE_MT "moonwire.exchange"
 
+/* A page of this machine's browser listening for reloads (dev mode). */
+typedef struct dev_page {
+  ws_conn *ws;
+  uint64_t seen; /* loop time of its last message (its pong) */
+} dev_page;
+
 struct lhost {
   lua_State *L;
   mw_server *srv;
@@ -33,8 +43,9 @@ struct lhost {
   bool ok;                /* the current generation loaded (the first one included) */
   int reload_ref;         /* moonwire.reload */
   mw_watch *watch;        /* scripts/, views/, public/ (dev mode or --watch) */
-  ws_conn *dev[64];       /* dev pages listening on /__moonwire/live */
+  dev_page dev[64];       /* dev pages listening on /__moonwire/live */
   int ndev;
+  uv_timer_t *dev_ping;   /* the dev pages' heartbeat (freed in its close callback) */
   uint64_t boot;          /* tells dev pages the server restarted */
   lalloc alloc;           /* the VM's allocator: small blocks recycled, the memory ceiling */
   bool watchdog;          /* this VM started a handler budget (lcall_watchdog_start) */
@@ -45,6 +56,7 @@ struct lhost {
  * the request's table does. res is NULL once answered. */
 typedef struct exchange {
   http_res *res;
+  bool dev;    /* dev mode, and a client on this machine: HTML pages get the dev helper */
   size_t hlen;
   char headers[];
 } exchange;
@@ -167,29 +179,60 @@ static bool is_html(const http_res *res) {
   return false;
 }
 
+/* A dev page that says nothing for two pings is closed: every 15 s, or
+ * every --ping-interval when given (tests make it short). */
+#define DEV_PING_MS(h) ((h)->srv->cfg.ping_interval ? (h)->srv->cfg.ping_interval : 15000)
+
 static void dev_send(ws_conn *ws, const char *json) { ws_send(ws, json, strlen(json), false); }
 
 static void dev_broadcast(lhost *h, const char *json) {
-  for (int i = 0; i < h->ndev; i++) dev_send(h->dev[i], json);
+  for (int i = 0; i < h->ndev; i++) dev_send(h->dev[i].ws, json);
 }
 
+static dev_page *dev_find(lhost *h, ws_conn *ws) {
+  for (int i = 0; i < h->ndev; i++)
+    if (h->dev[i].ws == ws) return &h->dev[i];
+  return NULL;
+}
+
+/* Pages answer the heartbeat's {"type":"ping"} with anything. */
 static void dev_on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
-  (void)ud, (void)ws, (void)data, (void)len, (void)binary; /* pages only listen */
+  (void)data, (void)len, (void)binary;
+  lhost *h = ud;
+  dev_page *p = h ? dev_find(h, ws) : NULL;
+  if (p) p->seen = uv_now(h->srv->loop);
 }
 
 static void dev_on_close(void *ud, ws_conn *ws, int code) {
   (void)code;
   lhost *h = ud;
   if (!h) return; /* closed by lhost_stop */
-  for (int i = 0; i < h->ndev; i++) {
-    if (h->dev[i] == ws) {
-      h->dev[i] = h->dev[--h->ndev];
-      return;
-    }
-  }
+  dev_page *p = dev_find(h, ws);
+  if (p) *p = h->dev[--h->ndev];
 }
 
 static const ws_handler dev_ws = {dev_on_message, dev_on_close};
+
+/* A page that missed two pings (a tab that is gone without a close, a
+ * client that only holds the slot) is closed; the others are pinged. */
+static void on_dev_ping(uv_timer_t *t) {
+  lhost *h = t->data;
+  uint64_t now = uv_now(h->srv->loop);
+  for (int i = h->ndev - 1; i >= 0; i--) {
+    if (now - h->dev[i].seen > 2 * DEV_PING_MS(h)) ws_close(h->dev[i].ws, 1001, "no answer");
+    else dev_send(h->dev[i].ws, "{\"type\":\"ping\"}");
+  }
+}
+
+/* Dev mode's details (tracebacks, the page helper, the live socket) are for
+ * this machine's own browser: a server reachable from elsewhere (--host
+ * 0.0.0.0) shows others the production pages. */
+static bool is_loopback(const char *addr) {
+  return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 || strncmp(addr, "::ffff:127.", 11) == 0);
+}
+
+static bool dev_client(lhost *h, const http_req *req) { return h->srv->cfg.dev && is_loopback(req->remote_addr); }
+
 
 /* Calls moonwire.reload's fname with the value on top of the stack (popped);
  * leaves its nres results. 0 on success. */
@@ -220,13 +263,30 @@ static int dev_handle(lhost *h, const http_req *req, http_res *res) {
     return 1;
   }
   if (nlen == 4 && memcmp(name, "live", 4) == 0) {
-    if (h->ndev >= (int)(sizeof h->dev / sizeof h->dev[0])) {
-      http_res_simple(res, 503, "text/plain; charset=utf-8", "too many dev pages open\n");
+    /* Only pages of this app: another site open in the same browser must
+     * not listen in, nor take the slots. */
+    if (!http_req_same_origin(req)) {
+      http_res_simple(res, 403, "text/plain; charset=utf-8", "the live-reload socket is for this app's own pages\n");
       return 0;
+    }
+    if (h->ndev >= (int)(sizeof h->dev / sizeof h->dev[0])) { /* full: the page heard from least recently goes */
+      int oldest = 0;
+      for (int i = 1; i < h->ndev; i++)
+        if (h->dev[i].seen < h->dev[oldest].seen) oldest = i;
+      ws_conn *old = h->dev[oldest].ws;
+      h->dev[oldest] = h->dev[--h->ndev];
+      ws_set_userdata(old, &dev_ws, NULL);
+      ws_close(old, 1001, "too many dev pages");
     }
     ws_conn *ws = ws_accept(res, req, &dev_ws, h, 4096);
     if (!ws) return 0;
-    h->dev[h->ndev++] = ws;
+    h->dev[h->ndev++] = (dev_page){ws, uv_now(h->srv->loop)};
+    if (!h->dev_ping && (h->dev_ping = malloc(sizeof *h->dev_ping))) {
+      uv_timer_init(h->srv->loop, h->dev_ping);
+      h->dev_ping->data = h;
+      uv_timer_start(h->dev_ping, on_dev_ping, DEV_PING_MS(h), DEV_PING_MS(h));
+      uv_unref((uv_handle_t *)h->dev_ping);
+    }
     lua_pushinteger(h->L, (lua_Integer)h->boot);
     if (call_reload(h, "hello", 1, 1) == LUA_OK) dev_send(ws, lua_tostring(h->L, -1));
     lua_pop(h->L, 1);
@@ -363,9 +423,8 @@ static int ex_finish(lua_State *L) {
     }
   }
   ex->res = NULL;
-  lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   mw_str page = {0};
-  if (h->srv->cfg.dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
+  if (ex->dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
     http_res_end(res, page.p, page.len);
     mw_str_free(&page);
   } else {
@@ -406,9 +465,43 @@ static int core_time(lua_State *L) {
 
 static int core_headers(lua_State *L);
 
+/* random(n) → n unpredictable bytes (1..1024). */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 1024, 1, "between 1 and 1024 bytes");
+  unsigned char buf[1024];
+  if (RAND_bytes(buf, (int)n) != 1) return luaL_error(L, "no randomness available");
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
+/* hmac(key, data) → the HMAC-SHA256 of data under key, 32 raw bytes. */
+static int core_hmac(lua_State *L) {
+  size_t kl, dl;
+  const char *key = luaL_checklstring(L, 1, &kl);
+  const char *data = luaL_checklstring(L, 2, &dl);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  if (!HMAC(EVP_sha256(), key, (int)kl, (const unsigned char *)data, dl, md, &mdlen))
+    return luaL_error(L, "hmac failed");
+  lua_pushlstring(L, (const char *)md, mdlen);
+  return 1;
+}
+
+/* equal(a, b) → whether two strings are equal, in a time that does not
+ * tell where they differ (for tokens). */
+static int core_equal(lua_State *L) {
+  size_t al, bl;
+  const char *a = luaL_checklstring(L, 1, &al);
+  const char *b = luaL_checklstring(L, 2, &bl);
+  lua_pushboolean(L, al == bl && CRYPTO_memcmp(a, b, al) == 0);
+  return 1;
+}
+
 static int open_core(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"log", core_log}, {"now", core_now}, {"time", core_time}, {"headers", core_headers}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"log", core_log},       {"now", core_now},   {"time", core_time},
+                                 {"headers", core_headers}, {"random", core_random}, {"hmac", core_hmac},
+                                 {"equal", core_equal},   {NULL, NULL}};
   luaL_newlib(L, fns);
   lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushstring(L, h->srv->cfg.root);
@@ -573,10 +666,10 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_State *L = h->L;
   if (h->io && l_io_handle_http(h->io, req, res) == 0) return;
   if (h->io && serve_client(h, req, res) == 0) return;
-  if (h->srv->cfg.dev && dev_handle(h, req, res) == 0) return;
+  if (dev_client(h, req) && dev_handle(h, req, res) == 0) return;
   if (!h->ok) {
     if (static_serve(h->st, req, res) == 0 || res->done) return;
-    if (h->srv->cfg.dev) load_error_page(h, res);
+    if (dev_client(h, req)) load_error_page(h, res);
     else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
     return;
   }
@@ -587,6 +680,7 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   size_t hlen = packed_size(req);
   exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
   ex->res = res;
+  ex->dev = dev_client(h, req);
   ex->hlen = hlen;
   pack_headers(req, ex->headers);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
@@ -738,8 +832,12 @@ void lhost_stop(lhost *h) {
   if (!h) return;
   mw_watch_stop(h->watch);
   h->watch = NULL;
+  if (h->dev_ping) {
+    uv_close((uv_handle_t *)h->dev_ping, (uv_close_cb)free);
+    h->dev_ping = NULL;
+  }
   while (h->ndev) {
-    ws_conn *ws = h->dev[--h->ndev];
+    ws_conn *ws = h->dev[--h->ndev].ws;
     ws_set_userdata(ws, &dev_ws, NULL);
     ws_close(ws, 1001, "server shutting down");
   }

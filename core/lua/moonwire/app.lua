@@ -46,6 +46,23 @@ app.parse_urlencoded = parse_urlencoded
 -- decode, whole numbers as integers.
 app.json_decode = json.decode
 
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- "a=1; b=x%20y" → { a = "1", b = "x y" } (the first of a repeated name wins, as in Express)
+local function parse_cookies(header)
+  local t = {}
+  for pair in (header or ""):gmatch("[^;]+") do
+    local k, v = pair:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
+    if k and k ~= "" and t[k] == nil then
+      if v:sub(1, 1) == '"' and v:sub(-1) == '"' and #v >= 2 then v = v:sub(2, -2) end
+      t[k] = url_decode(v)
+    end
+  end
+  return t
+end
+
 local function escape_html(s)
   return (tostring(s):gsub("[&<>\"']", {
     ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
@@ -152,6 +169,8 @@ Request.__index = function(req, k)
     if ct:find("json", 1, true) then v = app.json_decode(req.body) end
   elseif k == "path" then
     v = url_decode(req.rawpath)
+  elseif k == "cookies" then
+    v = parse_cookies(req.headers.cookie)
   elseif k == "params" then
     v = {}
   elseif k == "headers" then
@@ -167,6 +186,80 @@ Request.__index = function(req, k)
 end
 
 function Request.get(req, name) return req.headers[name:lower()] end
+
+-- ---------------------------------------------------------------- settings and CSRF
+
+-- app.configure{ csrf = true, secret = "..." }
+--   csrf: forms must carry the token of req:csrfToken() (below).
+--   secret: signs what the framework signs (CSRF tokens); default
+--   $MOONWIRE_SECRET, else one made at start (tokens then change on restart).
+local settings = { csrf = false }
+
+function app.configure(opts)
+  assert(type(opts) == "table", "app.configure: expects a table of options")
+  if opts.csrf ~= nil then settings.csrf = opts.csrf and true or false end
+  if opts.secret ~= nil then
+    assert(type(opts.secret) == "string" and #opts.secret >= 16, "app.configure: secret must be a string of 16 bytes or more")
+    settings.secret = opts.secret
+  end
+  return app
+end
+
+local function secret()
+  if not settings.secret then
+    local env = os.getenv("MOONWIRE_SECRET")
+    if env and #env >= 16 then
+      settings.secret = env
+    else
+      settings.secret = core.random(32)
+      if not core.dev then
+        core.log("warn", "app: no MOONWIRE_SECRET (16 bytes or more) in the environment: CSRF tokens change when the server restarts")
+      end
+    end
+  end
+  return settings.secret
+end
+
+local CSRF_COOKIE = "_csrf"
+
+-- req:csrfToken(): the token a form of this client must send back, as the
+-- field _csrf or the header X-CSRF-Token. The client gets a random cookie
+-- the first time; the token is that cookie signed with the app's secret, so
+-- a page of another site can neither read it nor make one.
+function Request:csrfToken()
+  local id = self.cookies[CSRF_COOKIE]
+  if not id or not id:match("^%x+$") or #id ~= 32 then
+    id = rawget(self, "_csrf_id")
+    if not id then
+      id = hex(core.random(16))
+      rawset(self, "_csrf_id", id)
+      local res = rawget(self, "_res")
+      if res then res:cookie(CSRF_COOKIE, id, { httpOnly = true, sameSite = "Lax", path = "/" }) end
+    end
+  end
+  return hex(core.hmac(secret(), id))
+end
+
+-- Whether req may go on: the methods that change things, with a body a
+-- plain HTML form (or a script without CORS) can send, need the token. A
+-- request with neither Origin nor Sec-Fetch-Site did not come from a
+-- browser (curl, a test, another server): forging it needs no victim's
+-- browser, so there is nothing to check.
+local FORMISH = { ["application/x-www-form-urlencoded"] = true, ["multipart/form-data"] = true, ["text/plain"] = true }
+local UNSAFE = { POST = true, PUT = true, PATCH = true, DELETE = true }
+
+local function csrf_ok(req, method)
+  if not UNSAFE[method] then return true end
+  local h = req.headers
+  local ct = (h["content-type"] or ""):match("^%s*([^;%s]*)"):lower()
+  if ct ~= "" and not FORMISH[ct] then return true end
+  if not h.origin and not h["sec-fetch-site"] then return true end
+  local token = h["x-csrf-token"] or h["x-xsrf-token"] or (ct == "application/x-www-form-urlencoded" and req.form._csrf)
+  local id = req.cookies[CSRF_COOKIE]
+  if type(token) ~= "string" or not id then return false end
+  return core.equal(token, hex(core.hmac(secret(), id)))
+end
+
 
 -- The request table for the core's arguments (see lhost.c's push_req).
 local function new_request(method, url, rawpath, querystring, body, ip, rawheaders)
@@ -209,6 +302,41 @@ Response.header = Response.set
 function Response:get(name)
   local lname = name:lower()
   for k, v in pairs(self.headers) do if k:lower() == lname then return v end end
+end
+
+-- res:cookie(name, value, opts): Set-Cookie, as Express's res.cookie.
+-- opts: path ("/"), domain, maxAge (ms), expires (os.time() seconds),
+-- httpOnly, secure, sameSite ("Lax", "Strict", "None").
+function Response:cookie(name, value, opts)
+  opts = opts or {}
+  assert(type(name) == "string" and name:match("^[%w!#$%%&'*+%-.^_`|~]+$"), "res:cookie: invalid cookie name")
+  local parts = { name .. "=" .. url_encode(tostring(value)), "Path=" .. (opts.path or "/") }
+  if opts.domain then parts[#parts + 1] = "Domain=" .. opts.domain end
+  if opts.maxAge then
+    parts[#parts + 1] = "Max-Age=" .. math.floor(opts.maxAge / 1000)
+    parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + math.floor(opts.maxAge / 1000))
+  elseif opts.expires then
+    parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", opts.expires)
+  end
+  if opts.httpOnly then parts[#parts + 1] = "HttpOnly" end
+  if opts.secure then parts[#parts + 1] = "Secure" end
+  if opts.sameSite then parts[#parts + 1] = "SameSite=" .. opts.sameSite end
+  local line = table.concat(parts, "; ")
+  check_header("Set-Cookie", line)
+  local cur = self.headers["Set-Cookie"]
+  if cur == nil then
+    self.headers["Set-Cookie"] = { line }
+  elseif type(cur) == "table" then
+    cur[#cur + 1] = line
+  else
+    self.headers["Set-Cookie"] = { cur, line }
+  end
+  return self
+end
+
+function Response:clearCookie(name, opts)
+  local o = { path = opts and opts.path, domain = opts and opts.domain, expires = 0 }
+  return self:cookie(name, "", o)
 end
 
 function Response:type(ct)
@@ -257,7 +385,14 @@ function Response:redirect(url, code)
 end
 
 function Response:render(name, locals, opts)
-  return self:send(view.render(name, locals or {}, opts))
+  locals = locals or {}
+  local req = rawget(self, "_req")
+  if settings.csrf and req and locals.csrf_token == nil then
+    local token = req:csrfToken()
+    locals.csrf_token = token
+    locals.csrf_field = '<input type="hidden" name="_csrf" value="' .. token .. '">'
+  end
+  return self:send(view.render(name, locals, opts))
 end
 
 function Response:sendStatus(code)
@@ -450,7 +585,9 @@ local function error_page(req, res, err)
   if res.finished or res._ex:done() then return end
   res.headers = {}
   res.statusCode = 500
-  if core.dev then
+  -- Dev mode's details are for this machine's own browser only.
+  local ip = req.ip or ""
+  if core.dev and (ip:find("^127%.") or ip == "::1" or ip:find("^::ffff:127%.")) then
     local msg, trace = tostring(err):match("^(.-)\n(stack traceback:.*)$")
     msg = msg or tostring(err)
     local where = msg:match("^([^:]+:%d+):") or ""
@@ -503,6 +640,19 @@ function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheade
   end
   req.params = params
   local res = new_response(ex)
+  rawset(req, "_res", res)
+  rawset(res, "_req", req)
+  if settings.csrf and not csrf_ok(req, rawget(req, "originalMethod") or method) then
+    res.statusCode = 403
+    local msg = "This form has expired or did not come from this site (invalid CSRF token). Reload the page and try again."
+    if view.exists("403") then
+      local fine = run(function() res:render("403", { title = "Forbidden", message = msg }) end)
+      if fine == true then return true end
+    end
+    res.headers = { ["Content-Type"] = "text/plain; charset=utf-8" }
+    res:send("403 Forbidden: " .. msg .. "\n")
+    return true
+  end
   local ok, err = run(route.fn, req, res)
   if ok == PENDING then -- the route waits (an ack, a timer): it answers later
     after[err] = function(done, e)
