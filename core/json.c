@@ -382,12 +382,14 @@ static int hex4(const unsigned char *p, uint32_t *out) {
   return 0;
 }
 
-/* At the opening quote: the string's bytes into r->str. Plain strings (no
- * escape, well-formed UTF-8) point into the input; others are decoded into
- * the scratch buffer. Returns 0, or JSON_ERROR. */
+/* At the opening quote: the string's bytes into r->str. A string without
+ * escapes points into the input; one with escapes is decoded into the
+ * scratch buffer. Bytes that are not UTF-8 are kept as they are: the app
+ * may want to refuse them (the writer replaces them). Returns 0, or
+ * JSON_ERROR. */
 static int read_string(json_reader *r) {
   const unsigned char *s = r->s;
-  size_t n = r->len, open = r->pos, start = r->pos + 1, pos = start, bad;
+  size_t n = r->len, open = r->pos, start = r->pos + 1, pos = start;
   for (;;) {
     if (pos >= n) return fail(r, "unterminated string", open);
     unsigned char c = s[pos];
@@ -398,13 +400,7 @@ static int read_string(json_reader *r) {
       return 0;
     }
     if (c == '\\' || c < 0x20) break;
-    if (c < 0x80) {
-      pos++;
-      continue;
-    }
-    size_t l = utf8_seq(s + pos, n - pos, &bad);
-    if (!l) break;
-    pos += l;
+    pos++;
   }
   mw_str *out = r->scratch;
   mw_str_reset(out);
@@ -413,55 +409,41 @@ static int read_string(json_reader *r) {
     if (pos >= n) return fail(r, "unterminated string", open);
     unsigned char c = s[pos];
     char u[8];
-    size_t ul = 0;
     if (c == '"') break;
     if (c < 0x20) return fail(r, "a control character in a string (it must be escaped)", pos);
-    if (c == '\\') {
-      if (pos + 1 >= n) return fail(r, "unterminated string", open);
-      unsigned char e = s[pos + 1];
-      switch (e) {
-      case '"': case '\\': case '/': u[0] = (char)e; break;
-      case 'b': u[0] = '\b'; break;
-      case 'f': u[0] = '\f'; break;
-      case 'n': u[0] = '\n'; break;
-      case 'r': u[0] = '\r'; break;
-      case 't': u[0] = '\t'; break;
-      case 'u': {
-        uint32_t cp, lo;
-        if (n - pos < 6 || hex4(s + pos + 2, &cp)) return fail(r, "an invalid \\u escape", pos);
-        pos += 6;
-        if (cp >= 0xD800 && cp <= 0xDBFF && n - pos >= 6 && s[pos] == '\\' && s[pos + 1] == 'u' &&
-            !hex4(s + pos + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          pos += 6;
-        } else if (cp >= 0xD800 && cp <= 0xDFFF) {
-          cp = 0xFFFD; /* a lone surrogate: JSON.parse takes it, UTF-8 cannot hold it */
-        }
-        ul = utf8_put(u, cp);
-        if (mw_str_append(out, u, ul)) return fail(r, "out of memory", pos);
-        continue;
-      }
-      default: return fail(r, "an invalid escape in a string", pos);
-      }
-      if (mw_str_appendc(out, u[0])) return fail(r, "out of memory", pos);
-      pos += 2;
-      continue;
-    }
-    size_t from = pos;
-    if (c < 0x80) {
-      pos++;
-      while (pos < n && s[pos] >= 0x20 && s[pos] < 0x80 && s[pos] != '"' && s[pos] != '\\') pos++;
+    if (c != '\\') {
+      size_t from = pos++;
+      while (pos < n && s[pos] >= 0x20 && s[pos] != '"' && s[pos] != '\\') pos++;
       if (mw_str_append(out, s + from, pos - from)) return fail(r, "out of memory", pos);
       continue;
     }
-    size_t l = utf8_seq(s + pos, n - pos, &bad);
-    if (l) {
-      if (mw_str_append(out, s + pos, l)) return fail(r, "out of memory", pos);
-      pos += l;
-    } else {
-      if (mw_str_append(out, REPLACEMENT, 3)) return fail(r, "out of memory", pos);
-      pos += bad;
+    if (pos + 1 >= n) return fail(r, "unterminated string", open);
+    unsigned char e = s[pos + 1];
+    switch (e) {
+    case '"': case '\\': case '/': u[0] = (char)e; break;
+    case 'b': u[0] = '\b'; break;
+    case 'f': u[0] = '\f'; break;
+    case 'n': u[0] = '\n'; break;
+    case 'r': u[0] = '\r'; break;
+    case 't': u[0] = '\t'; break;
+    case 'u': {
+      uint32_t cp, lo;
+      if (n - pos < 6 || hex4(s + pos + 2, &cp)) return fail(r, "an invalid \\u escape", pos);
+      pos += 6;
+      if (cp >= 0xD800 && cp <= 0xDBFF && n - pos >= 6 && s[pos] == '\\' && s[pos + 1] == 'u' &&
+          !hex4(s + pos + 2, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        pos += 6;
+      } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+        cp = 0xFFFD; /* a lone surrogate: JSON.parse takes it, UTF-8 cannot hold it */
+      }
+      if (mw_str_append(out, u, utf8_put(u, cp))) return fail(r, "out of memory", pos);
+      continue;
     }
+    default: return fail(r, "an invalid escape in a string", pos);
+    }
+    if (mw_str_appendc(out, u[0])) return fail(r, "out of memory", pos);
+    pos += 2;
   }
   r->str = out->p;
   r->str_len = out->len;

@@ -5,9 +5,11 @@
  * out: no Lua and no I/O here (the Lua side is l_json.c), so a unit test
  * and a fuzzer drive it directly.
  *
- * Text that is not UTF-8 never leaves either side as it came: the writer
- * and the reader both replace each ill-formed sequence with U+FFFD, one per
- * maximal subpart, as TextDecoder and Node's Buffer#toString do. */
+ * Text that is not UTF-8 never leaves as it came: the writer replaces each
+ * ill-formed sequence with U+FFFD, one per maximal subpart, as TextDecoder
+ * and Node's Buffer#toString do, so a WebSocket text frame is always valid.
+ * The reader hands such bytes over unchanged (Socket.IO packets are checked
+ * for UTF-8 before, and an app can refuse a request body that is not). */
 #ifndef JSON_H
 #define JSON_H
 
@@ -87,7 +89,7 @@ void json_reader_init(json_reader *r, const char *s, size_t len, mw_str *scratch
 /* The next token. After JSON_END or JSON_ERROR it returns the same again.
  * Strings come decoded: escapes resolved, a proper surrogate pair as its
  * character, a lone surrogate escape as U+FFFD (JSON.parse takes one),
- * ill-formed UTF-8 as U+FFFD. Nesting deeper than JSON_MAX_DEPTH, a number
+ * other bytes as they are (UTF-8 or not). Nesting deeper than JSON_MAX_DEPTH, a number
  * too large for a double, and anything RFC 8259 does not allow (a byte
  * order mark, trailing commas, comments, single quotes, leading zeros, raw
  * control characters in strings, text after the value) are errors. */

@@ -38,7 +38,9 @@ function json.isarray(t) return getmetatable(t) == ARRAY end
 json.encode = c.encode
 
 -- Decodes JSON text (RFC 8259, nothing more): nil and a message with the
--- byte offset when it does not parse. null is json.null.
+-- byte offset when it does not parse. null is json.null. A string's bytes
+-- come as they were sent, UTF-8 or not (utf8.len(s) is nil when not);
+-- encode writes ill-formed UTF-8 as U+FFFD.
 json.decode = c.decode
 
 return json
