@@ -26,7 +26,55 @@ static double c_strtod(const char *z) {
   return loc ? strtod_l(z, NULL, loc) : strtod(z, NULL);
 }
 
+/* Powers of ten a double holds exactly. */
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path: a decimal of at most 15 significant digits (an
+ * integer a double holds exactly) times or over a power of ten up to 10^22
+ * (exact too) is one IEEE operation, which rounds correctly. Returns 0, or
+ * -1 when the token is not of that kind (strtod then reads it). */
+static int fast_decimal(const char *s, size_t n, double *out) {
+  size_t p = 0;
+  bool neg = false;
+  uint64_t mant = 0;
+  int digits = 0, exp10 = 0;
+  if (s[p] == '-') neg = true, p++;
+  for (; p < n && s[p] >= '0' && s[p] <= '9'; p++) {
+    if (mant == 0 && s[p] == '0') continue; /* leading zeros are not significant */
+    if (++digits > 15) return -1;
+    mant = mant * 10 + (uint64_t)(s[p] - '0');
+  }
+  if (p < n && s[p] == '.') {
+    for (p++; p < n && s[p] >= '0' && s[p] <= '9'; p++) {
+      exp10--;
+      if (mant == 0 && s[p] == '0') continue;
+      if (++digits > 15) return -1;
+      mant = mant * 10 + (uint64_t)(s[p] - '0');
+    }
+  }
+  if (p < n && (s[p] == 'e' || s[p] == 'E')) {
+    p++;
+    bool eneg = false;
+    if (s[p] == '+' || s[p] == '-') eneg = s[p] == '-', p++;
+    int e = 0;
+    for (; p < n && s[p] >= '0' && s[p] <= '9'; p++) {
+      if (e > 1000) return -1;
+      e = e * 10 + (s[p] - '0');
+    }
+    exp10 += eneg ? -e : e;
+  }
+  double d = (double)mant;
+  if (mant == 0) d = 0;
+  else if (exp10 < -22 || exp10 > 22) return -1;
+  else if (exp10 < 0) d /= POW10[-exp10];
+  else d *= POW10[exp10];
+  *out = neg ? -d : d;
+  return 0;
+}
+
 int json_parse_double(const char *s, size_t n, double *out) {
+  if (!fast_decimal(s, n, out)) return 0;
   char small[64];
   char *z = n < sizeof small ? small : malloc(n + 1);
   if (!z) return -ENOMEM;
@@ -98,6 +146,100 @@ static void step_digits(char *d, int k, int *exp, int dir) {
   }
 }
 
+/* ---- the exact fast path: doubles in [1e-5, 1e15) that are not whole
+ * (most numbers an app sends). x = m × 2^-s with m < 2^53 and s ≤ 69, so
+ * x × 10^q (q ≤ 21) is the integer N = m × 10^q over 2^s, exact in 128
+ * bits: rounding it to an integer is printf's %.{k}e to the digit, and
+ * whether a candidate D reads back as x is whether D × 2^s lies within half
+ * a gap of N, the gap being 10^q in these units (half of it below a power of
+ * two), boundaries included when m is even (strtod rounds half to even). */
+
+typedef unsigned __int128 u128;
+
+static u128 pow10_u128(int q) {
+  static const uint64_t P[20] = {1u, 10u, 100u, 1000u, 10000u, 100000u, 1000000u, 10000000u, 100000000u,
+                                 1000000000u, 10000000000u, 100000000000u, 1000000000000u, 10000000000000u,
+                                 100000000000000u, 1000000000000000u, 10000000000000000u,
+                                 100000000000000000u, 1000000000000000000u, 10000000000000000000u};
+  return q <= 19 ? (u128)P[q] : (u128)P[19] * P[q - 19];
+}
+
+typedef struct exact {
+  uint64_t m;
+  int s;
+  bool even, pow2; /* m even; x a power of two (the gap below is half the gap above) */
+} exact;
+
+/* Does the decimal D × 10^-q read back as x? */
+static bool exact_reads_back(const exact *x, u128 D, int q) {
+  u128 scaled = D << x->s, N = (u128)x->m * pow10_u128(q), gap = pow10_u128(q);
+  if (scaled >= N) {
+    u128 twice = 2 * (scaled - N);
+    return twice < gap || (twice == gap && x->even);
+  }
+  u128 diff = N - scaled, times = x->pow2 ? 4 * diff : 2 * diff;
+  return times < gap || (times == gap && x->even);
+}
+
+/* x × 10^q rounded to the nearest integer, ties to even; *below: whether
+ * that integer is below x × 10^q. */
+static u128 exact_round(const exact *x, int q, bool *below) {
+  u128 N = (u128)x->m * pow10_u128(q);
+  u128 I = N >> x->s, R = N - (I << x->s), half = (u128)1 << (x->s - 1);
+  if (R > half || (R == half && (I & 1))) I++;
+  *below = (I << x->s) < N;
+  return I;
+}
+
+static int u128_digits(u128 v, char *d) {
+  char tmp[40];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + (int)(v % 10));
+    v /= 10;
+  } while (v);
+  for (int i = 0; i < n; i++) d[i] = tmp[n - 1 - i];
+  return n;
+}
+
+/* The shortest digits of x as shortest_digits below finds them, or -1 when
+ * x is outside the range this path covers. */
+static int shortest_exact(double x, char *d, int *exp) {
+  if (!(x >= 1e-5 && x < 1e15)) return -1;
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  int be = (int)(bits >> 52 & 0x7ff);
+  uint64_t frac = bits & ((UINT64_C(1) << 52) - 1);
+  exact e = {frac | UINT64_C(1) << 52, 1075 - be, (frac & 1) == 0, frac == 0};
+  if (e.s <= 0 || e.s > 100) return -1; /* whole, or out of range */
+  /* q such that x × 10^q has 15 digits before the point */
+  int q = 14 - (int)floor(log10(x));
+  for (int tries = 0;; tries++) {
+    if (q < 0 || q > 19 || tries > 3) return -1;
+    u128 I = ((u128)e.m * pow10_u128(q)) >> e.s;
+    if (I < (u128)100000000000000u) q++;
+    else if (I >= (u128)1000000000000000u) q--;
+    else break;
+  }
+  for (int prec = 15; prec <= 17; prec++) {
+    int qq = q + prec - 15;
+    bool below;
+    u128 D = exact_round(&e, qq, &below);
+    bool ok = prec == 17 || exact_reads_back(&e, D, qq);
+    if (!ok && prec == 16) { /* its neighbour across x (see shortest_digits) */
+      D = below ? D + 1 : D - 1;
+      ok = exact_reads_back(&e, D, qq);
+    }
+    if (ok) {
+      int k = u128_digits(D, d);
+      *exp = k - 1 - qq;
+      while (k > 1 && d[k - 1] == '0') k--;
+      return k;
+    }
+  }
+  return -1;
+}
+
 /* The shortest digits that read back as x (positive, finite), and among
  * those the closest to x, as ECMA-262 Number::toString asks. Returns the
  * digit count (no trailing zeros); *exp is the decimal exponent of the
@@ -113,6 +255,8 @@ static void step_digits(char *d, int k, int *exp, int dir) {
  *  - A subnormal has fewer bits and even spacing: each length from 1 up,
  *    the nearest at that length reads back if any does. */
 static int shortest_digits(double x, char *d, int *exp) {
+  int fast = shortest_exact(x, d, exp);
+  if (fast > 0) return fast;
   int from = x < DBL_MIN ? 1 : 15;
   int k = 17;
   for (int prec = from; prec <= 17; prec++) {

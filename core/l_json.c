@@ -114,6 +114,18 @@ typedef struct jenc {
 
 static int encode_value(jenc *e, int idx, int depth);
 
+/* Sets what a call needs (the path and error buffers, 2 KB, are written
+ * only when used). */
+static void enc_init(jenc *e, mw_str *out, bool sorted, int args_from) {
+  e->L = NULL;
+  e->out = out;
+  e->array_mt = e->binary_mt = e->atts = 0;
+  e->natts = 0;
+  e->sorted = sorted;
+  e->args_from = args_from;
+  e->err = NULL;
+}
+
 /* Where a value at depth sits, in Lua syntax: .pets[2].owner */
 static void format_path(jenc *e, int depth, char *out, size_t cap) {
   size_t n = 0;
@@ -158,6 +170,14 @@ static int oom(jenc *e, int depth) { return enc_fail(e, depth, "out of memory");
 
 static int put(jenc *e, int depth, const char *s, size_t n) {
   return mw_str_append(e->out, s, n) ? oom(e, depth) : 0;
+}
+
+static int put_char(jenc *e, int depth, char c) {
+  mw_str *o = e->out;
+  if (o->len + 2 > o->cap) return put(e, depth, &c, 1);
+  o->p[o->len++] = c;
+  o->p[o->len] = '\0';
+  return 0;
 }
 
 static int put_number(jenc *e, int idx, int depth, bool quoted) {
@@ -216,7 +236,7 @@ static int put_key(jenc *e, int depth) {
     return enc_fail(e, depth, what);
   }
   }
-  return put(e, depth, ":", 1);
+  return put_char(e, depth, ':');
 }
 
 typedef struct jkey {
@@ -273,10 +293,10 @@ static int put_object_sorted(jenc *e, int idx, int depth) {
     }
   }
   qsort(keys, count, sizeof *keys, key_cmp);
-  if (put(e, depth, "{", 1)) return -1;
+  if (put_char(e, depth, '{')) return -1;
   for (size_t i = 0; i < count; i++) {
     jkey *k = &keys[i];
-    if (i && put(e, depth, ",", 1)) return -1;
+    if (i && put_char(e, depth, ',')) return -1;
     if (k->type == LUA_TSTRING) lua_pushlstring(L, k->s, k->len);
     else if (k->is_int) lua_pushinteger(L, k->i);
     else lua_pushnumber(L, k->d);
@@ -287,7 +307,7 @@ static int put_object_sorted(jenc *e, int idx, int depth) {
     if (r) return -1;
   }
   lua_remove(L, kidx);
-  return put(e, depth, "}", 1);
+  return put_char(e, depth, '}');
 }
 
 static int encode_table(jenc *e, int idx, int depth) {
@@ -326,23 +346,23 @@ static int encode_table(jenc *e, int idx, int depth) {
   else array = max == count;
   if (array) {
     if (max > 2 * count + 16) return enc_fail(e, depth, "an array with more holes than values");
-    if (put(e, depth, "[", 1)) return -1;
+    if (put_char(e, depth, '[')) return -1;
     for (lua_Integer i = 1; i <= max; i++) {
-      if (i > 1 && put(e, depth, ",", 1)) return -1;
+      if (i > 1 && put_char(e, depth, ',')) return -1;
       e->path[depth] = (jpath){NULL, 0, i};
       lua_rawgeti(L, idx, i);
       int r = encode_value(e, lua_gettop(L), depth + 1);
       lua_pop(L, 1);
       if (r) return -1;
     }
-    return put(e, depth, "]", 1);
+    return put_char(e, depth, ']');
   }
   if (e->sorted) return put_object_sorted(e, idx, depth);
-  if (put(e, depth, "{", 1)) return -1;
+  if (put_char(e, depth, '{')) return -1;
   bool first = true;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int r = (!first && put(e, depth, ",", 1)) || put_key(e, depth) || encode_value(e, lua_gettop(L), depth + 1);
+    int r = (!first && put_char(e, depth, ',')) || put_key(e, depth) || encode_value(e, lua_gettop(L), depth + 1);
     first = false;
     lua_pop(L, 1);
     if (r) {
@@ -350,7 +370,7 @@ static int encode_table(jenc *e, int idx, int depth) {
       return -1;
     }
   }
-  return put(e, depth, "}", 1);
+  return put_char(e, depth, '}');
 }
 
 static int encode_value(jenc *e, int idx, int depth) {
@@ -395,7 +415,8 @@ static int encode_with(lua_State *L, bool sorted) {
   lua_settop(L, 1);
   jbufs b;
   bufs_take(L, &b);
-  jenc e = {.out = b.out, .sorted = sorted};
+  jenc e;
+  enc_init(&e, b.out, sorted, 0);
   lua_pushvalue(L, lua_upvalueindex(2));
   return run_protected(L, encode_run, &e, &b, 2);
 }
@@ -426,16 +447,16 @@ static int packet_run(lua_State *L) {
   size_t room = 2 + 20 + 1 + (root ? 0 : p->nsp_len + 1) + 20; /* type, count '-', nsp ',', id */
   if (mw_str_reserve(e->out, room + 64)) return luaL_error(L, "json: out of memory");
   e->out->len = room;
-  if (put(e, 0, "[", 1)) goto failed;
+  if (put_char(e, 0, '[')) goto failed;
   for (lua_Integer i = 1; i <= p->n; i++) {
-    if (i > 1 && put(e, 0, ",", 1)) goto failed;
+    if (i > 1 && put_char(e, 0, ',')) goto failed;
     e->path[0] = (jpath){NULL, 0, i};
     lua_rawgeti(L, 2, i);
     int r = encode_value(e, lua_gettop(L), 1);
     lua_pop(L, 1);
     if (r) goto failed;
   }
-  if (put(e, 0, "]", 1)) goto failed;
+  if (put_char(e, 0, ']')) goto failed;
   char head[64];
   size_t h = 0;
   head[h++] = (char)('0' + p->kind + (e->natts ? 3 : 0)); /* BINARY_EVENT / BINARY_ACK */
@@ -474,7 +495,7 @@ failed:
  * N+1; the packet is then a BINARY_EVENT / BINARY_ACK with their count.
  * Returns text and the attachments (nil when none), or nil and a message. */
 static int l_packet(lua_State *L) {
-  jpacket p = {0};
+  jpacket p;
   p.kind = (int)luaL_checkinteger(L, 1);
   luaL_argcheck(L, p.kind == 2 || p.kind == 3, 1, "2 (EVENT) or 3 (ACK)");
   p.nsp = luaL_checklstring(L, 2, &p.nsp_len);
@@ -486,8 +507,7 @@ static int l_packet(lua_State *L) {
   lua_settop(L, 6);
   jbufs b;
   bufs_take(L, &b);
-  p.e.out = b.out;
-  p.e.args_from = p.kind == 2 ? 2 : 1;
+  enc_init(&p.e, b.out, false, p.kind == 2 ? 2 : 1);
   lua_pushvalue(L, 4);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_pushvalue(L, 6);
@@ -502,8 +522,7 @@ typedef struct jdec {
   bool args;      /* decode_args: the top is an array, its nulls are holes */
   bool has_atts;
   lua_Integer n;  /* decode_args: the element count */
-  const char *err;
-  char errbuf[160];
+  const char *err; /* a static message, for what the reader does not check */
 } jdec;
 
 /* A decoded float: whole values that fit are integers (1.0 and 1e3 too; JS
@@ -543,24 +562,50 @@ static int reconstruct(lua_State *L, int atts, int binary_mt) {
   return 0;
 }
 
+/* Values wait on the Lua stack above their container's slot until the
+ * container ends (or this many have gathered): its table is then made at
+ * its size, not grown one value at a time. */
+#define JSON_PENDING_MAX 64
+
+/* The values pending for the container whose slot is base go into its
+ * table (made at the first flush, with room for them all when the
+ * container ends here). Arrays: done counts the elements already in. */
+static void flush(lua_State *L, int base, bool object, lua_Integer *done) {
+  int pending = lua_gettop(L) - base;
+  if (lua_isnil(L, base)) {
+    if (object) lua_createtable(L, 0, pending / 2);
+    else lua_createtable(L, pending, 0);
+    lua_replace(L, base);
+  }
+  if (object) { /* in order, so a repeated key keeps its last value (JSON.parse does) */
+    for (int i = base + 1; i < base + pending; i += 2) {
+      lua_pushvalue(L, i);
+      lua_pushvalue(L, i + 1);
+      lua_rawset(L, base);
+    }
+    lua_settop(L, base);
+  } else {
+    for (int k = pending; k >= 1; k--) lua_rawseti(L, base, *done + k);
+    *done += pending;
+  }
+}
+
 /* Under pcall: 1 ctx, 2 array_mt, 3 attachments (or nil), 4 binary_mt (or nil). */
 static int decode_run(lua_State *L) {
   jdec *d = lua_touserdata(L, 1);
   json_reader *r = &d->r;
-  lua_Integer count[JSON_MAX_DEPTH + 1];
+  int base[JSON_MAX_DEPTH + 1];          /* the stack slot of each open container */
+  lua_Integer done[JSON_MAX_DEPTH + 1];  /* arrays: elements already in the table */
   for (;;) {
     json_token t = json_next(r);
+    if (!lua_checkstack(L, 4)) luaL_error(L, "json: out of Lua stack");
     switch (t) {
     case JSON_ERROR: return 0;
     case JSON_END:
-      if (d->args) d->n = count[1];
       return 1;
     case JSON_NULL:
-      if (d->args && r->depth == 1) { /* a null argument is a nil for the handler */
-        count[1]++;
-        continue;
-      }
-      lua_pushlightuserdata(L, NULL);
+      if (d->args && r->depth == 1) lua_pushnil(L); /* a null argument is a nil for the handler */
+      else lua_pushlightuserdata(L, NULL);
       break;
     case JSON_FALSE: lua_pushboolean(L, 0); break;
     case JSON_TRUE: lua_pushboolean(L, 1); break;
@@ -568,7 +613,6 @@ static int decode_run(lua_State *L) {
     case JSON_FLOAT: push_float(L, r->d); break;
     case JSON_STRING: lua_pushlstring(L, r->str, r->str_len); break;
     case JSON_KEY:
-      luaL_checkstack(L, 2, "json: nested too deep");
       lua_pushlstring(L, r->str, r->str_len);
       continue;
     case JSON_ARRAY:
@@ -577,22 +621,26 @@ static int decode_run(lua_State *L) {
         d->err = "json: the arguments are not an array";
         return 0;
       }
-      luaL_checkstack(L, 3, "json: nested too deep");
-      lua_createtable(L, 0, 0);
-      count[r->depth] = 0;
+      lua_pushnil(L); /* the container's slot: its table comes at the first flush */
+      base[r->depth] = lua_gettop(L);
+      done[r->depth] = 0;
       continue;
     case JSON_ARRAY_END:
-      lua_pushvalue(L, 2);
-      lua_setmetatable(L, -2);
-      break;
-    case JSON_OBJECT_END:
-      if (d->has_atts && reconstruct(L, 3, 4)) {
+    case JSON_OBJECT_END: {
+      int depth = r->depth + 1; /* the one that just ended */
+      flush(L, base[depth], t == JSON_OBJECT_END, &done[depth]);
+      if (t == JSON_ARRAY_END) {
+        if (d->args && depth == 1) d->n = done[1];
+        lua_pushvalue(L, 2);
+        lua_setmetatable(L, -2);
+      } else if (d->has_atts && reconstruct(L, 3, 4)) {
         d->err = "json: a binary placeholder without its attachment";
         return 0;
       }
       break;
     }
-    /* A complete value on top: into its container, or it is the result. */
+    }
+    /* A complete value on top: it waits in its container, or it is the result. */
     int depth = r->depth;
     if (depth == 0) {
       if (d->args && t != JSON_ARRAY_END) {
@@ -601,8 +649,10 @@ static int decode_run(lua_State *L) {
       }
       continue; /* the next token is JSON_END */
     }
-    if (r->objects >> (depth - 1) & 1) lua_rawset(L, -3);
-    else lua_rawseti(L, -2, ++count[depth]);
+    if (lua_gettop(L) - base[depth] >= 2 * JSON_PENDING_MAX) {
+      bool object = r->objects >> (depth - 1) & 1;
+      flush(L, base[depth], object, &done[depth]);
+    }
   }
 }
 
