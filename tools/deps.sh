@@ -10,8 +10,9 @@
 #                          with requests, websocket-client and aiohttp for its
 #                          polling, WebSocket and asyncio transports)
 #   tools/deps.sh bench    that, plus the anchors `make bench` compares with:
-#                          nginx's Lua module, wrk, and lua-cjson (the JSON
-#                          codec moonwire used before, for the codec figure)
+#                          nginx's Lua module, wrk, and for the JSON codec
+#                          figure lua-cjson (the codec moonwire used before)
+#                          and valgrind (callgrind counts its instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libws
           chromium nginx libfcgi-bin
           redis-server
           python3-socketio python3-requests python3-websocket python3-aiohttp)
-if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk lua-cjson); fi
+if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk lua-cjson valgrind); fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
