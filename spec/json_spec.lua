@@ -81,8 +81,12 @@ describe("moonwire.json arrays and objects", function()
     assert.equal('{"0":"zero"}', json.encode({ [0] = "zero" }))
   end)
 
-  it("writes holes in a marked array as null", function()
+  it("writes holes in a marked array as null, and a marked table with other keys as an object", function()
     assert.equal("[1,null,3]", json.encode(json.array({ 1, nil, 3 })))
+    assert.equal('{"total":2}', json.encode(json.array({ total = 2 })))
+    local s, err = json.encode(json.array({ [1] = 1, [1000] = 2 }))
+    assert.is_nil(s)
+    assert.equal("json: an array with more holes than values", err)
   end)
 
   it("marks every decoded array, so [] and nested empty arrays round-trip", function()
