@@ -15,7 +15,7 @@
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
 // runner itself in a few seconds; its numbers mean little. --only runs some
 // groups of figures (moonwire, socketio, express, nginx, front, redis,
-// memory, max) and prints their rows without replacing
+// memory, max, codec) and prints their rows without replacing
 // bench/results/latest.md.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -120,6 +120,13 @@ function rssKB(pid) {
 function fdCount(pid) {
   try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
 }
+// A process's CPU time so far (user + system), in seconds.
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+function cpuSeconds(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // after "pid (comm) "
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+}
 function memAvailableKB() {
   return Number(/MemAvailable:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]);
 }
@@ -197,7 +204,8 @@ const SERVERS = {
 };
 const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua',
   moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx',
-  moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server' };
+  moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server',
+  codec: 'the JSON codec' };
 
 // The servers running now, killed if the runner itself stops early.
 const live = new Set();
@@ -477,7 +485,12 @@ function moonwireHasRedis() {
 
 const socketFigures = [
   ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
-  ['echo', (srv) => loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000)],
+  ['echo', async (srv) => { // and the server's CPU time per round trip
+    const before = cpuSeconds(srv.pid);
+    const r = await loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000);
+    r.server_cpu_us = ((cpuSeconds(srv.pid) - before) / r.round_trips) * 1e6;
+    return r;
+  }],
   ['connect', (srv) => loadgen(srv, 'connect', P.connect, 120000)],
 ];
 
@@ -491,11 +504,47 @@ const memoryFigure = ['memory', async (srv) => {
   return { ...r, rss_before_kb: before, per_client_kb: (r.rss_kb - before) / r.connected };
 }];
 
+// The JSON codec figure (bench/codec/codec.lua, on the system's Lua 5.4
+// with lua-cjson for "before" and build/lua/moonwire/json_c.so for
+// "after"): µs per operation (the best of several rounds, CPU time, on the
+// server's core), and instructions per operation from valgrind's callgrind
+// (the difference of two runs, so start-up does not count), which the
+// load of a shared machine does not move.
+const CODEC = path.join(ROOT, 'bench/codec/codec.lua');
+const CODEC_OPS = ['echo', 'chat'].flatMap((p) => ['before', 'after'].flatMap((w) => [`${w}.${p}.decode`, `${w}.${p}.encode`]));
+async function codec() {
+  const build = path.dirname(MOONWIRE);
+  const lua = ['lua5.4', CODEC, build];
+  const host = { name: 'codec', dead: null };
+  const it = QUICK ? 2000 : 20000;
+  log(`codec: ${lua.join(' ')} --iterations ${it}`);
+  const { out } = await client(host, [...SERVER_CPU, ...lua, '--iterations', String(it), '--rounds', QUICK ? '2' : '5'], { label: 'codec.lua' });
+  const r = { us: {}, ir: {} };
+  for (const line of out.trim().split('\n')) {
+    const o = JSON.parse(line);
+    r.us[o.op] = o.us;
+  }
+  if (!tool('valgrind')) {
+    r.ir_skipped = 'valgrind is missing (tools/deps.sh bench installs it)';
+    return r;
+  }
+  const [n1, n2] = QUICK ? [50, 250] : [200, 1200];
+  const collected = async (op, n) => {
+    const { err } = await client(host, ['valgrind', '--tool=callgrind', '--callgrind-out-file=/dev/null', ...lua, '--only', op, '--iterations', String(n)], { label: `callgrind ${op}` });
+    const m = /Collected : (\d+)/.exec(err);
+    if (!m) throw new Error(`callgrind printed no count for ${op}:\n${tail(err)}`);
+    return Number(m[1]);
+  };
+  for (const op of CODEC_OPS) r.ir[op] = ((await collected(op, n2)) - (await collected(op, n1))) / (n2 - n1);
+  log(`  ${JSON.stringify(r)}`);
+  return r;
+}
+
 async function main() {
   for (const [what, ok] of [[MOONWIRE, fs.existsSync(MOONWIRE)], [LOADGEN, fs.existsSync(LOADGEN)]]) {
     if (!ok) { console.error(`bench: ${what} is missing: run \`make bench\` (it builds moonwire and loadgen)`); process.exit(2); }
   }
-  for (const cmd of ['nginx', 'wrk', REDIS]) {
+  for (const cmd of ['nginx', 'wrk', REDIS, 'lua5.4']) {
     if (!tool(cmd)) { console.error(`bench: ${cmd} is missing: \`tools/deps.sh bench\` installs it`); process.exit(2); }
   }
   log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
@@ -517,6 +566,7 @@ async function main() {
     }],
     ['memory', async () => { await withServer('moonwire', [memoryFigure]); await withServer('socketio', [memoryFigure]); }],
     ['max', () => withServer('moonwire', [['max', maxClients]])],
+    ['codec', () => measure('codec', 'json', codec)],
   ];
   for (const name of ONLY ?? []) {
     if (!groups.some(([g]) => g === name)) { console.error(`bench: --only: no group '${name}' (${groups.map(([g]) => g).join(', ')})`); process.exit(2); }
@@ -632,6 +682,24 @@ function report() {
   row(`echo with ack, ${P.echo.clients} clients in lockstep, ${P.echo.seconds} s: round trips/s`, cell(mw.echo, 'per_s'), cell(sio.echo, 'per_s'), 'socket.io',
     `${ratio(mw.echo, sio.echo, 'per_s')} (higher is better)`, `≥ ${TARGET.echo}×`, `${cpu(mw.echo)} / ${cpu(sio.echo)}`,
     check(rat(mw.echo, sio.echo, 'per_s'), (x) => x >= TARGET.echo));
+  row(`echo with ack: server CPU per round trip, µs`, cell(mw.echo, 'server_cpu_us', 1), cell(sio.echo, 'server_cpu_us', 1), 'socket.io',
+    `${ratio(mw.echo, sio.echo, 'server_cpu_us', true)} (lower is better)`, '', '');
+  {
+    // before / after in one run: the anchor column is moonwire's codec before (lua-cjson 2.1.0 under the old moonwire.json)
+    const c = results.codec?.json;
+    const sum = (m, w, p) => (c && !c.error ? c[m][`${w}.${p}.decode`] + c[m][`${w}.${p}.encode`] : NaN);
+    const fig = (m, w, p) => (c?.error ? { error: c.error } : { v: sum(m, w, p) });
+    const anchor = 'the same before: lua-cjson + json.lua';
+    for (const [p, what] of [['echo', 'per acked echo (the echo row: ["echo","0123456789abcdef"] in, its ack out)'],
+      ['chat', 'per acked chat message (an object with floats, an integer, an empty array)']]) {
+      row(`JSON codec ${what}: decode + encode µs`, cell(fig('us', 'after', p), 'v', 2), cell(fig('us', 'before', p), 'v', 2), anchor,
+        `${ratio(fig('us', 'after', p), fig('us', 'before', p), 'v', true)} (lower is better)`, '', '');
+      if (!c?.ir_skipped) {
+        row(`JSON codec ${what}: decode + encode instructions (callgrind)`, cell(fig('ir', 'after', p), 'v'), cell(fig('ir', 'before', p), 'v'), anchor,
+          `${ratio(fig('ir', 'after', p), fig('ir', 'before', p), 'v', true)} (lower is better)`, '', '');
+      }
+    }
+  }
   row(`connection rate, ${num(P.connect.clients)} WebSocket + CONNECT, ${P.connect.concurrency} in flight: per s`, cell(mw.connect, 'per_s'), cell(sio.connect, 'per_s'), 'socket.io',
     `${ratio(mw.connect, sio.connect, 'per_s')} (higher is better)`, '', `${cpu(mw.connect)} / ${cpu(sio.connect)}`);
   row(`idle memory at ${num(P.idle.clients)} clients: RSS growth per client, KB`, cell(mw.memory, 'per_client_kb', 1), cell(sio.memory, 'per_client_kb', 1), 'socket.io',
@@ -667,6 +735,15 @@ function report() {
   for (const [k, r] of [['moonwire', mw.http], ['Express', ex], ['nginx+Lua', ng],
     ['through nginx over FastCGI', front.fastcgi], ['through nginx proxy_pass', front.proxy]]) {
     if (r && !r.error) notes.push(`- HTTP ${k}: p50 ${num(r.p50_ms, 2)} ms, p99 ${num(r.p99_ms, 2)} ms${r.errors ? `; wrk reported "${r.errors}"` : ''}.`);
+  }
+  {
+    const c = results.codec?.json;
+    if (c && !c.error) {
+      const part = (p, op) => `${op} ${num(c.us[`after.${p}.${op}`], 2)} µs${c.ir_skipped ? '' : ` / ${num(c.ir[`after.${p}.${op}`])} instructions`}` +
+        ` (before ${num(c.us[`before.${p}.${op}`], 2)}${c.ir_skipped ? '' : ` / ${num(c.ir[`before.${p}.${op}`])}`})`;
+      notes.push(`- JSON codec, the echo: ${part('echo', 'decode')}, ${part('echo', 'encode')}; the chat message: ${part('chat', 'decode')}, ${part('chat', 'encode')}.` +
+        (c.ir_skipped ? ` Instructions not counted: ${c.ir_skipped}.` : ''));
+    }
   }
   if (results.moonwireRedis?.fanout?.skipped) notes.push(`- fan-out through Redis: ${results.moonwireRedis.fanout.skipped} (socket.io measured alone).`);
   if (errors.length) notes.push(...errors.map((e) => `- failed: ${e.split('\n')[0]}`));

@@ -768,6 +768,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   lua_setfield(L, -2, "moonwire.template_c");
   lua_pushcfunction(L, luaopen_moonwire_msgpack);
   lua_setfield(L, -2, "moonwire.msgpack");
+  lua_pushcfunction(L, luaopen_moonwire_json_c);
+  lua_setfield(L, -2, "moonwire.json_c");
   lua_pop(L, 1);
 
   luaL_newmetatable(L, EXCHANGE_MT);

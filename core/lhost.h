@@ -41,6 +41,10 @@ int luaopen_moonwire_msgpack(lua_State *L);
  * len and whose nesting msgpack-c can take: NULL, or what is wrong. */
 const char *mw_msgpack_prescan(const unsigned char *p, size_t len);
 
+/* moonwire.json_c (l_json.c): the JSON codec under moonwire.json and
+ * moonwire.io's packets. */
+int luaopen_moonwire_json_c(lua_State *L);
+
 /* moonwire.redis_c (l_redis.c), preloaded in L: a Redis pub/sub client on
  * loop. l_redis_stop_all closes every client of L (shutdown). */
 struct uv_loop_s;

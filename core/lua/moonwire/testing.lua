@@ -7,10 +7,20 @@
 --   app:post("/pets", { form = { name = "Rex", species = "dog" } })
 --   app:stop()
 local c = require "moonwire.testing_c"
-local cjson = require "cjson"
 local json = require "moonwire.json"
 
 local testing = {}
+
+-- A packed list (t.n values, nil among them) as a JSON array: nil is null.
+local function array_of(t)
+  local a = json.array({})
+  for i = 1, t.n do
+    local v = t[i]
+    if v == nil then v = json.null end
+    a[i] = v
+  end
+  return a
+end
 
 local Server = {}
 Server.__index = Server
@@ -62,7 +72,7 @@ function Server:request(method, path, opts)
     body = encode_form(opts.form)
     headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded"
   elseif opts.json ~= nil then
-    body = cjson.encode(opts.json)
+    body = assert(json.encode(opts.json))
     headers["content-type"] = headers["content-type"] or "application/json"
   end
   headers.host = headers.host or ("127.0.0.1:" .. self.port)
@@ -144,7 +154,7 @@ function Server:connect(nsp, opts)
   local open = ws:receive(2000)
   if not open or open:sub(1, 1) ~= "0" then error("no Engine.IO open packet: " .. tostring(open), 2) end
   local prefix = nsp == "/" and "" or (nsp .. ",")
-  ws:send("40" .. prefix .. (opts.auth and cjson.encode(opts.auth) or ""))
+  ws:send("40" .. prefix .. (opts.auth and assert(json.encode(opts.auth)) or ""))
   while not client.connected do
     local ok, why = client:_pump(2000)
     if not ok then error("socket.io connect: " .. why, 2) end
@@ -205,7 +215,7 @@ function Client:_packet(p)
         if sent then return end
         sent = true
         local values = pack(...)
-        local body = values.n == 0 and "[]" or cjson.encode({ table.unpack(values, 1, values.n) })
+        local body = assert(json.encode(array_of(values)))
         self.ws:send("43" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
       end
     end
@@ -228,7 +238,7 @@ function Client:emit(event, ...)
     self.next_id = self.next_id + 1
     args[args.n], args.n = nil, args.n - 1
   end
-  local body = cjson.encode({ table.unpack(args, 1, args.n) })
+  local body = assert(json.encode(array_of(args)))
   self.ws:send("42" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
 end
 
