@@ -171,6 +171,7 @@ struct fcgi_conn {
   fcgi_txn *txn;          /* the active request: arriving, or waiting for its answer */
   bool peer_eof;
   bool paused;            /* reading stopped until the answers queued so far are written */
+  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* Replies queued past this stop the reading until they are written: a peer
@@ -334,15 +335,26 @@ static void write_response(mw_conn *c, unsigned id, mw_buf *head, mw_buf *body) 
   mw_buf_unref(body);
 }
 
+/* Answers wait in the queue: until they have left, the send timeout
+ * (between writes that make progress) limits the web server; the
+ * keep-alive timer starts on the drain (fcgi_on_drain). */
+static void arm_send_timeout(fcgi_conn *fc) {
+  mw_conn *c = fc->c;
+  fc->sent_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+}
+
 /* After a request: the connection waits for the next one only when the web
  * server asked for that (FCGI_KEEP_CONN). Returns nonzero when it ends. */
 static int next_request(fcgi_conn *fc, bool keep) {
   mw_conn *c = fc->c;
   if (!keep || fc->peer_eof || c->srv->stopping) {
     mw_conn_end(c);
+    if (c->wq_len && !c->closing) arm_send_timeout(fc);
     return 1;
   }
-  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (c->wq_len) arm_send_timeout(fc);
+  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
   return 0;
 }
 
@@ -710,6 +722,7 @@ static void fcgi_on_read(mw_conn *c, const char *data, size_t len) {
 
 static void fcgi_on_drain(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
+  if (!fc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms); /* idle from now */
   if (!fc->paused) return;
   fc->paused = false;
   if (!fc->peer_eof) mw_conn_resume(c);
@@ -726,7 +739,20 @@ static void fcgi_on_eof(mw_conn *c) {
   mw_conn_end(c);
 }
 
-static void fcgi_on_timeout(mw_conn *c) { mw_conn_close(c); }
+static void fcgi_on_timeout(mw_conn *c) {
+  fcgi_conn *fc = c->proto_data;
+  /* Answers still leaving: another send timeout as long as some left
+   * since the last look. */
+  if (c->wq_len && fc) {
+    uint64_t sent = mw_conn_sent(c);
+    if (sent != fc->sent_mark) {
+      fc->sent_mark = sent;
+      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+      return;
+    }
+  }
+  mw_conn_close(c);
+}
 
 static void fcgi_on_stop(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;

@@ -273,7 +273,13 @@ struct http_conn {
   bool in_feed;           /* inside http_feed (answers queue, feed goes on) */
   bool detached;          /* the connection was handed to another protocol */
   bool peer_eof;
+  bool held;              /* the next request waits until the queue drains */
+  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
+
+/* After a response, pipelined requests are answered at once while the
+ * queue holds less than this; past it the next waits for the drain. */
+#define HTTP_PIPELINE_QUEUE (64 * 1024)
 
 /* Finished transactions are kept, buffers and all, for the next requests:
  * a small request then allocates nothing while it is parsed. The spares are
@@ -347,24 +353,52 @@ static void access_log(mw_server *srv, http_txn *t) {
 
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
-static void continue_after_response(http_conn *hc) {
-  if (hc->detached) return;
+/* Bytes of a response wait in the queue: until the last has left, the send
+ * timeout limits the client, counted from the last write that made
+ * progress (nginx's send_timeout); the keep-alive timer starts only once
+ * the queue has drained (http_on_drain). */
+static void arm_send_timeout(http_conn *hc) {
   mw_conn *c = hc->c;
-  if (hc->peer_eof || c->srv->stopping) {
-    if (hc->stash.len == 0 || c->srv->stopping) {
-      mw_conn_end(c);
-      return;
-    }
-  }
-  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
-  if (hc->in_feed) return; /* the feed loop goes on by itself */
+  hc->sent_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+}
+
+/* Ends the connection after what is queued, which still has the send
+ * timeout to leave in. */
+static void end_after_queue(http_conn *hc) {
+  mw_conn *c = hc->c;
+  mw_conn_end(c);
+  if (c->wq_len && !c->closing) arm_send_timeout(hc);
+}
+
+/* Parses what arrived while a response was pending, and reads on. */
+static void next_requests(http_conn *hc) {
+  mw_conn *c = hc->c;
   if (hc->stash.len) {
     mw_str pending = hc->stash;
     hc->stash = (mw_str){0};
     http_feed(hc, pending.p, pending.len);
     mw_str_free(&pending);
   }
-  if (!hc->busy && !c->ending && !c->closing) mw_conn_resume(c);
+  if (!hc->busy && !hc->held && !c->ending && !c->closing) mw_conn_resume(c);
+}
+
+static void continue_after_response(http_conn *hc) {
+  if (hc->detached) return;
+  mw_conn *c = hc->c;
+  if (hc->peer_eof || c->srv->stopping) {
+    if (hc->stash.len == 0 || c->srv->stopping) {
+      end_after_queue(hc);
+      return;
+    }
+  }
+  if (c->wq_len) arm_send_timeout(hc);
+  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  /* A large response holds the next request back until it has left: a
+   * client that pipelines without reading cannot pile answers up. */
+  hc->held = c->wq_bytes > HTTP_PIPELINE_QUEUE;
+  if (hc->in_feed || hc->held) return; /* the feed loop goes on by itself, or the drain does */
+  next_requests(hc);
 }
 
 static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
@@ -386,7 +420,7 @@ static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
   txn_free(t);
   if (!keep) {
     mw_str_free(&hc->stash);
-    mw_conn_end(c);
+    end_after_queue(hc);
     return;
   }
   continue_after_response(hc);
@@ -584,7 +618,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
   mw_conn *c = hc->c;
   hc->in_feed = true;
   while (len > 0 && !c->ending && !c->closing) {
-    if (hc->busy) { /* keep the rest for after the answer */
+    if (hc->busy || hc->held) { /* keep the rest for after the answer */
       if (mw_str_append(&hc->stash, data, len)) mw_conn_close(c);
       mw_conn_pause(c);
       break;
@@ -618,7 +652,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
     free(hc);
     return;
   }
-  if (!hc->busy && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) mw_conn_end(c);
+  if (!hc->busy && !hc->held && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) end_after_queue(hc);
 }
 
 mw_conn *http_res_upgrade(http_res *res, const char *head, size_t len, mw_str *rest) {
@@ -653,7 +687,7 @@ static void http_on_eof(mw_conn *c) {
   http_conn *hc = c->proto_data;
   hc->peer_eof = true;
   mw_conn_pause(c);
-  if (hc->busy) return; /* answer first, then end */
+  if (hc->busy || hc->held) return; /* answer first, then end */
   if (hc->txn) { /* a request cut short */
     mw_conn_close(c);
     return;
@@ -662,8 +696,33 @@ static void http_on_eof(mw_conn *c) {
 }
 
 static void http_on_timeout(mw_conn *c) {
-  /* Header read timeout (slowloris) or idle keep-alive: close. */
+  http_conn *hc = c->proto_data;
+  /* A response still leaving: the client has another send timeout as long
+   * as it took some of it since the last look. */
+  if (c->wq_len && hc) {
+    uint64_t sent = mw_conn_sent(c);
+    if (sent != hc->sent_mark) {
+      hc->sent_mark = sent;
+      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+      return;
+    }
+  }
+  /* A stalled reader, a header read timeout (slowloris), or idle keep-alive: close. */
   mw_conn_close(c);
+}
+
+/* The queue is empty: the last byte of the responses has left. */
+static void http_on_drain(mw_conn *c) {
+  http_conn *hc = c->proto_data;
+  if (hc->busy || hc->detached) return;
+  /* Idle: the keep-alive timer starts now. A request being parsed keeps
+   * the header timeout it has. */
+  if (!hc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (hc->held) {
+    hc->held = false;
+    if (!hc->in_feed) next_requests(hc);
+    if (!hc->busy && !hc->held && !hc->txn && hc->peer_eof && !c->ending && !c->closing) end_after_queue(hc);
+  }
 }
 
 static void http_on_stop(mw_conn *c) {
@@ -692,6 +751,7 @@ static const mw_proto http_proto = {
     .on_read = http_on_read,
     .on_eof = http_on_eof,
     .on_timeout = http_on_timeout,
+    .on_drain = http_on_drain,
     .on_stop = http_on_stop,
     .on_close = http_on_close,
 };

@@ -35,6 +35,7 @@ static const char usage[] =
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "  --send-timeout MS        a client that takes no byte of a response for this long is dropped (default 60000)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -166,6 +167,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--send-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.send_timeout_ms = (uint64_t)n;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {

@@ -25,6 +25,9 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->max_body = 1024 * 1024;
   cfg->header_timeout_ms = 10000;
   cfg->keepalive_timeout_ms = 5000;
+  cfg->send_timeout_ms = 60000;
+  cfg->compress = true;
+  cfg->compress_min = 1024;
 }
 
 static void flush_dirty(mw_server *srv);
@@ -435,6 +438,7 @@ void mw_conn_write_copy(mw_conn *c, const void *data, size_t len) {
 static void wq_consume(mw_conn *c, size_t n) {
   uint32_t i = 0;
   c->wq_bytes -= n;
+  c->sent += n;
   while (n > 0 && i < c->wq_len) {
     mw_wq_item *it = &c->wq[i];
     if (n >= it->len) {
@@ -454,6 +458,17 @@ static void wq_consume(mw_conn *c, size_t n) {
 }
 
 static void after_drain(mw_conn *c);
+
+uint64_t mw_conn_sent(const mw_conn *c) {
+  uint64_t n = c->sent;
+  if (c->inflight) { /* a uv_write under way: what libuv has written of it */
+    size_t in = 0;
+    for (uint32_t i = 0; i < c->inflight; i++) in += c->wq[i].len;
+    size_t left = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    if (left < in) n += in - left;
+  }
+  return n;
+}
 
 static void on_write(uv_write_t *req, int status) {
   mw_conn *c = req->data;

@@ -31,6 +31,9 @@ struct mw_config {
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;
   uint64_t keepalive_timeout_ms;
+  uint64_t send_timeout_ms;   /* a response that stops leaving for this long is dropped (nginx send_timeout) */
+  bool compress;              /* gzip/brotli for text responses (--no-compress turns it off) */
+  size_t compress_min;        /* smallest body compressed, bytes */
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
@@ -77,6 +80,7 @@ struct mw_conn {
   mw_wq_item *wq;          /* pending writes; the first `inflight` are in a uv_write */
   uint32_t wq_len, wq_cap, inflight;
   size_t wq_bytes;
+  uint64_t sent;           /* bytes of the queue written so far (see mw_conn_sent) */
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
@@ -144,6 +148,10 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);
 void mw_conn_write_copy(mw_conn *c, const void *data, size_t len);
 /* Flushes c's queue now (normally done once per loop turn). */
 void mw_conn_flush(mw_conn *c);
+/* How many queued bytes have been handed to the kernel so far, counting
+ * the part of a large write libuv has written: it grows while the peer
+ * reads, so a timeout can tell a slow reader from one that stopped. */
+uint64_t mw_conn_sent(const mw_conn *c);
 /* Arms (or re-arms) c's timer; 0 stops it. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
 /* Stops or restarts reading (back-pressure while a response is pending). */
