@@ -264,19 +264,9 @@ static bool inject_dev_tag(mw_str *out, const char *body, size_t len) {
 
 /* Whether the response being built says Content-Type: text/html. */
 static bool is_html(const http_res *res) {
-  const char *p = res->headers.p, *end = p + res->headers.len;
-  static const char name[] = "content-type:";
-  while (p && p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (!eol) eol = end;
-    if ((size_t)(eol - p) > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-      const char *v = p + sizeof name - 1;
-      while (v < eol && *v == ' ') v++;
-      return (size_t)(eol - v) >= 9 && strncasecmp(v, "text/html", 9) == 0;
-    }
-    p = eol + 1;
-  }
-  return false;
+  size_t n;
+  const char *v = http_res_get(res, "content-type", &n);
+  return v && n >= 9 && strncasecmp(v, "text/html", 9) == 0;
 }
 
 static void dev_send(ws_conn *ws, const char *json) { ws_send(ws, json, strlen(json), false); }
@@ -431,7 +421,7 @@ static void ex_header(lua_State *L, http_res *res, const char *name, size_t nl) 
   bool str = lua_type(L, -1) == LUA_TSTRING;
   const char *v = str ? lua_tolstring(L, -1, &vl) : luaL_tolstring(L, -1, &vl);
   if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-    res->headers.len = 0;
+    http_res_clear(res);
     luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
   }
   if (!str) lua_pop(L, 1);
@@ -635,7 +625,7 @@ static int push_req(lua_State *L, const http_req *req, int exi) {
 }
 
 static void answer_500(http_res *res) {
-  res->headers.len = 0;
+  http_res_clear(res);
   http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
 }
 
