@@ -39,9 +39,11 @@ const char *http_status_text(int s) {
   case 409: return "Conflict";
   case 410: return "Gone";
   case 411: return "Length Required";
+  case 412: return "Precondition Failed";
   case 413: return "Payload Too Large";
   case 414: return "URI Too Long";
   case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
   case 422: return "Unprocessable Entity";
   case 426: return "Upgrade Required";
   case 429: return "Too Many Requests";

@@ -629,6 +629,13 @@ static void answer_500(http_res *res) {
   http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
 }
 
+/* The bundle was there when the server started: gone now, or unreadable. */
+static void on_client_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  (void)ud, (void)req;
+  if (rc < 0) answer_500(res);
+  else http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
+}
+
 /* /socket.io/socket.io.js and friends, from the socket.io-client package. */
 static int serve_client(lhost *h, const http_req *req, http_res *res) {
   static const char *files[] = {"socket.io.js",         "socket.io.min.js",         "socket.io.js.map",
@@ -643,9 +650,7 @@ static int serve_client(lhost *h, const http_req *req, http_res *res) {
     if (strlen(files[i]) == nlen && memcmp(files[i], name, nlen) == 0) {
       char file[8500];
       snprintf(file, sizeof file, "%s/%s", h->client_dir, files[i]);
-      int r = static_serve_file(h->st, file, req, res, "public, max-age=0");
-      if (r < 0) answer_500(res);
-      return r == 1 ? 1 : 0;
+      return static_serve_file(h->st, file, req, res, "public, max-age=0", on_client_miss, NULL);
     }
   }
   return 1;
@@ -670,6 +675,82 @@ static void find_client_dir(lhost *h) {
   h->client_dir[0] = '\0';
 }
 
+/* A new exchange for res at the top of the stack (its request's headers
+ * packed in it). */
+static exchange *push_exchange(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  size_t hlen = packed_size(req);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0);
+  ex->res = res;
+  ex->hlen = hlen;
+  pack_headers(req, ex->headers);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
+  lua_setmetatable(L, -2);
+  return ex;
+}
+
+/* The app's 404 (views/404.html through app._not_found). */
+static void answer_not_found(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, msgh);                    /* top + 1 */
+  exchange *ex = push_exchange(h, req, res); /* top + 2 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
+  lua_pushvalue(L, top + 2);
+  int nargs = push_req(L, req, top + 2);
+  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (ex->res) { /* belt and braces: never leave a request hanging */
+    ex->res = NULL;
+    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
+  }
+  lua_settop(L, top);
+}
+
+/* What a request no route took waits with while static.c looks for the
+ * file: the methods the path's routes answer to (for 405). */
+typedef struct static_next {
+  lhost *h;
+  size_t alen;
+  char allow[];
+} static_next;
+
+/* No file for the request (rc 1), or reading it failed (rc < 0): 405 when
+ * routes answer the path to other methods, else the app's 404. */
+static void on_static_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  static_next *next = ud;
+  lhost *h = next->h;
+  if (rc < 0) {
+    mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
+           strerror(-rc));
+    answer_500(res);
+  } else if (!h->ok) {
+    if (h->srv->cfg.dev) load_error_page(h, res);
+    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+  } else if (next->alen) {
+    res->status = 405;
+    http_res_header(res, "Allow", 5, next->allow, next->alen);
+    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
+  } else {
+    answer_not_found(h, req, res);
+  }
+  free(next);
+}
+
+/* The request goes to public/, and to on_static_miss when no file is there. */
+static void serve_static(lhost *h, const http_req *req, http_res *res, const char *allow, size_t alen) {
+  static_next *next = malloc(sizeof *next + alen + 1);
+  if (!next) {
+    answer_500(res);
+    return;
+  }
+  next->h = h;
+  next->alen = alen;
+  if (alen) memcpy(next->allow, allow, alen);
+  next->allow[alen] = '\0';
+  if (static_serve(h->st, req, res, on_static_miss, next) == 0) return;
+  on_static_miss(next, req, res, 1);
+}
+
 static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lhost *h = ud;
   lua_State *L = h->L;
@@ -677,22 +758,14 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   if (h->io && serve_client(h, req, res) == 0) return;
   if (h->srv->cfg.dev && dev_handle(h, req, res) == 0) return;
   if (!h->ok) {
-    if (static_serve(h->st, req, res) == 0 || res->done) return;
-    if (h->srv->cfg.dev) load_error_page(h, res);
-    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+    serve_static(h, req, res, NULL, 0);
     return;
   }
   int top = lua_gettop(L);
   /* The message handler goes first, under everything: lhost_pcall would
    * slide it under the arguments and out again on every request. */
   lua_pushcfunction(L, msgh);                         /* top + 1 */
-  size_t hlen = packed_size(req);
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
-  ex->res = res;
-  ex->hlen = hlen;
-  pack_headers(req, ex->headers);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
-  lua_setmetatable(L, -2);
+  exchange *ex = push_exchange(h, req, res);          /* top + 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
@@ -705,35 +778,10 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     lua_settop(L, top);
     return;
   }
+  ex->res = NULL; /* public/ or the 404 answers it now */
   size_t alen = 0;
   const char *allow = lua_tolstring(L, -1, &alen);
-  int sr = static_serve(h->st, req, res);
-  if (sr <= 0) {
-    ex->res = NULL;
-    if (sr < 0) {
-      mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
-             strerror(-sr));
-      answer_500(res);
-    }
-    lua_settop(L, top);
-    return;
-  }
-  if (allow && alen) {
-    ex->res = NULL;
-    res->status = 405;
-    http_res_header(res, "Allow", 5, allow, alen);
-    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
-    lua_settop(L, top);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
-  lua_pushvalue(L, top + 2);
-  nargs = push_req(L, req, top + 2);
-  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
-  if (ex->res) { /* belt and braces: never leave a request hanging */
-    ex->res = NULL;
-    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
-  }
+  serve_static(h, req, res, allow, allow ? alen : 0);
   lua_settop(L, top);
 }
 

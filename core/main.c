@@ -36,6 +36,8 @@ static const char usage[] =
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
     "  --send-timeout MS        a client that takes no byte of a response for this long is dropped (default 60000)\n"
+    "  --compress-min BYTES     smallest text response gzip/brotli compresses (default 1024)\n"
+    "  --no-compress            no compression (neither on the fly nor precompressed .gz/.br twins)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -170,6 +172,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--send-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.send_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--compress-min")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 1LL << 40, &n)) return 2;
+      cfg.compress_min = (size_t)n;
+    } else if (!strcmp(arg, "--no-compress")) {
+      cfg.compress = false;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
@@ -250,7 +257,7 @@ int main(int argc, char **argv) {
   }
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", root);
-  if (static_new(&a.st, pub)) {
+  if (static_new(&a.st, a.loop, pub)) {
     fprintf(stderr, "moonwire: cannot set up %s\n", pub);
     return 1;
   }
