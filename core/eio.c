@@ -165,8 +165,12 @@ static void answer_forbidden(http_res *res, const char *message) {
   mw_str_free(&body);
 }
 
+/* As engine.io answers polls: never cached, and gzipped over the
+ * threshold when the client accepts it (its httpCompression). */
 static void answer_payload(http_res *res, const char *data, size_t len) {
   http_res_headerz(res, "Content-Type", "text/plain; charset=UTF-8");
+  http_res_headerz(res, "Cache-Control", "no-store");
+  http_res_compressible(res);
   http_res_end(res, data, len);
 }
 

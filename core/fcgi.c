@@ -377,6 +377,13 @@ static void fcgi_end(http_res *res) {
     txn_free(t);
     return;
   }
+  if (res->aborted) { /* no END_REQUEST: the web server sees the response cut short */
+    access_log(fc->c->srv, t);
+    fc->txn = NULL;
+    txn_free(t);
+    mw_conn_end(fc->c);
+    return;
+  }
   char tail[2 * FCGI_HEADER_LEN + 8];
   fcgi_put_header(tail, FCGI_STDOUT, t->id, 0, 0);
   fcgi_put_header(tail + FCGI_HEADER_LEN, FCGI_END_REQUEST, t->id, 8, 0);

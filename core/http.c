@@ -360,6 +360,13 @@ int http_res_finish(http_res *res) {
   return 0;
 }
 
+int http_res_abort(http_res *res) {
+  if (!res->started || res->done) return -EALREADY;
+  res->aborted = true;
+  res->keep_alive = false;
+  return http_res_finish(res);
+}
+
 size_t http_res_queued(const http_res *res) { return res->done ? SIZE_MAX : res->carrier->queued(res); }
 
 void http_res_wait(http_res *res, void (*cb)(void *ud), void *ud) {
@@ -666,7 +673,7 @@ static void tcp_end(http_res *res) {
     return;
   }
   mw_conn *c = hc->c;
-  if (t->chunked && !res->head_only) {
+  if (t->chunked && !res->head_only && !res->aborted) {
     mw_buf *last = const_buf(&last_chunk_buf, "0\r\n\r\n");
     if (last) mw_conn_write(c, last, 0, 5);
   }

@@ -86,6 +86,7 @@ struct http_res {
   const http_req *req;       /* the request answered (borrowed: it lives as long as res) */
   int64_t body_len;          /* set when the head is written; HTTP_LEN_STREAM: streamed */
   bool has_type, done, head_only, keep_alive, started;
+  bool aborted;              /* ended by http_res_abort: the body is incomplete */
   bool compress;             /* the body may be gzipped on the fly (http_res_end*) */
   int http_minor;
   size_t compress_min;       /* smallest body compressed (0: never), set by the carrier */
@@ -138,6 +139,10 @@ int http_res_begin(http_res *res, int64_t len);
 int http_res_write(http_res *res, mw_buf *buf, size_t off, size_t len);
 int http_res_write_copy(http_res *res, const char *data, size_t len);
 int http_res_finish(http_res *res);
+/* Ends a streamed response that cannot be completed (its producer failed):
+ * the client must see it cut short, so no last chunk or END_REQUEST is
+ * written and the connection ends. */
+int http_res_abort(http_res *res);
 /* Bytes queued towards the client, or SIZE_MAX when it is gone. */
 size_t http_res_queued(const http_res *res);
 /* Calls cb(ud) once, when the carrier's queue has drained or the client is

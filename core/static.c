@@ -535,6 +535,7 @@ struct st_req {
   size_t root_len;
   char *rel;           /* ST_PUBLIC: the normalised path, for a redirect (owned) */
   bool slash;          /* ST_PUBLIC: the URL ended with '/' */
+  bool tell;           /* ST_ROOTED: miss hears of every outcome, rc 0 when answered */
   int want;            /* codings the client accepts (twins are looked for) */
   char path[PATH_MAX];
   /* what it found */
@@ -588,11 +589,14 @@ static bool st_gone(const st_req *r) { return http_res_queued(r->res) == SIZE_MA
  * exchange is freed, and nobody is told. */
 static void st_abandon(st_req *r) {
   http_res *res = r->res;
+  static_miss_fn tell = r->tell ? r->miss : NULL;
+  void *ud = r->ud;
   if (!res->done) {
     if (res->started) http_res_finish(res);
     else http_res_end(res, "", 0);
   }
   st_done(r);
+  if (tell) tell(ud, NULL, NULL, 0);
 }
 
 static st_req *st_req_new(mw_static *st, const http_req *req, http_res *res, static_miss_fn miss, void *ud,
@@ -1158,7 +1162,7 @@ static void st_after_resolve(uv_work_t *w, int status) {
     st_abandon(r);
     return;
   }
-  if (r->rc == 2) {
+  if (r->rc == 2) { /* ST_PUBLIC only */
     if (st_gone(r)) st_abandon(r);
     else {
       st_redirect_dir(r->rel, r->req, r->res);
@@ -1180,7 +1184,10 @@ static void st_after_resolve(uv_work_t *w, int status) {
     miss(ud, req, res, rc);
     return;
   }
-  st_respond(r);
+  static_miss_fn tell = r->tell ? r->miss : NULL;
+  void *ud = r->ud;
+  st_respond(r); /* r, req and res may be gone after it */
+  if (tell) tell(ud, NULL, NULL, 0);
 }
 
 /* Starts the job; on failure answers 500 itself. */
@@ -1194,8 +1201,11 @@ static int st_start(st_req *r) {
   r->work.data = r;
   if (uv_queue_work(r->st->loop, &r->work, st_job_resolve, st_after_resolve)) {
     http_res *res = r->res;
+    static_miss_fn tell = r->tell ? r->miss : NULL;
+    void *ud = r->ud;
     st_done(r);
     http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+    if (tell) tell(ud, NULL, NULL, 0);
   }
   return 0;
 }
@@ -1296,11 +1306,11 @@ int static_send_file(mw_static *st, const char *root, const char *rel, bool dotf
   while (*rel == '/') rel++;
   if (!*rel) return 1;
   char *real_root = realpath(root, NULL);
-  if (!real_root) return errno == ENOMEM ? st_oom(res) : 1;
+  if (!real_root) return errno == ENOMEM ? -ENOMEM : 1;
   st_req *r = st_req_new(st, req, res, miss, ud, cache_control);
   if (!r) {
     free(real_root);
-    return st_oom(res);
+    return -ENOMEM;
   }
   r->root = real_root;
   r->root_len = strlen(real_root);
@@ -1311,5 +1321,6 @@ int static_send_file(mw_static *st, const char *root, const char *rel, bool dotf
     return 1;
   }
   r->mode = ST_ROOTED;
+  r->tell = true;
   return st_start(r);
 }

@@ -90,13 +90,17 @@ int static_serve_file(mw_static *st, const char *abs_path, const http_req *req, 
                       const char *cache_control, static_miss_fn miss, void *ud);
 
 /* res:sendFile: serves rel (a plain path, not URL-encoded, relative to root)
- * from under root (an absolute directory: the file must resolve inside it,
- * symlinks included). Segments starting with '.' (dotfiles, "..") are
- * refused unless dotfiles is set ("." and ".." never pass). Headers res
- * already has (Content-Type, Cache-Control, ETag...) are kept; the others
- * are added. Any method: a GET or HEAD gets conditional answers and
- * Range. Returns as static_serve; a refused path is 1. */
+ * from under root (a directory: the file must resolve inside it, symlinks
+ * included). Segments starting with '.' (dotfiles) are refused unless
+ * dotfiles is set; "." and ".." never pass. Headers res already has
+ * (Content-Type, Cache-Control, ETag...) are kept; the others are added.
+ * Any method: GET and HEAD get conditional answers and Range. Returns 1 at
+ * once for a refused path, -ENOMEM, or 0: then done is called exactly once,
+ * from the loop: done(ud, NULL, NULL, 0) when the file is being sent (or
+ * the client left: req and res must not be used any more), or done(ud,
+ * req, res, rc) with rc 1 (no such file) or a negative errno, res
+ * untouched for the caller to answer. */
 int static_send_file(mw_static *st, const char *root, const char *rel, bool dotfiles, const char *cache_control,
-                     const http_req *req, http_res *res, static_miss_fn miss, void *ud);
+                     const http_req *req, http_res *res, static_miss_fn done, void *ud);
 
 #endif
