@@ -923,6 +923,7 @@ static void answer_500(http_res *res) {
 /* The bundle was there when the server started: gone now, or unreadable. */
 static void on_client_miss(void *ud, const http_req *req, http_res *res, int rc) {
   (void)ud, (void)req;
+  if (rc == 0) return; /* answered */
   if (rc < 0) answer_500(res);
   else http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
 }
@@ -1007,12 +1008,14 @@ typedef struct static_next {
   char allow[];
 } static_next;
 
-/* No file for the request (rc 1), or reading it failed (rc < 0): 405 when
- * routes answer the path to other methods, else the app's 404. */
+/* public/ answered (rc 0); or no file for the request (rc 1), or reading
+ * it failed (rc < 0): 405 when routes answer the path to other methods,
+ * else the app's 404. */
 static void on_static_miss(void *ud, const http_req *req, http_res *res, int rc) {
   static_next *next = ud;
   lhost *h = next->h;
-  if (rc < 0) {
+  if (rc == 0) { /* public/ answered */
+  } else if (rc < 0) {
     mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
            strerror(-rc));
     answer_500(res);
@@ -1040,7 +1043,7 @@ static void serve_static(lhost *h, const http_req *req, http_res *res, const cha
   next->alen = alen;
   if (alen) memcpy(next->allow, allow, alen);
   next->allow[alen] = '\0';
-  if (static_serve(h->st, req, res, on_static_miss, next) == 0) return;
+  if (static_serve(h->st, req, res, on_static_miss, next) == 0) return; /* on_static_miss frees next */
   on_static_miss(next, req, res, 1);
 }
 

@@ -163,19 +163,21 @@ static bool st_lower(const char *s, size_t len, char out[ST_MIME_EXT_MAX + 1]) {
   return true;
 }
 
-/* The first type given for an extension wins. type is kept (not copied). */
-static void st_mime_add(const char *ext, size_t elen, const char *type) {
+/* The first type given for an extension wins. type is kept (not copied).
+ * Returns whether it was. */
+static bool st_mime_add(const char *ext, size_t elen, const char *type) {
   char key[ST_MIME_EXT_MAX + 1];
-  if (!st_mime_tab || st_mime_n >= ST_MIME_SLOTS / 2 || !st_lower(ext, elen, key)) return;
+  if (!st_mime_tab || st_mime_n >= ST_MIME_SLOTS / 2 || !st_lower(ext, elen, key)) return false;
   size_t i = st_fnv(key, elen) & (ST_MIME_SLOTS - 1);
   while (st_mime_tab[i].ext) {
-    if (strcmp(st_mime_tab[i].ext, key) == 0) return;
+    if (strcmp(st_mime_tab[i].ext, key) == 0) return false;
     i = (i + 1) & (ST_MIME_SLOTS - 1);
   }
   char *k = strdup(key);
-  if (!k) return;
+  if (!k) return false;
   st_mime_tab[i] = (st_mime_slot){k, type};
   st_mime_n++;
+  return true;
 }
 
 /* A type as served: text types say their charset (everything moonwire
@@ -207,14 +209,16 @@ static void st_mime_load(void) {
       size_t tlen = (size_t)(p - t);
       if (!memchr(t, '/', tlen)) continue;
       const char *type = NULL;
+      bool kept = false;
       for (;;) {
         while (*p == ' ' || *p == '\t') p++;
         if (!*p || *p == '\n' || *p == '#') break;
         char *e = p;
         while (*p && *p != ' ' && *p != '\t' && *p != '\n') p++;
         if (!type && !(type = st_mime_type(t, tlen))) break;
-        st_mime_add(e, (size_t)(p - e), type);
+        kept |= st_mime_add(e, (size_t)(p - e), type);
       }
+      if (type && !kept) free((void *)type); /* every extension of the line known already */
     }
     fclose(f);
     st_mime_from_file = st_mime_n > 0;
@@ -224,7 +228,7 @@ static void st_mime_load(void) {
            path, f ? "empty" : strerror(errno), MW_ARRAY_LEN(st_builtin));
     for (size_t i = 0; i < MW_ARRAY_LEN(st_builtin); i++) {
       const char *type = st_mime_type(st_builtin[i].type, strlen(st_builtin[i].type));
-      if (type) st_mime_add(st_builtin[i].ext, strlen(st_builtin[i].ext), type);
+      if (type && !st_mime_add(st_builtin[i].ext, strlen(st_builtin[i].ext), type)) free((void *)type);
     }
   }
   for (size_t i = 0; i < MW_ARRAY_LEN(st_extra); i++) st_mime_add(st_extra[i].ext, strlen(st_extra[i].ext), st_extra[i].type);
@@ -535,7 +539,6 @@ struct st_req {
   size_t root_len;
   char *rel;           /* ST_PUBLIC: the normalised path, for a redirect (owned) */
   bool slash;          /* ST_PUBLIC: the URL ended with '/' */
-  bool tell;           /* ST_ROOTED: miss hears of every outcome, rc 0 when answered */
   int want;            /* codings the client accepts (twins are looked for) */
   char path[PATH_MAX];
   /* what it found */
@@ -589,14 +592,14 @@ static bool st_gone(const st_req *r) { return http_res_queued(r->res) == SIZE_MA
  * exchange is freed, and nobody is told. */
 static void st_abandon(st_req *r) {
   http_res *res = r->res;
-  static_miss_fn tell = r->tell ? r->miss : NULL;
+  static_miss_fn tell = r->miss;
   void *ud = r->ud;
   if (!res->done) {
     if (res->started) http_res_finish(res);
     else http_res_end(res, "", 0);
   }
   st_done(r);
-  if (tell) tell(ud, NULL, NULL, 0);
+  tell(ud, NULL, NULL, 0);
 }
 
 static st_req *st_req_new(mw_static *st, const http_req *req, http_res *res, static_miss_fn miss, void *ud,
@@ -1163,10 +1166,14 @@ static void st_after_resolve(uv_work_t *w, int status) {
     return;
   }
   if (r->rc == 2) { /* ST_PUBLIC only */
-    if (st_gone(r)) st_abandon(r);
-    else {
+    if (st_gone(r)) {
+      st_abandon(r);
+    } else {
+      static_miss_fn tell = r->miss;
+      void *ud = r->ud;
       st_redirect_dir(r->rel, r->req, r->res);
       st_done(r);
+      tell(ud, NULL, NULL, 0);
     }
     return;
   }
@@ -1184,10 +1191,10 @@ static void st_after_resolve(uv_work_t *w, int status) {
     miss(ud, req, res, rc);
     return;
   }
-  static_miss_fn tell = r->tell ? r->miss : NULL;
+  static_miss_fn tell = r->miss;
   void *ud = r->ud;
   st_respond(r); /* r, req and res may be gone after it */
-  if (tell) tell(ud, NULL, NULL, 0);
+  tell(ud, NULL, NULL, 0);
 }
 
 /* Starts the job; on failure answers 500 itself. */
@@ -1201,11 +1208,11 @@ static int st_start(st_req *r) {
   r->work.data = r;
   if (uv_queue_work(r->st->loop, &r->work, st_job_resolve, st_after_resolve)) {
     http_res *res = r->res;
-    static_miss_fn tell = r->tell ? r->miss : NULL;
+    static_miss_fn tell = r->miss;
     void *ud = r->ud;
     st_done(r);
     http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
-    if (tell) tell(ud, NULL, NULL, 0);
+    tell(ud, NULL, NULL, 0);
   }
   return 0;
 }
@@ -1241,22 +1248,25 @@ static int st_redirect_dir(const char *rel, const http_req *req, http_res *res) 
   return http_res_simple(res, 301, "text/plain; charset=utf-8", "Moved Permanently\n");
 }
 
-static int st_oom(http_res *res) {
-  http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+/* Answers res at once (done is told, as always after a 0). */
+static int st_answer(http_res *res, int status, const char *body, static_miss_fn done, void *ud) {
+  http_res_simple(res, status, "text/plain; charset=utf-8", body);
+  done(ud, NULL, NULL, 0);
   return 0;
+}
+
+static int st_oom(http_res *res, static_miss_fn done, void *ud) {
+  return st_answer(res, 500, "500 Internal Server Error\n", done, ud);
 }
 
 int static_serve(mw_static *st, const http_req *req, http_res *res, static_miss_fn miss, void *ud) {
   if (!st_get_or_head(req) || !st->root) return 1;
   char rel[PATH_MAX];
   int n = static_normalize(req->path, req->path_len, rel, sizeof rel);
-  if (n == -400) {
-    http_res_simple(res, 400, "text/plain; charset=utf-8", "Bad Request\n");
-    return 0;
-  }
+  if (n == -400) return st_answer(res, 400, "Bad Request\n", miss, ud);
   if (n < 0) return 1;
   st_req *r = st_req_new(st, req, res, miss, ud, NULL);
-  if (!r) return st_oom(res);
+  if (!r) return st_oom(res, miss, ud);
   int w = n ? snprintf(r->path, sizeof r->path, "%s/%s", st->root, rel) : snprintf(r->path, sizeof r->path, "%s", st->root);
   if (w < 0 || (size_t)w >= sizeof r->path) {
     st_done(r);
@@ -1264,7 +1274,7 @@ int static_serve(mw_static *st, const http_req *req, http_res *res, static_miss_
   }
   if (!(r->rel = strdup(rel))) {
     st_done(r);
-    return st_oom(res);
+    return st_oom(res, miss, ud);
   }
   r->mode = ST_PUBLIC;
   r->slash = req->path_len > 0 && req->path[req->path_len - 1] == '/';
@@ -1275,7 +1285,7 @@ int static_serve_file(mw_static *st, const char *abs_path, const http_req *req, 
                       const char *cache_control, static_miss_fn miss, void *ud) {
   if (!st_get_or_head(req)) return 1;
   st_req *r = st_req_new(st, req, res, miss, ud, cache_control);
-  if (!r) return st_oom(res);
+  if (!r) return st_oom(res, miss, ud);
   int w = snprintf(r->path, sizeof r->path, "%s", abs_path);
   if (w < 0 || (size_t)w >= sizeof r->path) {
     st_done(r);
@@ -1321,6 +1331,5 @@ int static_send_file(mw_static *st, const char *root, const char *rel, bool dotf
     return 1;
   }
   r->mode = ST_ROOTED;
-  r->tell = true;
   return st_start(r);
 }

@@ -67,18 +67,21 @@ void static_free(mw_static *st);
 /* Empties the in-memory cache. */
 void static_clear_cache(mw_static *st);
 
-/* Called at most once, from the loop, when a request static_serve took on
- * turns out not to be ours: rc 1 (no such file, not a regular file,
- * outside the directory; res untouched: the caller answers) or a negative
- * errno (res untouched: the caller answers 500). Not called when the
- * client went away meanwhile (the response is then ended here). req and res
- * are the ones given to static_serve. */
+/* How a request static.c took on ends, called exactly once (from the loop,
+ * or before static_serve* returns when it answers at once):
+ *   rc 0   answered (or the client left and the response was ended): req
+ *          and res are NULL, the originals must not be used any more;
+ *   rc 1   not ours after all (no such file, not a regular file, outside
+ *          the directory): req and res are the ones given, res untouched,
+ *          for the caller to answer;
+ *   rc <0  a negative errno (a read error): likewise, the caller answers
+ *          (500). */
 typedef void (*static_miss_fn)(void *ud, const http_req *req, http_res *res, int rc);
 
 /* Answers req from the public directory when it names a file there. Borrows
  * st, req and res until res is finished. Returns
- *   0   taken on: answered, or being answered (200, 206, 304, 412, 416,
- *       301 to add a trailing slash, 400), or miss(ud, ...) comes later;
+ *   0   taken on: miss(ud, ...) says how it ended (answered with 200, 206,
+ *       304, 412, 416, 301 to add a trailing slash or 400, or not ours);
  *   1   not ours, known at once (not GET/HEAD, a path never served, no
  *       public directory): res untouched, miss is not called. */
 int static_serve(mw_static *st, const http_req *req, http_res *res, static_miss_fn miss, void *ud);
@@ -95,11 +98,8 @@ int static_serve_file(mw_static *st, const char *abs_path, const http_req *req, 
  * dotfiles is set; "." and ".." never pass. Headers res already has
  * (Content-Type, Cache-Control, ETag...) are kept; the others are added.
  * Any method: GET and HEAD get conditional answers and Range. Returns 1 at
- * once for a refused path, -ENOMEM, or 0: then done is called exactly once,
- * from the loop: done(ud, NULL, NULL, 0) when the file is being sent (or
- * the client left: req and res must not be used any more), or done(ud,
- * req, res, rc) with rc 1 (no such file) or a negative errno, res
- * untouched for the caller to answer. */
+ * once for a refused path, -ENOMEM (done not called, res untouched), or 0
+ * as static_serve: done tells how it ended. */
 int static_send_file(mw_static *st, const char *root, const char *rel, bool dotfiles, const char *cache_control,
                      const http_req *req, http_res *res, static_miss_fn done, void *ud);
 

@@ -327,7 +327,7 @@ static int request3(call how, const char *method, const char *url, const char *h
     if (cap->misses) rc = cap->miss_rc;
   }
   CHECK(cap->misses <= 1 && cap->ends <= 1);
-  if (how.rel) CHECK(rc != 0 || cap->told == 1); /* sendFile hears of its answer */
+  CHECK(rc != 0 || cap->told == 1); /* the caller hears of the answer, once */
   /* "not ours" must leave the response untouched for the caller */
   if (rc == 1) CHECK(!res.done && res.nfields == 0 && cap->calls == 0);
   if (rc == 0) CHECK(res.done && cap->calls == 1 && cap->ends == 1);
