@@ -558,6 +558,7 @@ struct st_req {
   mw_buf *bufs[ST_BUFS];
   mw_buf *rbuf;        /* being read into */
   bool reading, whole; /* whole: reading a small file in one go (to cache it) */
+  bool told;           /* miss has heard how it ended */
   st_req *znext;       /* waiting for the same compression */
 };
 
@@ -592,14 +593,14 @@ static bool st_gone(const st_req *r) { return http_res_queued(r->res) == SIZE_MA
  * exchange is freed, and nobody is told. */
 static void st_abandon(st_req *r) {
   http_res *res = r->res;
-  static_miss_fn tell = r->miss;
+  static_miss_fn tell = r->told ? NULL : r->miss;
   void *ud = r->ud;
   if (!res->done) {
     if (res->started) http_res_finish(res);
     else http_res_end(res, "", 0);
   }
   st_done(r);
-  tell(ud, NULL, NULL, 0);
+  if (tell) tell(ud, NULL, NULL, 0);
 }
 
 static st_req *st_req_new(mw_static *st, const http_req *req, http_res *res, static_miss_fn miss, void *ud,
@@ -1193,6 +1194,7 @@ static void st_after_resolve(uv_work_t *w, int status) {
   }
   static_miss_fn tell = r->miss;
   void *ud = r->ud;
+  r->told = true;
   st_respond(r); /* r, req and res may be gone after it */
   tell(ud, NULL, NULL, 0);
 }
