@@ -54,6 +54,8 @@ struct lhost {
   uint64_t boot;          /* tells dev pages the server restarted */
   lpool pool;             /* the VM's small blocks (lpool_alloc) */
   lh_waiter *waiters;     /* Lua functions C owes a call */
+  lh_waiter *ready;       /* drains heard of, to answer on the next loop turn */
+  uv_idle_t *ready_idle;  /* active while ready is not empty (its own memory: freed when closed) */
 };
 
 /* A response as Lua sees it, carrying its request's headers packed (see
@@ -651,15 +653,50 @@ static bool waiter_take(lh_waiter *w) {
   return true;
 }
 
-/* The queue drained (fn(true)) or the client went away (fn(nil)). */
+/* Calls the waiters whose drain came: fn(true) when the queue drained,
+ * fn(nil) when the client went away. */
+static void on_ready(uv_idle_t *idle) {
+  lhost *h = idle->data;
+  uv_idle_stop(idle);
+  lh_waiter *list = h->ready;
+  h->ready = NULL;
+  while (list) {
+    lh_waiter *w = list;
+    list = w->next;
+    exchange *ex = w->ex;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    free(w);
+    if (ex->res && http_res_queued(ex->res) != SIZE_MAX) lua_pushboolean(L, 1);
+    else lua_pushnil(L);
+    if (lhost_pcall(L, 1, 0, "res:write") != LUA_OK) lua_pop(L, 1);
+  }
+}
+
+/* The queue drained, or the client went away. The route hears of it on the
+ * next loop turn, not now: the drain comes while the server flushes
+ * queues, and a route that wrote again at once would have this connection
+ * flushed again and again while the others wait. */
 static void on_ex_drain(void *ud) {
   lh_waiter *w = ud;
-  exchange *ex = w->ex;
-  lua_State *L = w->h ? w->h->L : NULL;
-  if (!waiter_take(w)) return;
-  if (ex->res && http_res_queued(ex->res) != SIZE_MAX) lua_pushboolean(L, 1);
-  else lua_pushnil(L);
-  if (lhost_pcall(L, 1, 0, "res:write") != LUA_OK) lua_pop(L, 1);
+  lhost *h = w->h;
+  if (!h) {
+    free(w);
+    return;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else h->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = NULL;
+  w->next = h->ready;
+  h->ready = w;
+  if (!h->ready_idle) {
+    if (!(h->ready_idle = malloc(sizeof *h->ready_idle))) return;
+    uv_idle_init(h->srv->loop, h->ready_idle);
+    h->ready_idle->data = h;
+  }
+  uv_idle_start(h->ready_idle, on_ready);
 }
 
 /* ex:wait(fn): fn(true) once the queue has drained, fn(nil) if the client
@@ -1199,6 +1236,12 @@ void lhost_free(lhost *h) {
   /* Callbacks still to come find their host gone and only free themselves. */
   for (lh_waiter *w = h->waiters; w; w = w->next) w->h = NULL;
   h->waiters = NULL;
+  for (lh_waiter *w = h->ready, *next; w; w = next) {
+    next = w->next;
+    free(w);
+  }
+  h->ready = NULL;
+  if (h->ready_idle) uv_close((uv_handle_t *)h->ready_idle, (uv_close_cb)free);
   if (h->L) lua_close(h->L);
   lpool_drain(&h->pool);
   l_io_free(h->io);
