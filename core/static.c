@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -180,16 +182,43 @@ static bool st_mime_add(const char *ext, size_t elen, const char *type) {
   return true;
 }
 
+/* The types made for the table (one per mime.types line that gave an
+ * extension), freed with it. */
+static char **st_mime_types;
+static size_t st_mime_ntypes, st_mime_types_cap;
+
 /* A type as served: text types say their charset (everything moonwire
- * serves as text is UTF-8). Never freed: the table lives until exit. */
+ * serves as text is UTF-8). Kept until exit (st_mime_unload). */
 static const char *st_mime_type(const char *t, size_t len) {
+  if (st_mime_ntypes == st_mime_types_cap) {
+    size_t cap = st_mime_types_cap ? st_mime_types_cap * 2 : 256;
+    char **types = realloc(st_mime_types, cap * sizeof *types);
+    if (!types) return NULL;
+    st_mime_types = types;
+    st_mime_types_cap = cap;
+  }
   bool text = len > 5 && mw_ieq(t, 5, "text/");
   char *out = malloc(len + (text ? sizeof "; charset=utf-8" : 1));
   if (!out) return NULL;
   memcpy(out, t, len);
   if (text) memcpy(out + len, "; charset=utf-8", sizeof "; charset=utf-8");
   else out[len] = '\0';
+  st_mime_types[st_mime_ntypes++] = out;
   return out;
+}
+
+/* At exit, or when the module holding the table is unloaded (the Lua test
+ * module is dlclose'd at the end of a busted run): a leak checker must not
+ * find it unreachable. */
+__attribute__((destructor)) static void st_mime_unload(void) {
+  if (st_mime_tab)
+    for (size_t i = 0; i < ST_MIME_SLOTS; i++) free(st_mime_tab[i].ext);
+  free(st_mime_tab);
+  st_mime_tab = NULL;
+  for (size_t i = 0; i < st_mime_ntypes; i++) free(st_mime_types[i]);
+  free(st_mime_types);
+  st_mime_types = NULL;
+  st_mime_ntypes = st_mime_types_cap = 0;
 }
 
 static void st_mime_load(void) {
@@ -218,7 +247,7 @@ static void st_mime_load(void) {
         if (!type && !(type = st_mime_type(t, tlen))) break;
         kept |= st_mime_add(e, (size_t)(p - e), type);
       }
-      if (type && !kept) free((void *)type); /* every extension of the line known already */
+      if (type && !kept) free(st_mime_types[--st_mime_ntypes]); /* every extension of the line known already */
     }
     fclose(f);
     st_mime_from_file = st_mime_n > 0;
@@ -228,7 +257,7 @@ static void st_mime_load(void) {
            path, f ? "empty" : strerror(errno), MW_ARRAY_LEN(st_builtin));
     for (size_t i = 0; i < MW_ARRAY_LEN(st_builtin); i++) {
       const char *type = st_mime_type(st_builtin[i].type, strlen(st_builtin[i].type));
-      if (type && !st_mime_add(st_builtin[i].ext, strlen(st_builtin[i].ext), type)) free((void *)type);
+      if (type && !st_mime_add(st_builtin[i].ext, strlen(st_builtin[i].ext), type)) free(st_mime_types[--st_mime_ntypes]);
     }
   }
   for (size_t i = 0; i < MW_ARRAY_LEN(st_extra); i++) st_mime_add(st_extra[i].ext, strlen(st_extra[i].ext), st_extra[i].type);
@@ -343,6 +372,16 @@ int static_range(const char *v, size_t len, uint64_t size, uint64_t *start, uint
   return STATIC_RANGE_PART;
 }
 
+/* Linux's openat2 (5.6), and its RESOLVE_CACHED (5.12): -1 not checked
+ * yet, 0 missing (realpath and open are used), 1 there. */
+static int st_openat2_ok = -1;
+
+static int st_openat2(int dirfd, const char *path, int flags, uint64_t resolve) {
+  struct open_how how = {.flags = (uint64_t)flags, .resolve = resolve};
+  int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+  return fd < 0 ? -errno : fd;
+}
+
 /* ---- the cache ---- */
 
 /* A small file, or a compressed variant of a file, kept in memory. key is
@@ -367,6 +406,25 @@ typedef struct st_entry {
 typedef struct st_req st_req;
 typedef struct st_zjob st_zjob;
 
+/* The public directory, open (O_PATH) for openat2. Requests hold a
+ * reference while their job may use it: it is reopened once a second (a
+ * public/ replaced by another directory is seen), and the old one closed
+ * when its last request is done. Loop thread only. */
+typedef struct st_dirfd {
+  int fd;
+  int refs;
+} st_dirfd;
+
+/* Resolve jobs at most under way at once (each with any number of requests). */
+#define ST_BATCHES 2
+
+typedef struct st_batch {
+  uv_work_t work;
+  struct mw_static *st;
+  st_req *list;
+  bool busy;
+} st_batch;
+
 struct mw_static {
   uv_loop_t *loop;
   char *root; /* realpath of the public directory, NULL when missing */
@@ -375,6 +433,10 @@ struct mw_static {
   st_entry lru; /* sentinel */
   size_t bytes, entries;
   st_zjob *zjobs; /* compressions under way */
+  st_batch batches[ST_BATCHES];
+  st_req *queue, **queue_tail; /* waiting for a batch */
+  st_dirfd *root_fd;           /* NULL: none (no openat2, or no directory) */
+  uint64_t root_fd_at;         /* loop time it was opened */
   int live;       /* requests in flight */
   bool freed;     /* static_free was called while some were */
 };
@@ -484,6 +546,8 @@ int static_new(mw_static **out, uv_loop_t *loop, const char *public_dir) {
   if (!st) return -ENOMEM;
   st->loop = loop;
   st->lru.next = st->lru.prev = &st->lru;
+  st->queue_tail = &st->queue;
+  for (int i = 0; i < ST_BATCHES; i++) st->batches[i].st = st;
   char *root = realpath(public_dir, NULL);
   struct stat sb;
   if (!root) {
@@ -501,12 +565,32 @@ int static_new(mw_static **out, uv_loop_t *loop, const char *public_dir) {
   st->root_len = root ? strlen(root) : 0;
   /* "/" as the public directory: keep the prefix test below simple. */
   if (root && st->root_len == 1) st->root_len = 0;
+  if (root && (st->root_fd = calloc(1, sizeof *st->root_fd))) {
+    st->root_fd->fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    st->root_fd->refs = 1;
+    if (st->root_fd->fd >= 0 && st_openat2_ok < 0) {
+      int fd = st_openat2(st->root_fd->fd, ".", O_PATH | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_CACHED);
+      st_openat2_ok = fd >= 0 || (fd != -ENOSYS && fd != -EINVAL && fd != -EPERM);
+      if (fd >= 0) close(fd);
+      if (!st_openat2_ok)
+        mw_log(MW_LOG_INFO, "static: no openat2 with RESOLVE_CACHED in this kernel: every file is looked up off the loop");
+    }
+    if (st->root_fd->fd < 0) {
+      free(st->root_fd);
+      st->root_fd = NULL;
+    }
+    st->root_fd_at = uv_now(loop);
+  }
   *out = st;
   return 0;
 }
 
 static void st_free_now(mw_static *st) {
   static_clear_cache(st);
+  if (st->root_fd) {
+    close(st->root_fd->fd);
+    free(st->root_fd);
+  }
   free(st->root);
   free(st);
 }
@@ -518,6 +602,12 @@ void static_free(mw_static *st) {
     return;
   }
   st_free_now(st);
+}
+
+/* A cache key: the file's device and inode (the same entry whatever name
+ * or symlink led to it), and the coding of a variant made from it. */
+static void st_key(char out[64], const struct stat *sb, const char *coding) {
+  snprintf(out, 64, "%jx:%jx%s%s", (uintmax_t)sb->st_dev, (uintmax_t)sb->st_ino, coding ? ":" : "", coding ? coding : "");
 }
 
 /* ---- one request ---- */
@@ -536,8 +626,8 @@ struct st_req {
   /* what the job is to find */
   int mode;            /* ST_PUBLIC (a URL under public/), ST_FILE (a path as it is), ST_ROOTED (sendFile) */
   char *root;          /* ST_ROOTED: the directory it must be in (owned) */
-  size_t root_len;
-  char *rel;           /* ST_PUBLIC: the normalised path, for a redirect (owned) */
+  char *rel;           /* ST_PUBLIC: the normalised path; ST_ROOTED: the path under root (owned) */
+  st_dirfd *root_fd;   /* ST_PUBLIC with openat2: the directory it is looked for in */
   bool slash;          /* ST_PUBLIC: the URL ended with '/' */
   int want;            /* codings the client accepts (twins are looked for) */
   char path[PATH_MAX];
@@ -550,7 +640,6 @@ struct st_req {
   int tfd, tenc;       /* a precompressed twin (file.br, file.gz) fresher than the file, or -1 */
   struct stat tsb;
   /* sending */
-  uv_work_t work;
   uv_fs_t fs;
   int sfd;             /* what is read: fd or tfd */
   const struct stat *ssb;
@@ -560,6 +649,7 @@ struct st_req {
   bool reading, whole; /* whole: reading a small file in one go (to cache it) */
   bool told;           /* miss has heard how it ended */
   st_req *znext;       /* waiting for the same compression */
+  st_req *next;        /* in a batch, or queued for the next */
 };
 
 /* A compression under way: the first request for a variant starts it, the
@@ -575,8 +665,15 @@ struct st_zjob {
   st_req *waiters;
 };
 
+static void st_dirfd_unref(mw_static *st, st_dirfd *d) {
+  if (!d || --d->refs > 0 || d == st->root_fd) return;
+  close(d->fd);
+  free(d);
+}
+
 static void st_done(st_req *r) {
   mw_static *st = r->st;
+  st_dirfd_unref(st, r->root_fd);
   if (r->fd >= 0) close(r->fd); /* a regular file opened to read: close(2) does not wait for a disk */
   if (r->tfd >= 0) close(r->tfd);
   for (int i = 0; i < ST_BUFS; i++) mw_buf_unref(r->bufs[i]);
@@ -629,16 +726,114 @@ static bool st_newer_or_same(const struct timespec *a, const struct timespec *b)
   return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec >= b->tv_nsec);
 }
 
-/* On the threadpool: from the path to an open regular file, its stat and
- * type, and a twin when the client accepts one. Touches only r. */
-static void st_job_resolve(uv_work_t *w) {
-  st_req *r = w->data;
+/* ---- finding the file ---- */
+
+#define ST_OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+
+static bool st_fatal(int err) { return err == -ENOMEM || err == -EMFILE || err == -ENFILE; }
+
+/* Opens the precompressed twin of name (name.br, name.gz) the client
+ * accepts, when it is a regular file (not a symlink) at least as new as the
+ * file, as nginx's gzip_static. -EAGAIN when it would need the disk. */
+static int st_twin(st_req *r, int dirfd, const char *name, uint64_t how) {
+  static const struct {
+    int enc;
+    const char *suffix;
+  } twins[] = {{MW_ENC_BR, ".br"}, {MW_ENC_GZIP, ".gz"}};
+  for (size_t i = 0; i < MW_ARRAY_LEN(twins); i++) {
+    char tp[PATH_MAX];
+    int n = snprintf(tp, sizeof tp, "%s%s", name, twins[i].suffix);
+    if (!(r->want & twins[i].enc) || n < 0 || (size_t)n >= sizeof tp) continue;
+    int tfd = how == (uint64_t)-1 ? open(tp, ST_OPEN_FLAGS | O_NOFOLLOW)
+                                  : st_openat2(dirfd, tp, ST_OPEN_FLAGS | O_NOFOLLOW, how);
+    if (tfd == -EAGAIN) return -EAGAIN;
+    if (tfd < 0) continue;
+    if (fstat(tfd, &r->tsb) == 0 && S_ISREG(r->tsb.st_mode) && st_newer_or_same(&r->tsb.st_mtim, &r->sb.st_mtim)) {
+      r->tfd = tfd;
+      r->tenc = twins[i].enc;
+      return 0;
+    }
+    close(tfd);
+  }
+  return 0;
+}
+
+/* Takes fd (the file found under name) for r: its stat, type, twin. */
+static int st_take(st_req *r, int fd, const struct stat *sb, int dirfd, const char *name, uint64_t how) {
+  r->fd = fd;
+  r->sb = *sb;
+  r->type = static_mime(name, strlen(name));
+  if (name != r->real) snprintf(r->real, sizeof r->real, "%s", name); /* for messages */
+  if (r->want && mw_compressible_type(r->type, strlen(r->type)) && st_twin(r, dirfd, name, how) == -EAGAIN) {
+    close(r->fd);
+    r->fd = -1;
+    return -EAGAIN;
+  }
+  r->rc = 0;
+  return 0;
+}
+
+/* With openat2: the path resolved and opened by the kernel in one call,
+ * never leaving dirfd's directory (RESOLVE_BENEATH: ".." above it and
+ * symlinks that lead out fail; absolute symlinks too); with cached, from
+ * the kernel's caches only (RESOLVE_CACHED): -EAGAIN when the disk would
+ * be needed, and nothing is left open. Else 0 with r->rc set. */
+static int st_resolve_at(st_req *r, int dirfd, const char *rel, bool beneath, bool cached) {
+  uint64_t how = (beneath ? RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS : 0) | (cached ? RESOLVE_CACHED : 0);
+  char name[PATH_MAX];
+  snprintf(name, sizeof name, "%s", *rel ? rel : ".");
+  int fd = st_openat2(dirfd, name, ST_OPEN_FLAGS, how);
+  struct stat sb;
+  if (fd >= 0 && fstat(fd, &sb) != 0) {
+    close(fd);
+    fd = -ENOENT;
+  }
+  if (fd >= 0 && S_ISDIR(sb.st_mode) && r->mode == ST_PUBLIC) {
+    close(fd);
+    if (!r->slash) {
+      r->rc = 2;
+      return 0;
+    }
+    int n = snprintf(name, sizeof name, "%s%sindex.html", rel, *rel ? "/" : "");
+    fd = n < 0 || (size_t)n >= sizeof name ? -ENAMETOOLONG : st_openat2(dirfd, name, ST_OPEN_FLAGS, how);
+    if (fd >= 0 && fstat(fd, &sb) != 0) {
+      close(fd);
+      fd = -ENOENT;
+    }
+  } else if (fd >= 0 && r->slash) { /* "file.css/" names a directory that is not there */
+    close(fd);
+    fd = -ENOTDIR;
+  }
+  if (fd == -EAGAIN && cached) return -EAGAIN;
+  if (fd >= 0 && !S_ISREG(sb.st_mode)) {
+    close(fd);
+    fd = -EISDIR;
+  }
+  if (fd < 0) {
+    r->rc = st_fatal(fd) ? fd : 1;
+    return 0;
+  }
+  return st_take(r, fd, &sb, dirfd, name, how);
+}
+
+/* Without openat2: realpath, a containment check, open. */
+static void st_resolve_realpath(st_req *r) {
   bool nofollow = r->mode != ST_FILE;
   if (r->mode == ST_FILE) {
     snprintf(r->real, sizeof r->real, "%s", r->path);
   } else {
-    const char *root = r->mode == ST_PUBLIC ? r->st->root : r->root;
-    size_t root_len = r->mode == ST_PUBLIC ? r->st->root_len : r->root_len;
+    const char *root = r->st->root;
+    size_t root_len = r->st->root_len;
+    char real_root[PATH_MAX];
+    if (r->mode == ST_ROOTED) {
+      if (!realpath(r->root, real_root)) {
+        r->rc = errno == ENOMEM ? -ENOMEM : 1;
+        return;
+      }
+      root = real_root;
+      root_len = strlen(real_root);
+      if (root_len == 1) root_len = 0; /* "/": every path is inside */
+    }
     if (!realpath(r->path, r->real)) {
       r->rc = errno == ENOMEM ? -ENOMEM : 1;
       return;
@@ -669,49 +864,48 @@ static void st_job_resolve(uv_work_t *w) {
           r->rc = 1;
           return;
         }
-      } else if (r->slash) { /* "file.css/" names a directory that is not there */
+      } else if (r->slash) {
         r->rc = 1;
         return;
       }
     }
   }
-  /* O_NONBLOCK: a FIFO swapped in meanwhile must not hold the thread; the
-   * fstat below refuses it. nofollow narrows a symlink swap race after
-   * realpath. */
-  int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0);
-  int fd = open(r->real, flags);
+  /* nofollow narrows a symlink swap race after realpath. */
+  int fd = open(r->real, ST_OPEN_FLAGS | (nofollow ? O_NOFOLLOW : 0));
+  struct stat sb;
   if (fd < 0) {
-    r->rc = errno == ENOMEM || errno == EMFILE || errno == ENFILE ? -errno : 1;
+    r->rc = st_fatal(-errno) ? -errno : 1;
     return;
   }
-  if (fstat(fd, &r->sb) != 0 || !S_ISREG(r->sb.st_mode)) {
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
     close(fd);
     r->rc = 1;
     return;
   }
-  r->fd = fd;
-  r->type = static_mime(r->real, strlen(r->real));
-  if (r->want && mw_compressible_type(r->type, strlen(r->type))) {
-    static const struct {
-      int enc;
-      const char *suffix;
-    } twins[] = {{MW_ENC_BR, ".br"}, {MW_ENC_GZIP, ".gz"}};
-    for (size_t i = 0; i < MW_ARRAY_LEN(twins) && r->tfd < 0; i++) {
-      char tp[PATH_MAX];
-      int n = snprintf(tp, sizeof tp, "%s%s", r->real, twins[i].suffix);
-      if (!(r->want & twins[i].enc) || n < 0 || (size_t)n >= sizeof tp) continue;
-      int tfd = open(tp, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
-      if (tfd < 0) continue;
-      /* nginx's gzip_static rule: only a twin at least as new as the file. */
-      if (fstat(tfd, &r->tsb) == 0 && S_ISREG(r->tsb.st_mode) && st_newer_or_same(&r->tsb.st_mtim, &r->sb.st_mtim)) {
-        r->tfd = tfd;
-        r->tenc = twins[i].enc;
-      } else {
-        close(tfd);
-      }
-    }
+  st_take(r, fd, &sb, AT_FDCWD, r->real, (uint64_t)-1);
+}
+
+/* On the threadpool: from the path to an open regular file (O_NONBLOCK: a
+ * FIFO swapped in must not hold the thread; it is refused as not regular),
+ * its stat, type, and a twin when the client accepts one. Touches only r. */
+static void st_resolve(st_req *r) {
+  if (st_openat2_ok <= 0) {
+    st_resolve_realpath(r);
+    return;
   }
-  r->rc = 0;
+  if (r->mode == ST_PUBLIC) {
+    st_resolve_at(r, r->root_fd->fd, r->rel, true, false);
+  } else if (r->mode == ST_FILE) {
+    st_resolve_at(r, AT_FDCWD, r->path, false, false);
+  } else {
+    int dirfd = open(r->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+      r->rc = st_fatal(-errno) ? -errno : 1;
+      return;
+    }
+    st_resolve_at(r, dirfd, r->rel, true, false);
+    close(dirfd);
+  }
 }
 
 /* ---- answering ---- */
@@ -870,9 +1064,8 @@ static void st_on_read_whole(uv_fs_t *fs) {
   b->len = (size_t)n;
   b->data[n] = '\0';
   if (b->len == (size_t)r->ssb->st_size) {
-    char key[PATH_MAX + 8];
-    snprintf(key, sizeof key, "%s%s%s", r->real, r->sfd == r->tfd ? "." : "",
-             r->sfd == r->tfd ? (r->tenc == MW_ENC_BR ? "br" : "gz") : "");
+    char key[64];
+    st_key(key, r->ssb, NULL);
     st_cache_put(r->st, key, r->ssb, b);
   }
   if (st_gone(r)) {
@@ -902,9 +1095,8 @@ static void st_send_fd(st_req *r, int fd, const struct stat *sb, uint64_t a, uin
   }
   bool small = (uint64_t)sb->st_size <= ST_CACHE_FILE_MAX;
   if (small) {
-    char key[PATH_MAX + 8];
-    snprintf(key, sizeof key, "%s%s%s", r->real, fd == r->tfd ? "." : "",
-             fd == r->tfd ? (r->tenc == MW_ENC_BR ? "br" : "gz") : "");
+    char key[64];
+    st_key(key, sb, NULL);
     st_entry *e = st_cache_get(r->st, key, sb);
     if (e && e->body && e->body->len == (size_t)sb->st_size) {
       http_res_end_slice(res, mw_buf_ref(e->body), (size_t)a, (size_t)(b - a));
@@ -1075,14 +1267,14 @@ static void st_respond(st_req *r) {
   int enc = 0, fd = r->fd;
   bool variant = false;
   mw_buf *cached = NULL;
-  char vkey[PATH_MAX + 8];
+  char vkey[64];
   if (!range && r->tfd >= 0) {
     enc = r->tenc;
     fd = r->tfd;
     sb = &r->tsb;
   } else if (!range && accepted && (size_t)r->sb.st_size >= res->compress_min && r->sb.st_size <= ST_COMPRESS_MAX) {
     int want = accepted & MW_ENC_BR ? MW_ENC_BR : MW_ENC_GZIP;
-    snprintf(vkey, sizeof vkey, "%s\n%s", r->real, mw_encoding_name(want));
+    st_key(vkey, &r->sb, mw_encoding_name(want));
     st_entry *e = st_cache_get(r->st, vkey, &r->sb);
     if (e && !e->body) {
       /* known not to shrink: the file as it is */
@@ -1159,9 +1351,7 @@ static void st_respond(st_req *r) {
   st_send_fd(r, fd, sb, a, b);
 }
 
-static void st_after_resolve(uv_work_t *w, int status) {
-  st_req *r = w->data;
-  if (status) r->rc = status == UV_ECANCELED ? -ECANCELED : status;
+static void st_resolved(st_req *r) {
   if (r->rc == 0 && st_gone(r)) {
     st_abandon(r);
     return;
@@ -1199,22 +1389,106 @@ static void st_after_resolve(uv_work_t *w, int status) {
   tell(ud, NULL, NULL, 0);
 }
 
-/* Starts the job; on failure answers 500 itself. */
-static int st_start(st_req *r) {
-  r->want = r->res->compress_min ? 0 : 0;
-  size_t n;
-  const char *ae;
-  if (r->res->compress_min && st_get_or_head(r->req) && (ae = http_req_header(r->req, "accept-encoding", &n)))
-    r->want = mw_accept_encoding(ae, n);
-  if (st_get_or_head(r->req) && http_req_header(r->req, "range", &n)) r->want = 0; /* never compressed: no twin */
-  r->work.data = r;
-  if (uv_queue_work(r->st->loop, &r->work, st_job_resolve, st_after_resolve)) {
+/* ---- resolving in batches ---- */
+
+/* On the threadpool: every request of the batch. */
+static void st_job_resolve(uv_work_t *w) {
+  st_batch *b = w->data;
+  for (st_req *r = b->list; r; r = r->next) st_resolve(r);
+}
+
+static void st_run_batch(mw_static *st, st_batch *b);
+
+/* Back on the loop: each request answered (their writes leave together at
+ * the end of the turn), then the requests queued meanwhile go as the next
+ * batch. */
+static void st_after_batch(uv_work_t *w, int status) {
+  st_batch *b = w->data;
+  mw_static *st = b->st;
+  st_req *list = b->list;
+  b->list = NULL;
+  b->busy = false;
+  while (list) {
+    st_req *r = list;
+    list = r->next;
+    r->next = NULL;
+    if (status) r->rc = status == UV_ECANCELED ? -ECANCELED : status;
+    st_resolved(r);
+  }
+  if (st->queue) st_run_batch(st, b);
+  if (--st->live == 0 && st->freed) st_free_now(st); /* the batch's own hold on st */
+}
+
+/* Hands the queued requests to batch b's job; on failure each is answered
+ * 500. */
+static void st_run_batch(mw_static *st, st_batch *b) {
+  b->list = st->queue;
+  st->queue = NULL;
+  st->queue_tail = &st->queue;
+  b->busy = true;
+  b->work.data = b;
+  if (uv_queue_work(st->loop, &b->work, st_job_resolve, st_after_batch) == 0) {
+    st->live++;
+    return;
+  }
+  b->busy = false;
+  st_req *list = b->list;
+  b->list = NULL;
+  while (list) {
+    st_req *r = list;
+    list = r->next;
     http_res *res = r->res;
     static_miss_fn tell = r->miss;
     void *ud = r->ud;
     st_done(r);
     http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
     tell(ud, NULL, NULL, 0);
+  }
+}
+
+/* Reopens the public directory once a second, from the kernel's caches
+ * only (else later). */
+static void st_root_refresh(mw_static *st) {
+  uint64_t now = uv_now(st->loop);
+  if (now - st->root_fd_at < 1000) return;
+  int fd = st_openat2(AT_FDCWD, st->root, O_PATH | O_DIRECTORY | O_CLOEXEC, RESOLVE_CACHED);
+  st_dirfd *d = fd >= 0 ? calloc(1, sizeof *d) : NULL;
+  if (!d) {
+    if (fd >= 0) close(fd);
+    return;
+  }
+  d->fd = fd;
+  d->refs = 1;
+  st_dirfd *old = st->root_fd;
+  st->root_fd = d;
+  st->root_fd_at = now;
+  st_dirfd_unref(st, old);
+}
+
+/* What the client accepts, for the twins. */
+static void st_prepare(st_req *r) {
+  size_t n;
+  const char *ae;
+  r->want = 0;
+  if (r->res->compress_min && st_get_or_head(r->req) && (ae = http_req_header(r->req, "accept-encoding", &n)))
+    r->want = mw_accept_encoding(ae, n);
+  if (st_get_or_head(r->req) && http_req_header(r->req, "range", &n)) r->want = 0; /* never compressed: no twin */
+}
+
+/* Queues r for resolving. The threadpool hop (a wake-up there and back)
+ * costs more CPU than the stat and open it does, so requests that arrive
+ * while ST_BATCHES jobs are under way wait and go together in the next
+ * one: under load most requests share a hop. Returns 0. */
+static int st_start(st_req *r) {
+  mw_static *st = r->st;
+  st_prepare(r);
+  *st->queue_tail = r;
+  st->queue_tail = &r->next;
+  for (int i = 0; i < ST_BATCHES; i++) {
+    if (!st->batches[i].busy) {
+      st_run_batch(st, &st->batches[i]);
+      break;
+    }
   }
   return 0;
 }
@@ -1280,6 +1554,18 @@ int static_serve(mw_static *st, const http_req *req, http_res *res, static_miss_
   }
   r->mode = ST_PUBLIC;
   r->slash = req->path_len > 0 && req->path[req->path_len - 1] == '/';
+  if (st_openat2_ok > 0 && st->root_fd) {
+    st_root_refresh(st);
+    r->root_fd = st->root_fd;
+    r->root_fd->refs++;
+    /* From the kernel's caches, on the loop: no hop to a thread for a file
+     * looked up lately, and never a wait for the disk (-EAGAIN then). */
+    st_prepare(r);
+    if (st_resolve_at(r, r->root_fd->fd, r->rel, true, true) == 0) {
+      st_resolved(r);
+      return 0;
+    }
+  }
   return st_start(r);
 }
 
@@ -1317,20 +1603,16 @@ int static_send_file(mw_static *st, const char *root, const char *rel, bool dotf
   if (!st_rel_ok(rel, dotfiles)) return 1;
   while (*rel == '/') rel++;
   if (!*rel) return 1;
-  char *real_root = realpath(root, NULL);
-  if (!real_root) return errno == ENOMEM ? -ENOMEM : 1;
   st_req *r = st_req_new(st, req, res, miss, ud, cache_control);
-  if (!r) {
-    free(real_root);
-    return -ENOMEM;
-  }
-  r->root = real_root;
-  r->root_len = strlen(real_root);
-  if (r->root_len == 1) r->root_len = 0; /* "/": every path is inside */
-  int w = snprintf(r->path, sizeof r->path, "%s/%s", real_root, rel);
+  if (!r) return -ENOMEM;
+  int w = snprintf(r->path, sizeof r->path, "%s/%s", root, rel);
   if (w < 0 || (size_t)w >= sizeof r->path) {
     st_done(r);
     return 1;
+  }
+  if (!(r->root = strdup(root)) || !(r->rel = strdup(rel))) {
+    st_done(r);
+    return -ENOMEM;
   }
   r->mode = ST_ROOTED;
   return st_start(r);
