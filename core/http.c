@@ -316,6 +316,7 @@ int http_res_begin(http_res *res, int64_t len) {
   if (res->done || res->started) return -EALREADY;
   res->started = true;
   res->body_len = bodiless_status(res->status) ? 0 : len;
+  if (res->head_only && res->body_len > 0) res->bytes_sent = (size_t)res->body_len; /* logged as for a whole response */
   res->carrier->head(res, NULL, 0);
   return 0;
 }
