@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1004,56 +1005,94 @@ static void st_on_read(uv_fs_t *fs) {
   st_pump(r);
 }
 
-/* Reads the next chunk when the connection's queue is short enough and a
- * buffer is free (only the queue holds the others); else waits for the
- * drain. The kernel's socket buffer keeps the client busy meanwhile. */
+/* preadv2 with RWF_NOWAIT (Linux 4.14): -1 not tried yet, 0 refused by
+ * this kernel or file system, 1 there. */
+static int st_nowait_ok = -1;
+
+/* Reads len bytes at pos of fd into buf on the loop, but only from the page
+ * cache: the bytes read, 0 at the end of the file, -EAGAIN when the disk
+ * would be needed (or RWF_NOWAIT is not there), or a negative errno. A
+ * threadpool hop per chunk cost far more CPU than the copy: pages in the
+ * cache (a file read lately) are read here, the rest on the threadpool. */
+static ssize_t st_read_cached(int fd, char *buf, size_t len, uint64_t pos) {
+  if (st_nowait_ok == 0) return -EAGAIN;
+  struct iovec v = {buf, len};
+  ssize_t n = preadv2(fd, &v, 1, (off_t)pos, RWF_NOWAIT);
+  if (n >= 0) {
+    st_nowait_ok = 1;
+    return n;
+  }
+  if (errno == EOPNOTSUPP || errno == ENOSYS || (errno == EINVAL && st_nowait_ok < 0)) {
+    st_nowait_ok = 0;
+    return -EAGAIN;
+  }
+  return -errno;
+}
+
+/* Queues the next chunks while the connection's queue is short enough and a
+ * buffer is free (only the queue holds the others), else waits for the
+ * drain: the kernel's socket buffer keeps the client busy meanwhile.
+ * Chunks in the page cache are read at once; the others on the threadpool
+ * (st_on_read pumps again). */
 static void st_pump(st_req *r) {
-  if (r->reading) return;
-  if (r->pos >= r->end) {
-    st_finish(r);
-    return;
-  }
-  size_t q = http_res_queued(r->res);
-  if (q == SIZE_MAX) {
-    st_abandon(r);
-    return;
-  }
-  mw_buf *b = NULL;
-  for (int i = 0; i < ST_BUFS && !b; i++) {
-    if (!r->bufs[i]) r->bufs[i] = mw_buf_new(ST_CHUNK);
-    if (r->bufs[i] && r->bufs[i]->refs == 1) b = r->bufs[i];
-  }
-  if (q >= ST_QUEUE_HIGH || !b) {
-    if (q == 0) { /* nothing queued and no buffer: out of memory */
+  for (;;) {
+    if (r->reading) return;
+    if (r->pos >= r->end) {
       st_finish(r);
       return;
     }
-    http_res_wait(r->res, st_on_drain, r);
+    size_t q = http_res_queued(r->res);
+    if (q == SIZE_MAX) {
+      st_abandon(r);
+      return;
+    }
+    mw_buf *b = NULL;
+    for (int i = 0; i < ST_BUFS && !b; i++) {
+      if (!r->bufs[i]) r->bufs[i] = mw_buf_new(ST_CHUNK);
+      if (r->bufs[i] && r->bufs[i]->refs == 1) b = r->bufs[i];
+    }
+    if (q >= ST_QUEUE_HIGH || !b) {
+      if (q == 0) { /* nothing queued and no buffer: out of memory */
+        st_finish(r);
+        return;
+      }
+      http_res_wait(r->res, st_on_drain, r);
+      return;
+    }
+    size_t want = r->end - r->pos < ST_CHUNK ? (size_t)(r->end - r->pos) : ST_CHUNK;
+    ssize_t n = st_read_cached(r->sfd, b->data, want, r->pos);
+    if (n > 0) {
+      b->len = (size_t)n;
+      r->pos += (uint64_t)n;
+      if (http_res_write(r->res, mw_buf_ref(b), 0, (size_t)n)) {
+        st_abandon(r);
+        return;
+      }
+      continue;
+    }
+    if (n == 0 || (n < 0 && n != -EAGAIN)) { /* the file shrank, or a read error */
+      if (n < 0) mw_log(MW_LOG_ERROR, "static: reading %s: %s", r->real, strerror((int)-n));
+      st_finish(r); /* short of its Content-Length: the connection ends after it */
+      return;
+    }
+    uv_buf_t iov = uv_buf_init(b->data, (unsigned)want);
+    r->rbuf = b;
+    r->reading = true;
+    r->fs.data = r;
+    int e = uv_fs_read(r->st->loop, &r->fs, r->sfd, &iov, 1, (int64_t)r->pos, st_on_read);
+    if (e) {
+      r->reading = false;
+      r->rbuf = NULL;
+      mw_log(MW_LOG_ERROR, "static: reading %s: %s", r->real, uv_strerror(e));
+      st_finish(r);
+    }
     return;
-  }
-  size_t want = r->end - r->pos < ST_CHUNK ? (size_t)(r->end - r->pos) : ST_CHUNK;
-  uv_buf_t iov = uv_buf_init(b->data, (unsigned)want);
-  r->rbuf = b;
-  r->reading = true;
-  r->fs.data = r;
-  int e = uv_fs_read(r->st->loop, &r->fs, r->sfd, &iov, 1, (int64_t)r->pos, st_on_read);
-  if (e) {
-    r->reading = false;
-    r->rbuf = NULL;
-    mw_log(MW_LOG_ERROR, "static: reading %s: %s", r->real, uv_strerror(e));
-    st_finish(r);
   }
 }
 
 /* A small file read whole: kept in the cache, then sent (the range of it
  * asked for). */
-static void st_on_read_whole(uv_fs_t *fs) {
-  st_req *r = fs->data;
-  ssize_t n = fs->result;
-  uv_fs_req_cleanup(fs);
-  r->reading = false;
-  mw_buf *b = r->rbuf;
-  r->rbuf = NULL;
+static void st_got_whole(st_req *r, mw_buf *b, ssize_t n) {
   if (n < 0) {
     mw_log(MW_LOG_ERROR, "static: reading %s: %s", r->real, uv_strerror((int)n));
     mw_buf_unref(b);
@@ -1077,6 +1116,16 @@ static void st_on_read_whole(uv_fs_t *fs) {
   if (r->pos < end) http_res_write(r->res, b, (size_t)r->pos, (size_t)(end - r->pos));
   else mw_buf_unref(b);
   st_finish(r);
+}
+
+static void st_on_read_whole(uv_fs_t *fs) {
+  st_req *r = fs->data;
+  ssize_t n = fs->result;
+  uv_fs_req_cleanup(fs);
+  r->reading = false;
+  mw_buf *b = r->rbuf;
+  r->rbuf = NULL;
+  st_got_whole(r, b, n);
 }
 
 /* Sends [a, b) of the file behind fd (r->fd or the twin): from the cache,
@@ -1113,6 +1162,11 @@ static void st_send_fd(st_req *r, int fd, const struct stat *sb, uint64_t a, uin
     mw_buf *buf = mw_buf_new((size_t)sb->st_size);
     if (!buf) {
       st_finish(r);
+      return;
+    }
+    ssize_t got = st_read_cached(fd, buf->data, (size_t)sb->st_size, 0);
+    if (got == (ssize_t)sb->st_size) { /* all in the page cache: no hop */
+      st_got_whole(r, buf, got);
       return;
     }
     uv_buf_t iov = uv_buf_init(buf->data, (unsigned)sb->st_size);
