@@ -32,7 +32,8 @@ function one() {
       resolve({ ok: why === null, why, status, body, length });
     };
     socket.setTimeout(timeoutS * 1000, () => finish('timeout'));
-    socket.on('connect', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n`));
+    // Keep-alive, as browsers and curl ask: the connection stays open after the body.
+    socket.on('connect', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: bench\r\n\r\n`));
     socket.on('data', (c) => {
       if (length < 0) {
         head = Buffer.concat([head, c]);
