@@ -14,8 +14,8 @@
 // With two or more cores the server runs on CPU 1 and the load client on
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
 // runner itself in a few seconds; its numbers mean little. --only runs some
-// groups of figures (moonwire, socketio, express, nginx, front, redis,
-// memory, max, codec) and prints their rows without replacing
+// groups of figures (files, moonwire, socketio, express, nginx, front,
+// redis, memory, max, codec) and prints their rows without replacing
 // bench/results/latest.md.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -47,6 +47,7 @@ const P = QUICK ? {
   idle: { clients: 1000, concurrency: 100 },
   max: { clients: 2000, concurrency: 200 },
   wrk: { threads: 1, connections: 50, seconds: 1 },
+  download: { mb: 5, clients: 5, rateKB: 4096 },
   warmup: { fanout: { receivers: 10, messages: 50, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
 } : {
   fanout: [{ receivers: 100, messages: 20000, window: 10 }, { receivers: 1000, messages: 2000, window: 10 }],
@@ -56,6 +57,8 @@ const P = QUICK ? {
   idle: { clients: 10000, concurrency: 100 },
   max: { clients: 100000, concurrency: 200 },
   wrk: { threads: 1, connections: 50, seconds: 5 },
+  // A large file to slow clients: each reads at rateKB KiB/s.
+  download: { mb: 50, clients: 20, rateKB: 2048 },
   warmup: { fanout: { receivers: 10, messages: 500, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
 };
 const SETTLE_MS = QUICK ? 300 : 1500;  // after the idle clients are in, before reading RSS
@@ -117,15 +120,42 @@ function rssKB(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]);
 }
-function fdCount(pid) {
-  try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
+// A process and its descendants (nginx: the master and its worker).
+function procTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    let tasks = [];
+    try { tasks = fs.readdirSync(`/proc/${out[i]}/task`); } catch { continue; }
+    for (const t of tasks) {
+      try {
+        for (const c of fs.readFileSync(`/proc/${out[i]}/task/${t}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+      } catch { /* gone */ }
+    }
+  }
+  return out;
 }
-// A process's CPU time so far (user + system), in seconds.
+// User and system CPU seconds of a process tree so far (all threads), from /proc/PID/stat.
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 function cpuSeconds(pid) {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // after "pid (comm) "
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+  let user = 0, sys = 0;
+  for (const p of procTree(pid)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+      user += Number(f[11]) / CLK_TCK;  // utime, field 14
+      sys += Number(f[12]) / CLK_TCK;   // stime, field 15
+    } catch { /* gone */ }
+  }
+  return { user, sys };
+}
+function rssTreeKB(pid) {
+  let kb = 0;
+  for (const p of procTree(pid)) { try { kb += rssKB(p); } catch { /* gone */ } }
+  return kb;
+}
+
+function fdCount(pid) {
+  try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
 }
 function memAvailableKB() {
   return Number(/MemAvailable:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]);
@@ -193,6 +223,19 @@ const SERVERS = {
     return { argv: [REDIS, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
       port, ready: /Ready to accept connections/ };
   },
+  // The same files from moonwire's public/ and from nginx's root.
+  moonwireFiles: () => {
+    const spec = SERVERS.moonwire();
+    return { ...spec, argv: [MOONWIRE, '--root', filesRoot(), '--port', '0', '--production', '--quiet', '--db', path.join(spec.dir, 'bench.db')] };
+  },
+  nginxFiles: async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
+    const port = await freePort();
+    const conf = fs.readFileSync(path.join(ROOT, 'bench/anchors/nginx-static.conf.in'), 'utf8')
+      .replaceAll('@PREFIX@', dir).replaceAll('@PORT@', String(port)).replaceAll('@ROOT@', path.join(filesRoot(), 'public'));
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, dir };
+  },
   nginx: async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
     const port = await freePort();
@@ -205,7 +248,34 @@ const SERVERS = {
 const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua',
   moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx',
   moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server',
-  codec: 'the JSON codec' };
+  codec: 'the JSON codec',
+  moonwireFiles: 'moonwire', nginxFiles: 'nginx' };
+
+// An app whose public/ holds the download (P.download.mb of random bytes)
+// and a small stylesheet (the example app's), made once per run.
+let filesDir = null;
+function filesRoot() {
+  if (filesDir) return filesDir;
+  filesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-files-'));
+  fs.mkdirSync(path.join(filesDir, 'public'));
+  fs.mkdirSync(path.join(filesDir, 'scripts'));
+  fs.writeFileSync(path.join(filesDir, 'scripts/app.lua'), 'local app = require "moonwire.app"\n');
+  fs.copyFileSync(path.join(ROOT, 'public/style.css'), path.join(filesDir, 'public/small.css'));
+  const fd = fs.openSync(path.join(filesDir, 'public/big.bin'), 'w');
+  const chunk = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < P.download.mb; i++) {
+    for (let j = 0; j < chunk.length; j += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
+    fs.writeSync(fd, chunk);
+  }
+  fs.closeSync(fd);
+  const old = new Date(Date.now() - 3600_000); // not "just edited": cacheable
+  fs.utimesSync(path.join(filesDir, 'public/small.css'), old, old);
+  fs.utimesSync(path.join(filesDir, 'public/big.bin'), old, old);
+  // nginx's worker runs as nobody when the bench runs as root.
+  for (const p of ['', 'public', 'public/small.css', 'public/big.bin']) fs.chmodSync(path.join(filesDir, p), p.includes('.') ? 0o644 : 0o755);
+  return filesDir;
+}
+process.on('exit', () => { if (filesDir) fs.rmSync(filesDir, { recursive: true, force: true }); });
 
 // The servers running now, killed if the runner itself stops early.
 const live = new Set();
@@ -307,9 +377,9 @@ async function loadgen(srv, mode, opts, timeoutMs) {
 
 // wrk does not report its own CPU time: bash's `times` after it does (the
 // second line is the children's user and system time).
-async function wrk(srv, params = P.wrk, port = srv.port) {
+async function wrk(srv, params = P.wrk, port = srv.port, target = '/hello') {
   const { threads, connections, seconds } = params;
-  const url = `http://127.0.0.1:${port}/hello`;
+  const url = `http://127.0.0.1:${port}${target}`;
   const cmd = `wrk -t${threads} -c${connections} -d${seconds}s --latency ${url} && times`;
   log(`${srv.name}: ${cmd.replace(' && times', '')}`);
   const { out } = await client(srv, ['bash', '-c', cmd], { timeoutMs: (seconds + 30) * 1000, label: 'wrk' });
@@ -483,12 +553,54 @@ function moonwireHasRedis() {
   return /--redis\b/.test(`${r.stdout}${r.stderr}`);
 }
 
+// A small static file under wrk: requests per second and the server's CPU
+// per request (user + system, from /proc/PID/stat, threads included).
+const staticWarmup = (srv) => wrk(srv, P.warmup.wrk, srv.port, '/small.css');
+async function staticFile(srv) {
+  const before = cpuSeconds(srv.pid);
+  const r = await wrk(srv, P.wrk, srv.port, '/small.css');
+  const after = cpuSeconds(srv.pid);
+  const cpu = after.user - before.user + after.sys - before.sys;
+  return { ...r, server_cpu_s: cpu, cpu_us_per_req: (cpu * 1e6) / (r.per_s * r.seconds) };
+}
+
+// P.download.clients slow clients download the large file at once; the
+// server's RSS is sampled every 100 ms (its peak kept), its CPU read
+// before and after.
+async function download(srv) {
+  const { clients, rateKB, mb } = P.download;
+  const rssBefore = rssTreeKB(srv.pid);
+  let peak = rssBefore;
+  const sampler = setInterval(() => { try { peak = Math.max(peak, rssTreeKB(srv.pid)); } catch { /* gone */ } }, 100);
+  const before = cpuSeconds(srv.pid);
+  const args = [process.execPath, path.join(ROOT, 'bench/slowget.mjs'), '--port', String(srv.port), '--path', '/big.bin',
+    '--clients', String(clients), '--rate-kb', String(rateKB)];
+  log(`${srv.name}: slowget --clients ${clients} --rate-kb ${rateKB} (${mb} MB each)`);
+  let out;
+  try {
+    ({ out } = await client(srv, args, { timeoutMs: (mb * 1024 / rateKB) * 3000 + 60000, label: 'slowget' }));
+  } finally {
+    clearInterval(sampler);
+  }
+  const after = cpuSeconds(srv.pid);
+  const r = lastJSON(out, 'slowget');
+  const user = after.user - before.user, sys = after.sys - before.sys;
+  const res = { ...r, rss_before_kb: rssBefore, rss_peak_kb: peak, user_s: user, sys_s: sys,
+    cpu_us_per_mb: r.bytes ? ((user + sys) * 1e6) / (r.bytes / 2 ** 20) : NaN };
+  log(`  ${JSON.stringify(res)}`);
+  return res;
+}
+const fileFigures = [['static', staticFile], ['download', download]];
+
 const socketFigures = [
   ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
   ['echo', async (srv) => { // and the server's CPU time per round trip
     const before = cpuSeconds(srv.pid);
     const r = await loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000);
-    r.server_cpu_us = ((cpuSeconds(srv.pid) - before) / r.round_trips) * 1e6;
+    const after = cpuSeconds(srv.pid);
+    r.server_user_us = ((after.user - before.user) / r.round_trips) * 1e6;
+    r.server_sys_us = ((after.sys - before.sys) / r.round_trips) * 1e6;
+    r.server_cpu_us = r.server_user_us + r.server_sys_us;
     return r;
   }],
   ['connect', (srv) => loadgen(srv, 'connect', P.connect, 120000)],
@@ -550,6 +662,10 @@ async function main() {
   log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
 
   const groups = [
+    ['files', async () => {
+      await withServer('moonwireFiles', fileFigures, staticWarmup);
+      await withServer('nginxFiles', fileFigures, staticWarmup);
+    }],
     ['moonwire', () => withServer('moonwire', [...socketFigures, ['http', (srv) => wrk(srv)]], async (srv) => { await socketWarmup(srv); await httpWarmup(srv); })],
     ['socketio', () => withServer('socketio', socketFigures, socketWarmup)],
     ['express', () => withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup)],
@@ -720,7 +836,29 @@ function report() {
     cell(front.fastcgi, 'per_s'), cell(front.proxy, 'per_s'), 'the same through nginx proxy_pass',
     `${ratio(front.fastcgi, front.proxy, 'per_s')} (higher is better)`, '', `${cpu(front.fastcgi)} / ${cpu(front.proxy)}`);
 
+  const mf = results.moonwireFiles ?? {}, nf = results.nginxFiles ?? {};
+  const sw = `a small static file (public/style.css, cached), wrk -t${P.wrk.threads} -c${P.wrk.connections} -d${P.wrk.seconds}s`;
+  row(`${sw}: req/s`, cell(mf.static, 'per_s'), cell(nf.static, 'per_s'), 'nginx (sendfile, 1 worker)',
+    `${ratio(mf.static, nf.static, 'per_s')} (higher is better)`, '', `${cpu(mf.static)} / ${cpu(nf.static)}`);
+  row(`${sw}: server CPU µs per request`, cell(mf.static, 'cpu_us_per_req', 1), cell(nf.static, 'cpu_us_per_req', 1), 'nginx',
+    `${ratio(mf.static, nf.static, 'cpu_us_per_req', true)} (lower is better)`, '', '');
+  const d = P.download;
+  const dw = `a ${d.mb} MB file to ${d.clients} clients reading ${num(d.rateKB / 1024, 1)} MB/s each`;
+  const got = (r) => (!r ? '—' : r.error ? 'failed' : `${r.completed}/${r.clients}`);
+  row(`${dw}: downloads complete`, got(mf.download), got(nf.download), 'nginx', '—', 'all', '',
+    mf.download && !mf.download.error ? mf.download.completed === mf.download.clients : null);
+  const mib = (r, k) => (r && !r.error ? { ...r, [`${k}_mib`]: r[k] / 1024 } : r);
+  row(`${dw}: server RSS peak, MiB`, cell(mib(mf.download, 'rss_peak_kb'), 'rss_peak_kb_mib', 1), cell(mib(nf.download, 'rss_peak_kb'), 'rss_peak_kb_mib', 1), 'nginx',
+    `${ratio(mf.download, nf.download, 'rss_peak_kb', true)} (lower is better)`, '', '');
+  row(`${dw}: server CPU per MB sent, µs (user + system)`, cell(mf.download, 'cpu_us_per_mb', 0), cell(nf.download, 'cpu_us_per_mb', 0), 'nginx',
+    `${ratio(mf.download, nf.download, 'cpu_us_per_mb', true)} (lower is better)`, '', '');
+  const us = (r) => (!r ? '—' : r.error ? 'failed' : `${num(r.user_s, 2)} / ${num(r.sys_s, 2)}`);
+  row(`${dw}: server CPU seconds, user / system`, us(mf.download), us(nf.download), 'nginx', '—', '', '');
+
   const notes = [];
+  for (const [k, r] of [['moonwire', mf.download], ['nginx', nf.download]]) {
+    if (r && !r.error && r.completed < r.clients) notes.push(`- download, ${k}: ${r.clients - r.completed} of ${r.clients} cut short (${JSON.stringify(r.why)}; bytes received: ${r.cut.join(', ')}).`);
+  }
   if (mw.memory && !mw.memory.error && sio.memory && !sio.memory.error) {
     notes.push(`- idle memory: moonwire RSS ${num(mw.memory.rss_before_kb / 1024, 1)} → ${num(mw.memory.rss_kb / 1024, 1)} MiB, ` +
       `socket.io ${num(sio.memory.rss_before_kb / 1024, 1)} → ${num(sio.memory.rss_kb / 1024, 1)} MiB with ${num(P.idle.clients)} clients held ` +

@@ -181,8 +181,12 @@ static void answer_forbidden(http_res *res, const char *message) {
   mw_str_free(&body);
 }
 
+/* As engine.io answers polls: never cached, and gzipped over the
+ * threshold when the client accepts it (its httpCompression). */
 static void answer_payload(http_res *res, const char *data, size_t len) {
   http_res_headerz(res, "Content-Type", "text/plain; charset=UTF-8");
+  http_res_headerz(res, "Cache-Control", "no-store");
+  http_res_compressible(res);
   http_res_end(res, data, len);
 }
 
@@ -435,7 +439,7 @@ static void on_heartbeat(uv_timer_t *t) {
 
 static void got_pong(eio_session *s) {
   if (!s->awaiting_pong) return;
-  if (s->ws ? ws_conn_of(s->ws)->written_total < s->ping_mark : s->ping_queued) return;
+  if (s->ws ? mw_conn_sent(ws_conn_of(s->ws)) < s->ping_mark : s->ping_queued) return;
   s->awaiting_pong = false;
   uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_interval, 0);
 }

@@ -70,7 +70,7 @@ static int t_start(lua_State *L) {
   if (mw_db_open(&t->db, t->db_path, err, sizeof err)) return luaL_error(L, "db: %s", err);
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", t->root);
-  if (static_new(&t->st, pub)) return luaL_error(L, "public/: cannot set up");
+  if (static_new(&t->st, &t->loop, pub)) return luaL_error(L, "public/: cannot set up");
   if (mw_server_init(&t->srv, &t->loop, &cfg)) return luaL_error(L, "out of memory");
   int r = mw_server_listen(&t->srv);
   if (r) return luaL_error(L, "listen: %s", uv_strerror(r));

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <llhttp.h>
 #include <lualib.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -31,6 +32,8 @@ typedef struct dev_page {
   uint64_t seen; /* loop time of its last message (its pong) */
 } dev_page;
 
+typedef struct lh_waiter lh_waiter;
+
 struct lhost {
   lua_State *L;
   mw_server *srv;
@@ -49,17 +52,38 @@ struct lhost {
   uint64_t boot;          /* tells dev pages the server restarted */
   lalloc alloc;           /* the VM's allocator: small blocks recycled, the memory ceiling */
   bool watchdog;          /* this VM started a handler budget (lcall_watchdog_start) */
+  lh_waiter *waiters;     /* Lua functions C owes a call */
+  lh_waiter *ready;       /* drains heard of, to answer on the next loop turn */
+  uv_idle_t *ready_idle;  /* active while ready is not empty (its own memory: freed when closed) */
 };
 
 /* A response as Lua sees it, carrying its request's headers packed (see
  * pack_headers): no Lua string to make for them, and they live as long as
- * the request's table does. res is NULL once answered. */
+ * the request's table does. res is NULL once answered, or while static.c
+ * sends a file for it (res:sendFile); while a streamed body is open,
+ * streaming is set and res stays. */
 typedef struct exchange {
   http_res *res;
   bool dev;    /* dev mode, and a client on this machine: HTML pages get the dev helper */
+  lhost *h;
+  bool streaming;
   size_t hlen;
   char headers[];
 } exchange;
+
+/* A Lua function waiting for something C does later on an exchange's
+ * behalf: the queue to drain (ex:wait), or static.c's word on a file
+ * (ex:sendfile). The registry holds the function (and through it the
+ * route's response and its exchange) until it is called. lhost_free
+ * marks those still waiting dead (h NULL): the callback then only frees
+ * the waiter. */
+struct lh_waiter {
+  lhost *h;
+  exchange *ex;
+  http_res *res; /* sendfile: the response handed to static.c */
+  int ref;
+  lh_waiter *prev, *next;
+};
 
 /* ---- module loading: embedded framework modules, app scripts ---- */
 
@@ -164,19 +188,9 @@ static bool inject_dev_tag(mw_str *out, const char *body, size_t len) {
 
 /* Whether the response being built says Content-Type: text/html. */
 static bool is_html(const http_res *res) {
-  const char *p = res->headers.p, *end = p + res->headers.len;
-  static const char name[] = "content-type:";
-  while (p && p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (!eol) eol = end;
-    if ((size_t)(eol - p) > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-      const char *v = p + sizeof name - 1;
-      while (v < eol && *v == ' ') v++;
-      return (size_t)(eol - v) >= 9 && strncasecmp(v, "text/html", 9) == 0;
-    }
-    p = eol + 1;
-  }
-  return false;
+  size_t n;
+  const char *v = http_res_get(res, "content-type", &n);
+  return v && n >= 9 && strncasecmp(v, "text/html", 9) == 0;
 }
 
 /* A dev page that says nothing for two pings is closed: every 15 s, or
@@ -379,67 +393,371 @@ static void ex_header(lua_State *L, http_res *res, const char *name, size_t nl) 
   bool str = lua_type(L, -1) == LUA_TSTRING;
   const char *v = str ? lua_tolstring(L, -1, &vl) : luaL_tolstring(L, -1, &vl);
   if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-    res->headers.len = 0;
+    http_res_clear(res);
     luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
   }
   if (!str) lua_pop(L, 1);
 }
 
-/* ex:finish(status, body, headers) → true, or false if already answered.
- * headers is a table name → value (a value may be an array for repeats). */
+/* Adds the headers of the table at idx (name → value, a value may be an
+ * array for repeats) to res. */
+static void ex_headers(lua_State *L, http_res *res, int idx) {
+  if (!lua_istable(L, idx)) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    /* Names that are not strings are skipped (and never converted in
+     * place, which would confuse lua_next). */
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
+    size_t nl;
+    const char *name = lua_tolstring(L, -2, &nl);
+    if (lua_istable(L, -1)) {
+      for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+        ex_header(L, res, name, nl);
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1); /* the nil */
+    } else {
+      ex_header(L, res, name, nl);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static int ex_status(lua_State *L, int idx) {
+  lua_Integer status = luaL_checkinteger(L, idx);
+  if (status < 100 || status > 999) return luaL_argerror(L, idx, "status must be 100..999");
+  return (int)status;
+}
+
+/* A weak validator for a body, as Express makes one (W/"length-hash"):
+ * a 64-bit hash of the bytes, a word at a time. Not a digest: it tells a
+ * changed page from the one a client has. */
+static uint64_t body_hash(const char *p, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdu;
+    h ^= h >> 32;
+  }
+  uint64_t w = 0;
+  memcpy(&w, p, n);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53u;
+  h ^= h >> 29;
+  h *= 0xff51afd7ed558ccdu;
+  return h ^ (h >> 32);
+}
+
+/* Express's req.fresh: the client's copy (If-None-Match against the
+ * response's ETag, else If-Modified-Since against its Last-Modified) is
+ * still good, unless it asked for no cache. */
+static bool ex_fresh(const http_res *res) {
+  const http_req *req = res->req;
+  size_t n, tn;
+  const char *v = http_req_header(req, "cache-control", &n);
+  if (v && memmem(v, n, "no-cache", 8)) return false;
+  if ((v = http_req_header(req, "if-none-match", &n))) {
+    const char *tag = http_res_get(res, "etag", &tn);
+    char t[256];
+    if (!tag || tn >= sizeof t) return false;
+    memcpy(t, tag, tn);
+    t[tn] = '\0';
+    return http_etag_match(v, n, t);
+  }
+  if ((v = http_req_header(req, "if-modified-since", &n))) {
+    const char *lm = http_res_get(res, "last-modified", &tn);
+    int64_t since = http_parse_date(v, n), mod = lm ? http_parse_date(lm, tn) : -1;
+    return since >= 0 && mod >= 0 && mod <= since;
+  }
+  return false;
+}
+
+/* ex:finish(status, body, headers, etag) → true, or false if already
+ * answered. headers is a table name → value (a value may be an array for
+ * repeats). etag: give a GET or HEAD's 2xx body a weak ETag unless it has
+ * one; either way, a client whose copy is fresh gets 304 (as Express's
+ * res.send). A streamed response ends with its last piece. */
 static int ex_finish(lua_State *L) {
   exchange *ex = check_ex(L);
-  lua_Integer status = luaL_checkinteger(L, 2);
+  int status = ex_status(L, 2);
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 3, "", &blen);
   if (!ex->res) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (status < 100 || status > 999) return luaL_argerror(L, 2, "status must be 100..999");
   http_res *res = ex->res;
-  res->status = (int)status;
-  if (lua_istable(L, 4)) {
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      /* Names that are not strings are skipped (and never converted in
-       * place, which would confuse lua_next). */
-      if (lua_type(L, -2) != LUA_TSTRING) {
-        lua_pop(L, 1);
-        continue;
-      }
-      size_t nl;
-      const char *name = lua_tolstring(L, -2, &nl);
-      if (lua_istable(L, -1)) {
-        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
-          ex_header(L, res, name, nl);
-          lua_pop(L, 1);
-        }
-        lua_pop(L, 1); /* the nil */
-      } else {
-        ex_header(L, res, name, nl);
-      }
-      lua_pop(L, 1);
-    }
+  if (ex->streaming) { /* res:send on a streamed response: the last piece */
+    if (blen) http_res_write_copy(res, body, blen);
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_finish(res);
+    lua_pushboolean(L, 1);
+    return 1;
   }
+  res->status = status;
+  ex_headers(L, res, 4);
   ex->res = NULL;
   mw_str page = {0};
   if (ex->dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
-    http_res_end(res, page.p, page.len);
-    mw_str_free(&page);
-  } else {
-    http_res_end(res, body, blen);
+    body = page.p;
+    blen = page.len;
   }
+  const http_req *req = res->req;
+  if (req && (req->method_id == HTTP_GET || req->method_id == HTTP_HEAD) && status >= 200 && status < 300) {
+    if (lua_toboolean(L, 5) && !http_res_get(res, "etag", NULL)) {
+      char tag[64];
+      snprintf(tag, sizeof tag, "W/\"%zx-%016llx\"", blen, (unsigned long long)body_hash(body, blen));
+      http_res_header(res, "ETag", 4, tag, strlen(tag));
+    }
+    if (ex_fresh(res)) { /* 304: no body, nor what describes one */
+      res->status = 304;
+      http_res_remove(res, "content-type");
+      blen = 0;
+    }
+  }
+  http_res_end(res, body, blen);
+  mw_str_free(&page);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int ex_done(lua_State *L) {
-  lua_pushboolean(L, check_ex(L)->res == NULL);
+  exchange *ex = check_ex(L);
+  lua_pushboolean(L, ex->res == NULL || ex->streaming);
   return 1;
 }
 
-static const luaL_Reg ex_methods[] = {{"finish", ex_finish}, {"done", ex_done}, {NULL, NULL}};
+/* ex:begin(status, headers) → true: the head goes out, the body follows in
+ * pieces (chunked on HTTP/1.1). false when already answered. */
+static int ex_begin(lua_State *L) {
+  exchange *ex = check_ex(L);
+  int status = ex_status(L, 2);
+  if (!ex->res || ex->streaming) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  ex->res->status = status;
+  ex_headers(L, ex->res, 3);
+  ex->streaming = true;
+  http_res_begin(ex->res, HTTP_LEN_STREAM);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A route writes on while the queue holds less than this; past it,
+ * res:write waits for the drain. */
+#define EX_QUEUE_HIGH (64 * 1024)
+
+/* ex:write(s) → true (write on), false (wait: ex:wait), or nil, "closed"
+ * when the client is gone. */
+static int ex_write(lua_State *L) {
+  exchange *ex = check_ex(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  if (!ex->res || !ex->streaming) return luaL_error(L, "the response is not being streamed");
+  int r = http_res_write_copy(ex->res, s, len);
+  size_t q = http_res_queued(ex->res);
+  if (r == -EPIPE || q == SIZE_MAX) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  if (r) return luaL_error(L, "res:write: %s", strerror(-r));
+  lua_pushboolean(L, q < EX_QUEUE_HIGH);
+  return 1;
+}
+
+static lh_waiter *waiter_new(lua_State *L, lhost *h, exchange *ex, int fn) {
+  lh_waiter *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  lua_pushvalue(L, fn);
+  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->h = h;
+  w->ex = ex;
+  w->next = h->waiters;
+  if (h->waiters) h->waiters->prev = w;
+  h->waiters = w;
+  return w;
+}
+
+/* Pushes the waiting function and frees w; false when the host is gone. */
+static bool waiter_take(lh_waiter *w) {
+  lhost *h = w->h;
+  if (!h) {
+    free(w);
+    return false;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else h->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  lua_rawgeti(h->L, LUA_REGISTRYINDEX, w->ref);
+  luaL_unref(h->L, LUA_REGISTRYINDEX, w->ref);
+  free(w);
+  return true;
+}
+
+/* Calls the waiters whose drain came: fn(true) when the queue drained,
+ * fn(nil) when the client went away. */
+static void on_ready(uv_idle_t *idle) {
+  lhost *h = idle->data;
+  uv_idle_stop(idle);
+  lh_waiter *list = h->ready;
+  h->ready = NULL;
+  while (list) {
+    lh_waiter *w = list;
+    list = w->next;
+    exchange *ex = w->ex;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    free(w);
+    if (ex->res && http_res_queued(ex->res) != SIZE_MAX) lua_pushboolean(L, 1);
+    else lua_pushnil(L);
+    if (lcall_pcall(L, 1, 0, "res:write") != LUA_OK) lua_pop(L, 1);
+  }
+}
+
+/* The queue drained, or the client went away. The route hears of it on the
+ * next loop turn, not now: the drain comes while the server flushes
+ * queues, and a route that wrote again at once would have this connection
+ * flushed again and again while the others wait. */
+static void on_ex_drain(void *ud) {
+  lh_waiter *w = ud;
+  lhost *h = w->h;
+  if (!h) {
+    free(w);
+    return;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else h->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = NULL;
+  w->next = h->ready;
+  h->ready = w;
+  if (!h->ready_idle) {
+    if (!(h->ready_idle = malloc(sizeof *h->ready_idle))) return;
+    uv_idle_init(h->srv->loop, h->ready_idle);
+    h->ready_idle->data = h;
+  }
+  uv_idle_start(h->ready_idle, on_ready);
+}
+
+/* ex:wait(fn): fn(true) once the queue has drained, fn(nil) if the client
+ * goes away first. */
+static int ex_wait(lua_State *L) {
+  exchange *ex = check_ex(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!ex->res || !ex->streaming) return luaL_error(L, "the response is not being streamed");
+  lh_waiter *w = waiter_new(L, ex->h, ex, 2);
+  if (!w) return luaL_error(L, "out of memory");
+  http_res_wait(ex->res, on_ex_drain, w);
+  return 0;
+}
+
+/* ex:abort(): ends a streamed response cut short (the route failed). */
+static int ex_abort(lua_State *L) {
+  exchange *ex = check_ex(L);
+  if (ex->res && ex->streaming) {
+    http_res *res = ex->res;
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_abort(res);
+  }
+  return 0;
+}
+
+/* static.c's word on a res:sendFile: fn(true) when the file is being sent,
+ * fn(nil, message) when it could not be (the response is the route's
+ * again). */
+static void on_sendfile_done(void *ud, const http_req *req, http_res *res, int rc) {
+  (void)req;
+  lh_waiter *w = ud;
+  exchange *ex = w->ex;
+  lua_State *L = w->h ? w->h->L : NULL;
+  if (rc != 0 && w->h) { /* untouched: the route answers */
+    http_res_clear(res);
+    res->status = 200;
+    ex->res = res;
+  }
+  if (!waiter_take(w)) return;
+  if (rc == 0) {
+    lua_pushboolean(L, 1);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    if (rc == 1) lua_pushliteral(L, "not found");
+    else lua_pushstring(L, strerror(-rc));
+  }
+  if (lcall_pcall(L, 2, 0, "res:sendFile") != LUA_OK) lua_pop(L, 1);
+}
+
+/* ex:sendfile(status, headers, root, path, dotfiles, cache_control, fn) →
+ * true (fn hears how it went), or nil and why at once (the response is
+ * still the route's). */
+static int ex_sendfile(lua_State *L) {
+  exchange *ex = check_ex(L);
+  int status = ex_status(L, 2);
+  const char *root = luaL_checkstring(L, 4);
+  size_t plen;
+  const char *path = luaL_checklstring(L, 5, &plen);
+  bool dotfiles = lua_toboolean(L, 6);
+  const char *cc = luaL_optstring(L, 7, NULL);
+  luaL_checktype(L, 8, LUA_TFUNCTION);
+  if (!ex->res || ex->streaming) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the response was already sent");
+    return 2;
+  }
+  if (strlen(path) != plen) { /* a NUL in it */
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  http_res *res = ex->res;
+  res->status = status;
+  ex_headers(L, res, 3);
+  lh_waiter *w = waiter_new(L, ex->h, ex, 8);
+  if (!w) {
+    http_res_clear(res);
+    return luaL_error(L, "out of memory");
+  }
+  w->res = res;
+  ex->res = NULL; /* static.c has it now */
+  int r = static_send_file(ex->h->st, root, path, dotfiles, cc, res->req, res, on_sendfile_done, w);
+  if (r != 0) {
+    ex->res = res;
+    http_res_clear(res);
+    waiter_take(w);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    if (r == 1) lua_pushliteral(L, "not found");
+    else lua_pushstring(L, strerror(-r));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A streamed response whose route was dropped unfinished (its coroutine
+ * collected, or the VM closing) is cut short rather than left open. */
+static int ex_gc(lua_State *L) {
+  exchange *ex = lua_touserdata(L, 1);
+  if (ex && ex->res && ex->streaming) {
+    http_res *res = ex->res;
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_abort(res);
+  }
+  return 0;
+}
+
+static const luaL_Reg ex_methods[] = {{"finish", ex_finish}, {"done", ex_done},   {"begin", ex_begin},
+                                      {"write", ex_write},   {"wait", ex_wait},   {"abort", ex_abort},
+                                      {"sendfile", ex_sendfile}, {NULL, NULL}};
 
 /* ---- moonwire.core: what the framework's Lua needs from C ---- */
 
@@ -616,8 +934,16 @@ static int push_req(lua_State *L, const http_req *req, int exi) {
 }
 
 static void answer_500(http_res *res) {
-  res->headers.len = 0;
+  http_res_clear(res);
   http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+}
+
+/* The bundle was there when the server started: gone now, or unreadable. */
+static void on_client_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  (void)ud, (void)req;
+  if (rc == 0) return; /* answered */
+  if (rc < 0) answer_500(res);
+  else http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
 }
 
 /* /socket.io/socket.io.js and friends, from the socket.io-client package. */
@@ -634,9 +960,7 @@ static int serve_client(lhost *h, const http_req *req, http_res *res) {
     if (strlen(files[i]) == nlen && memcmp(files[i], name, nlen) == 0) {
       char file[8500];
       snprintf(file, sizeof file, "%s/%s", h->client_dir, files[i]);
-      int r = static_serve_file(h->st, file, req, res, "public, max-age=0");
-      if (r < 0) answer_500(res);
-      return r == 1 ? 1 : 0;
+      return static_serve_file(h->st, file, req, res, "public, max-age=0", on_client_miss, NULL);
     }
   }
   return 1;
@@ -661,6 +985,87 @@ static void find_client_dir(lhost *h) {
   h->client_dir[0] = '\0';
 }
 
+/* A new exchange for res at the top of the stack (its request's headers
+ * packed in it). */
+static exchange *push_exchange(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  size_t hlen = packed_size(req);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0);
+  ex->res = res;
+  ex->h = h;
+  ex->dev = dev_client(h, req);
+  ex->streaming = false;
+  ex->hlen = hlen;
+  pack_headers(req, ex->headers);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
+  lua_setmetatable(L, -2);
+  return ex;
+}
+
+/* The app's 404 (views/404.html through app._not_found). */
+static void answer_not_found(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, lcall_msgh);                    /* top + 1 */
+  exchange *ex = push_exchange(h, req, res); /* top + 2 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
+  lua_pushvalue(L, top + 2);
+  int nargs = push_req(L, req, top + 2);
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (ex->res) { /* belt and braces: never leave a request hanging */
+    ex->res = NULL;
+    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
+  }
+  lua_settop(L, top);
+}
+
+/* What a request no route took waits with while static.c looks for the
+ * file: the methods the path's routes answer to (for 405). */
+typedef struct static_next {
+  lhost *h;
+  size_t alen;
+  char allow[];
+} static_next;
+
+/* public/ answered (rc 0); or no file for the request (rc 1), or reading
+ * it failed (rc < 0): 405 when routes answer the path to other methods,
+ * else the app's 404. */
+static void on_static_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  static_next *next = ud;
+  lhost *h = next->h;
+  if (rc == 0) { /* public/ answered */
+  } else if (rc < 0) {
+    mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
+           strerror(-rc));
+    answer_500(res);
+  } else if (!h->ok) {
+    if (dev_client(h, req)) load_error_page(h, res);
+    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+  } else if (next->alen) {
+    res->status = 405;
+    http_res_header(res, "Allow", 5, next->allow, next->alen);
+    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
+  } else {
+    answer_not_found(h, req, res);
+  }
+  free(next);
+}
+
+/* The request goes to public/, and to on_static_miss when no file is there. */
+static void serve_static(lhost *h, const http_req *req, http_res *res, const char *allow, size_t alen) {
+  static_next *next = malloc(sizeof *next + alen + 1);
+  if (!next) {
+    answer_500(res);
+    return;
+  }
+  next->h = h;
+  next->alen = alen;
+  if (alen) memcpy(next->allow, allow, alen);
+  next->allow[alen] = '\0';
+  if (static_serve(h->st, req, res, on_static_miss, next) == 0) return; /* on_static_miss frees next */
+  on_static_miss(next, req, res, 1);
+}
+
 static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lhost *h = ud;
   lua_State *L = h->L;
@@ -668,23 +1073,14 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   if (h->io && serve_client(h, req, res) == 0) return;
   if (dev_client(h, req) && dev_handle(h, req, res) == 0) return;
   if (!h->ok) {
-    if (static_serve(h->st, req, res) == 0 || res->done) return;
-    if (dev_client(h, req)) load_error_page(h, res);
-    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+    serve_static(h, req, res, NULL, 0);
     return;
   }
   int top = lua_gettop(L);
   /* The message handler goes first, under everything: lcall_pcall would
    * slide it under the arguments and out again on every request. */
   lua_pushcfunction(L, lcall_msgh);                   /* top + 1 */
-  size_t hlen = packed_size(req);
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
-  ex->res = res;
-  ex->dev = dev_client(h, req);
-  ex->hlen = hlen;
-  pack_headers(req, ex->headers);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
-  lua_setmetatable(L, -2);
+  exchange *ex = push_exchange(h, req, res);          /* top + 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
@@ -697,35 +1093,10 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     lua_settop(L, top);
     return;
   }
+  ex->res = NULL; /* public/ or the 404 answers it now */
   size_t alen = 0;
   const char *allow = lua_tolstring(L, -1, &alen);
-  int sr = static_serve(h->st, req, res);
-  if (sr <= 0) {
-    ex->res = NULL;
-    if (sr < 0) {
-      mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
-             strerror(-sr));
-      answer_500(res);
-    }
-    lua_settop(L, top);
-    return;
-  }
-  if (allow && alen) {
-    ex->res = NULL;
-    res->status = 405;
-    http_res_header(res, "Allow", 5, allow, alen);
-    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
-    lua_settop(L, top);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
-  lua_pushvalue(L, top + 2);
-  nargs = push_req(L, req, top + 2);
-  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
-  if (ex->res) { /* belt and braces: never leave a request hanging */
-    ex->res = NULL;
-    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
-  }
+  serve_static(h, req, res, allow, allow ? alen : 0);
   lua_settop(L, top);
 }
 
@@ -778,6 +1149,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   lua_pushvalue(L, -3); /* the metatable, for check_ex */
   luaL_setfuncs(L, ex_methods, 2);
   lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ex_gc);
+  lua_setfield(L, -2, "__gc");
   h->ex_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* also kept by name */
 
   *out = h;
@@ -851,6 +1224,15 @@ void lhost_stop(lhost *h) {
 void lhost_free(lhost *h) {
   if (!h) return;
   lhost_stop(h);
+  /* Callbacks still to come find their host gone and only free themselves. */
+  for (lh_waiter *w = h->waiters; w; w = w->next) w->h = NULL;
+  h->waiters = NULL;
+  for (lh_waiter *w = h->ready, *next; w; w = next) {
+    next = w->next;
+    free(w);
+  }
+  h->ready = NULL;
+  if (h->ready_idle) uv_close((uv_handle_t *)h->ready_idle, (uv_close_cb)free);
   if (h->L) lua_close(h->L);
   lalloc_drain(&h->alloc);
   if (h->watchdog) lcall_watchdog_stop();

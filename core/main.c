@@ -40,6 +40,9 @@ static const char usage[] =
     "  --max-conns-per-ip N     connections one client address may hold (default 1000; 0: no limit)\n"
     "  --max-conn-rate-per-ip N new connections per second from one address (default 200; 0: no limit)\n"
     "  --limit-loopback         apply those two to loopback clients too (off: a proxy on this machine is one address)\n"
+    "  --send-timeout MS        a client that takes no byte of a response for this long is dropped (default 60000)\n"
+    "  --compress-min BYTES     smallest text response gzip/brotli compresses (default 1024)\n"
+    "  --no-compress            no compression (neither on the fly nor precompressed .gz/.br twins)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -191,6 +194,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--max-packet-rate")) {
       NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
       cfg.max_packet_rate = n;
+    } else if (!strcmp(arg, "--send-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.send_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--compress-min")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 1LL << 40, &n)) return 2;
+      cfg.compress_min = (size_t)n;
+    } else if (!strcmp(arg, "--no-compress")) {
+      cfg.compress = false;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
@@ -277,7 +288,7 @@ int main(int argc, char **argv) {
   }
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", root);
-  if (static_new(&a.st, pub)) {
+  if (static_new(&a.st, a.loop, pub)) {
     fprintf(stderr, "moonwire: cannot set up %s\n", pub);
     return 1;
   }

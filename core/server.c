@@ -33,6 +33,9 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->max_packet_rate = -1;
   cfg->max_conn_rate_per_ip = 200;
   cfg->lua_memory = (size_t)1024 << 20;
+  cfg->send_timeout_ms = 60000;
+  cfg->compress = true;
+  cfg->compress_min = 1024;
 }
 
 static void flush_dirty(mw_server *srv);
@@ -565,6 +568,17 @@ static void wq_consume(mw_conn *c, size_t n) {
 }
 
 static void after_drain(mw_conn *c);
+
+uint64_t mw_conn_sent(const mw_conn *c) {
+  uint64_t n = c->written_total;
+  if (c->inflight) { /* a uv_write under way: what libuv has written of it */
+    size_t in = 0;
+    for (uint32_t i = 0; i < c->inflight; i++) in += c->wq[i].len;
+    size_t left = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    if (left < in) n += in - left;
+  }
+  return n;
+}
 
 static void on_write(uv_write_t *req, int status) {
   mw_conn *c = req->data;

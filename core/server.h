@@ -36,6 +36,9 @@ struct mw_config {
   uint32_t max_conns_per_ip;  /* connections one client address may hold (0: no limit) */
   uint32_t max_conn_rate_per_ip; /* new connections per second from one address (0: no limit) */
   bool limit_loopback;        /* apply those to loopback addresses too */
+  uint64_t send_timeout_ms;   /* a response that stops leaving for this long is dropped (nginx send_timeout) */
+  bool compress;              /* gzip/brotli for text responses (--no-compress turns it off) */
+  size_t compress_min;        /* smallest body compressed, bytes */
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
@@ -163,6 +166,10 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);
 void mw_conn_write_copy(mw_conn *c, const void *data, size_t len);
 /* Flushes c's queue now (normally done once per loop turn). */
 void mw_conn_flush(mw_conn *c);
+/* How many queued bytes have been handed to the kernel so far, counting
+ * the part of a large write libuv has written: it grows while the peer
+ * reads, so a timeout can tell a slow reader from one that stopped. */
+uint64_t mw_conn_sent(const mw_conn *c);
 /* Arms (or re-arms) c's timer; 0 stops it. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
 /* Stops or restarts reading (back-pressure while a response is pending). */

@@ -118,16 +118,31 @@ function app.all(path, fn)
   return app
 end
 
--- Hot reload (moonwire.reload): hands over the route tables and installs
--- empty ones for the next generation; _restore_routes puts them back.
+-- Settings, as Express's app.set: "etag" (true: a GET route's response
+-- gets a weak ETag and 304 when the client's copy is fresh).
+local DEFAULTS = { etag = true }
+local settings = setmetatable({}, { __index = DEFAULTS })
+
+function app.set(name, value)
+  assert(type(name) == "string", "app.set: the setting's name must be a string")
+  if DEFAULTS[name] == nil then error("app.set: no setting called " .. string.format("%q", name), 2) end
+  settings[name] = value
+  return app
+end
+
+-- Hot reload (moonwire.reload): hands over the route tables (and settings)
+-- and installs empty ones for the next generation; _restore_routes puts
+-- them back.
 function app._take_routes()
-  local taken = { routes = routes, exact = exact }
+  local taken = { routes = routes, exact = exact, settings = settings }
   routes, exact = {}, {}
+  settings = setmetatable({}, { __index = DEFAULTS })
   return taken
 end
 
 function app._restore_routes(taken)
   routes, exact = taken.routes, taken.exact
+  settings = taken.settings or settings
 end
 
 -- Finds the route for method + path. Returns route, params (nil for a path
@@ -352,21 +367,105 @@ local function has_type(res)
 end
 
 -- res:send(body): a string is sent as HTML unless a Content-Type is set; a
--- table is sent as JSON.
+-- table is sent as JSON. On a response being streamed (res:write), the
+-- last piece.
 function Response:send(body)
   local t = type(body)
-  if t == "table" then return self:json(body) end
+  if t == "table" and not self._streaming then return self:json(body) end
   if body == nil then body = "" elseif t ~= "string" then body = tostring(body) end
   local status, headers = self.statusCode, self.headers
   local bodiless = status == 204 or status == 304
   if not bodiless and headers["Content-Type"] == nil and not has_type(self) then
     headers["Content-Type"] = "text/html; charset=utf-8"
   end
-  if not self._ex:finish(status, body, headers) then
+  if not self._ex:finish(status, body, headers, settings.etag) then
     error("res:send: the response was already sent", 2)
   end
   self.finished = true
   return self
+end
+
+-- res:write(chunk): sends the head (Content-Type as res:send would) and
+-- this piece of the body; more pieces follow, res:finish() or res:send()
+-- ends it. Chunked on HTTP/1.1. When the client is slower than the route,
+-- write waits (inside a handler) until what was written has left. Returns
+-- true, or nil and "closed" when the client has gone away.
+function Response:write(chunk)
+  if self.finished then error("res:write: the response was already sent", 2) end
+  if type(chunk) ~= "string" then chunk = tostring(chunk) end
+  local ex = self._ex
+  if not self._streaming then
+    local headers = self.headers
+    if headers["Content-Type"] == nil and not has_type(self) then
+      headers["Content-Type"] = "text/html; charset=utf-8"
+    end
+    if not ex:begin(self.statusCode, headers) then error("res:write: the response was already sent", 2) end
+    self._streaming = true
+  end
+  local ok, err = ex:write(chunk)
+  if ok == false then
+    if app._current() then
+      local wake, wait = app._waiter("res:write")
+      ex:wait(wake)
+      ok = wait()
+      if not ok then err = "closed" end
+    else
+      ok = true -- outside a handler: nothing to wait in; the queue takes it
+    end
+  end
+  if not ok then return nil, err end
+  return true
+end
+
+-- res:finish([chunk]): ends the response (Express's res.end): a streamed
+-- body after its last piece, else the response with chunk as its body.
+function Response:finish(chunk)
+  if self._streaming and not self.finished then
+    if chunk ~= nil then self:write(chunk) end
+    self._ex:finish(self.statusCode, "")
+    self.finished = true
+    return self
+  end
+  return self:send(chunk)
+end
+
+-- res:sendFile(path[, opts]): sends a file (Express's res.sendFile) with
+-- the same machinery as public/: Content-Type from its name, ETag,
+-- Last-Modified, 304, Range, compression. path is relative to the app's
+-- root (opts.root: another directory, itself relative to the app's root
+-- unless absolute) and must stay under it; a segment starting with '.'
+-- (a dotfile) is refused unless opts.dotfiles == "allow". opts.maxAge
+-- (ms) or opts.cacheControl sets Cache-Control; opts.headers adds
+-- headers. Inside a handler it waits until the file is found: true, or
+-- nil and why ("not found": the response is still yours to send);
+-- outside one a missing file gets 404.
+function Response:sendFile(path, opts)
+  if self.finished then error("res:sendFile: the response was already sent", 2) end
+  assert(type(path) == "string", "res:sendFile: path must be a string")
+  opts = opts or {}
+  local root = opts.root or core.root
+  if root:sub(1, 1) ~= "/" then root = core.root .. "/" .. root end
+  local cc = opts.cacheControl
+  if not cc and opts.maxAge then cc = "public, max-age=" .. math.floor(opts.maxAge / 1000) end
+  for k, v in pairs(opts.headers or {}) do self:set(k, v) end
+  local wake, wait
+  if app._current() then wake, wait = app._waiter("res:sendFile") end
+  local res = self
+  local ok, err = self._ex:sendfile(self.statusCode, self.headers, root, path, opts.dotfiles == "allow", cc,
+    function(found, why)
+      if wake then return wake(found, why) end
+      if not found and not res._ex:done() then res:status(404):type("text/plain; charset=utf-8"):send("Not Found\n") end
+    end)
+  if not ok then return nil, err end
+  self.finished = true
+  if wait then
+    ok, err = wait()
+    if not ok then
+      self.finished = false
+      return nil, err
+    end
+  end
+  return true
 end
 
 function Response:json(value)
@@ -582,6 +681,11 @@ end
 
 local function error_page(req, res, err)
   core.log("error", req.method .. " " .. req.url .. ": " .. tostring(err))
+  if res._streaming and not res.finished then -- cut short: the client must not take it for complete
+    res.finished = true
+    res._ex:abort()
+    return
+  end
   if res.finished or res._ex:done() then return end
   res.headers = {}
   res.statusCode = 500
