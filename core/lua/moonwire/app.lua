@@ -119,8 +119,11 @@ function app.all(path, fn)
 end
 
 -- Settings, as Express's app.set: "etag" (true: a GET route's response
--- gets a weak ETag and 304 when the client's copy is fresh).
-local DEFAULTS = { etag = true }
+-- gets a weak ETag and 304 when the client's copy is fresh), "csrf" (forms
+-- must carry req:csrfToken(), below), "secret" (what signs those tokens;
+-- false: $MOONWIRE_SECRET, else one made at start). Each generation of the
+-- app sets its own (a reload starts from the defaults).
+local DEFAULTS = { etag = true, csrf = false, secret = false }
 local settings = setmetatable({}, { __index = DEFAULTS })
 
 function app.set(name, value)
@@ -204,35 +207,36 @@ function Request.get(req, name) return req.headers[name:lower()] end
 
 -- ---------------------------------------------------------------- settings and CSRF
 
--- app.configure{ csrf = true, secret = "..." }
---   csrf: forms must carry the token of req:csrfToken() (below).
---   secret: signs what the framework signs (CSRF tokens); default
---   $MOONWIRE_SECRET, else one made at start (tokens then change on restart).
-local settings = { csrf = false }
-
+-- app.configure{ csrf = true, secret = "...", etag = false }: several
+-- settings at once.
 function app.configure(opts)
   assert(type(opts) == "table", "app.configure: expects a table of options")
-  if opts.csrf ~= nil then settings.csrf = opts.csrf and true or false end
-  if opts.secret ~= nil then
+  if opts.secret ~= nil and opts.secret ~= false then
     assert(type(opts.secret) == "string" and #opts.secret >= 16, "app.configure: secret must be a string of 16 bytes or more")
-    settings.secret = opts.secret
+  end
+  for k, v in pairs(opts) do
+    if k == "csrf" then v = v and true or false end
+    app.set(k, v)
   end
   return app
 end
 
+local made_secret -- made once per process, kept across reloads
+
 local function secret()
-  if not settings.secret then
+  if settings.secret then return settings.secret end
+  if not made_secret then
     local env = os.getenv("MOONWIRE_SECRET")
     if env and #env >= 16 then
-      settings.secret = env
+      made_secret = env
     else
-      settings.secret = core.random(32)
+      made_secret = core.random(32)
       if not core.dev then
         core.log("warn", "app: no MOONWIRE_SECRET (16 bytes or more) in the environment: CSRF tokens change when the server restarts")
       end
     end
   end
-  return settings.secret
+  return made_secret
 end
 
 local CSRF_COOKIE = "_csrf"
