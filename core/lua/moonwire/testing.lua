@@ -32,7 +32,9 @@ testing.encode_form = encode_form
 -- ephemeral port with a fresh SQLite file. Other opts: dev (default true),
 -- max_body, quiet (default true), clock ("real", the default, or "test": the
 -- app's timers then wait for srv:advance(ms)), env (variables set in this
--- process before the app loads, for os.getenv; false unsets one).
+-- process before the app loads, for os.getenv; false unsets one),
+-- db_busy_timeout and db_statement_timeout (ms, as the flags
+-- --db-busy-timeout and --db-statement-timeout).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
@@ -45,7 +47,7 @@ function testing.start(opts)
   end
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
-    clock = opts.clock,
+    clock = opts.clock, db_busy_timeout = opts.db_busy_timeout, db_statement_timeout = opts.db_statement_timeout,
   }
   return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port(), saved_env = saved_env }, Server)
 end
