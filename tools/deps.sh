@@ -5,7 +5,8 @@
 #   tools/deps.sh          what `make run` and `make test` need (the FastCGI
 #                          tests put nginx in front of moonwire and talk to it
 #                          with cgi-fcgi from libfcgi-bin; the Redis adapter
-#                          tests start their own redis-server)
+#                          tests start their own redis-server; the database
+#                          tests hold a lock from the sqlite3 shell)
 #   tools/deps.sh bench    that, plus the anchors `make bench` compares with:
 #                          nginx's Lua module, and wrk
 set -euo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libwslay-dev
           libsqlite3-dev libssl-dev libhiredis-dev libmsgpack-dev node-llhttp lua-cjson lua-busted
           chromium nginx libfcgi-bin
-          redis-server)
+          redis-server sqlite3)
 if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk); fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
