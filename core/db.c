@@ -35,6 +35,16 @@
 /* The progress handler (budget and shutdown checks) runs every this many
  * SQLite VM instructions: tens of microseconds apart. */
 #define DB_PROGRESS_OPS 1000
+/* A read first runs on the loop thread, on a read-only connection of its
+ * own, for at most this many progress handler calls (of DB_PROGRESS_OPS
+ * SQLite VM instructions each: 50,000 instructions, about a millisecond):
+ * most reads (a row by its key: about a hundred) take a few microseconds,
+ * less than the hop to a thread and back would cost. One that takes more is
+ * interrupted, runs again on a reader thread, and its statement goes to a
+ * reader thread from then on. Counted in instructions rather than time, so
+ * that a loop thread descheduled mid-statement does not send a quick
+ * statement away for good. */
+#define DB_INLINE_TICKS 50
 /* mw_db_close lets queued and running statements go on this long at most. */
 #define DB_CLOSE_WAIT_MS 2000
 /* Finished jobs kept for reuse, and the buffer size past which one is not. */
@@ -50,6 +60,8 @@ typedef struct db_cached {
   uint64_t hash;
   uint64_t used; /* tick of the last use, for LRU eviction */
   sqlite3_stmt *st;
+  bool slow;  /* the loop's connection: it ran past DB_INLINE_TICKS once */
+  bool local; /* asks what only the writer's connection knows (changes()...) */
 } db_cached;
 
 typedef struct db_queue {
@@ -66,9 +78,12 @@ typedef struct db_conn {
    * memory while building a row) can longjmp past mw_db_release; the next
    * prepare resets it so it does not hold a read transaction open forever. */
   sqlite3_stmt *active;
+  db_cached *last; /* the entry of the statement prepared last */
+  bool inl;        /* the loop thread's read connection */
   /* The running job's clocks, for the progress and busy handlers (the
    * connection's thread only). */
   uint64_t deadline;      /* interrupt past it; 0: no budget */
+  unsigned ticks;         /* progress handler calls in this job (the loop's connection) */
   uint64_t busy_deadline; /* give up waiting for a lock past it */
   int why;                /* why the progress handler interrupted */
   /* Readers only. */
@@ -88,6 +103,7 @@ struct mw_db {
   bool on_disk;
   db_conn w;
   db_conn r[DB_READERS_MAX];
+  db_conn lr; /* the loop thread's reads (opened on first use) */
   int nreaders_max; /* 0 when readers cannot share the database (:memory:) */
   mw_db_opts opts;
   uint64_t stop_at; /* mw_db_stop: interrupt past it (0: not stopping); atomic */
@@ -163,6 +179,10 @@ static uint64_t db_stop_at(mw_db *db) { return __atomic_load_n(&db->stop_at, __A
 /* Interrupts the statement past its budget or the shutdown deadline. */
 static int db_on_progress(void *ud) {
   db_conn *c = ud;
+  if (c->inl && ++c->ticks > DB_INLINE_TICKS) {
+    c->why = WHY_BUDGET;
+    return 1;
+  }
   uint64_t now = mw_now_ns(), stop = db_stop_at(c->db);
   if (stop && now >= stop) {
     c->why = WHY_STOP;
@@ -364,6 +384,17 @@ static const char *db_skip(const char *p, const char *end) {
   return end;
 }
 
+/* Whether sql asks for state of one connection: changes(),
+ * total_changes(), last_insert_rowid(). */
+static bool db_asks_local(const char *sql, size_t len) {
+  const char *end = sql + len;
+  for (const char *q = sql; q + 7 <= end; q++) {
+    if ((*q == 'c' || *q == 'C') && mw_ieq(q, 7, "changes")) return true;
+    if ((*q == 'l' || *q == 'L') && q + 17 <= end && mw_ieq(q, 17, "last_insert_rowid")) return true;
+  }
+  return false;
+}
+
 static void db_release(db_conn *c, sqlite3_stmt *st) {
   if (!st) return;
   /* reset's return value repeats the step error, already reported. */
@@ -384,6 +415,7 @@ static int db_prepare(db_conn *c, const char *sql, size_t len, sqlite3_stmt **ou
     if (e->sql && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
       e->used = c->tick;
       c->active = e->st;
+      c->last = e;
       *out = e->st;
       return 0;
     }
@@ -425,8 +457,11 @@ static int db_prepare(db_conn *c, const char *sql, size_t len, sqlite3_stmt **ou
   e->hash = h;
   e->used = c->tick;
   e->st = st;
+  e->slow = false;
+  e->local = c->reader && db_asks_local(sql, len);
   c->ncached++;
   c->active = st;
+  c->last = e;
   *out = st;
   return 0;
 }
@@ -463,7 +498,13 @@ static void db_fail(db_conn *c, mw_db_job *job, int rc, const char *msg) {
 
 static void db_fail_errmsg(db_conn *c, mw_db_job *job, int rc) { db_fail(c, job, rc, sqlite3_errmsg(c->sq)); }
 
-static int db_put(mw_db_job *job, const void *p, size_t n) { return mw_str_append(&job->out, p, n); }
+static inline int db_put(mw_db_job *job, const void *p, size_t n) {
+  mw_str *o = &job->out;
+  if (o->len + n >= o->cap && mw_str_reserve(o, n)) return -ENOMEM;
+  memcpy(o->p + o->len, p, n);
+  o->len += n;
+  return 0;
+}
 
 static int db_put_bytes(mw_db_job *job, const void *p, size_t n) {
   uint32_t len = (uint32_t)n;
@@ -593,6 +634,10 @@ static void db_run(db_conn *c, mw_db_job *job) {
   c->why = WHY_NONE;
   c->deadline = job->budget_ns ? mw_now_ns() + job->budget_ns : 0;
   c->busy_deadline = job->busy_deadline;
+  if (c->inl) {
+    c->ticks = 0;
+    c->busy_deadline = 0; /* a lock is waited for on a thread, never here */
+  }
   job->rc = SQLITE_OK;
   const char *sql = job->in.p;
   if (c->failed) {
@@ -633,9 +678,14 @@ static void db_run(db_conn *c, mw_db_job *job) {
     else db_fail_errmsg(c, job, sqlite3_errcode(sq));
     goto out;
   }
-  if (c->reader && !sqlite3_stmt_readonly(st)) {
+  if (c->reader && (c->last->local || !sqlite3_stmt_readonly(st))) {
     db_release(c, st);
     job->bounced = true;
+    return;
+  }
+  if (c->inl && c->last->slow) {
+    db_release(c, st);
+    job->rc = SQLITE_INTERRUPT; /* known to take long: straight to a thread */
     return;
   }
   if (db_bind(c, job, st)) {
@@ -906,8 +956,9 @@ static void db_submit_writer(mw_db *db, mw_db_job *job) {
 }
 
 /* Whether job may run on a reader: a query that reads, as far as its first
- * word says (a reader checks sqlite3_stmt_readonly before it runs it), and
- * that asks nothing only the writer's connection knows. */
+ * word says. A reader checks the rest before it runs it (read-only, and
+ * asking nothing only the writer's connection knows: db_asks_local, done
+ * once per statement), and hands the job to the writer otherwise. */
 static bool db_for_reader(mw_db *db, const mw_db_job *job) {
   if (!db->nreaders_max || job->kind == MW_DB_EXEC || job->kind == MW_DB_SCRIPT || (job->flags & MW_DB_WRITER))
     return false;
@@ -915,14 +966,7 @@ static bool db_for_reader(mw_db *db, const mw_db_job *job) {
   const char *p = job->in.p, *end = p + job->sql_len;
   p = db_skip(p, end);
   size_t n = (size_t)(end - p);
-  bool reads = (n > 6 && mw_ieq(p, 6, "select")) || (n > 4 && mw_ieq(p, 4, "with")) || (n > 6 && mw_ieq(p, 6, "values"));
-  if (!reads) return false;
-  /* Per-connection state: changes(), total_changes(), last_insert_rowid(). */
-  for (const char *q = p; q + 7 <= end; q++) {
-    if ((*q == 'c' || *q == 'C') && mw_ieq(q, 7, "changes")) return false;
-    if ((*q == 'l' || *q == 'L') && q + 17 <= end && mw_ieq(q, 17, "last_insert_rowid")) return false;
-  }
-  return true;
+  return (n > 6 && mw_ieq(p, 6, "select")) || (n > 4 && mw_ieq(p, 4, "with")) || (n > 6 && mw_ieq(p, 6, "values"));
 }
 
 /* Starts one more reader thread when every reader is busy (under mu). */
@@ -968,6 +1012,42 @@ void mw_db_submit(mw_db *db, mw_db_job *job) {
     return;
   }
   db_submit_writer(db, job);
+}
+
+static void db_job_reset(mw_db_job *job) {
+  job->rc = SQLITE_OK;
+  job->bounced = false;
+  job->ncols = job->nrows = 0;
+  job->changes = job->rowid = 0;
+  mw_str_reset(&job->out);
+  mw_str_reset(&job->err);
+}
+
+bool mw_db_try_inline(mw_db *db, mw_db_job *job) {
+  db_conn *c = &db->lr;
+  if (!db->threaded || c->failed || !db_for_reader(db, job)) return false;
+  if (!c->sq) {
+    c->reader = c->inl = true;
+    if (db_conn_open(c, db, db->path, SQLITE_OPEN_READONLY) != SQLITE_OK) {
+      sqlite3_close(c->sq);
+      c->sq = NULL;
+      c->failed = true;
+      return false;
+    }
+  }
+  job->budget_ns = (uint64_t)db->opts.statement_timeout_ms * 1000000u;
+  db_run(c, job);
+  if (job->bounced) { /* not a read after all: the writer's */
+    db_job_reset(job);
+    job->flags |= MW_DB_WRITER;
+    return false;
+  }
+  if (job->rc == SQLITE_INTERRUPT || job->rc == SQLITE_BUSY) {
+    if (job->rc == SQLITE_INTERRUPT && c->why == WHY_BUDGET && c->last) c->last->slow = true;
+    db_job_reset(job);
+    return false;
+  }
+  return true;
 }
 
 int mw_db_run_sync(mw_db *db, mw_db_job *job) {
@@ -1188,6 +1268,7 @@ void mw_db_close(mw_db *db) {
     uv_mutex_destroy(&db->mu);
   }
   db_conn_close(&db->w);
+  db_conn_close(&db->lr);
   while (db->pool) {
     mw_db_job *job = db->pool;
     db->pool = job->next;

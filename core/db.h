@@ -228,6 +228,13 @@ mw_db_param *mw_db_job_param(mw_db_job *job);
  * Only once mw_db_started. */
 void mw_db_submit(mw_db *db, mw_db_job *job);
 
+/* Runs job now on the loop thread when it is a read that finishes quickly
+ * (see db.c's DB_INLINE_TICKS): returns true with the outcome in job (done is
+ * not called: the caller reads it, then frees the job with
+ * mw_db_job_free). Otherwise returns false with job as it was, to be
+ * submitted. Only once mw_db_started. */
+bool mw_db_try_inline(mw_db *db, mw_db_job *job);
+
 /* Runs job now on the caller's (the loop's) thread, on the writer
  * connection, after whatever the writer thread has queued; done is not
  * called: the caller reads the outcome, then frees the job with

@@ -357,6 +357,7 @@ static int l_db_call(lua_State *L, mw_db_kind kind) {
   const char *sql = l_db_checksql(L, &len);
   mw_db_job *job = l_db_job(L, db, kind, sql, len);
   if (l_db_async(L, b, db)) {
+    if (mw_db_try_inline(db, job)) return l_db_outcome(L, db, job, l_db_fname(kind), true);
     lua_settop(L, 0); /* nothing of the call is needed past this point */
     return l_db_wait(L, b, db, job, l_db_fname(kind), l_db_call_k);
   }
