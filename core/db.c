@@ -322,6 +322,10 @@ bool mw_db_started(const mw_db *db) { return db->threaded; }
 
 void *mw_db_owner(mw_db *db) { return db->owner; }
 
+void mw_db_hand_over(mw_db *db, void *from, void *to) {
+  if (db->owner && db->owner == from) db->owner = to;
+}
+
 int mw_db_pending(const mw_db *db) {
   int n = 0;
   for (const mw_db_job *j = db->inflight; j; j = j->inext) n++;
@@ -855,7 +859,10 @@ static void db_job_recycle(mw_db *db, mw_db_job *job);
 static void db_submit_writer(mw_db *db, mw_db_job *job);
 static void db_arm_park(mw_db *db);
 
+/* While a job is in flight the async handle keeps the loop alive: what
+ * waits for the job is resumed even if nothing else is going on. */
 static void db_inflight_add(mw_db *db, mw_db_job *job) {
+  if (!db->inflight) uv_ref((uv_handle_t *)db->async);
   job->iprev = NULL;
   job->inext = db->inflight;
   if (db->inflight) db->inflight->iprev = job;
@@ -867,6 +874,7 @@ static void db_inflight_remove(mw_db *db, mw_db_job *job) {
   else if (db->inflight == job) db->inflight = job->inext;
   if (job->inext) job->inext->iprev = job->iprev;
   job->iprev = job->inext = NULL;
+  if (!db->inflight) uv_unref((uv_handle_t *)db->async);
 }
 
 /* Hands a finished job to its submitter and takes it back. */
@@ -1109,7 +1117,8 @@ int mw_db_start(mw_db *db, uv_loop_t *loop) {
   db->async->data = db;
   uv_timer_init(loop, db->park_timer);
   db->park_timer->data = db;
-  /* Neither keeps the loop alive: only what waits for them does. */
+  /* Neither keeps the loop alive on its own: jobs in flight do (see
+   * db_inflight_add), and the park timer only runs while some are. */
   uv_unref((uv_handle_t *)db->async);
   uv_unref((uv_handle_t *)db->park_timer);
   if (uv_thread_create(&db->wthread, db_writer_main, db)) {

@@ -249,6 +249,10 @@ bool mw_db_started(const mw_db *db);
 /* The owner whose transaction holds the writer, or NULL. */
 void *mw_db_owner(mw_db *db);
 
+/* The writer, held by from's transaction, is to's from now on (when from
+ * is about to go away and to will end the transaction). */
+void mw_db_hand_over(mw_db *db, void *from, void *to);
+
 /* Drops the callbacks of every job submitted with ud: they finish
  * unnoticed (the Lua state that waited for them is gone). */
 void mw_db_forget(mw_db *db, void *ud);

@@ -467,17 +467,23 @@ static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_db_tx_gc(lua_State *L) {
   l_db_tx *tx = luaL_checkudata(L, 1, L_DB_TX_MT);
   mw_db *db = tx->link.db;
-  if (tx->open && db) {
-    tx->open = false;
+  /* A savepoint in a handler goes with its outer transaction (the same
+   * coroutine's), which rolls back the whole. */
+  if (tx->open && db && !(tx->nested && tx->async)) {
     mw_db_job *job = mw_db_job_new(db);
     if (job && !mw_str_appendz(&job->in, l_db_tx_undo(tx))) {
       job->sql_len = job->in.len;
       job->kind = tx->nested ? MW_DB_SCRIPT : MW_DB_EXEC;
       job->flags = MW_DB_UNDO | MW_DB_TXCTL | MW_DB_WRITER | (tx->nested ? 0 : MW_DB_END);
-      job->owner = tx->owner;
       if (tx->async) {
-        mw_db_submit(db, job); /* nobody waits for it */
+        /* The coroutine may be freed, and its address reused by a new one,
+         * before the rollback is done: the rollback job itself holds the
+         * writer until then. Nobody waits for it. */
+        job->owner = job;
+        mw_db_hand_over(db, tx->owner, job);
+        mw_db_submit(db, job);
       } else {
+        job->owner = tx->owner;
         mw_db_run_sync(db, job);
         mw_db_job_free(db, job);
       }
