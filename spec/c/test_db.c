@@ -458,10 +458,10 @@ static void test_threads(const char *dir) {
   CHECK(uv_loop_init(&loop) == 0);
   mw_db *db = NULL;
   CHECK(mw_db_open(&db, path, err, sizeof err) == 0);
+  /* Generous limits, but where a test is about them: a loaded machine must
+   * not make the others fail. */
   mw_db_opts opts;
   mw_db_opts_default(&opts);
-  opts.busy_timeout_ms = 200;
-  opts.statement_timeout_ms = 300;
   mw_db_configure(db, &opts);
   CHECK(mw_db_start(db, &loop) == 0);
   CHECK(mw_db_started(db));
@@ -524,6 +524,8 @@ static void test_threads(const char *dir) {
 
   /* A transaction that waits (here: forever) holds the writer; a write of
    * someone else waits for it until the busy timeout, then fails. */
+  opts.busy_timeout_ms = 200;
+  mw_db_configure(db, &opts);
   LUA(L, "stuck = spawn(function()\n"
          "  db.transaction(function()\n"
          "    db.exec('INSERT INTO t(v) VALUES (?)', 'stuck')\n"
@@ -535,6 +537,8 @@ static void test_threads(const char *dir) {
          "end)\n"
          "late = spawn(function() local ok, e = pcall(db.exec, 'INSERT INTO t(v) VALUES (?)', 'late') lateerr = e end)");
   CHECK(run_until(&loop, L, "lateerr ~= nil"));
+  opts.busy_timeout_ms = MW_DB_BUSY_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
   LUA(L, "assert(lateerr:find(\"db.exec: database is busy: another handler's transaction held it past the busy timeout\", 1, true), lateerr)");
   /* Abandoned (collected), the transaction is rolled back and the writer
    * is free again. */
@@ -574,6 +578,8 @@ static void test_threads(const char *dir) {
 
   /* The statement budget: a runaway query is stopped, on a reader (after
    * its first millisecond on the loop) and on the writer; both still work. */
+  opts.statement_timeout_ms = 300;
+  mw_db_configure(db, &opts);
   LUA(L, "co = spawn(function()\n"
          "  rerr = select(2, pcall(db.row, FOREVER))\n"
          "  werr = select(2, pcall(db.exec, FOREVER))\n"
@@ -595,6 +601,8 @@ static void test_threads(const char *dir) {
   /* Another process's lock (here another connection's): a write waits for
    * it off the loop until the busy timeout, then fails with a clear word;
    * a read goes on. */
+  opts.busy_timeout_ms = 200;
+  mw_db_configure(db, &opts);
   sqlite3 *other = NULL;
   CHECK(sqlite3_open(path, &other) == SQLITE_OK);
   CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
@@ -609,6 +617,8 @@ static void test_threads(const char *dir) {
          "local ok, e = pcall(db.exec, 'INSERT INTO t(v) VALUES (1)')\n"
          "assert(not ok and e:find('database is locked by another process', 1, true), e)");
   /* Released before the deadline, the write goes through. */
+  opts.busy_timeout_ms = MW_DB_BUSY_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
   LUA(L, "co = spawn(function() db.exec('INSERT INTO t(v) VALUES (?)', 'unlocked') unlocked = true end)");
   CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
   CHECK(run_until(&loop, L, "unlocked"));
