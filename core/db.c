@@ -47,6 +47,12 @@
 #define DB_INLINE_TICKS 50
 /* mw_db_close lets queued and running statements go on this long at most. */
 #define DB_CLOSE_WAIT_MS 2000
+/* Group commit: writes waiting for the writer thread that belong to no
+ * transaction run together, this many at most, in one transaction: one
+ * sync to disk for all of them instead of one each (a burst of chat
+ * messages, each an INSERT). Each is answered only once that transaction
+ * has committed. */
+#define DB_BATCH_MAX 64
 /* Finished jobs kept for reuse, and the buffer size past which one is not. */
 #define DB_POOL_MAX 64
 #define DB_POOL_KEEP 65536
@@ -80,6 +86,7 @@ typedef struct db_conn {
   sqlite3_stmt *active;
   db_cached *last; /* the entry of the statement prepared last */
   bool inl;        /* the loop thread's read connection */
+  bool batch;      /* running one job of a group (the writer thread) */
   /* The running job's clocks, for the progress and busy handlers (the
    * connection's thread only). */
   uint64_t deadline;      /* interrupt past it; 0: no budget */
@@ -118,6 +125,7 @@ struct mw_db {
   uv_thread_t wthread;
   db_queue wq, rq, done;
   int nreaders; /* reader threads started */
+  int ngroups;  /* groups of jobs run in one transaction (or tried) */
   bool wbusy;
   bool quit;
 
@@ -324,6 +332,14 @@ void *mw_db_owner(mw_db *db) { return db->owner; }
 
 void mw_db_hand_over(mw_db *db, void *from, void *to) {
   if (db->owner && db->owner == from) db->owner = to;
+}
+
+int mw_db_groups(mw_db *db) {
+  if (!db->threaded) return 0;
+  uv_mutex_lock(&db->mu);
+  int n = db->ngroups;
+  uv_mutex_unlock(&db->mu);
+  return n;
 }
 
 int mw_db_pending(const mw_db *db) {
@@ -739,7 +755,7 @@ script: {
   job->rowid = sqlite3_last_insert_rowid(sq);
 }
 out:
-  if (c->reader) return;
+  if (c->reader || c->batch) return;
   if (job->async && !job->in_tx && !(job->flags & MW_DB_BEGIN) && !sqlite3_get_autocommit(sq)) {
     /* A script that began a transaction and left it open. */
     sqlite3_exec(sq, "ROLLBACK", NULL, NULL, NULL);
@@ -773,20 +789,75 @@ static void db_deliver_locked(mw_db *db, mw_db_job *job) {
   uv_async_send(db->async);
 }
 
+static void db_job_reset(mw_db_job *job);
+
+/* Whether job may share a transaction with others: a plain statement of
+ * nobody's transaction. */
+static bool db_groupable(const mw_db_job *job) {
+  return job->kind != MW_DB_SCRIPT && !job->in_tx &&
+         !(job->flags & (MW_DB_BEGIN | MW_DB_END | MW_DB_UNDO | MW_DB_TXCTL));
+}
+
+/* Runs jobs[0..n) in one transaction (group commit). When it cannot be had,
+ * or is lost (SQLite rolls the whole transaction back on some errors: an
+ * interrupt, a full disk), or does not commit (a deferred foreign key),
+ * the jobs not yet settled run again one by one, as they would have alone:
+ * none of them is answered before its changes are committed. */
+static void db_run_group(db_conn *c, mw_db_job **jobs, int n) {
+  sqlite3 *sq = c->sq;
+  int from = 0;
+  uv_mutex_lock(&c->db->mu);
+  c->db->ngroups++;
+  uv_mutex_unlock(&c->db->mu);
+  c->why = WHY_NONE;
+  c->deadline = 0;
+  c->busy_deadline = jobs[0]->busy_deadline;
+  if (sqlite3_exec(sq, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto alone;
+  c->batch = true;
+  for (int i = 0; i < n; i++) {
+    db_run(c, jobs[i]);
+    if (sqlite3_get_autocommit(sq)) { /* lost, with jobs[i]'s error */
+      c->batch = false;
+      for (int k = 0; k < i; k++) {
+        db_job_reset(jobs[k]);
+        db_run(c, jobs[k]);
+      }
+      from = i + 1;
+      goto alone;
+    }
+  }
+  c->batch = false;
+  c->why = WHY_NONE;
+  c->deadline = 0;
+  if (sqlite3_exec(sq, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+    for (int i = 0; i < n; i++) jobs[i]->autocommit = true;
+    return;
+  }
+  sqlite3_exec(sq, "ROLLBACK", NULL, NULL, NULL);
+  for (int i = 0; i < n; i++) db_job_reset(jobs[i]);
+alone:
+  for (int i = from; i < n; i++) db_run(c, jobs[i]);
+}
+
 static void db_writer_main(void *arg) {
   mw_db *db = arg;
+  mw_db_job *jobs[DB_BATCH_MAX];
   uv_mutex_lock(&db->mu);
   for (;;) {
     while (!db->quit && (!db->wq.head || db->wbusy)) uv_cond_wait(&db->wcond, &db->mu);
     if (db->quit) break;
-    mw_db_job *job = db_pop(&db->wq);
-    job->where = Q_RUNNING;
+    int n = 0;
+    jobs[n++] = db_pop(&db->wq);
+    if (db_groupable(jobs[0]))
+      while (n < DB_BATCH_MAX && db->wq.head && db_groupable(db->wq.head)) jobs[n++] = db_pop(&db->wq);
+    for (int i = 0; i < n; i++) jobs[i]->where = Q_RUNNING;
     db->wbusy = true;
     uv_mutex_unlock(&db->mu);
-    db_run(&db->w, job);
+    if (n == 1) db_run(&db->w, jobs[0]);
+    else db_run_group(&db->w, jobs, n);
     uv_mutex_lock(&db->mu);
     db->wbusy = false;
-    db_deliver_locked(db, job);
+    for (int i = 0; i < n; i++) db_deliver_locked(db, jobs[i]);
     uv_cond_broadcast(&db->idle);
   }
   uv_mutex_unlock(&db->mu);

@@ -5,7 +5,8 @@
  *
  * Threads. Once mw_db_start has run, statements that handlers submit run on
  * database threads: every write on one writer thread (one connection, so
- * writes are serialised as SQLite wants them), reads on up to
+ * writes are serialised as SQLite wants them; queued writes of no
+ * transaction commit together, a group commit), reads on up to
  * DB_READERS_MAX reader threads (one connection each; WAL lets them read
  * while the writer writes). Results come back to the loop thread through a
  * uv_async and are turned into Lua values there: no thread but the loop's
@@ -101,6 +102,10 @@ void mw_db_release(mw_db *db, sqlite3_stmt *st);
 
 /* How many statements the writer's cache holds right now (for tests). */
 int mw_db_cached(const mw_db *db);
+
+/* How many groups of writes have been run in one transaction (or tried:
+ * see db.c's db_run_group), for tests and stats. */
+int mw_db_groups(mw_db *db);
 
 /* How many submitted jobs have not been delivered yet. */
 int mw_db_pending(const mw_db *db);

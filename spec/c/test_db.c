@@ -624,6 +624,56 @@ static void test_threads(const char *dir) {
   CHECK(run_until(&loop, L, "unlocked"));
   sqlite3_close(other);
 
+  /* Group commit: writes that queue up behind the writer commit together,
+   * each answered once they have; one that fails, whether SQLite keeps the
+   * transaction (a constraint), loses it (a runaway write, interrupted) or
+   * refuses the commit (a deferred foreign key), fails alone. Another
+   * connection's lock holds the writer while they queue. */
+  LUA(L, "db.exec('CREATE TABLE g(id INTEGER PRIMARY KEY, k TEXT UNIQUE, owner INTEGER REFERENCES t(id) DEFERRABLE INITIALLY DEFERRED)')\n"
+         "ENDLESS = \"INSERT INTO g(k) SELECT 'e' || x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)\"\n"
+         "function burst(bad)\n"
+         "  results = {}\n"
+         "  local cos = {}\n"
+         "  for i = 1, 12 do\n"
+         "    cos[i] = spawn(function()\n"
+         "      local sql, args = 'INSERT INTO g(k) VALUES (?)', { bad .. i }\n"
+         "      if i == 6 then sql, args = bad == 'dup' and 'INSERT INTO g(k) VALUES (?)' or bad == 'fk' and 'INSERT INTO g(k, owner) VALUES (?, 999999)' or ENDLESS, { bad .. 2 } end\n"
+         "      if i == 6 and bad == 'endless' then args = {} end\n"
+         "      if i == 6 and bad == 'fk' then args = { 'fk-orphan' } end\n"
+         "      local ok, a, b = pcall(db.exec, sql, table.unpack(args))\n"
+         "      results[i] = ok and 'ok' or a\n"
+         "    end)\n"
+         "  end\n"
+         "  return cos\n"
+         "end");
+  opts.statement_timeout_ms = 300;
+  mw_db_configure(db, &opts);
+  for (int round = 0; round < 3; round++) {
+    static const char *bad[] = {"dup", "fk", "endless"};
+    static const char *expect[] = {"UNIQUE constraint failed: g.k", "FOREIGN KEY constraint failed", "ran past its budget"};
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    int groups = mw_db_groups(db);
+    char code[1024];
+    snprintf(code, sizeof code, "burst('%s')", bad[round]);
+    LUA(L, code);
+    usleep(50000); /* the first write waits for the lock, the others queue behind it */
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(other);
+    CHECK(run_until(&loop, L, "#results == 12 and results[12] ~= nil"));
+    snprintf(code, sizeof code,
+             "for i = 1, 12 do\n"
+             "  if i == 6 then assert(results[i] ~= 'ok' and results[i]:find('%s', 1, true), results[i])\n"
+             "  else assert(results[i] == 'ok', i .. ': ' .. tostring(results[i])) end\n"
+             "end\n"
+             "assert(db.row(\"SELECT count(*) AS n FROM g WHERE k LIKE '%s%%'\").n == 11)",
+             expect[round], bad[round]);
+    LUA(L, code);
+    CHECK(mw_db_groups(db) > groups); /* they did go together */
+  }
+  opts.statement_timeout_ms = MW_DB_STATEMENT_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
+
   /* Shutting down: a running statement is interrupted once the wait is
    * over, and says why. */
   opts.statement_timeout_ms = 0; /* no budget */
