@@ -102,6 +102,15 @@ describe('a statement that waits does not hold the loop', () => {
     assert.match(srv.stderr(), /statement stopped: the server is shutting down/);
   });
 
+  test('a handler that was waiting for its statement when SIGTERM came may still emit and answer', T, async () => {
+    const srv = await startServer({ root: ROOT });
+    const r = pending(request(srv.url, '/wait-then-emit', { timeout: 30_000 }));
+    await delay(100);
+    const code = await srv.stop(); // the statement is interrupted; io.emit then reaches nobody
+    assert.equal((await r.promise).body, 'emitted');
+    assertCleanExit(code, srv.stderr());
+  });
+
   test('a socket event handler and a timer use the database while a long query runs', T, async (t) => {
     const srv = await setup(t, { root: ROOT });
     const forever = pending(request(srv.url, '/forever', { timeout: 30_000 }));
