@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 
-import { assertCleanExit, delay, makeAppRoot, request, serve, startServer, tempDbPath } from './helpers.mjs';
+import { assertCleanExit, delay, makeAppRoot, request, runBinary, serve, startServer, tempDbPath } from './helpers.mjs';
 import { client, connected, next, setup, until } from './sio.mjs';
 
 const T = { timeout: 60_000 };
@@ -160,6 +160,19 @@ describe('deadlines', () => {
     // Once the lock is gone, writes go through again.
     assert.equal((await request(srv.url, '/items?tag=later', { method: 'POST' })).status, 201);
     assert.deepEqual(json(await request(srv.url, '/items')).map((r) => r.tag), ['later']);
+  });
+});
+
+describe('the flags', () => {
+  test('--help lists the database limits with their defaults; a bad value is refused', T, async () => {
+    const { stdout } = await runBinary(['--help']);
+    assert.match(stdout, /--db-busy-timeout MS .*\(default 5000\)/);
+    assert.match(stdout, /--db-statement-timeout MS .*\(default 10000; 0: no limit\)/);
+    for (const bad of [['--db-busy-timeout', '-1'], ['--db-statement-timeout', 'soon'], ['--db-busy-timeout']]) {
+      const r = await runBinary(bad);
+      assert.equal(r.code, 2, bad.join(' '));
+      assert.match(r.stderr, /--db-(busy|statement)-timeout/);
+    }
   });
 });
 
