@@ -15,8 +15,10 @@
 //     route that makes 2,000 of them in a row (/db/loop).
 // Every wrk figure gives req/s, p50/p99 and the server's CPU time per
 // request (utime + stime from /proc: the whole process, and its loop thread
-// alone), the server pinned to CPU 1, the clients to CPU 0. Prints a
-// Markdown table and writes it to bench/results/db.md (not committed).
+// alone), the server pinned to CPU 1, the clients to CPU 0. The undisturbed
+// figures alternate between the builds, three rounds, and report medians,
+// so that what else the machine does weighs on both alike. Prints a
+// Markdown table and writes it to bench/results/db.md.
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,7 +31,7 @@ const QUICK = process.argv.includes('--quick');
 const BINS = [];
 if (arg('--before')) BINS.push(['before', path.resolve(arg('--before'))]);
 BINS.push(['after', path.resolve(ROOT, arg('--after') ?? 'build/moonwire')]);
-const SECS = QUICK ? 2 : 8;       // each wrk run
+const SECS = QUICK ? 2 : 5;       // each wrk run
 const SLOW_MS = QUICK ? 2000 : 8000; // how long the slow query runs
 const CONNS = 50;
 const RESULTS = path.join(ROOT, 'bench/results/db.md');
@@ -113,46 +115,70 @@ async function holdWriteLock(db) {
 }
 
 const results = {}; // results[which][figure]
+const ROUNDS = QUICK ? 1 : 3; // the steady figures: both builds in turn, this many times; medians
+const STEADY = [['hello', 'app', '/hello'], ['row', 'app', '/db/row'], ['apiPet', 'pets', '/api/pets/1'], ['pagePet', 'pets', '/pets/1']];
 
-async function benchBinary(which, bin, slowN) {
-  const r = results[which] = {};
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-db-'));
+function median(list, key) {
+  const v = list.map((r) => r[key]).filter(Number.isFinite).sort((a, b) => a - b);
+  return v.length ? v[Math.floor(v.length / 2)] : NaN;
+}
+
+/** The figures without a disturbance: every build's servers up at once, measured in turn. */
+async function steady(dir) {
+  const servers = {};
   try {
-    let srv = await startServer(bin, path.join(ROOT, 'bench/app'), path.join(dir, 'bench.db'));
-    try {
-      await wrk(srv, '/hello', 1); // warm-up
-      r.hello = await wrk(srv, '/hello');
-      r.row = await wrk(srv, '/db/row');
-      r.loopRow = Number((await get(`${srv.url}/db/loop?n=2000`)).body);
-      r.loopHop = Number((await get(`${srv.url}/db/loop?n=2000&hop=1`)).body);
-      log(`db.row ${r.loopRow} µs, db.exec ${r.loopHop} µs per call`);
-
-      const slow = loop(() => get(`${srv.url}/db/slow?n=${slowN}`));
-      await sleep(200);
-      r.helloSlow = await wrk(srv, '/hello', Math.max(SECS, Math.ceil((SLOW_MS * 1.5) / 1000)));
-      r.slowRuns = await slow.stop();
-
-      const lock = await holdWriteLock(path.join(dir, 'bench.db'));
-      const writes = loop(() => get(`${srv.url}/db/write`, { method: 'POST' }));
-      await sleep(200);
-      r.helloLocked = await wrk(srv, '/hello', Math.max(SECS, 8));
-      await lock.release();
-      r.writeRuns = await writes.stop();
-    } finally {
-      await srv.stop();
+    for (const [which, bin] of BINS) {
+      const app = await startServer(bin, path.join(ROOT, 'bench/app'), path.join(dir, `${which}-bench.db`));
+      servers[which] = { app };
+      const pets = await startServer(bin, ROOT, path.join(dir, `${which}-pets.db`));
+      servers[which].pets = pets;
+      await get(`${pets.url}/api/pets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Rex', species: 'dog' }) });
+      for (const [, srv, target] of STEADY) await wrk(servers[which][srv], target, 1); // warm-up
     }
-    // The example app: the pet store's JSON and HTML page of one pet.
-    srv = await startServer(bin, ROOT, path.join(dir, 'pets.db'));
-    try {
-      await get(`${srv.url}/api/pets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Rex', species: 'dog' }) });
-      await wrk(srv, '/api/pets/1', 1);
-      r.apiPet = await wrk(srv, '/api/pets/1');
-      r.pagePet = await wrk(srv, '/pets/1');
-    } finally {
-      await srv.stop();
+    const runs = {};
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [figure, srv, target] of STEADY) {
+        for (const [which] of BINS) ((runs[which] ??= {})[figure] ??= []).push(await wrk(servers[which][srv], target));
+      }
+      for (const [which] of BINS) {
+        const r = (runs[which].loop ??= []);
+        const app = servers[which].app;
+        r.push({ row: Number((await get(`${app.url}/db/loop?n=2000`)).body), hop: Number((await get(`${app.url}/db/loop?n=2000&hop=1`)).body) });
+      }
+    }
+    for (const [which] of BINS) {
+      const r = (results[which] ??= {});
+      for (const [figure] of STEADY) {
+        const list = runs[which][figure];
+        r[figure] = { rps: median(list, 'rps'), p50: median(list, 'p50'), p99: median(list, 'p99'), cpu_us: median(list, 'cpu_us'), loop_us: median(list, 'loop_us'), non2xx: list.reduce((a, x) => a + x.non2xx, 0) };
+      }
+      r.loopRow = median(runs[which].loop, 'row');
+      r.loopHop = median(runs[which].loop, 'hop');
     }
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    for (const s of Object.values(servers)) for (const srv of Object.values(s)) await srv.stop();
+  }
+}
+
+/** GET /hello while a slow query runs in a loop, and while another process holds the write lock. */
+async function disturbed(which, bin, slowN, dir) {
+  const r = (results[which] ??= {});
+  const srv = await startServer(bin, path.join(ROOT, 'bench/app'), path.join(dir, `${which}-disturbed.db`));
+  try {
+    await wrk(srv, '/hello', 1); // warm-up
+    const slow = loop(() => get(`${srv.url}/db/slow?n=${slowN}`));
+    await sleep(200);
+    r.helloSlow = await wrk(srv, '/hello', Math.max(SECS, Math.ceil((SLOW_MS * 1.5) / 1000)));
+    r.slowRuns = await slow.stop();
+
+    const lock = await holdWriteLock(path.join(dir, `${which}-disturbed.db`));
+    const writes = loop(() => get(`${srv.url}/db/write`, { method: 'POST' }));
+    await sleep(200);
+    r.helloLocked = await wrk(srv, '/hello', Math.max(SECS, 8));
+    await lock.release();
+    r.writeRuns = await writes.stop();
+  } finally {
+    await srv.stop();
   }
 }
 
@@ -182,6 +208,7 @@ function table(slowN) {
     `- date: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}; ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? ''}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end (a shared machine: read req/s with that in mind, CPU per request holds better)`,
     `- ${BINS.map(([w, b]) => `${w}: ${b}`).join('; ')}`,
     `- wrk -t1 -c${CONNS}, ${SECS} s (longer while a slow query or a lock is in play); ${PIN ? 'server on CPU 1, clients on CPU 0' : 'no pinning'}`,
+    `- the undisturbed figures (GET /hello, /db/row, the pet store, the round trips): every build's servers up at once and measured in turn, ${ROUNDS} rounds, medians; the disturbed ones: one run each`,
     `- the slow query: /db/slow?n=${num(slowN)}, a recursive CTE of about ${SLOW_MS / 1000} s; the lock: the sqlite3 shell in BEGIN IMMEDIATE while a client POSTs /db/write in a loop (each waits the 5 s busy timeout)`,
     `- CPU µs/req: the server's utime + stime over the requests wrk completed, whole process (database threads included) / loop thread alone`,
     '',
@@ -209,7 +236,13 @@ async function main() {
   for (const cmd of ['wrk', 'sqlite3']) if (!tool(cmd)) { console.error(`bench db: ${cmd} is missing (tools/deps.sh bench)`); process.exit(2); }
   const slowN = await calibrate(BINS[BINS.length - 1][1]);
   log(`slow query: n = ${slowN}`);
-  for (const [which, bin] of BINS) await benchBinary(which, bin, slowN);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-db-'));
+  try {
+    await steady(dir);
+    for (const [which, bin] of BINS) await disturbed(which, bin, slowN, dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   const t = table(slowN);
   console.log(t);
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });

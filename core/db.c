@@ -20,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DB_CACHE_SIZE 64
 /* Reader connections, each on its own thread. Two clients each running a
@@ -32,6 +35,11 @@
  * finish in the order they were asked for (a chat's SELECT after its
  * INSERT keeps the messages in order), unless one of them is slow. */
 #define DB_OVERFLOW_NS (10 * 1000000ull)
+/* The nice value of reader threads: at 10 the scheduler gives the loop
+ * about ten times the CPU of a reader when they share a core (GET /hello
+ * on one core during an endless query: 26,000 req/s at 10, 19,000 at 0,
+ * 28,000 without the query). */
+#define DB_READER_NICE 10
 /* The progress handler (budget and shutdown checks) runs every this many
  * SQLite VM instructions: tens of microseconds apart. */
 #define DB_PROGRESS_OPS 1000
@@ -883,6 +891,12 @@ static bool db_reader_may(mw_db *db, db_conn *c, uint64_t now, uint64_t *until) 
 static void db_reader_main(void *arg) {
   db_conn *c = arg;
   mw_db *db = c->db;
+#ifdef __linux__
+  /* Reads come here because they are slow: on a core shared with the loop
+   * the loop should win, so a long query costs its own handler, not
+   * everyone's requests. (Linux takes a nice value per thread.) */
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), DB_READER_NICE);
+#endif
   if (db_conn_open(c, db, db->path, SQLITE_OPEN_READONLY) != SQLITE_OK) {
     /* Its reads go to the writer instead: slower, still right. */
     mw_log(MW_LOG_WARN, "db %s: a reader connection did not open: %s", db->path,
