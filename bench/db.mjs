@@ -16,7 +16,7 @@
 // Every wrk figure gives req/s, p50/p99 and the server's CPU time per
 // request (utime + stime from /proc: the whole process, and its loop thread
 // alone), the server pinned to CPU 1, the clients to CPU 0. The undisturbed
-// figures alternate between the builds, three rounds, and report medians,
+// figures alternate between the builds, five rounds, and report medians,
 // so that what else the machine does weighs on both alike. Prints a
 // Markdown table and writes it to bench/results/db.md.
 
@@ -31,7 +31,7 @@ const QUICK = process.argv.includes('--quick');
 const BINS = [];
 if (arg('--before')) BINS.push(['before', path.resolve(arg('--before'))]);
 BINS.push(['after', path.resolve(ROOT, arg('--after') ?? 'build/moonwire')]);
-const SECS = QUICK ? 2 : 5;       // each wrk run
+const SECS = QUICK ? 2 : 4;       // each wrk run
 const SLOW_MS = QUICK ? 2000 : 8000; // how long the slow query runs
 const CONNS = 50;
 const RESULTS = path.join(ROOT, 'bench/results/db.md');
@@ -115,7 +115,7 @@ async function holdWriteLock(db) {
 }
 
 const results = {}; // results[which][figure]
-const ROUNDS = QUICK ? 1 : 3; // the steady figures: both builds in turn, this many times; medians
+const ROUNDS = QUICK ? 1 : 5; // the steady figures: both builds in turn, this many times; medians
 const STEADY = [['hello', 'app', '/hello'], ['row', 'app', '/db/row'], ['apiPet', 'pets', '/api/pets/1'], ['pagePet', 'pets', '/pets/1']];
 
 function median(list, key) {
@@ -144,6 +144,16 @@ async function steady(dir) {
         const r = (runs[which].loop ??= []);
         const app = servers[which].app;
         r.push({ row: Number((await get(`${app.url}/db/loop?n=2000`)).body), hop: Number((await get(`${app.url}/db/loop?n=2000&hop=1`)).body) });
+      }
+    }
+    // CPU per request after / before, round by round (both measured within
+    // moments of each other), then the median: the machine's other load
+    // changes between rounds more than between the two runs of one round.
+    if (BINS.length === 2) {
+      results.ratio = {};
+      for (const [figure] of STEADY) {
+        const a = runs.after[figure], b = runs.before[figure];
+        results.ratio[figure] = median(a.map((x, i) => ({ v: x.cpu_us / b[i].cpu_us })), 'v');
       }
     }
     for (const [which] of BINS) {
@@ -223,6 +233,7 @@ function table(slowN) {
     ['row', 'GET /db/row (one db.row)'], ['apiPet', 'pet store GET /api/pets/1'], ['pagePet', 'pet store GET /pets/1 (HTML page)']]) {
     row(label, w(k));
     row(`↳ CPU µs/req (process / loop thread)`, c(k));
+    if (results.ratio?.[k]) row('↳ CPU per request, after / before (median of the rounds\' ratios)', (r) => (r === results.after ? `${num(results.ratio[k], 2)}×` : ''));
   }
   row('slow queries finished during that run', (r) => (r.slowRuns ? num(r.slowRuns.runs) : '—'));
   row('writes answered during the lock run (each a 500 after the busy timeout)', (r) => (r.writeRuns ? num(r.writeRuns.runs) : '—'));
