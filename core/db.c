@@ -3,15 +3,18 @@
  *
  * Who runs what:
  *   - the writer thread: every job on the writer queue (wq), in order, on
- *     the writer connection. The loop thread uses the same connection for
- *     synchronous statements (mw_db_run_sync), only while the writer thread
- *     is idle and its queue empty (wbusy under mu);
+ *     the writer connection (queued plain writes together: group commit).
+ *     The loop thread uses the same connection for synchronous statements
+ *     (mw_db_run_sync), only while the writer thread is idle and its queue
+ *     empty (wbusy under mu);
  *   - reader threads (started when reads need them, at most
  *     DB_READERS_MAX): read-only statements from the reader queue (rq), one
  *     read-only connection each;
- *   - the loop thread: submits jobs, holds back the writes of other owners
- *     while a transaction holds the writer (the gate: owner, parked), and
- *     delivers finished jobs (the done queue, drained on a uv_async).
+ *   - the loop thread: quick reads on a read-only connection of its own
+ *     (lr, mw_db_try_inline); submits jobs, holds back the writes of other
+ *     owners while a transaction holds the writer (the gate: owner,
+ *     parked), and delivers finished jobs (the done queue, drained on a
+ *     uv_async).
  * mu guards the three queues, wbusy, the readers' busy state and quit;
  * everything else belongs to one thread at a time as said above. */
 #include "db.h"

@@ -6,9 +6,11 @@
  * Threads. Once mw_db_start has run, statements that handlers submit run on
  * database threads: every write on one writer thread (one connection, so
  * writes are serialised as SQLite wants them; queued writes of no
- * transaction commit together, a group commit), reads on up to
- * DB_READERS_MAX reader threads (one connection each; WAL lets them read
- * while the writer writes). Results come back to the loop thread through a
+ * transaction commit together, a group commit), reads that take long on
+ * up to DB_READERS_MAX reader threads (one connection each; WAL lets them
+ * read while the writer writes); quick reads run at once on a read-only
+ * connection of the loop thread (mw_db_try_inline: a hop to a thread would
+ * cost more than they do). Results come back to the loop thread through a
  * uv_async and are turned into Lua values there: no thread but the loop's
  * ever touches Lua. Before mw_db_start, and for code outside a handler (a
  * script's top level), statements run on the caller's thread, on the
