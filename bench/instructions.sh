@@ -2,9 +2,14 @@
 # Instructions per request of the HTTP figure's server, counted by callgrind:
 # a figure that stays put on a busy machine, where req/s and CPU time do not.
 #
-#   bench/instructions.sh moonwire [BINARY] [SECONDS]   (default build/moonwire, 5)
+#   bench/instructions.sh moonwire [BINARY] [SECONDS] [PATH]   (default build/moonwire, 5, /hello)
 #   bench/instructions.sh nginx [-] [SECONDS]           (the nginx+Lua anchor, one process)
 #   bench/instructions.sh echo [BINARY] [SECONDS]       (moonwire, per acked echo)
+#   bench/instructions.sh echo [BINARY] [SECONDS]       (moonwire, per acked echo)
+#
+# MW_ROOT=DIR serves another app than bench/app (e.g. MW_ROOT=. with
+# PATH /api/pets/1: the example app, given one pet first). Every thread of
+# the server is counted (the database's too).
 #
 # Starts the server under valgrind --tool=callgrind with instrumentation off,
 # warms it up with 2 s of wrk, turns instrumentation on, runs
@@ -15,12 +20,17 @@
 # `echo` does the same with the echo row's load instead of wrk (build/loadgen
 # echo, 10 clients in lockstep; LOADGEN picks another loadgen): instructions
 # per acked round trip, the figure to compare changes to the event path with.
+# `echo` does the same with the echo row's load instead of wrk (build/loadgen
+# echo, 10 clients in lockstep; LOADGEN picks another loadgen): instructions
+# per acked round trip, the figure to compare changes to the event path with.
 set -euo pipefail
 
 kind=${1:-moonwire}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${2:-$root/build/moonwire}
 secs=${3:-5}
+path=${4:-/hello}
+app=${MW_ROOT:-$root/bench/app}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -32,12 +42,15 @@ if [ "$kind" = nginx ]; then
     "$root/bench/anchors/nginx.conf.in" >"$tmp/nginx.conf"
   "${vg[@]}" nginx -p "$tmp" -e "$tmp/error.log" -c "$tmp/nginx.conf" 2>"$tmp/vg.err" &
 else
-  "${vg[@]}" "$bin" --root "$root/bench/app" --port "$port" --production --quiet --db "$tmp/bench.db" \
+  "${vg[@]}" "$bin" --root "$app" --port "$port" --production --quiet --db "$tmp/bench.db" \
     >/dev/null 2>"$tmp/vg.err" &
 fi
 pid=$!
-url=http://127.0.0.1:$port/hello
-for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.2; done
+url=http://127.0.0.1:$port$path
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
+if [ -n "${MW_ROOT:-}" ]; then
+  curl -s -o /dev/null -H 'content-type: application/json' -d '{"name":"Rex","species":"dog"}' "http://127.0.0.1:$port/api/pets"
+fi
 if [ "$kind" = echo ]; then
   loadgen=${LOADGEN:-$root/build/loadgen}
   "$loadgen" echo --host 127.0.0.1 --port "$port" --clients 10 --seconds 2 >/dev/null 2>&1
@@ -57,4 +70,4 @@ kill "$pid"
 wait "$pid" 2>/dev/null || true
 dump=$(ls "$tmp"/cg.out.* | head -1)
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
-echo "$kind: $reqs $unit, $ir instructions, $((ir / reqs)) per ${unit%s}"
+echo "$kind $path: $reqs $unit, $ir instructions, $((ir / reqs)) per ${unit%s}"

@@ -16,7 +16,9 @@
 // runner itself in a few seconds; its numbers mean little. --only runs some
 // groups of figures (files, moonwire, socketio, express, nginx, front,
 // redis, memory, max, codec) and prints their rows without replacing
-// bench/results/latest.md.
+// bench/results/latest.md. `--only db` runs the database figures instead
+// (bench/db.mjs, which has a table of its own; MOONWIRE_BEFORE=BIN adds a
+// column for another build, e.g. main's).
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -683,14 +685,22 @@ async function main() {
     ['memory', async () => { await withServer('moonwire', [memoryFigure]); await withServer('socketio', [memoryFigure]); }],
     ['max', () => withServer('moonwire', [['max', maxClients]])],
     ['codec', () => measure('codec', 'json', codec)],
+    // Only when asked for (--only db): two builds, about four minutes.
+    ['db', () => new Promise((resolve) => {
+      const args = [path.join(ROOT, 'bench/db.mjs'), '--after', MOONWIRE, ...(QUICK ? ['--quick'] : [])];
+      if (process.env.MOONWIRE_BEFORE) args.push('--before', process.env.MOONWIRE_BEFORE);
+      const p = spawn(process.execPath, args, { stdio: 'inherit' });
+      p.on('exit', (code) => { if (code !== 0) errors.push(`database figures: bench/db.mjs exited ${code}`); resolve(); });
+    })],
   ];
   for (const name of ONLY ?? []) {
     if (!groups.some(([g]) => g === name)) { console.error(`bench: --only: no group '${name}' (${groups.map(([g]) => g).join(', ')})`); process.exit(2); }
   }
-  for (const [name, fn] of groups) if (!ONLY || ONLY.has(name)) await fn();
+  for (const [name, fn] of groups) if (ONLY ? ONLY.has(name) : name !== 'db') await fn();
 
+  const onlyDb = ONLY && ONLY.size === 1 && ONLY.has('db'); // bench/db.mjs printed its own table
   const table = report();
-  console.log(table);
+  if (!onlyDb) console.log(table);
   if (!ONLY) {
     fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
     fs.writeFileSync(RESULTS, table + '\n');

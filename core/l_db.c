@@ -1,7 +1,16 @@
 /* l_db.c — the Lua module "moonwire.db": exec, query, row, transaction over
- * the application's mw_db (db.c). */
+ * the application's mw_db (db.c).
+ *
+ * Each call becomes a job (db.h): the SQL and the parameters copied out of
+ * Lua. Inside a handler the job runs on a database thread while the
+ * handler's coroutine waits (app._wait, through lua_callk), and the job's
+ * completion resumes it (app._resume) on the loop thread, where the
+ * continuation turns the rows into Lua values. Anywhere else (a script's
+ * top level, a coroutine of the app's own) the job runs at once on the
+ * calling thread. */
 #include "db.h"
 
+#include "lcall.h"
 #include "mw.h"
 
 #include <errno.h>
@@ -11,13 +20,34 @@
 #include <lua.h>
 
 #define L_DB_MT "moonwire.db.link"
+#define L_DB_TX_MT "moonwire.db.transaction"
 #define L_DB_SQL_SHOWN 200 /* how much SQL an error message quotes */
+
+typedef struct l_db_tx l_db_tx;
 
 /* The module's functions share this userdata as upvalue 1; mw_db_close
  * clears link.db, so a closed database is noticed instead of used. */
 typedef struct l_db_box {
   mw_db_link link;
+  lua_State *main; /* the state's main thread: completions resume from it */
+  /* app's coroutine runner (db._set_runner): app._current, app._wait,
+   * app._resume; LUA_NOREF until given (then every call is synchronous). */
+  int current_ref, wait_ref, resume_ref;
+  l_db_tx *live; /* the transaction of this state holding the writer, if any */
 } l_db_box;
+
+/* A db.transaction call, a to-be-closed value on its coroutine's stack: if
+ * the coroutine is closed or collected while the transaction is open, the
+ * transaction is rolled back and the writer released. */
+struct l_db_tx {
+  mw_db_link link;  /* to the db, on its own: it may outlive the module */
+  l_db_box *box;    /* NULL once the module is collected */
+  lua_State *owner; /* the coroutine whose transaction it is (kept alive by the userdata's user value) */
+  int step;
+  bool async, nested, open;
+};
+
+enum { TX_BEGUN = 1, TX_RAN, TX_COMMITTED, TX_UNDONE };
 
 static l_db_box *l_db_box_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
@@ -60,291 +90,467 @@ static void l_db_pushmsg(lua_State *L, const char *fname, const char *msg, const
   lua_concat(L, 2);
 }
 
-/* Raises the connection's current error for sql, after releasing st (the
- * message is taken first: resetting may change it). Never returns. */
-static int l_db_fail(lua_State *L, mw_db *db, sqlite3_stmt *st, const char *fname, const char *sql) {
-  l_db_pushmsg(L, fname, sqlite3_errmsg(mw_db_handle(db)), sql);
-  mw_db_release(db, st);
-  return lua_error(L);
-}
+/* ---- jobs: the call's arguments in, the rows out ---- */
 
-/* Raises the error of a failed mw_db_prepare (rc, multi). Never returns. */
-static int l_db_prepare_fail(lua_State *L, mw_db *db, const char *fname, const char *sql, int rc, int multi) {
-  if (rc == -ENOMEM) return luaL_error(L, "%s: out of memory", fname);
-  if (rc == -EINVAL)
-    l_db_pushmsg(L, fname, multi ? "several statements given, only one is run at a time" : "no SQL statement", sql);
-  else
-    l_db_pushmsg(L, fname, sqlite3_errmsg(mw_db_handle(db)), sql);
-  return lua_error(L);
-}
-
-/* Prepares sql (one statement) or raises. */
-static sqlite3_stmt *l_db_prepare(lua_State *L, mw_db *db, const char *fname, const char *sql, size_t len) {
-  sqlite3_stmt *st = NULL;
-  int multi = 0;
-  int rc = mw_db_prepare(db, sql, len, &st, &multi);
-  if (rc != 0) l_db_prepare_fail(L, db, fname, sql, rc, multi);
-  return st;
-}
-
-/* Binds the Lua value at idx to parameter i. Returns an SQLite code, or -1
- * for a type that has no SQL equivalent. */
-static int l_db_bind_one(lua_State *L, sqlite3_stmt *st, int i, int idx) {
+/* Sets p from the Lua value at idx; a string is copied into job->in. */
+static int l_db_value(lua_State *L, mw_db_job *job, mw_db_param *p, int idx) {
   switch (lua_type(L, idx)) {
-  case LUA_TNIL: return sqlite3_bind_null(st, i);
-  case LUA_TBOOLEAN: return sqlite3_bind_int(st, i, lua_toboolean(L, idx));
+  case LUA_TNIL: p->type = SQLITE_NULL; return 0;
+  case LUA_TBOOLEAN:
+    p->type = SQLITE_INTEGER;
+    p->v.i = lua_toboolean(L, idx);
+    return 0;
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) return sqlite3_bind_int64(st, i, (sqlite3_int64)lua_tointeger(L, idx));
-    return sqlite3_bind_double(st, i, (double)lua_tonumber(L, idx));
+    if (lua_isinteger(L, idx)) {
+      p->type = SQLITE_INTEGER;
+      p->v.i = (int64_t)lua_tointeger(L, idx);
+    } else {
+      p->type = SQLITE_FLOAT;
+      p->v.f = (double)lua_tonumber(L, idx);
+    }
+    return 0;
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
-    /* Transient: a value read from a named-parameter table may have no
-     * other reference once popped. */
-    return sqlite3_bind_text64(st, i, s, (sqlite3_uint64)n, SQLITE_TRANSIENT, SQLITE_UTF8);
+    p->type = SQLITE_TEXT;
+    p->v.s.off = job->in.len;
+    p->v.s.len = n;
+    return mw_str_append(&job->in, s, n);
   }
-  default: return -1;
+  default:
+    p->type = 0; /* no SQL equivalent: an error if the statement uses it */
+    p->tname = luaL_typename(L, idx);
+    return 0;
   }
 }
 
-/* Binds the call's arguments after the SQL: positional ones, or one table
- * of named (:name, @name, $name) and numbered values. Raises on misuse. */
-static void l_db_bind(lua_State *L, mw_db *db, sqlite3_stmt *st, const char *fname, const char *sql) {
+/* A job for fname(sql, ...): the SQL and the arguments after it copied in
+ * (positional ones, or one table of named and numbered values). Raises on
+ * misuse: an argument with no SQL type. */
+static mw_db_job *l_db_job(lua_State *L, mw_db *db, mw_db_kind kind, const char *sql, size_t len) {
+  mw_db_job *job = mw_db_job_new(db);
+  if (!job) luaL_error(L, "out of memory");
+  job->kind = kind;
+  job->owner = L;
+  bool nomem = mw_str_append(&job->in, sql, len) != 0 || mw_str_appendc(&job->in, '\0') != 0;
+  job->sql_len = len;
   int nargs = lua_gettop(L) - 1;
-  int nparams = sqlite3_bind_parameter_count(st);
-  bool named = nargs == 1 && lua_type(L, 2) == LUA_TTABLE;
-  if (!named && nargs != nparams) {
-    mw_db_release(db, st);
-    luaL_checkstack(L, 4, NULL);
-    lua_pushfstring(L, "%d parameter%s given, the statement takes %d", nargs, nargs == 1 ? "" : "s", nparams);
-    l_db_pushmsg(L, fname, lua_tostring(L, -1), sql);
-    lua_error(L);
-  }
-  for (int i = 1; i <= nparams; i++) {
-    int idx = i + 1;
-    if (named) {
-      const char *name = sqlite3_bind_parameter_name(st, i);
-      /* "?" and "?NNN" have no name worth looking up: use t[i]. */
-      if (!name || name[0] == '?')
-        lua_geti(L, 2, i);
-      else
-        lua_getfield(L, 2, name + 1);
-      idx = lua_gettop(L);
-    }
-    int rc = l_db_bind_one(L, st, i, idx);
-    if (rc == -1) {
-      const char *tname = luaL_typename(L, idx);
-      const char *pname = sqlite3_bind_parameter_name(st, i);
-      if (named) luaL_where(L, 1);
-      if (named && pname)
-        lua_pushfstring(L, "%s: cannot bind a %s to %s", fname, tname, pname);
-      else if (named)
-        lua_pushfstring(L, "%s: cannot bind a %s to parameter %d", fname, tname, i);
-      mw_db_release(db, st);
-      if (named) {
-        lua_concat(L, 2);
-        lua_error(L);
+  if (!nomem && nargs == 1 && lua_type(L, 2) == LUA_TTABLE) {
+    job->named = true;
+    lua_pushnil(L);
+    while (!nomem && lua_next(L, 2)) {
+      mw_db_param *p = NULL;
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        size_t n;
+        const char *name = lua_tolstring(L, -2, &n);
+        if (n && (p = mw_db_job_param(job))) {
+          p->name = job->in.len;
+          p->namelen = n;
+          nomem = mw_str_append(&job->in, name, n) != 0;
+        } else {
+          nomem = n != 0;
+        }
+      } else if (lua_isinteger(L, -2)) {
+        if ((p = mw_db_job_param(job))) p->index = (int64_t)lua_tointeger(L, -2);
+        else nomem = true;
       }
-      luaL_argerror(L, idx, lua_pushfstring(L, "cannot bind a %s", tname));
+      if (p && !nomem) nomem = l_db_value(L, job, p, -1) != 0;
+      lua_pop(L, 1);
     }
-    if (named) lua_pop(L, 1);
-    if (rc != SQLITE_OK) l_db_fail(L, db, st, fname, sql);
+    if (nomem) lua_pop(L, 1); /* the key lua_next left */
+  } else {
+    for (int i = 2; !nomem && i <= nargs + 1; i++) {
+      mw_db_param *p = mw_db_job_param(job);
+      if (!p || l_db_value(L, job, p, i)) {
+        nomem = true;
+      } else if (p->type == 0) {
+        mw_db_job_free(db, job);
+        luaL_argerror(L, i, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, i)));
+      } else {
+        p->index = i - 1;
+      }
+    }
   }
+  if (nomem) {
+    mw_db_job_free(db, job);
+    luaL_error(L, "out of memory");
+  }
+  return job;
 }
 
-/* Pushes the current row as a table keyed by column name; NULL columns are
- * left out. The names sit on the stack from names_idx on. */
-static void l_db_push_row(lua_State *L, sqlite3_stmt *st, int ncols, int names_idx) {
-  lua_createtable(L, 0, ncols);
-  for (int c = 0; c < ncols; c++) {
-    switch (sqlite3_column_type(st, c)) {
-    case SQLITE_INTEGER: lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, c)); break;
-    case SQLITE_FLOAT: lua_pushnumber(L, (lua_Number)sqlite3_column_double(st, c)); break;
-    case SQLITE_TEXT: {
-      const char *s = (const char *)sqlite3_column_text(st, c);
-      int n = sqlite3_column_bytes(st, c); /* after the conversion, per the docs */
-      lua_pushlstring(L, s ? s : "", s ? (size_t)n : 0);
-      break;
+/* Pushes the first row of job's rows (or every row, as an array marked for
+ * moonwire.json) or raises the job's error. When own, frees the job (before
+ * raising). Returns the number of values pushed. */
+static int l_db_outcome(lua_State *L, mw_db *db, mw_db_job *job, const char *fname, bool own) {
+  if (job->rc != SQLITE_OK) {
+    if (job->rc == -1) { /* a named value with no SQL type: as a misuse, without the SQL */
+      luaL_where(L, 1);
+      lua_pushfstring(L, "%s: %s", fname, job->err.p ? job->err.p : "cannot bind");
+      lua_concat(L, 2);
+    } else {
+      l_db_pushmsg(L, fname, job->err.p ? job->err.p : "out of memory", job->in.p);
     }
-    case SQLITE_BLOB: {
-      const void *b = sqlite3_column_blob(st, c);
-      int n = sqlite3_column_bytes(st, c);
-      lua_pushlstring(L, b ? b : "", b ? (size_t)n : 0);
-      break;
-    }
-    default: continue; /* NULL: the key stays absent */
-    }
-    lua_pushvalue(L, names_idx + c);
-    lua_insert(L, -2);
-    lua_rawset(L, -3);
+    if (own) mw_db_job_free(db, job);
+    return lua_error(L);
   }
-}
-
-/* Pushes the column names of st, returning the index of the first. */
-static int l_db_push_names(lua_State *L, mw_db *db, sqlite3_stmt *st, int ncols, const char *fname) {
-  if (!lua_checkstack(L, ncols + 8)) {
-    mw_db_release(db, st);
-    luaL_error(L, "%s: too many columns (%d)", fname, ncols);
-  }
-  int first = lua_gettop(L) + 1;
-  for (int c = 0; c < ncols; c++) {
-    const char *name = sqlite3_column_name(st, c);
-    lua_pushstring(L, name ? name : "?");
-  }
-  return first;
-}
-
-/* db.exec(sql, ...) -> changes, last_insert_rowid */
-static int l_db_exec(lua_State *L) {
-  mw_db *db = l_db_get(L);
-  size_t len;
-  const char *sql = l_db_checksql(L, &len);
-  sqlite3 *sq = mw_db_handle(db);
-  sqlite3_stmt *st = NULL;
-  int multi = 0;
-  int rc = mw_db_prepare(db, sql, len, &st, &multi);
-  if (rc == -EINVAL && multi) {
-    /* A schema script: only without parameters, whose placement among the
-     * statements would be guesswork. */
-    if (lua_gettop(L) > 1) {
-      l_db_pushmsg(L, "db.exec", "parameters cannot be passed to several statements", sql);
-      return lua_error(L);
-    }
-    sqlite3_int64 before = sqlite3_total_changes64(sq);
-    char *msg = NULL;
-    if (sqlite3_exec(sq, sql, NULL, NULL, &msg) != SQLITE_OK) {
-      l_db_pushmsg(L, "db.exec", msg ? msg : sqlite3_errmsg(sq), sql);
-      sqlite3_free(msg);
-      return lua_error(L);
-    }
-    lua_pushinteger(L, sqlite3_total_changes64(sq) != before ? sqlite3_changes64(sq) : 0);
-    lua_pushinteger(L, sqlite3_last_insert_rowid(sq));
+  if (job->kind == MW_DB_EXEC || job->kind == MW_DB_SCRIPT) {
+    lua_pushinteger(L, (lua_Integer)job->changes);
+    lua_pushinteger(L, (lua_Integer)job->rowid);
+    if (own) mw_db_job_free(db, job);
     return 2;
   }
-  if (rc != 0) return l_db_prepare_fail(L, db, "db.exec", sql, rc, multi);
-  l_db_bind(L, db, st, "db.exec", sql);
-  sqlite3_int64 before = sqlite3_total_changes64(sq);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-  }
-  if (rc != SQLITE_DONE) return l_db_fail(L, db, st, "db.exec", sql);
-  /* sqlite3_changes64 keeps the count of the last INSERT/UPDATE/DELETE, even
-   * after a statement that changed nothing (CREATE, SELECT): report 0 then. */
-  sqlite3_int64 changes = sqlite3_total_changes64(sq) != before ? sqlite3_changes64(sq) : 0;
-  mw_db_release(db, st);
-  lua_pushinteger(L, changes);
-  lua_pushinteger(L, sqlite3_last_insert_rowid(sq));
-  return 2;
-}
-
-/* db.query(sql, ...) -> { row, ... }, marked as an array for moonwire.json
- * (empty, it is written [] rather than {}). */
-static int l_db_query(lua_State *L) {
-  mw_db *db = l_db_get(L);
-  size_t len;
-  const char *sql = l_db_checksql(L, &len);
-  sqlite3_stmt *st = l_db_prepare(L, db, "db.query", sql, len);
-  l_db_bind(L, db, st, "db.query", sql);
-  int ncols = sqlite3_column_count(st);
-  lua_newtable(L);
-  luaL_newmetatable(L, "moonwire.array"); /* shared with moonwire.json */
-  lua_setmetatable(L, -2);
-  int result = lua_gettop(L);
-  int names = l_db_push_names(L, db, st, ncols, "db.query");
-  lua_Integer n = 0;
-  int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    l_db_push_row(L, st, ncols, names);
-    lua_rawseti(L, result, ++n);
-  }
-  if (rc != SQLITE_DONE) return l_db_fail(L, db, st, "db.query", sql);
-  mw_db_release(db, st);
-  lua_settop(L, result);
-  return 1;
-}
-
-/* db.row(sql, ...) -> first row or nil */
-static int l_db_row(lua_State *L) {
-  mw_db *db = l_db_get(L);
-  size_t len;
-  const char *sql = l_db_checksql(L, &len);
-  sqlite3_stmt *st = l_db_prepare(L, db, "db.row", sql, len);
-  l_db_bind(L, db, st, "db.row", sql);
-  int ncols = sqlite3_column_count(st);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) {
-    mw_db_release(db, st);
+  if (job->kind == MW_DB_ROW && job->nrows == 0) {
+    if (own) mw_db_job_free(db, job);
     lua_pushnil(L);
     return 1;
   }
-  if (rc != SQLITE_ROW) return l_db_fail(L, db, st, "db.row", sql);
-  int names = l_db_push_names(L, db, st, ncols, "db.row");
-  l_db_push_row(L, st, ncols, names);
-  mw_db_release(db, st);
+  int ncols = job->ncols;
+  if (!lua_checkstack(L, ncols + 8)) {
+    if (own) mw_db_job_free(db, job);
+    return luaL_error(L, "%s: too many columns (%d)", fname, ncols);
+  }
+  int result = 0;
+  if (job->kind == MW_DB_QUERY) {
+    lua_createtable(L, job->nrows, 0);
+    luaL_newmetatable(L, "moonwire.array"); /* shared with moonwire.json */
+    lua_setmetatable(L, -2);
+    result = lua_gettop(L);
+  }
+  const char *p = job->out.p;
+  int names = lua_gettop(L) + 1;
+  for (int c = 0; c < ncols; c++) {
+    uint32_t n;
+    memcpy(&n, p, sizeof n);
+    lua_pushlstring(L, p + sizeof n, n);
+    p += sizeof n + n;
+  }
+  for (int r = 0; r < job->nrows; r++) {
+    lua_createtable(L, 0, ncols);
+    for (int c = 0; c < ncols; c++) {
+      unsigned char type = (unsigned char)*p++;
+      switch (type) {
+      case SQLITE_INTEGER: {
+        int64_t v;
+        memcpy(&v, p, sizeof v);
+        p += sizeof v;
+        lua_pushinteger(L, (lua_Integer)v);
+        break;
+      }
+      case SQLITE_FLOAT: {
+        double v;
+        memcpy(&v, p, sizeof v);
+        p += sizeof v;
+        lua_pushnumber(L, (lua_Number)v);
+        break;
+      }
+      case SQLITE_TEXT:
+      case SQLITE_BLOB: {
+        uint32_t n;
+        memcpy(&n, p, sizeof n);
+        lua_pushlstring(L, p + sizeof n, n);
+        p += sizeof n + n;
+        break;
+      }
+      default: continue; /* NULL: the key stays absent */
+      }
+      lua_pushvalue(L, names + c);
+      lua_insert(L, -2);
+      lua_rawset(L, -3);
+    }
+    if (result) lua_rawseti(L, result, r + 1);
+  }
+  if (own) mw_db_job_free(db, job);
+  if (result) {
+    lua_settop(L, result);
+  } else { /* the row, over the names */
+    lua_replace(L, names);
+    lua_settop(L, names);
+  }
   return 1;
 }
 
-/* Runs one fixed, parameterless statement and returns the SQLite code. On
- * failure, when L is given, pushes the error message (read before the
- * statement is reset). */
-static int l_db_run(lua_State *L, mw_db *db, const char *sql) {
-  sqlite3 *sq = mw_db_handle(db);
-  sqlite3_stmt *st = NULL;
-  int rc = mw_db_prepare(db, sql, (size_t)-1, &st, NULL);
-  if (rc != 0) {
-    rc = rc == -ENOMEM ? SQLITE_NOMEM : sqlite3_errcode(sq);
-    if (rc == SQLITE_OK) rc = SQLITE_ERROR;
-  } else {
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    }
-    if (rc == SQLITE_DONE) rc = SQLITE_OK;
-  }
-  if (rc != SQLITE_OK && L) l_db_pushmsg(L, "db.transaction", sqlite3_errmsg(sq), sql);
-  mw_db_release(db, st);
-  return rc;
+/* ---- waiting in a handler ---- */
+
+/* Whether L is one of app's handler coroutines: its statements then run
+ * off the loop while it waits. */
+static bool l_db_async(lua_State *L, l_db_box *b, mw_db *db) {
+  if (b->current_ref == LUA_NOREF || !mw_db_started(db) || !lua_isyieldable(L)) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->current_ref);
+  lua_call(L, 0, 1);
+  bool ours = lua_tothread(L, -1) == L;
+  lua_pop(L, 1);
+  return ours;
 }
 
-/* Undoes what fn did. Errors are ignored: the original error matters more,
- * and SQLite may already have rolled back by itself (sqlite3_get_autocommit
- * then says so). */
-static void l_db_rollback(mw_db *db, bool nested) {
-  if (sqlite3_get_autocommit(mw_db_handle(db))) return;
-  if (nested) {
-    l_db_run(NULL, db, "ROLLBACK TO mw_tx");
-    l_db_run(NULL, db, "RELEASE mw_tx");
-  } else {
-    l_db_run(NULL, db, "ROLLBACK");
+/* The owner a synchronous call runs for: L, or the coroutine whose
+ * transaction holds the writer when that one is running L (a coroutine of
+ * the app's own, resumed inside the transaction: its statements belong to
+ * it). */
+static void *l_db_sync_owner(lua_State *L, l_db_box *b, mw_db *db) {
+  void *owner = mw_db_owner(db);
+  if (!owner || owner == L || !b->live || b->live->owner != owner) return L;
+  lua_State *co = owner; /* alive: its transaction's userdata holds it */
+  lua_Debug ar;
+  if (lua_status(co) == LUA_OK && lua_getstack(co, 0, &ar)) return co; /* "normal": it resumed another */
+  return L;
+}
+
+/* A job finished: resume the coroutine that waits for it. */
+static void l_db_done(mw_db_job *job) {
+  l_db_box *b = job->ud;
+  lua_State *L = b->main;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->resume_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, job->ref);
+  job->ref = LUA_NOREF;
+  job->ud = NULL; /* read by the continuation: it is resumed by its job */
+  lcall_pcall(L, 1, 0, "db");
+  lua_settop(L, top);
+}
+
+/* Submits job and suspends the running handler until it has finished; k
+ * then continues with the job as its context (the job is db.c's again once
+ * k has returned or raised). */
+static int l_db_wait(lua_State *L, l_db_box *b, mw_db *db, mw_db_job *job, const char *fname, lua_KFunction k) {
+  lua_pushthread(L);
+  job->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the coroutine lives while its job runs */
+  job->ud = b;
+  job->done = l_db_done;
+  mw_db_submit(db, job);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->wait_ref);
+  lua_pushstring(L, fname);
+  lua_callk(L, 1, 0, (lua_KContext)job, k);
+  return k(L, LUA_OK, (lua_KContext)job);
+}
+
+/* A continuation's job: the one that just finished, or a raise when the
+ * coroutine was woken by anything else (its job then finishes unnoticed). */
+static mw_db_job *l_db_resumed(lua_State *L, lua_KContext ctx, const char *fname) {
+  mw_db_job *job = (mw_db_job *)ctx;
+  if (job->ud != NULL) {
+    job->done = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, job->ref);
+    job->ref = LUA_NOREF;
+    luaL_error(L, "%s: the handler was woken before its statement finished", fname);
   }
+  return job;
+}
+
+static const char *l_db_fname(mw_db_kind kind) {
+  return kind == MW_DB_QUERY ? "db.query" : kind == MW_DB_ROW ? "db.row" : "db.exec";
+}
+
+static int l_db_call_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mw_db_job *job = (mw_db_job *)ctx;
+  const char *fname = l_db_fname(job->kind);
+  l_db_resumed(L, ctx, fname);
+  return l_db_outcome(L, NULL, job, fname, false);
+}
+
+/* db.exec, db.query, db.row */
+static int l_db_call(lua_State *L, mw_db_kind kind) {
+  l_db_box *b = l_db_box_of(L);
+  mw_db *db = l_db_get(L);
+  size_t len;
+  const char *sql = l_db_checksql(L, &len);
+  mw_db_job *job = l_db_job(L, db, kind, sql, len);
+  if (l_db_async(L, b, db)) {
+    if (mw_db_try_inline(db, job)) return l_db_outcome(L, db, job, l_db_fname(kind), true);
+    lua_settop(L, 0); /* nothing of the call is needed past this point */
+    return l_db_wait(L, b, db, job, l_db_fname(kind), l_db_call_k);
+  }
+  job->owner = l_db_sync_owner(L, b, db);
+  mw_db_run_sync(db, job);
+  return l_db_outcome(L, db, job, l_db_fname(kind), true);
+}
+
+/* db.exec(sql, ...) -> changes, last_insert_rowid */
+static int l_db_exec(lua_State *L) { return l_db_call(L, MW_DB_EXEC); }
+
+/* db.query(sql, ...) -> { row, ... }, marked as an array for moonwire.json
+ * (empty, it is written [] rather than {}). */
+static int l_db_query(lua_State *L) { return l_db_call(L, MW_DB_QUERY); }
+
+/* db.row(sql, ...) -> first row or nil */
+static int l_db_row(lua_State *L) { return l_db_call(L, MW_DB_ROW); }
+
+/* ---- db.transaction ---- */
+
+static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Runs one of the transaction's own statements, then goes on with
+ * l_db_tx_k at step next (the job as context; a synchronous job is freed
+ * by the step). */
+static int l_db_tx_run(lua_State *L, l_db_tx *tx, const char *sql, unsigned flags, int next) {
+  mw_db *db = tx->link.db;
+  if (!db) return luaL_error(L, "database is closed");
+  tx->step = next;
+  mw_db_job *job = mw_db_job_new(db);
+  if (!job || mw_str_appendz(&job->in, sql)) {
+    mw_db_job_free(db, job);
+    return luaL_error(L, "out of memory");
+  }
+  job->sql_len = strlen(sql);
+  job->kind = strchr(sql, ';') ? MW_DB_SCRIPT : MW_DB_EXEC;
+  job->flags = flags | MW_DB_TXCTL | MW_DB_WRITER;
+  job->owner = tx->owner;
+  if (tx->async) return l_db_wait(L, tx->box, db, job, "db.transaction", l_db_tx_k);
+  mw_db_run_sync(db, job);
+  return l_db_tx_k(L, LUA_OK, (lua_KContext)job);
+}
+
+/* The transaction is over: the writer is free for others. */
+static void l_db_tx_over(l_db_tx *tx) {
+  tx->open = false;
+  if (tx->box && tx->box->live == tx) tx->box->live = NULL;
+}
+
+static const char *l_db_tx_undo(const l_db_tx *tx) {
+  return tx->nested ? "ROLLBACK TO mw_tx; RELEASE mw_tx" : "ROLLBACK";
+}
+
+/* Pushes the job's error as db.transaction's and frees a synchronous job. */
+static void l_db_tx_pusherr(lua_State *L, l_db_tx *tx, mw_db_job *job) {
+  l_db_pushmsg(L, "db.transaction", job->err.p ? job->err.p : "out of memory", job->in.p);
+  if (!tx->async) mw_db_job_free(tx->link.db, job);
+}
+
+static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx) {
+  l_db_tx *tx = lua_touserdata(L, 2);
+  mw_db_job *job = NULL;
+  if (tx->step != TX_RAN) job = tx->async ? l_db_resumed(L, ctx, "db.transaction") : (mw_db_job *)ctx;
+  switch (tx->step) {
+  case TX_BEGUN:
+    if (job->rc != SQLITE_OK) {
+      l_db_tx_pusherr(L, tx, job);
+      return lua_error(L);
+    }
+    if (!tx->async) mw_db_job_free(tx->link.db, job);
+    tx->open = true;
+    if (!tx->nested && tx->box) tx->box->live = tx;
+    tx->step = TX_RAN;
+    lua_pushvalue(L, 1);
+    /* In a handler fn may wait (its statements do); elsewhere it runs
+     * through as before. */
+    if (tx->async) status = lua_pcallk(L, 0, LUA_MULTRET, 0, 0, l_db_tx_k);
+    else status = lua_pcall(L, 0, LUA_MULTRET, 0);
+    return l_db_tx_k(L, status, 0);
+  case TX_RAN:
+    if (status != LUA_OK && status != LUA_YIELD) /* the error value is on top: undo, then raise it */
+      return l_db_tx_run(L, tx, l_db_tx_undo(tx), MW_DB_UNDO | (tx->nested ? 0 : MW_DB_END), TX_UNDONE);
+    /* fn's results sit above the userdata, at 3 and up. */
+    return l_db_tx_run(L, tx, tx->nested ? "RELEASE mw_tx" : "COMMIT", tx->nested ? 0 : MW_DB_END, TX_COMMITTED);
+  case TX_COMMITTED:
+    if (job->rc != SQLITE_OK) {
+      /* E.g. a deferred foreign key still violated: the transaction is
+       * still open, so undo it rather than leave it for the next request. */
+      l_db_tx_pusherr(L, tx, job);
+      return l_db_tx_run(L, tx, l_db_tx_undo(tx), MW_DB_UNDO | (tx->nested ? 0 : MW_DB_END), TX_UNDONE);
+    }
+    if (!tx->async) mw_db_job_free(tx->link.db, job);
+    l_db_tx_over(tx);
+    return lua_gettop(L) - 2;
+  case TX_UNDONE:
+  default:
+    /* Errors of the rollback are ignored: the original error matters more,
+     * and SQLite may already have rolled back by itself. */
+    if (!tx->async && job) mw_db_job_free(tx->link.db, job);
+    l_db_tx_over(tx);
+    return lua_error(L); /* the same value fn raised */
+  }
+}
+
+/* __close and __gc of a transaction: one abandoned while open (its
+ * coroutine closed or collected, the state closing) is rolled back. */
+static int l_db_tx_gc(lua_State *L) {
+  l_db_tx *tx = luaL_checkudata(L, 1, L_DB_TX_MT);
+  mw_db *db = tx->link.db;
+  /* A savepoint in a handler goes with its outer transaction (the same
+   * coroutine's), which rolls back the whole. */
+  if (tx->open && db && !(tx->nested && tx->async)) {
+    mw_db_job *job = mw_db_job_new(db);
+    if (job && !mw_str_appendz(&job->in, l_db_tx_undo(tx))) {
+      job->sql_len = job->in.len;
+      job->kind = tx->nested ? MW_DB_SCRIPT : MW_DB_EXEC;
+      job->flags = MW_DB_UNDO | MW_DB_TXCTL | MW_DB_WRITER | (tx->nested ? 0 : MW_DB_END);
+      if (tx->async) {
+        /* The coroutine may be freed, and its address reused by a new one,
+         * before the rollback is done: the rollback job itself holds the
+         * writer until then. Nobody waits for it. */
+        job->owner = job;
+        mw_db_hand_over(db, tx->owner, job);
+        mw_db_submit(db, job);
+      } else {
+        job->owner = tx->owner;
+        mw_db_run_sync(db, job);
+        mw_db_job_free(db, job);
+      }
+    } else {
+      mw_db_job_free(db, job);
+    }
+  }
+  l_db_tx_over(tx);
+  mw_db_link_remove(&tx->link);
+  return 0;
 }
 
 /* db.transaction(fn) -> fn's results. The outermost call is BEGIN IMMEDIATE
  * (the write lock is taken up front, so COMMIT cannot hit SQLITE_BUSY);
- * calls inside a transaction use a savepoint. fn runs under pcall, and
- * cannot yield. */
+ * calls inside a transaction use a savepoint. fn runs under pcall; in a
+ * handler it may wait, and the writer stays its own meanwhile. */
 static int l_db_transaction(lua_State *L) {
+  l_db_box *b = l_db_box_of(L);
   mw_db *db = l_db_get(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);
-  bool nested = !sqlite3_get_autocommit(mw_db_handle(db));
-  if (l_db_run(L, db, nested ? "SAVEPOINT mw_tx" : "BEGIN IMMEDIATE") != SQLITE_OK) return lua_error(L);
-  lua_pushvalue(L, 1);
-  int rc = lua_pcall(L, 0, LUA_MULTRET, 0);
-  db = l_db_box_of(L)->link.db; /* fn may have closed it */
-  if (rc != LUA_OK) {
-    if (db) l_db_rollback(db, nested);
-    return lua_error(L); /* the same value fn raised */
+  l_db_tx *tx = lua_newuserdatauv(L, sizeof *tx, 1); /* 2 */
+  memset(tx, 0, sizeof *tx);
+  if (luaL_newmetatable(L, L_DB_TX_MT)) {
+    lua_pushcfunction(L, l_db_tx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_db_tx_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
   }
-  if (!db) return luaL_error(L, "database is closed");
-  if (l_db_run(L, db, nested ? "RELEASE mw_tx" : "COMMIT") != SQLITE_OK) {
-    /* E.g. a deferred foreign key still violated: the transaction is still
-     * open, so undo it rather than leave it for the next request. */
-    l_db_rollback(db, nested);
-    return lua_error(L);
+  lua_setmetatable(L, 2);
+  mw_db_link_add(db, &tx->link);
+  tx->box = b;
+  tx->async = l_db_async(L, b, db);
+  tx->owner = tx->async ? L : l_db_sync_owner(L, b, db);
+  lua_pushthread(tx->owner); /* keeps the owner alive while tx is */
+  if (tx->owner != L) lua_xmove(tx->owner, L, 1);
+  lua_setiuservalue(L, 2, 1);
+  lua_toclose(L, 2);
+  tx->nested = mw_db_owner(db) == tx->owner;
+  return l_db_tx_run(L, tx, tx->nested ? "SAVEPOINT mw_tx" : "BEGIN IMMEDIATE", tx->nested ? 0 : MW_DB_BEGIN,
+                     TX_BEGUN);
+}
+
+/* ---- the module ---- */
+
+/* db._set_runner(current, wait, resume): app's coroutine runner, so that
+ * handlers wait for their statements instead of holding the loop. */
+static int l_db_set_runner(lua_State *L) {
+  l_db_box *b = l_db_box_of(L);
+  for (int i = 1; i <= 3; i++) luaL_checktype(L, i, LUA_TFUNCTION);
+  int *refs[] = {&b->current_ref, &b->wait_ref, &b->resume_ref};
+  for (int i = 0; i < 3; i++) {
+    luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
+    lua_pushvalue(L, i + 1);
+    *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  return lua_gettop(L) - 1;
+  return 0;
 }
 
 static int l_db_gc(lua_State *L) {
   l_db_box *b = luaL_checkudata(L, 1, L_DB_MT);
+  /* Jobs still running finish unnoticed: nothing is left to resume. */
+  if (b->link.db) mw_db_forget(b->link.db, b);
+  if (b->live) b->live->box = NULL;
+  b->live = NULL;
   mw_db_link_remove(&b->link);
   return 0;
 }
@@ -355,11 +561,16 @@ int l_db_push(lua_State *L, mw_db *db) {
       {"query", l_db_query},
       {"row", l_db_row},
       {"transaction", l_db_transaction},
+      {"_set_runner", l_db_set_runner},
       {NULL, NULL},
   };
   lua_createtable(L, 0, (int)MW_ARRAY_LEN(funcs) - 1);
   l_db_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
+  b->current_ref = b->wait_ref = b->resume_ref = LUA_NOREF;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  b->main = lua_tothread(L, -1);
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, L_DB_MT)) {
     lua_pushcfunction(L, l_db_gc);
     lua_setfield(L, -2, "__gc");

@@ -359,7 +359,9 @@ static sio_nsp *get_target(lua_State *L, sio_target *t, target_buf *b) {
     sock_handle *h = luaL_checkudata(L, 4, SOCK_MT);
     t->except_socket = h->s;
   }
-  return G_io ? sio_nsp_get(G_io->io, nsp, nlen, false) : NULL;
+  /* After l_io_stop (shutting down) a handler that was waiting may still
+   * emit: to nobody. */
+  return G_io && G_io->io ? sio_nsp_get(G_io->io, nsp, nlen, false) : NULL;
 }
 
 /* broadcast(nsp, rooms, except, except_socket, packet, atts, volatile) */
@@ -395,7 +397,7 @@ static int l_namespace(lua_State *L) {
   size_t len;
   const char *name = luaL_checklstring(L, 1, &len);
   if (len == 0 || name[0] != '/') return luaL_argerror(L, 1, "a namespace starts with '/'");
-  lua_pushboolean(L, G_io && sio_nsp_get(G_io->io, name, len, true) != NULL);
+  lua_pushboolean(L, G_io && G_io->io && sio_nsp_get(G_io->io, name, len, true) != NULL);
   return 1;
 }
 
@@ -409,7 +411,7 @@ static int l_random_id(lua_State *L) {
 
 /* dynamic(on): CONNECTs to unknown namespaces reach the connect callback. */
 static int l_dynamic(lua_State *L) {
-  if (G_io) sio_set_dynamic(G_io->io, lua_toboolean(L, 1));
+  if (G_io && G_io->io) sio_set_dynamic(G_io->io, lua_toboolean(L, 1));
   return 0;
 }
 

@@ -62,12 +62,20 @@ static int t_start(lua_State *L) {
   const char *clock = luaL_optstring(L, -1, "real");
   if (!strcmp(clock, "test")) cfg.test_clock = true;
   else if (strcmp(clock, "real")) return luaL_error(L, "clock: \"real\" or \"test\", not \"%s\"", clock);
-  lua_pop(L, 6);
+  mw_db_opts db_opts;
+  mw_db_opts_default(&db_opts);
+  lua_getfield(L, 1, "db_busy_timeout");
+  if (!lua_isnil(L, -1)) db_opts.busy_timeout_ms = (uint32_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "db_statement_timeout");
+  if (!lua_isnil(L, -1)) db_opts.statement_timeout_ms = (uint32_t)luaL_checkinteger(L, -1);
+  lua_pop(L, 8);
   cfg.root = t->root;
   cfg.db_path = t->db_path;
   uv_loop_init(&t->loop);
   char err[256];
   if (mw_db_open(&t->db, t->db_path, err, sizeof err)) return luaL_error(L, "db: %s", err);
+  mw_db_configure(t->db, &db_opts);
+  if (mw_db_start(t->db, &t->loop)) return luaL_error(L, "db: cannot start its threads");
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", t->root);
   if (static_new(&t->st, &t->loop, pub)) return luaL_error(L, "public/: cannot set up");
@@ -529,13 +537,17 @@ static int t_run(lua_State *L) {
 }
 
 /* srv:advance(ms): moves the test clock on by ms (app timers fire in order),
- * then lets the loop send what they wrote. */
+ * then lets the loop run until their statements are done and send what
+ * they wrote. */
 static int t_advance(lua_State *L) {
   tserver *t = check_srv(L);
   lua_Integer ms = luaL_checkinteger(L, 2);
   luaL_argcheck(L, ms >= 0, 2, "milliseconds must be >= 0");
   if (lhost_advance_clock(t->host, (uint64_t)ms)) return luaL_error(L, "advance: the server runs on the real clock (start it with clock = \"test\")");
   uv_run(&t->loop, UV_RUN_NOWAIT);
+  /* The timers' handlers may wait for their statements: what they send
+   * after those goes out too. */
+  while (mw_db_pending(t->db)) uv_run(&t->loop, UV_RUN_ONCE);
   return 0;
 }
 
@@ -553,6 +565,7 @@ static void t_shutdown(tserver *t) {
   t->running = false;
   for (wsclient *c = t->clients; c; c = c->next) wsc_shut(c);
   t->srv.on_idle_stop = t_idle;
+  mw_db_stop(t->db, MW_DB_STOP_WAIT_MS);
   mw_server_stop(&t->srv);
   for (int i = 0; i < 2000 && !t->idle && t->srv.nconns; i++) uv_run(&t->loop, UV_RUN_ONCE);
   lhost_free(t->host);

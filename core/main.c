@@ -28,6 +28,8 @@ static const char usage[] =
     "  --port N                 TCP port (default: $PORT, else 3000; 0 picks a free one)\n"
     "  --host ADDR              bind address (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
     "  --db PATH                SQLite file (default: ROOT/data/moonwire.db, created on first run)\n"
+    "  --db-busy-timeout MS     a write waits this long for a lock another process holds (default 5000)\n"
+    "  --db-statement-timeout MS  a statement running longer is interrupted (default 10000; 0: no limit)\n"
     "  --dev                    development mode: error details in pages (the default)\n"
     "  --production             production mode: plain error pages, no file watching\n"
     "  --watch                  reload scripts/, views/ and public/ when they change (on in dev mode)\n"
@@ -98,6 +100,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (a->srv.stopping) return;
   if (!a->srv.cfg.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
   lhost_stop(a->host); /* realtime sessions end first: their pending polls are answered */
+  mw_db_stop(a->db, MW_DB_STOP_WAIT_MS);
   uv_signal_stop(&a->sigint);
   uv_signal_stop(&a->sigterm);
   uv_timer_start(&a->grace, on_grace, SHUTDOWN_GRACE_MS, 0);
@@ -135,6 +138,8 @@ int main(int argc, char **argv) {
     cfg.port = (int)n;
   }
   const char *db_path = NULL;
+  mw_db_opts db_opts;
+  mw_db_opts_default(&db_opts);
   bool watch = false;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
@@ -160,6 +165,12 @@ int main(int argc, char **argv) {
       NEEDS_VALUE cfg.host = val;
     } else if (!strcmp(arg, "--db")) {
       NEEDS_VALUE db_path = val;
+    } else if (!strcmp(arg, "--db-busy-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 86400000, &n)) return 2;
+      db_opts.busy_timeout_ms = (uint32_t)n;
+    } else if (!strcmp(arg, "--db-statement-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 86400000, &n)) return 2;
+      db_opts.statement_timeout_ms = (uint32_t)n;
     } else if (!strcmp(arg, "--dev")) {
       cfg.dev = true;
     } else if (!strcmp(arg, "--production")) {
@@ -282,8 +293,15 @@ int main(int argc, char **argv) {
   static app a;
   a.loop = uv_default_loop();
   char err[512];
+  int r;
   if (mw_db_open(&a.db, db_path, err, sizeof err)) {
     fprintf(stderr, "moonwire: --db %s: %s\n", db_path, err);
+    return 1;
+  }
+  mw_db_configure(a.db, &db_opts);
+  r = mw_db_start(a.db, a.loop);
+  if (r) {
+    fprintf(stderr, "moonwire: --db %s: cannot start the database threads: %s\n", db_path, strerror(-r));
     return 1;
   }
   char pub[PATH_MAX + 16];
@@ -296,7 +314,7 @@ int main(int argc, char **argv) {
   if (lhost_new(&a.host, &a.srv, a.db, a.st) == -ENOMEM) return 1;
   if (!lhost_ok(a.host))
     mw_log(MW_LOG_ERROR, "the app did not load; fix the error above (routes answer 500 meanwhile)");
-  int r = mw_server_listen(&a.srv);
+  r = mw_server_listen(&a.srv);
   if (r) {
     fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
     return 1;

@@ -8,7 +8,8 @@
 #                          tests start their own redis-server; python-socketio
 #                          is a second Socket.IO client for the JSON tests,
 #                          with requests, websocket-client and aiohttp for its
-#                          polling, WebSocket and asyncio transports)
+#                          polling, WebSocket and asyncio transports; the
+#                          database tests hold a lock from the sqlite3 shell)
 #   tools/deps.sh bench    that, plus the anchors `make bench` compares with:
 #                          nginx's Lua module, wrk, and for the JSON codec
 #                          figure lua-cjson (the codec moonwire used before)
@@ -20,7 +21,7 @@ packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libws
           libsqlite3-dev libssl-dev libhiredis-dev libmsgpack-dev zlib1g-dev libbrotli-dev media-types
           node-llhttp lua-busted
           chromium nginx libfcgi-bin
-          redis-server
+          redis-server sqlite3
           python3-socketio python3-requests python3-websocket python3-aiohttp)
 if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk lua-cjson valgrind); fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

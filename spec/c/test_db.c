@@ -15,6 +15,7 @@
 #include <lualib.h>
 
 #include "check.h"
+#include "mw.h"
 
 /* Runs a Lua snippet that must not raise (its asserts are the checks). */
 #define LUA(L, code)                                                                               \
@@ -92,7 +93,7 @@ static void test_module(const char *dir) {
   /* WAL and foreign keys are on. */
   LUA(L, "assert(db.row('PRAGMA journal_mode').journal_mode == 'wal')\n"
          "assert(db.row('PRAGMA foreign_keys').foreign_keys == 1)\n"
-         "assert(db.row('PRAGMA busy_timeout').timeout == 5000)");
+         "assert(db.row('PRAGMA synchronous').synchronous == 2)  -- FULL: a commit is on disk");
 
   /* A schema script: several statements, no parameters, run together
    * (the index refers to a table the same script creates). */
@@ -399,11 +400,306 @@ static void test_module(const char *dir) {
   lua_close(L);
 }
 
+/* ---- the threads: statements off the loop, resumed on it ---- */
+
+/* Runs the loop until the Lua expression cond holds, at most 10 s. */
+static bool run_until(uv_loop_t *loop, lua_State *L, const char *cond) {
+  char code[512];
+  snprintf(code, sizeof code, "return %s", cond);
+  uint64_t end = mw_now_ns() + 10000000000ull;
+  for (;;) {
+    if (luaL_dostring(L, code) != LUA_OK) {
+      fprintf(stderr, "run_until: %s\n", lua_tostring(L, -1));
+      exit(1);
+    }
+    bool ok = lua_toboolean(L, -1);
+    lua_settop(L, 0);
+    if (ok) return true;
+    if (mw_now_ns() > end) {
+      luaL_dostring(L, "return tostring(errors[1]) .. ' pending? ' .. tostring(co and coroutine.status(co))");
+      fprintf(stderr, "run_until: still not %s after 10 s (%s)\n", cond, lua_tostring(L, -1));
+      lua_settop(L, 0);
+      return false;
+    }
+    uv_run(loop, UV_RUN_NOWAIT);
+    usleep(500);
+  }
+}
+
+/* A runner like moonwire.app's: spawn(fn) runs fn in a coroutine the
+ * module may suspend; errors land in errors[]. */
+static const char RUNNER[] =
+    "ours = setmetatable({}, {__mode = 'k'})\n"
+    "errors = {}\n"
+    "local function current()\n"
+    "  local co, main = coroutine.running()\n"
+    "  if main or not ours[co] then return nil end\n"
+    "  return co\n"
+    "end\n"
+    "local function resume(co, ...)\n"
+    "  if coroutine.status(co) ~= 'suspended' then return false end\n"
+    "  local ok, err = coroutine.resume(co, ...)\n"
+    "  if not ok then errors[#errors + 1] = tostring(err) end\n"
+    "  return true\n"
+    "end\n"
+    "db._set_runner(current, function() return coroutine.yield() end, resume)\n"
+    "function spawn(fn, ...)\n"
+    "  local co = coroutine.create(fn)\n"
+    "  ours[co] = true\n"
+    "  resume(co, ...)\n"
+    "  return co\n"
+    "end\n"
+    "FOREVER = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c'\n";
+
+static void test_threads(const char *dir) {
+  char path[512], err[256];
+  snprintf(path, sizeof path, "%s/threads.db", dir);
+  uv_loop_t loop;
+  CHECK(uv_loop_init(&loop) == 0);
+  mw_db *db = NULL;
+  CHECK(mw_db_open(&db, path, err, sizeof err) == 0);
+  /* Generous limits, but where a test is about them: a loaded machine must
+   * not make the others fail. */
+  mw_db_opts opts;
+  mw_db_opts_default(&opts);
+  mw_db_configure(db, &opts);
+  CHECK(mw_db_start(db, &loop) == 0);
+  CHECK(mw_db_started(db));
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  l_db_push(L, db);
+  lua_setglobal(L, "db");
+  LUA(L, RUNNER);
+
+  /* Outside a coroutine: synchronous, as at a script's top level. */
+  LUA(L, "db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)')\n"
+         "assert(db.exec('INSERT INTO t(v) VALUES (?), (?)', 'a', 'b') == 2)");
+
+  /* In a coroutine: a write waits (the coroutine is suspended) and its
+   * results come back on the loop; a quick read runs at once. */
+  LUA(L, "co = spawn(function()\n"
+         "  local n, id = db.exec('INSERT INTO t(v) VALUES (?)', 'c')\n"
+         "  wrote = {n, id}\n"
+         "  got = db.row('SELECT v FROM t WHERE id = ?', id).v\n"
+         "  all = db.query('SELECT v FROM t ORDER BY id')\n"
+         "  none = db.row('SELECT v FROM t WHERE id = 99')\n"
+         "  changes = db.row('SELECT changes() AS n').n  -- the writer's, not a reader's\n"
+         "end)\n"
+         "assert(coroutine.status(co) == 'suspended' and wrote == nil)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(#errors == 0, errors[1])\n"
+         "assert(wrote[1] == 1 and wrote[2] == 3 and got == 'c' and none == nil)\n"
+         "assert(#all == 3 and all[3].v == 'c' and changes == 1, changes)");
+  CHECK(mw_db_readers(db) == 0); /* quick reads ran on the loop's own connection */
+
+  /* A temporary table lives on the writer's connection: a read of it is
+   * handed over there. */
+  LUA(L, "db.exec('CREATE TEMP TABLE scratch(x)')\n"
+         "db.exec('INSERT INTO scratch VALUES (42)')\n"
+         "co = spawn(function() temp = db.row('SELECT x FROM scratch').x end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(#errors == 0, errors[1]) assert(temp == 42)");
+
+  /* Two transactions at once, each waiting on its own statements: the
+   * second begins only once the first has committed, and a plain write
+   * waits too; a read goes on meanwhile and sees nothing uncommitted. */
+  LUA(L, "order = {}\n"
+         "local function tx(tag)\n"
+         "  return spawn(function()\n"
+         "    db.transaction(function()\n"
+         "      for i = 1, 3 do db.exec('INSERT INTO t(v) VALUES (?)', tag .. i) order[#order + 1] = tag .. i end\n"
+         "      inside = db.row('SELECT count(*) AS n FROM t WHERE v LIKE ?', tag .. '%').n  -- its own writes\n"
+         "    end)\n"
+         "    order[#order + 1] = tag .. ' committed'\n"
+         "  end)\n"
+         "end\n"
+         "a, b = tx('p'), tx('q')\n"
+         "w = spawn(function() db.exec('INSERT INTO t(v) VALUES (?)', 'w') order[#order + 1] = 'w' end)\n"
+         "r = spawn(function() seen = db.row(\"SELECT count(*) AS n FROM t WHERE v LIKE 'p%'\").n end)\n"
+         "assert(seen == 0, 'a read in the meantime sees nothing uncommitted')");
+  CHECK(run_until(&loop, L, "coroutine.status(a) == 'dead' and coroutine.status(b) == 'dead' and coroutine.status(w) == 'dead'"));
+  LUA(L, "assert(#errors == 0, errors[1])\n"
+         "assert(table.concat(order, ' ') == 'p1 p2 p3 p committed q1 q2 q3 q committed w', table.concat(order, ' '))\n"
+         "assert(inside == 3)");
+
+  /* A transaction that waits (here: forever) holds the writer; a write of
+   * someone else waits for it until the busy timeout, then fails. */
+  opts.busy_timeout_ms = 200;
+  mw_db_configure(db, &opts);
+  LUA(L, "stuck = spawn(function()\n"
+         "  db.transaction(function()\n"
+         "    db.exec('INSERT INTO t(v) VALUES (?)', 'stuck')\n"
+         "    db.transaction(function()\n"
+         "      db.exec('INSERT INTO t(v) VALUES (?)', 'stuck')\n"
+         "      coroutine.yield()  -- nothing will wake it\n"
+         "    end)\n"
+         "  end)\n"
+         "end)\n"
+         "late = spawn(function() local ok, e = pcall(db.exec, 'INSERT INTO t(v) VALUES (?)', 'late') lateerr = e end)");
+  CHECK(run_until(&loop, L, "lateerr ~= nil"));
+  opts.busy_timeout_ms = MW_DB_BUSY_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
+  LUA(L, "assert(lateerr:find(\"db.exec: database is busy: another handler's transaction held it past the busy timeout\", 1, true), lateerr)");
+  /* Abandoned (collected), the transaction is rolled back and the writer
+   * is free again. */
+  LUA(L, "stuck = nil collectgarbage() collectgarbage()\n"
+         "after = spawn(function() db.exec('INSERT INTO t(v) VALUES (?)', 'after') done_after = true end)");
+  CHECK(run_until(&loop, L, "done_after"));
+  LUA(L, "assert(#errors == 0, errors[1])\n"
+         "assert(db.row(\"SELECT count(*) AS n FROM t WHERE v = 'stuck'\").n == 0)\n"
+         "assert(db.row(\"SELECT count(*) AS n FROM t WHERE v = 'after'\").n == 1)");
+  CHECK(mw_db_owner(db) == NULL);
+
+  /* A transaction whose fn fails after waiting is rolled back; nested
+   * ones are savepoints. */
+  LUA(L, "co = spawn(function()\n"
+         "  txerr = select(2, pcall(db.transaction, function()\n"
+         "    db.exec('INSERT INTO t(v) VALUES (?)', 'outer')\n"
+         "    local ok = pcall(db.transaction, function()\n"
+         "      db.exec('INSERT INTO t(v) VALUES (?)', 'inner')\n"
+         "      error('inner fails')\n"
+         "    end)\n"
+         "    assert(not ok)\n"
+         "    kept = db.row(\"SELECT count(*) AS n FROM t WHERE v IN ('outer', 'inner')\").n\n"
+         "    error('outer fails')\n"
+         "  end))\n"
+         "end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(#errors == 0, errors[1])\n"
+         "assert(kept == 1 and txerr:find('outer fails', 1, true), txerr)\n"
+         "assert(db.row(\"SELECT count(*) AS n FROM t WHERE v IN ('outer', 'inner')\").n == 0)");
+  CHECK(mw_db_owner(db) == NULL);
+
+  /* BEGIN by hand, in a coroutine, is refused: the writer is shared. */
+  LUA(L, "co = spawn(function() rawerr = select(2, pcall(db.exec, 'begin immediate')) end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(rawerr:find('cannot be run from a handler', 1, true) and rawerr:find('db.transaction', 1, true), rawerr)");
+  CHECK(sqlite3_get_autocommit(mw_db_handle(db)) != 0);
+
+  /* The statement budget: a runaway query is stopped, on a reader (after
+   * its first millisecond on the loop) and on the writer; both still work. */
+  opts.statement_timeout_ms = 300;
+  mw_db_configure(db, &opts);
+  LUA(L, "co = spawn(function()\n"
+         "  rerr = select(2, pcall(db.row, FOREVER))\n"
+         "  werr = select(2, pcall(db.exec, FOREVER))\n"
+         "  still = db.row('SELECT count(*) AS n FROM t').n\n"
+         "  db.exec('INSERT INTO t(v) VALUES (?)', 'still')\n"
+         "end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(#errors == 0, errors[1])\n"
+         "assert(rerr:find('db.row: statement stopped: it ran past its budget of 300 ms (--db-statement-timeout) (in: WITH RECURSIVE', 1, true), rerr)\n"
+         "assert(werr:find('db.exec: statement stopped: it ran past its budget of 300 ms', 1, true), werr)\n"
+         "assert(still > 0)");
+  CHECK(mw_db_readers(db) == 1);
+  /* The same statement goes straight to the reader now: the loop only
+   * ever holds it for its first millisecond. */
+  LUA(L, "co = spawn(function() rerr2 = select(2, pcall(db.row, FOREVER)) end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(rerr2:find('ran past its budget', 1, true), rerr2)");
+
+  /* Another process's lock (here another connection's): a write waits for
+   * it off the loop until the busy timeout, then fails with a clear word;
+   * a read goes on. */
+  opts.busy_timeout_ms = 200;
+  mw_db_configure(db, &opts);
+  sqlite3 *other = NULL;
+  CHECK(sqlite3_open(path, &other) == SQLITE_OK);
+  CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  LUA(L, "co = spawn(function()\n"
+         "  lockerr = select(2, pcall(db.exec, 'INSERT INTO t(v) VALUES (?)', 'locked'))\n"
+         "  readable = db.row('SELECT count(*) AS n FROM t').n\n"
+         "end)");
+  CHECK(run_until(&loop, L, "coroutine.status(co) == 'dead'"));
+  LUA(L, "assert(lockerr:find('db.exec: database is locked by another process (waited 200 ms, --db-busy-timeout) (in: INSERT', 1, true), lockerr)\n"
+         "assert(readable > 0)\n"
+         /* synchronous callers get the same */
+         "local ok, e = pcall(db.exec, 'INSERT INTO t(v) VALUES (1)')\n"
+         "assert(not ok and e:find('database is locked by another process', 1, true), e)");
+  /* Released before the deadline, the write goes through. */
+  opts.busy_timeout_ms = MW_DB_BUSY_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
+  LUA(L, "co = spawn(function() db.exec('INSERT INTO t(v) VALUES (?)', 'unlocked') unlocked = true end)");
+  CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  CHECK(run_until(&loop, L, "unlocked"));
+  sqlite3_close(other);
+
+  /* Group commit: writes that queue up behind the writer commit together,
+   * each answered once they have; one that fails, whether SQLite keeps the
+   * transaction (a constraint), loses it (a runaway write, interrupted) or
+   * refuses the commit (a deferred foreign key), fails alone. Another
+   * connection's lock holds the writer while they queue. */
+  LUA(L, "db.exec('CREATE TABLE g(id INTEGER PRIMARY KEY, k TEXT UNIQUE, owner INTEGER REFERENCES t(id) DEFERRABLE INITIALLY DEFERRED)')\n"
+         "ENDLESS = \"INSERT INTO g(k) SELECT 'e' || x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)\"\n"
+         "function burst(bad)\n"
+         "  results = {}\n"
+         "  local cos = {}\n"
+         "  for i = 1, 12 do\n"
+         "    cos[i] = spawn(function()\n"
+         "      local sql, args = 'INSERT INTO g(k) VALUES (?)', { bad .. i }\n"
+         "      if i == 6 then sql, args = bad == 'dup' and 'INSERT INTO g(k) VALUES (?)' or bad == 'fk' and 'INSERT INTO g(k, owner) VALUES (?, 999999)' or ENDLESS, { bad .. 2 } end\n"
+         "      if i == 6 and bad == 'endless' then args = {} end\n"
+         "      if i == 6 and bad == 'fk' then args = { 'fk-orphan' } end\n"
+         "      local ok, a, b = pcall(db.exec, sql, table.unpack(args))\n"
+         "      results[i] = ok and 'ok' or a\n"
+         "    end)\n"
+         "  end\n"
+         "  return cos\n"
+         "end");
+  opts.statement_timeout_ms = 300;
+  mw_db_configure(db, &opts);
+  for (int round = 0; round < 3; round++) {
+    static const char *bad[] = {"dup", "fk", "endless"};
+    static const char *expect[] = {"UNIQUE constraint failed: g.k", "FOREIGN KEY constraint failed", "ran past its budget"};
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK);
+    CHECK(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+    int groups = mw_db_groups(db);
+    char code[1024];
+    snprintf(code, sizeof code, "burst('%s')", bad[round]);
+    LUA(L, code);
+    usleep(50000); /* the first write waits for the lock, the others queue behind it */
+    CHECK(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(other);
+    CHECK(run_until(&loop, L, "#results == 12 and results[12] ~= nil"));
+    snprintf(code, sizeof code,
+             "for i = 1, 12 do\n"
+             "  if i == 6 then assert(results[i] ~= 'ok' and results[i]:find('%s', 1, true), results[i])\n"
+             "  else assert(results[i] == 'ok', i .. ': ' .. tostring(results[i])) end\n"
+             "end\n"
+             "assert(db.row(\"SELECT count(*) AS n FROM g WHERE k LIKE '%s%%'\").n == 11)",
+             expect[round], bad[round]);
+    LUA(L, code);
+    CHECK(mw_db_groups(db) > groups); /* they did go together */
+  }
+  opts.statement_timeout_ms = MW_DB_STATEMENT_TIMEOUT_MS;
+  mw_db_configure(db, &opts);
+
+  /* Shutting down: a running statement is interrupted once the wait is
+   * over, and says why. */
+  opts.statement_timeout_ms = 0; /* no budget */
+  mw_db_configure(db, &opts);
+  LUA(L, "co = spawn(function() stoperr = select(2, pcall(db.row, FOREVER)) end)");
+  mw_db_stop(db, 100);
+  CHECK(run_until(&loop, L, "stoperr ~= nil"));
+  LUA(L, "assert(stoperr:find('statement stopped: the server is shutting down', 1, true), stoperr)");
+
+  /* The Lua state goes while a statement still runs: it finishes
+   * unnoticed, and the database closes cleanly after it. */
+  LUA(L, "spawn(function() db.exec(FOREVER) end)\n"
+         "spawn(function() db.row(FOREVER) end)");
+  CHECK(mw_db_pending(db) == 2);
+  lua_close(L);
+  mw_db_close(db);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the handles' close callbacks */
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 int main(void) {
   char dir[] = "/tmp/mw_test_db_XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
   test_open_errors(dir);
   test_module(dir);
+  test_threads(dir);
   CHECK(nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0);
   CHECK(!exists(dir));
   CHECK_REPORT();

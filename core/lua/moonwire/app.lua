@@ -675,6 +675,9 @@ end
 -- App timers' callbacks run as handlers too.
 require("moonwire.timer")._set_runner(app._call)
 
+-- A handler's SQL statements run on database threads while it waits.
+require("moonwire.db")._set_runner(app._current, app._wait, app._resume)
+
 -- app.sleep(ms): waits ms milliseconds inside a handler.
 function app.sleep(ms)
   assert(type(ms) == "number" and ms >= 0, "sleep: expects milliseconds")

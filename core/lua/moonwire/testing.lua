@@ -43,7 +43,9 @@ testing.encode_form = encode_form
 -- max_body, quiet (default true), clock ("real", the default, or "test": the
 -- app's timers then wait for srv:advance(ms)), env (variables set in this
 -- process before the app loads, for os.getenv; false unsets one),
--- handler_budget (ms, as --handler-budget), lua_memory (MiB, as --lua-memory).
+-- handler_budget (ms, as --handler-budget), lua_memory (MiB, as --lua-memory),
+-- db_busy_timeout and db_statement_timeout (ms, as the flags
+-- --db-busy-timeout and --db-statement-timeout).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
@@ -57,6 +59,7 @@ function testing.start(opts)
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
     clock = opts.clock, handler_budget = opts.handler_budget, lua_memory = opts.lua_memory,
+    db_busy_timeout = opts.db_busy_timeout, db_statement_timeout = opts.db_statement_timeout,
   }
   return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port(), saved_env = saved_env }, Server)
 end
