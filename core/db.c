@@ -38,6 +38,7 @@
  * finish in the order they were asked for (a chat's SELECT after its
  * INSERT keeps the messages in order), unless one of them is slow. */
 #define DB_OVERFLOW_NS (10 * 1000000ull)
+#define DB_REOPEN_NS (1000 * 1000000ull) /* a connection that did not open is tried again after */
 /* The nice value of reader threads: at 10 the scheduler gives the loop
  * about ten times the CPU of a reader when they share a core (GET /hello
  * on one core during an endless query: 26,000 req/s at 10, 19,000 at 0,
@@ -114,6 +115,7 @@ typedef struct db_conn {
   bool waiting;     /* waiting on cond (under mu) */
   uint64_t since;   /* when the job it runs started (under mu) */
   bool failed;      /* could not open its connection: hands every job to the writer */
+  uint64_t retry_at; /* when a failed connection tries to open again */
 } db_conn;
 
 struct mw_db {
@@ -891,6 +893,25 @@ static bool db_reader_may(mw_db *db, db_conn *c, uint64_t now, uint64_t *until) 
   return true;
 }
 
+/* Opens reader c's read-only connection. One that does not open (no file
+ * descriptor left, say) leaves its reads to the writer, slower but right,
+ * and is tried again a second later, so a passing shortage costs only
+ * that while. Says so once per failure and once when it opens after all. */
+static bool db_reader_open(db_conn *c, bool again) {
+  mw_db *db = c->db;
+  if (db_conn_open(c, db, db->path, SQLITE_OPEN_READONLY) == SQLITE_OK) {
+    if (again) mw_log(MW_LOG_INFO, "db %s: a reader connection opened after all", db->path);
+    return true;
+  }
+  if (!again)
+    mw_log(MW_LOG_WARN, "db %s: a reader connection did not open: %s; its reads go to the writer meanwhile",
+           db->path, c->sq ? sqlite3_errmsg(c->sq) : "out of memory");
+  sqlite3_close(c->sq);
+  c->sq = NULL;
+  c->retry_at = mw_now_ns() + DB_REOPEN_NS;
+  return false;
+}
+
 static void db_reader_main(void *arg) {
   db_conn *c = arg;
   mw_db *db = c->db;
@@ -900,12 +921,7 @@ static void db_reader_main(void *arg) {
    * everyone's requests. (Linux takes a nice value per thread.) */
   setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), DB_READER_NICE);
 #endif
-  if (db_conn_open(c, db, db->path, SQLITE_OPEN_READONLY) != SQLITE_OK) {
-    /* Its reads go to the writer instead: slower, still right. */
-    mw_log(MW_LOG_WARN, "db %s: a reader connection did not open: %s", db->path,
-           c->sq ? sqlite3_errmsg(c->sq) : "out of memory");
-    sqlite3_close(c->sq);
-    c->sq = NULL;
+  if (!db_reader_open(c, false)) {
     uv_mutex_lock(&db->mu);
     c->failed = true;
     uv_mutex_unlock(&db->mu);
@@ -930,6 +946,11 @@ static void db_reader_main(void *arg) {
     c->busy = true;
     c->since = mw_now_ns();
     uv_mutex_unlock(&db->mu);
+    if (c->failed && c->since >= c->retry_at && db_reader_open(c, true)) {
+      uv_mutex_lock(&db->mu);
+      c->failed = false;
+      uv_mutex_unlock(&db->mu);
+    }
     db_run(c, job);
     uv_mutex_lock(&db->mu);
     c->busy = false;
@@ -1000,7 +1021,9 @@ static void db_on_async(uv_async_t *a) {
     list = job->next;
     job->next = NULL;
     if (job->bounced) {
-      /* A reader could not run it: the writer will. */
+      /* A reader could not run it: the writer will, from a clean slate
+       * (left bounced, it would come back here after the writer ran it). */
+      db_job_reset(job);
       job->reader = false;
       job->flags |= MW_DB_WRITER;
       job->where = Q_NONE;
@@ -1121,15 +1144,16 @@ static void db_job_reset(mw_db_job *job) {
 
 bool mw_db_try_inline(mw_db *db, mw_db_job *job) {
   db_conn *c = &db->lr;
-  if (!db->threaded || c->failed || !db_for_reader(db, job)) return false;
+  if (!db->threaded || !db_for_reader(db, job)) return false;
   if (!c->sq) {
+    if (c->failed && mw_now_ns() < c->retry_at) return false;
     c->reader = c->inl = true;
-    if (db_conn_open(c, db, db->path, SQLITE_OPEN_READONLY) != SQLITE_OK) {
-      sqlite3_close(c->sq);
-      c->sq = NULL;
+    c->db = db;
+    if (!db_reader_open(c, c->failed)) {
       c->failed = true;
       return false;
     }
+    c->failed = false;
   }
   job->budget_ns = (uint64_t)db->opts.statement_timeout_ms * 1000000u;
   db_run(c, job);

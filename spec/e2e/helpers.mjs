@@ -280,7 +280,7 @@ export class RawConnection {
   }
 
   /** Resolves true as soon as predicate() holds, false after timeout ms. */
-  waitFor(predicate, timeout) {
+  waitFor(predicate, timeout = 5000) {
     return new Promise((resolve) => {
       const check = () => {
         if (!predicate()) return;
