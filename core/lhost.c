@@ -9,8 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "body.h"
 #include "db.h"
 #include "embedded.h"
+#include "l_body.h"
 #include "l_io.h"
 #include "static.h"
 #include "template.h"
@@ -57,6 +59,7 @@ struct lhost {
  * the request's table does. res is NULL once answered. */
 typedef struct exchange {
   http_res *res;
+  const http_req *req;      /* valid while res is (the request lives until its answer) */
   size_t hlen;
   char headers[];
 } exchange;
@@ -492,7 +495,28 @@ static int ex_done(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg ex_methods[] = {{"finish", ex_finish}, {"done", ex_done}, {NULL, NULL}};
+/* The request's body, for moonwire.app's req (see l_body.c): its size when
+ * it was spooled to a file (else nil), reads of it, multipart parts. */
+static const http_req *ex_req(exchange *ex) { return ex->res ? ex->req : NULL; }
+
+static int ex_body_size(lua_State *L) {
+  const http_req *req = ex_req(check_ex(L));
+  if (!req || !req->body_file) return 0;
+  lua_pushinteger(L, (lua_Integer)req->body_len);
+  return 1;
+}
+
+static int ex_read_body(lua_State *L) { return l_body_read(L, ex_req(check_ex(L)), 2); }
+static int ex_read_body_now(lua_State *L) { return l_body_read_now(L, ex_req(check_ex(L)), 2); }
+static int ex_parts(lua_State *L) { return l_body_parts(L, ex_req(check_ex(L))); }
+
+static const luaL_Reg ex_methods[] = {{"finish", ex_finish},
+                                      {"done", ex_done},
+                                      {"body_size", ex_body_size},
+                                      {"read_body", ex_read_body},
+                                      {"read_body_now", ex_read_body_now},
+                                      {"parts", ex_parts},
+                                      {NULL, NULL}};
 
 /* ---- moonwire.core: what the framework's Lua needs from C ---- */
 
@@ -628,7 +652,8 @@ static int push_req(lua_State *L, const http_req *req, int exi) {
   if (req->path_len == req->url_len) lua_pushvalue(L, -1); /* no query: the same string, not hashed again */
   else lua_pushlstring(L, req->path, req->path_len);
   lua_pushlstring(L, req->query, req->query_len);
-  lua_pushlstring(L, req->body, req->body_len);
+  if (req->body) lua_pushlstring(L, req->body, req->body_len);
+  else lua_pushnil(L); /* spooled: read when req.body is (moonwire.app) */
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
   lua_pushvalue(L, exi);
   return 7;
@@ -699,6 +724,7 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   size_t hlen = packed_size(req);
   exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
   ex->res = res;
+  ex->req = req;
   ex->hlen = hlen;
   pack_headers(req, ex->headers);
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
@@ -860,6 +886,7 @@ void lhost_stop(lhost *h) {
 void lhost_free(lhost *h) {
   if (!h) return;
   lhost_stop(h);
+  if (h->L) l_body_stop(h->L); /* body reads still in flight call nothing */
   if (h->L) lua_close(h->L);
   lpool_drain(&h->pool);
   l_io_free(h->io);
