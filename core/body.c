@@ -7,15 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* Bytes of one body waiting for the disk past which its connection stops
- * reading, and under which it reads again. */
-#define BODY_HIGH (128 * 1024)
-#define BODY_LOW (64 * 1024)
+ * reading (one read may add up to 64 KiB more), and under which it reads
+ * again. */
+#define BODY_HIGH (64 * 1024)
+#define BODY_LOW (32 * 1024)
 
-/* Request body bytes in memory across all connections (one loop thread). */
-static size_t gauge;
+/* Request body bytes in memory across all connections (one loop thread),
+ * and of them those on their way to the disk. */
+static size_t gauge, waiting;
 
 size_t body_memory_held(void) { return gauge; }
 
@@ -136,6 +139,152 @@ const char *http_req_body(const http_req *req, size_t *len) {
   return f->loaded;
 }
 
+/* ---- chunks: bytes on their way to the disk ---- */
+
+/* Bytes wait for the disk in fixed-size chunks, taken from one region of
+ * address space reserved at first use (1 GiB of addresses: pages are only
+ * real once touched), and given back to the system in one go once no chunk
+ * is in use. With chunks from malloc, a thousand uploads arriving at once
+ * left 90 MB of freed but resident heap behind while the clients trickled
+ * on (glibc keeps it; malloc_trim took seconds to return it), and one mmap
+ * per chunk spent most of the time in TLB shootdowns at munmap. Past the
+ * region, chunks come from malloc. Sanitizer builds use malloc only, so
+ * that a chunk used after its end is caught. */
+#define CHUNK_BYTES (64 * 1024)
+#define ARENA_MAX ((size_t)1 << 30)
+#define ARENA_RELEASE 16 /* chunks touched before a release is worth a system call */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CHUNK_HEAP_ONLY 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHUNK_HEAP_ONLY 1
+#endif
+#endif
+
+typedef struct chunk {
+  struct chunk *next;
+  uint32_t start, end; /* the bytes still to write: data[start, end) */
+  bool heap;           /* from malloc, not the region */
+  char data[];
+} chunk;
+
+#define CHUNK_ROOM (CHUNK_BYTES - offsetof(chunk, data))
+
+static struct {
+  char *base;      /* NULL until first use; MAP_FAILED: none to be had */
+  size_t slots;    /* chunks it holds */
+  size_t bump;     /* chunks touched since the last release */
+  size_t used;     /* chunks in use */
+  chunk *free;     /* touched chunks not in use */
+  uint64_t released; /* when the touched chunks last went back */
+  bool idle;       /* none in use since the last time they could not go back */
+} arena;
+
+/* The touched chunks go back to the system once none is in use, at most
+ * once a second (touching them again costs a page fault each page: during
+ * a burst, the disk catching up now and then must not cost that), or when
+ * the next one is needed after that second. */
+static void arena_release(void) {
+  uint64_t now = mw_now_ns();
+  if (arena.bump < ARENA_RELEASE || now - arena.released < 1000000000ull) {
+    arena.idle = true;
+    return;
+  }
+  madvise(arena.base, arena.bump * CHUNK_BYTES, MADV_DONTNEED);
+  arena.released = now;
+  arena.bump = 0;
+  arena.free = NULL;
+  arena.idle = false;
+}
+
+static chunk *chunk_new(void) {
+  chunk *c = NULL;
+#ifndef CHUNK_HEAP_ONLY
+  if (!arena.base) {
+    size_t size = ARENA_MAX;
+    arena.base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    arena.slots = arena.base == MAP_FAILED ? 0 : size / CHUNK_BYTES;
+  }
+  if (arena.used == 0 && arena.idle) arena_release();
+  if (arena.free) {
+    c = arena.free;
+    arena.free = c->next;
+  } else if (arena.bump < arena.slots) {
+    c = (chunk *)(arena.base + arena.bump++ * CHUNK_BYTES);
+  }
+  if (c) {
+    arena.used++;
+    c->heap = false;
+  }
+#endif
+  if (!c) {
+    if (!(c = malloc(CHUNK_BYTES))) return NULL;
+    c->heap = true;
+  }
+  c->next = NULL;
+  c->start = c->end = 0;
+  return c;
+}
+
+static void chunk_free(chunk *c) {
+  if (c->heap) {
+    free(c);
+    return;
+  }
+  c->next = arena.free;
+  arena.free = c;
+  if (--arena.used == 0) arena_release();
+}
+
+typedef struct chunks {
+  chunk *head, *tail;
+  size_t bytes;
+} chunks;
+
+static int chunks_append(chunks *q, const char *data, size_t len) {
+  while (len) {
+    chunk *t = q->tail;
+    if (!t || t->end == CHUNK_ROOM) {
+      if (!(t = chunk_new())) return -ENOMEM;
+      if (q->tail) q->tail->next = t;
+      else q->head = t;
+      q->tail = t;
+    }
+    size_t n = CHUNK_ROOM - t->end < len ? CHUNK_ROOM - t->end : len;
+    memcpy(t->data + t->end, data, n);
+    t->end += (uint32_t)n;
+    q->bytes += n;
+    data += n;
+    len -= n;
+  }
+  return 0;
+}
+
+/* Drops n written bytes from the front. */
+static void chunks_consume(chunks *q, size_t n) {
+  q->bytes -= n;
+  while (n) {
+    chunk *h = q->head;
+    size_t take = h->end - h->start < n ? h->end - h->start : n;
+    h->start += (uint32_t)take;
+    n -= take;
+    if (h->start == h->end) {
+      q->head = h->next;
+      if (!q->head) q->tail = NULL;
+      chunk_free(h);
+    }
+  }
+}
+
+static void chunks_free(chunks *q) {
+  for (chunk *c = q->head, *n; c; c = n) {
+    n = c->next;
+    chunk_free(c);
+  }
+  *q = (chunks){0};
+}
+
 /* ---- the sink: spooling, multipart ---- */
 
 /* A file the sink writes: the spool, or one uploaded file. */
@@ -143,7 +292,7 @@ typedef struct body_out {
   struct body_out *next; /* in the sink's queue */
   int fd;                /* -1 until created */
   char *path;            /* the spool's own; an upload's belongs to its part */
-  mw_str pend;           /* bytes waiting for the disk */
+  chunks pend;           /* bytes waiting for the disk */
   uint64_t off;          /* where the next write goes */
   bool last;             /* every byte has come */
   bool spool;
@@ -151,13 +300,14 @@ typedef struct body_out {
 } body_out;
 
 struct body_sink {
+  body_sink *prev, *next; /* in receiving, while its body arrives */
+  bool listed;
   http_body *b;          /* NULL once released: it then winds down and frees itself */
   uv_loop_t *loop;
   const mw_config *cfg;
   uv_fs_t req;           /* the one filesystem request in flight */
   bool busy;
-  mw_str inflight;       /* the bytes being written */
-  size_t inflight_done;
+  chunks inflight;       /* the bytes being written */
   size_t held;           /* in pend and inflight, counted in the gauge */
   body_out *head, *tail; /* files with work left, in order */
   body_file *file;       /* the spool (NULL for multipart) */
@@ -188,14 +338,64 @@ static int refuse(http_body *b, int status, const char *fmt, ...) {
   return BODY_FAIL;
 }
 
+/* The bodies still arriving, and whether they are all held back because
+ * more than a quarter of cfg.body_memory waits for the disk: then every
+ * one of them stops reading (not only the one whose read crossed the line,
+ * which would let each connection add a read's worth first), until the
+ * disk has caught up to half of that. Only bytes the disk will take
+ * count: bodies held in memory (at most cfg.body_memory, see body_begin)
+ * cannot hold uploads back. A quarter: with 1,000 uploads arriving at
+ * once, a lower bound on what waits made the disk take them twice as fast
+ * (fewer pages touched) as with all of cfg.body_memory. */
+static body_sink *receiving;
+static bool throttled;
+
+static void list_add(body_sink *s) {
+  s->next = receiving;
+  if (receiving) receiving->prev = s;
+  receiving = s;
+  s->listed = true;
+}
+
+static void list_remove(body_sink *s) {
+  if (!s->listed) return;
+  if (s->prev) s->prev->next = s->next;
+  else receiving = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+  s->listed = false;
+}
+
 static void hold(body_sink *s, size_t n) {
   s->held += n;
   gauge += n;
+  waiting += n;
+  if (throttled || waiting <= s->cfg->body_memory / 4) return;
+  throttled = true;
+  for (body_sink *t = receiving; t; t = t->next) {
+    if (t == s || t->paused) continue; /* s is told by body_feed's return */
+    t->paused = true;
+    t->b->ev->pause(t->b->ud);
+  }
 }
 
 static void unhold(body_sink *s, size_t n) {
   s->held -= n;
   gauge -= n;
+  waiting -= n;
+}
+
+/* After the disk caught up: the bodies held back read again, but for
+ * except (its on_fs decides for it). */
+static void unthrottle(const mw_config *cfg, body_sink *except) {
+  if (!throttled || waiting > cfg->body_memory / 8) return;
+  throttled = false;
+  for (body_sink *t = receiving, *n; t; t = n) {
+    n = t->next;
+    if (t == except || !t->paused || t->held >= BODY_LOW) continue;
+    t->paused = false;
+    t->b->ev->resume(t->b->ud);
+  }
 }
 
 /* A new name in the temporary directory: prefix and 16 random hex digits. */
@@ -224,14 +424,14 @@ static body_out *out_new(body_sink *s, bool spool, char *path) {
 }
 
 static void out_free(body_sink *s, body_out *o) {
-  unhold(s, o->pend.len);
-  mw_str_free(&o->pend);
+  unhold(s, o->pend.bytes);
+  chunks_free(&o->pend);
   if (o->spool) free(o->path);
   free(o);
 }
 
 static int out_append(body_sink *s, body_out *o, const char *data, size_t len) {
-  if (mw_str_append(&o->pend, data, len)) return -ENOMEM;
+  if (chunks_append(&o->pend, data, len)) return -ENOMEM;
   hold(s, len);
   return 0;
 }
@@ -250,14 +450,16 @@ static void pump(body_sink *s) {
       r = uv_fs_open(s->loop, &s->req, o->path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600, on_fs);
     } else if (o->spool && !o->unlinked) {
       r = uv_fs_unlink(s->loop, &s->req, o->path, on_fs);
-    } else if (s->inflight.len || o->pend.len) {
-      if (!s->inflight.len) { /* what waits becomes what is written */
+    } else if (s->inflight.bytes || o->pend.bytes) {
+      if (!s->inflight.bytes) { /* what waits becomes what is written */
         s->inflight = o->pend;
-        o->pend = (mw_str){0};
-        s->inflight_done = 0;
+        o->pend = (chunks){0};
       }
-      uv_buf_t buf = uv_buf_init(s->inflight.p + s->inflight_done, (unsigned)(s->inflight.len - s->inflight_done));
-      r = uv_fs_write(s->loop, &s->req, o->fd, &buf, 1, (int64_t)o->off, on_fs);
+      uv_buf_t iov[16];
+      unsigned n = 0;
+      for (chunk *c = s->inflight.head; c && n < MW_ARRAY_LEN(iov); c = c->next)
+        iov[n++] = uv_buf_init(c->data + c->start, c->end - c->start);
+      r = uv_fs_write(s->loop, &s->req, o->fd, iov, n, (int64_t)o->off, on_fs);
     } else if (o->last) {
       s->head = o->next;
       if (!s->head) s->tail = NULL;
@@ -281,9 +483,7 @@ static void pump(body_sink *s) {
   }
 }
 
-static bool should_pause(body_sink *s) {
-  return s->held >= BODY_HIGH || (s->held && s->busy && gauge > s->cfg->body_memory);
-}
+static bool should_pause(body_sink *s) { return s->held >= BODY_HIGH || throttled; }
 
 static void sink_destroy(body_sink *s);
 
@@ -334,21 +534,20 @@ static void on_fs(uv_fs_t *req) {
         mw_log(MW_LOG_ERROR, "writing a request body to %s: %s", tmp_dir(s->cfg), b->why);
       }
     } else {
-      s->inflight_done += (size_t)res;
       o->off += (uint64_t)res;
-      if (s->inflight_done == s->inflight.len) {
-        unhold(s, s->inflight.len);
-        mw_str_free(&s->inflight);
-        s->inflight_done = 0;
-      }
+      unhold(s, (size_t)res);
+      chunks_consume(&s->inflight, (size_t)res);
     }
   }
   /* UV_FS_CLOSE: the upload was taken off the queue when it began. */
   if (!b) { /* released while this was in flight */
+    const mw_config *cfg = s->cfg;
     sink_destroy(s);
+    unthrottle(cfg, NULL);
     return;
   }
   pump(s);
+  unthrottle(s->cfg, s);
   /* At most one event, last: the carrier may release the body in it. */
   if (s->failed) {
     if (!s->told) {
@@ -368,14 +567,15 @@ static void on_fs(uv_fs_t *req) {
 
 /* Closes and removes everything (no request in flight), and frees s. */
 static void sink_destroy(body_sink *s) {
+  list_remove(s);
   for (body_out *o = s->head, *n; o; o = n) {
     n = o->next;
     if (o->fd >= 0 && !(o->spool && s->file)) bg_close(s->loop, o->fd);
     if (o->spool && o->path && o->fd >= 0) bg_unlink(s->loop, o->path);
     out_free(s, o);
   }
-  if (s->inflight.len) unhold(s, s->inflight.len);
-  mw_str_free(&s->inflight);
+  unhold(s, s->inflight.bytes);
+  chunks_free(&s->inflight);
   body_file_unref(s->file);
   for (int i = 0; i < s->nparts; i++) {
     if (s->parts[i].path) {
@@ -399,6 +599,7 @@ static body_sink *sink_new(http_body *b) {
   s->cfg = b->cfg;
   s->cur = -1;
   b->sink = s;
+  list_add(s);
   return s;
 }
 
@@ -420,13 +621,11 @@ static int start_spool(http_body *b) {
     if (s && !o) free(path);
     return refuse(b, 500, "out of memory");
   }
-  if (b->mem.len) {
-    /* The bytes move from one count to the other. */
-    o->pend = b->mem;
-    b->mem = (mw_str){0};
+  if (b->mem.len) { /* what was held in memory goes first */
+    if (out_append(s, o, b->mem.p, b->mem.len)) return refuse(b, 500, "out of memory");
     gauge -= b->counted;
     b->counted = 0;
-    hold(s, o->pend.len);
+    mw_str_free(&b->mem);
   }
   return BODY_OK;
 }
@@ -651,6 +850,7 @@ int body_end(http_body *b) {
   }
   s->ending = true;
   s->paused = false;
+  list_remove(s);
   pump(s);
   if (s->failed) return BODY_FAIL;
   if (s->busy || s->head) return BODY_WAIT;
@@ -688,8 +888,11 @@ void body_release(http_body *b) {
   body_sink *s = b->sink;
   b->sink = NULL;
   if (!s) return;
+  list_remove(s);
   s->b = NULL;
+  const mw_config *cfg = s->cfg;
   if (!s->busy) sink_destroy(s);
+  unthrottle(cfg, NULL); /* what it held is gone */
 }
 
 void body_dispose(http_body *b) {

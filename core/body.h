@@ -49,7 +49,8 @@ void body_read_cancel(body_read *r);
 
 /* What a body tells its carrier after it asked it to wait. */
 typedef struct body_events {
-  void (*resume)(void *ud);  /* reading may go on (after BODY_WAIT from body_feed) */
+  void (*pause)(void *ud);   /* stop reading (too many body bytes wait for the disk, all bodies together) */
+  void (*resume)(void *ud);  /* reading may go on (after BODY_WAIT from body_feed, or pause) */
   void (*ready)(void *ud);   /* the body is complete (after BODY_WAIT from body_end): body_fill, dispatch */
   void (*failed)(void *ud);  /* the disk failed it: refuse with b->status and b->why */
 } body_events;

@@ -596,6 +596,14 @@ static int dispatch(fcgi_conn *fc) {
   return serve(fc);
 }
 
+static void on_body_pause(void *ud) {
+  fcgi_txn *t = ud;
+  fcgi_conn *fc = t->fc;
+  fc->body_paused = true;
+  mw_conn_pause(fc->c);
+  arm_body_timer(fc, false);
+}
+
 static void on_body_resume(void *ud) {
   fcgi_txn *t = ud;
   fcgi_conn *fc = t->fc;
@@ -617,7 +625,7 @@ static void on_body_failed(void *ud) {
   refuse(t->fc, t->body.status, t->body.why);
 }
 
-static const body_events fcgi_body_events = {on_body_resume, on_body_ready, on_body_failed};
+static const body_events fcgi_body_events = {on_body_pause, on_body_resume, on_body_ready, on_body_failed};
 
 static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
   mw_conn *c = fc->c;

@@ -579,10 +579,11 @@ static bool is_token(const char *v, size_t n, const char *tok) {
   return mw_ieq(v, n, tok);
 }
 
+static void on_body_pause(void *ud);
 static void on_body_resume(void *ud);
 static void on_body_ready(void *ud);
 static void on_body_failed(void *ud);
-static const body_events http_body_events = {on_body_resume, on_body_ready, on_body_failed};
+static const body_events http_body_events = {on_body_pause, on_body_resume, on_body_ready, on_body_failed};
 
 static int on_headers_complete(llhttp_t *p) {
   http_conn *hc = p->data;
@@ -783,6 +784,14 @@ static void dispatch(http_conn *hc) {
 
 /* The body events (ud: the transaction; its connection is there, or the
  * transaction and its body would have been released). */
+static void on_body_pause(void *ud) {
+  http_txn *t = ud;
+  http_conn *hc = t->hc;
+  hc->body_paused = true;
+  mw_conn_pause(hc->c);
+  arm_body_timer(hc, false);
+}
+
 static void on_body_resume(void *ud) {
   http_txn *t = ud;
   http_conn *hc = t->hc;
