@@ -573,6 +573,10 @@ static void arm_body_timer(fcgi_conn *fc, bool reading) {
 static int serve(fcgi_conn *fc) {
   fcgi_txn *t = fc->txn;
   mw_server *srv = fc->c->srv;
+  if (fc->body_paused) { /* the body is all there: the next request may come */
+    fc->body_paused = false;
+    if (!fc->paused && !fc->peer_eof) mw_conn_resume(fc->c);
+  }
   t->dispatched = true;
   body_fill(&t->body, &t->req);
   mw_conn_set_timeout(fc->c, 0);
@@ -616,7 +620,6 @@ static void on_body_resume(void *ud) {
 static void on_body_ready(void *ud) {
   fcgi_txn *t = ud;
   t->body_wait = false;
-  t->fc->body_paused = false;
   serve(t->fc);
 }
 

@@ -756,6 +756,7 @@ static void answer_asterisk(http_res *res) {
 static void serve(http_conn *hc) {
   http_txn *t = hc->txn;
   mw_server *srv = hc->c->srv;
+  hc->body_paused = false; /* reading goes on after the answer (continue_after_response) */
   mw_conn_set_timeout(hc->c, 0);
   if (t->has_body) {
     body_fill(&t->body, &t->req);
@@ -805,7 +806,6 @@ static void on_body_resume(void *ud) {
 static void on_body_ready(void *ud) {
   http_txn *t = ud;
   t->body_wait = false;
-  t->hc->body_paused = false;
   serve(t->hc);
 }
 

@@ -661,6 +661,66 @@ static void test_spooled_and_multipart(void) {
   srv.cfg.max_body = 1000;
 }
 
+/* Writes all of s to the server through the socket (the server reading it
+ * as it would from nginx), running the loop while the socket is full. */
+static void send_all(const mw_str *s) {
+  size_t off = 0;
+  while (off < s->len) {
+    ssize_t n = write(peer, s->p + off, s->len - off);
+    if (n > 0) off += (size_t)n;
+    else uv_run(&loop, UV_RUN_NOWAIT);
+  }
+}
+
+static int ends;
+
+static bool two_answers(void) {
+  received();
+  out o = {.end_status = -1};
+  fcgi_parser p = {0};
+  fcgi_parse(&p, got_bytes.p, got_bytes.len, collect_out, &o);
+  fcgi_parser_free(&p);
+  mw_str_free(&o.stdout_);
+  ends = 0;
+  for (int i = 0; i < o.rec.n && i < 16; i++) ends += o.rec.type[i] == FCGI_END_REQUEST;
+  return ends >= 2;
+}
+
+/* A body large enough that reading pauses while it goes to disk: once it
+ * is there, the connection reads again, and the next request is served. */
+static void test_keep_conn_after_spooled_body(void) {
+  srv.cfg.max_body = 1000000;
+  mw_conn *c = sconn();
+  mw_conn_resume(c);
+  mw_str s = {0}, body = {0};
+  for (int i = 0; i < 30000; i++) mw_str_appendz(&body, "0123456789");
+  char len[16];
+  snprintf(len, sizeof len, "%zu", body.len);
+  const char *vars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/big", "CONTENT_LENGTH", len, NULL};
+  begin(&s, 1, true);
+  mw_str params = {0};
+  for (int i = 0; vars[i]; i += 2) fcgi_nv_append(&params, vars[i], strlen(vars[i]), vars[i + 1], strlen(vars[i + 1]));
+  rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+  rec(&s, FCGI_PARAMS, 1, "", 0, 0);
+  for (size_t off = 0; off < body.len; off += 60000)
+    rec(&s, FCGI_STDIN, 1, body.p + off, body.len - off < 60000 ? body.len - off : 60000, 0);
+  rec(&s, FCGI_STDIN, 1, "", 0, 0);
+  feed(c, &s); /* all at once, as one read would bring it: the end comes while reading is paused */
+  CHECK(run_until(answered, 5000) && S.count == 1 && S.body_len == body.len);
+  /* As nginx does: the next request once the answer is in. */
+  mw_str_reset(&s);
+  const char *next[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/after", NULL};
+  request(&s, 2, true, next, NULL);
+  send_all(&s);
+  CHECK(run_until(two_answers, 3000));
+  CHECK(S.count == 2 && strcmp(S.url, "/after") == 0);
+  sdone();
+  mw_str_free(&params);
+  mw_str_free(&body);
+  mw_str_free(&s);
+  srv.cfg.max_body = 1000;
+}
+
 /* STDIN must keep coming: --body-timeout between records, 408 past it. */
 static void test_body_timeout(void) {
   srv.cfg.body_timeout_ms = 60;
@@ -744,6 +804,7 @@ int main(void) {
   test_malformed_closes();
   test_spooled_and_multipart();
   test_body_timeout();
+  test_keep_conn_after_spooled_body();
 
   test_stop(); /* last: the server is stopping after it */
 

@@ -733,6 +733,24 @@ static void test_body_timeouts(void) {
   srv.cfg.header_timeout_ms = 10000;
 }
 
+/* A body large enough that reading pauses while it goes to disk: the
+ * connection reads again after the answer, and serves the next request. */
+static void test_keep_alive_after_spooled_body(void) {
+  mw_conn *c = sconn();
+  mw_conn_resume(c);
+  mw_str req = {0};
+  mw_str_appendz(&req, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 300000\r\n\r\n");
+  for (int i = 0; i < 30000; i++) mw_str_appendz(&req, "0123456789");
+  c->proto->on_read(c, req.p, req.len); /* one read: the end comes while reading is paused */
+  CHECK(run_until(answered, c, 5000) && S.spooled && S.body_len == 300000);
+  const char *next = "GET /after HTTP/1.1\r\nHost: h\r\n\r\n";
+  CHECK(write(peer, next, strlen(next)) == (ssize_t)strlen(next));
+  CHECK(run_until(two_answers, c, 3000));
+  CHECK(S.count == 2 && strcmp(S.path, "/after") == 0);
+  mw_str_free(&req);
+  sdone();
+}
+
 /* A client gone while its body is on its way to disk: nothing is left. */
 static void test_gone_mid_body(void) {
   srv.cfg.body_buffer = 16;
@@ -789,6 +807,7 @@ int main(void) {
   test_spooled_body();
   test_multipart();
   test_body_timeouts();
+  test_keep_alive_after_spooled_body();
   test_gone_mid_body();
 
   test_stop_keeps_an_unsent_answer(); /* last: the server is stopping after it */
