@@ -22,6 +22,11 @@ static size_t gauge, waiting;
 
 size_t body_memory_held(void) { return gauge; }
 
+/* Filesystem requests in flight, of every kind (see body_io_pending). */
+static size_t io_pending;
+
+size_t body_io_pending(void) { return io_pending; }
+
 static const char *tmp_dir(const mw_config *cfg) {
   if (cfg->tmp_dir && *cfg->tmp_dir) return cfg->tmp_dir;
   const char *t = getenv("TMPDIR");
@@ -33,6 +38,7 @@ static const char *tmp_dir(const mw_config *cfg) {
 static void on_bg_done(uv_fs_t *req) {
   uv_fs_req_cleanup(req);
   free(req);
+  io_pending--;
 }
 
 static void bg_close(uv_loop_t *loop, int fd) {
@@ -40,7 +46,9 @@ static void bg_close(uv_loop_t *loop, int fd) {
   if (!req || uv_fs_close(loop, req, fd, on_bg_done)) {
     free(req);
     close(fd);
+    return;
   }
+  io_pending++;
 }
 
 /* Borrows path (libuv copies it). */
@@ -49,7 +57,9 @@ static void bg_unlink(uv_loop_t *loop, const char *path) {
   if (!req || uv_fs_unlink(loop, req, path, on_bg_done)) {
     free(req);
     unlink(path);
+    return;
   }
+  io_pending++;
 }
 
 /* ---- the spool file, as readers see it ---- */
@@ -90,6 +100,7 @@ static void on_read_done(uv_fs_t *req) {
   body_read *r = (body_read *)req;
   ssize_t n = req->result;
   uv_fs_req_cleanup(req);
+  io_pending--;
   if (r->cb) r->cb(r->ud, n < 0 ? (int)n : 0, r->data, n < 0 ? 0 : (size_t)n);
   body_file_unref(r->f);
   free(r);
@@ -109,6 +120,7 @@ body_read *body_file_read(body_file *f, uint64_t off, size_t n, body_read_cb cb,
     free(r);
     return NULL;
   }
+  io_pending++;
   return r;
 }
 
@@ -480,6 +492,7 @@ static void pump(body_sink *s) {
       return;
     }
     s->busy = true;
+    io_pending++;
   }
 }
 
@@ -493,6 +506,7 @@ static void on_fs(uv_fs_t *req) {
   uv_fs_type type = req->fs_type;
   uv_fs_req_cleanup(req);
   s->busy = false;
+  io_pending--;
   body_out *o = s->head;
   http_body *b = s->b;
   if (type == UV_FS_OPEN) {

@@ -97,5 +97,8 @@ void body_dispose(http_body *b);
 
 /* Bytes of request bodies held in memory right now, across all connections. */
 size_t body_memory_held(void);
+/* Filesystem requests of bodies in flight (tests and fuzzers run the loop
+ * until there are none). */
+size_t body_io_pending(void);
 
 #endif
