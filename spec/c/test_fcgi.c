@@ -634,7 +634,7 @@ static void test_spooled_and_multipart(void) {
   mw_str_reset(&s);
   const char *form = "--b\r\nContent-Disposition: form-data; name=t\r\n\r\nhi\r\n"
                      "--b\r\nContent-Disposition: form-data; name=f; filename=x.txt\r\n\r\nfile body\r\n--b--\r\n";
-  char len[16];
+  char len[24];
   snprintf(len, sizeof len, "%zu", strlen(form));
   const char *mvars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/form", "CONTENT_TYPE",
                          "multipart/form-data; boundary=b", "CONTENT_LENGTH", len, NULL};
@@ -694,7 +694,7 @@ static void test_keep_conn_after_spooled_body(void) {
   mw_conn_resume(c);
   mw_str s = {0}, body = {0};
   for (int i = 0; i < 30000; i++) mw_str_appendz(&body, "0123456789");
-  char len[16];
+  char len[24];
   snprintf(len, sizeof len, "%zu", body.len);
   const char *vars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/big", "CONTENT_LENGTH", len, NULL};
   begin(&s, 1, true);
