@@ -272,6 +272,55 @@ describe('large bodies go to a temporary file', () => {
     assert.deepEqual(await emptied(srv.tmp), []);
   });
 
+  /** The server's open files in dir (a spooled body is one, unlinked: "(deleted)"). */
+  const openIn = (srv, dir) => fs.readdirSync(`/proc/${srv.proc.pid}/fd`)
+    .map((fd) => { try { return fs.readlinkSync(`/proc/${srv.proc.pid}/fd/${fd}`); } catch { return ''; } })
+    .filter((target) => target.startsWith(`${dir}/`));
+
+  /** Opens a connection that sends the headers of a body of `declared` bytes and `sent` of them. */
+  async function partBody(srv, declared, sent) {
+    const conn = await RawConnection.open(srv.port);
+    await conn.write(`POST /size HTTP/1.1\r\nHost: test\r\nContent-Length: ${declared}\r\n\r\n`);
+    await conn.write(Buffer.alloc(sent, 'b'));
+    return conn;
+  }
+
+  async function waitOpen(srv, n) {
+    const end = Date.now() + 5_000;
+    while (openIn(srv, srv.tmp).length < n && Date.now() < end) await delay(20);
+    return openIn(srv, srv.tmp);
+  }
+
+  test('a body over --body-buffer goes to an unlinked file in --tmp-dir as it arrives; a smaller one stays in memory', T, async (t) => {
+    const srv = await start(t, ['--body-buffer', '1024']);
+    const small = await partBody(srv, 1000, 900);
+    const big = await partBody(srv, 2000, 1500);
+    t.after(() => { small.destroy(); big.destroy(); });
+    const files = await waitOpen(srv, 1);
+    await delay(200);
+    assert.equal(openIn(srv, srv.tmp).length, 1, `one spooled body expected: ${files}`);
+    assert.match(files[0], /moonwire-body-[0-9a-f]{16} \(deleted\)$/);
+    assert.deepEqual(left(srv.tmp), [], 'unlinked at once: nothing to clean up if the process dies');
+    await small.write(Buffer.alloc(100, 'b'));
+    await big.write(Buffer.alloc(500, 'b'));
+    assert.equal((await small.readResponse()).body, '1000');
+    assert.equal((await big.readResponse()).body, '2000');
+  });
+
+  test('past --body-memory across all connections, even a small body goes to disk', T, async (t) => {
+    const srv = await start(t, ['--body-memory', '1000']);
+    const first = await partBody(srv, 800, 700);
+    await delay(200);
+    assert.equal(openIn(srv, srv.tmp).length, 0, 'the first fits in memory');
+    const second = await partBody(srv, 800, 700);
+    t.after(() => { first.destroy(); second.destroy(); });
+    assert.equal((await waitOpen(srv, 1)).length, 1, 'the second goes to disk');
+    await first.write(Buffer.alloc(100, 'b'));
+    await second.write(Buffer.alloc(100, 'b'));
+    assert.equal((await first.readResponse()).body, '800');
+    assert.equal((await second.readResponse()).body, '800');
+  });
+
   test('a form over the body buffer still has its _method override and its fields; a JSON body its req.json', T, async (t) => {
     const srv = await start(t, ['--body-buffer', '1024']);
     const form = `_method=PUT&text=${'z'.repeat(100_000)}`;
