@@ -561,7 +561,10 @@ static int check_target(http_txn *t, const llhttp_t *p, uint32_t *off, uint32_t 
   } else { /* no path: "/" and what follows, put together after the headers */
     *off = (uint32_t)t->raw.len;
     *len = 1 + (n - e);
-    if (mw_str_appendc(&t->raw, '/') || mw_str_append(&t->raw, t->raw.p + e, n - e)) return 500;
+    /* Room first: what is appended comes from raw itself. */
+    if (mw_str_reserve(&t->raw, 1 + n - e)) return 500;
+    mw_str_appendc(&t->raw, '/');
+    mw_str_append(&t->raw, t->raw.p + e, n - e);
   }
   if (nhost) {
     t->hoff[host].vo = a;

@@ -551,6 +551,24 @@ static void test_host_and_targets(void) {
     free(out);
     done(c);
   }
+  /* No path and a long query: put together at the end of the request's
+   * buffer, which grows meanwhile (the query is copied from that buffer). */
+  {
+    mw_conn *c = conn();
+    mw_str req = {0}, url = {0};
+    mw_str_appendz(&req, "GET http://example.com?");
+    mw_str_appendz(&url, "/?");
+    for (int i = 0; i < 200; i++) {
+      mw_str_appendc(&req, (char)('a' + i % 26));
+      mw_str_appendc(&url, (char)('a' + i % 26));
+    }
+    mw_str_appendz(&req, " HTTP/1.1\r\n\r\n");
+    c->proto->on_read(c, req.p, req.len);
+    CHECK(S.count == 1 && strcmp(S.url, url.p) == 0 && strcmp(S.host, "example.com") == 0);
+    mw_str_free(&req);
+    mw_str_free(&url);
+    done(c);
+  }
   /* OPTIONS *: the server's methods, without a handler. */
   mw_conn *c = conn();
   feed(c, "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
