@@ -567,6 +567,11 @@ static void received(void) {
 
 static void on_tick(uv_timer_t *t) { (void)t; }
 
+static bool closed_by_server(void) {
+  received();
+  return peer_eof;
+}
+
 static bool run_until(bool (*cond)(void), uint64_t ms) {
   uv_timer_t tick;
   uv_timer_init(&loop, &tick);
@@ -753,6 +758,24 @@ static void test_body_timeout(void) {
   CHECK(strncmp(a.p, "Status: 400 ", 12) == 0 && strstr(a.p, "STDIN before") && S.count == 0);
   mw_str_free(&a);
   sdone();
+  /* PARAMS are the headers: --header-timeout for all of them, however
+   * steadily they trickle in. */
+  srv.cfg.header_timeout_ms = 150;
+  c = sconn();
+  mw_conn_resume(c);
+  mw_str_reset(&s);
+  begin(&s, 1, true);
+  send_all(&s);
+  int sent = 0;
+  for (; sent < 100 && !peer_eof; sent++) {
+    mw_str_reset(&s);
+    rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+    send_all(&s);
+    run_until(closed_by_server, 20);
+  }
+  CHECK(run_until(closed_by_server, 1000) && sent < 50);
+  sdone();
+  srv.cfg.header_timeout_ms = 10000;
   mw_str_free(&params);
   mw_str_free(&s);
 }
