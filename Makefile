@@ -6,6 +6,10 @@ PORT     ?= 3000
 JOBS     ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
+# The build's own makes (cmake --build) print no "Entering directory" lines.
+MAKEFLAGS += --no-print-directory
+export MAKEFLAGS
+
 .PHONY: all deps build run test test-sanitize fuzz bench clean
 
 all: build

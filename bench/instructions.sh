@@ -4,6 +4,7 @@
 #
 #   bench/instructions.sh moonwire [BINARY] [SECONDS]   (default build/moonwire, 5)
 #   bench/instructions.sh nginx [-] [SECONDS]           (the nginx+Lua anchor, one process)
+#   bench/instructions.sh echo [BINARY] [SECONDS]       (moonwire, per acked echo)
 #
 # Starts the server under valgrind --tool=callgrind with instrumentation off,
 # warms it up with 2 s of wrk, turns instrumentation on, runs
@@ -11,6 +12,9 @@
 # user-space instructions (Ir) divided by the requests wrk completed. Kernel
 # work (the read and the write of each request) is not counted. Needs
 # valgrind, wrk, curl and, for the anchor, nginx with its Lua module.
+# `echo` does the same with the echo row's load instead of wrk (build/loadgen
+# echo, 10 clients in lockstep; LOADGEN picks another loadgen): instructions
+# per acked round trip, the figure to compare changes to the event path with.
 set -euo pipefail
 
 kind=${1:-moonwire}
@@ -34,13 +38,23 @@ fi
 pid=$!
 url=http://127.0.0.1:$port/hello
 for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.2; done
-wrk -t1 -c50 -d2s "$url" >/dev/null
-callgrind_control -i on "$pid" >/dev/null 2>&1
-wrk -t1 -c50 -d"${secs}s" "$url" >"$tmp/wrk.txt"
+if [ "$kind" = echo ]; then
+  loadgen=${LOADGEN:-$root/build/loadgen}
+  "$loadgen" echo --host 127.0.0.1 --port "$port" --clients 10 --seconds 2 >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  "$loadgen" echo --host 127.0.0.1 --port "$port" --clients 10 --seconds "$secs" >"$tmp/loadgen.txt" 2>&1
+  unit="acked round trips"
+  reqs=$(grep -o '"round_trips":[0-9]*' "$tmp/loadgen.txt" | cut -d: -f2)
+else
+  wrk -t1 -c50 -d2s "$url" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  wrk -t1 -c50 -d"${secs}s" "$url" >"$tmp/wrk.txt"
+  unit=requests
+  reqs=$(awk '/requests in/{print $1}' "$tmp/wrk.txt")
+fi
 callgrind_control -d "$pid" >/dev/null 2>&1
 kill "$pid"
 wait "$pid" 2>/dev/null || true
-reqs=$(awk '/requests in/{print $1}' "$tmp/wrk.txt")
 dump=$(ls "$tmp"/cg.out.* | head -1)
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}')
-echo "$kind: $reqs requests, $ir instructions, $((ir / reqs)) per request"
+echo "$kind: $reqs $unit, $ir instructions, $((ir / reqs)) per ${unit%s}"

@@ -14,8 +14,8 @@
 // With two or more cores the server runs on CPU 1 and the load client on
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
 // runner itself in a few seconds; its numbers mean little. --only runs some
-// groups of figures (moonwire, socketio, express, nginx, front, redis,
-// memory, max) and prints their rows without replacing
+// groups of figures (files, moonwire, socketio, express, nginx, front,
+// redis, memory, max, codec) and prints their rows without replacing
 // bench/results/latest.md.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -47,6 +47,7 @@ const P = QUICK ? {
   idle: { clients: 1000, concurrency: 100 },
   max: { clients: 2000, concurrency: 200 },
   wrk: { threads: 1, connections: 50, seconds: 1 },
+  download: { mb: 5, clients: 5, rateKB: 4096 },
   warmup: { fanout: { receivers: 10, messages: 50, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
 } : {
   fanout: [{ receivers: 100, messages: 20000, window: 10 }, { receivers: 1000, messages: 2000, window: 10 }],
@@ -56,6 +57,8 @@ const P = QUICK ? {
   idle: { clients: 10000, concurrency: 100 },
   max: { clients: 100000, concurrency: 200 },
   wrk: { threads: 1, connections: 50, seconds: 5 },
+  // A large file to slow clients: each reads at rateKB KiB/s.
+  download: { mb: 50, clients: 20, rateKB: 2048 },
   warmup: { fanout: { receivers: 10, messages: 500, window: 10 }, echo: { clients: 10, seconds: 1 }, wrk: { threads: 1, connections: 50, seconds: 1 } },
 };
 const SETTLE_MS = QUICK ? 300 : 1500;  // after the idle clients are in, before reading RSS
@@ -117,6 +120,40 @@ function rssKB(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]);
 }
+// A process and its descendants (nginx: the master and its worker).
+function procTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    let tasks = [];
+    try { tasks = fs.readdirSync(`/proc/${out[i]}/task`); } catch { continue; }
+    for (const t of tasks) {
+      try {
+        for (const c of fs.readFileSync(`/proc/${out[i]}/task/${t}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+      } catch { /* gone */ }
+    }
+  }
+  return out;
+}
+// User and system CPU seconds of a process tree so far (all threads), from /proc/PID/stat.
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+function cpuSeconds(pid) {
+  let user = 0, sys = 0;
+  for (const p of procTree(pid)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+      user += Number(f[11]) / CLK_TCK;  // utime, field 14
+      sys += Number(f[12]) / CLK_TCK;   // stime, field 15
+    } catch { /* gone */ }
+  }
+  return { user, sys };
+}
+function rssTreeKB(pid) {
+  let kb = 0;
+  for (const p of procTree(pid)) { try { kb += rssKB(p); } catch { /* gone */ } }
+  return kb;
+}
+
 function fdCount(pid) {
   try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
 }
@@ -186,6 +223,19 @@ const SERVERS = {
     return { argv: [REDIS, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
       port, ready: /Ready to accept connections/ };
   },
+  // The same files from moonwire's public/ and from nginx's root.
+  moonwireFiles: () => {
+    const spec = SERVERS.moonwire();
+    return { ...spec, argv: [MOONWIRE, '--root', filesRoot(), '--port', '0', '--production', '--quiet', '--db', path.join(spec.dir, 'bench.db')] };
+  },
+  nginxFiles: async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
+    const port = await freePort();
+    const conf = fs.readFileSync(path.join(ROOT, 'bench/anchors/nginx-static.conf.in'), 'utf8')
+      .replaceAll('@PREFIX@', dir).replaceAll('@PORT@', String(port)).replaceAll('@ROOT@', path.join(filesRoot(), 'public'));
+    fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+    return { argv: ['nginx', '-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')], port, dir };
+  },
   nginx: async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-nginx-'));
     const port = await freePort();
@@ -197,7 +247,35 @@ const SERVERS = {
 };
 const LABEL = { moonwire: 'moonwire', socketio: 'socket.io', express: 'Express', nginx: 'nginx+Lua',
   moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx',
-  moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server' };
+  moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server',
+  codec: 'the JSON codec',
+  moonwireFiles: 'moonwire', nginxFiles: 'nginx' };
+
+// An app whose public/ holds the download (P.download.mb of random bytes)
+// and a small stylesheet (the example app's), made once per run.
+let filesDir = null;
+function filesRoot() {
+  if (filesDir) return filesDir;
+  filesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'moonwire-bench-files-'));
+  fs.mkdirSync(path.join(filesDir, 'public'));
+  fs.mkdirSync(path.join(filesDir, 'scripts'));
+  fs.writeFileSync(path.join(filesDir, 'scripts/app.lua'), 'local app = require "moonwire.app"\n');
+  fs.copyFileSync(path.join(ROOT, 'public/style.css'), path.join(filesDir, 'public/small.css'));
+  const fd = fs.openSync(path.join(filesDir, 'public/big.bin'), 'w');
+  const chunk = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < P.download.mb; i++) {
+    for (let j = 0; j < chunk.length; j += 4) chunk.writeUInt32LE((Math.random() * 2 ** 32) >>> 0, j);
+    fs.writeSync(fd, chunk);
+  }
+  fs.closeSync(fd);
+  const old = new Date(Date.now() - 3600_000); // not "just edited": cacheable
+  fs.utimesSync(path.join(filesDir, 'public/small.css'), old, old);
+  fs.utimesSync(path.join(filesDir, 'public/big.bin'), old, old);
+  // nginx's worker runs as nobody when the bench runs as root.
+  for (const p of ['', 'public', 'public/small.css', 'public/big.bin']) fs.chmodSync(path.join(filesDir, p), p.includes('.') ? 0o644 : 0o755);
+  return filesDir;
+}
+process.on('exit', () => { if (filesDir) fs.rmSync(filesDir, { recursive: true, force: true }); });
 
 // The servers running now, killed if the runner itself stops early.
 const live = new Set();
@@ -299,9 +377,9 @@ async function loadgen(srv, mode, opts, timeoutMs) {
 
 // wrk does not report its own CPU time: bash's `times` after it does (the
 // second line is the children's user and system time).
-async function wrk(srv, params = P.wrk, port = srv.port) {
+async function wrk(srv, params = P.wrk, port = srv.port, target = '/hello') {
   const { threads, connections, seconds } = params;
-  const url = `http://127.0.0.1:${port}/hello`;
+  const url = `http://127.0.0.1:${port}${target}`;
   const cmd = `wrk -t${threads} -c${connections} -d${seconds}s --latency ${url} && times`;
   log(`${srv.name}: ${cmd.replace(' && times', '')}`);
   const { out } = await client(srv, ['bash', '-c', cmd], { timeoutMs: (seconds + 30) * 1000, label: 'wrk' });
@@ -475,9 +553,56 @@ function moonwireHasRedis() {
   return /--redis\b/.test(`${r.stdout}${r.stderr}`);
 }
 
+// A small static file under wrk: requests per second and the server's CPU
+// per request (user + system, from /proc/PID/stat, threads included).
+const staticWarmup = (srv) => wrk(srv, P.warmup.wrk, srv.port, '/small.css');
+async function staticFile(srv) {
+  const before = cpuSeconds(srv.pid);
+  const r = await wrk(srv, P.wrk, srv.port, '/small.css');
+  const after = cpuSeconds(srv.pid);
+  const cpu = after.user - before.user + after.sys - before.sys;
+  return { ...r, server_cpu_s: cpu, cpu_us_per_req: (cpu * 1e6) / (r.per_s * r.seconds) };
+}
+
+// P.download.clients slow clients download the large file at once; the
+// server's RSS is sampled every 100 ms (its peak kept), its CPU read
+// before and after.
+async function download(srv) {
+  const { clients, rateKB, mb } = P.download;
+  const rssBefore = rssTreeKB(srv.pid);
+  let peak = rssBefore;
+  const sampler = setInterval(() => { try { peak = Math.max(peak, rssTreeKB(srv.pid)); } catch { /* gone */ } }, 100);
+  const before = cpuSeconds(srv.pid);
+  const args = [process.execPath, path.join(ROOT, 'bench/slowget.mjs'), '--port', String(srv.port), '--path', '/big.bin',
+    '--clients', String(clients), '--rate-kb', String(rateKB)];
+  log(`${srv.name}: slowget --clients ${clients} --rate-kb ${rateKB} (${mb} MB each)`);
+  let out;
+  try {
+    ({ out } = await client(srv, args, { timeoutMs: (mb * 1024 / rateKB) * 3000 + 60000, label: 'slowget' }));
+  } finally {
+    clearInterval(sampler);
+  }
+  const after = cpuSeconds(srv.pid);
+  const r = lastJSON(out, 'slowget');
+  const user = after.user - before.user, sys = after.sys - before.sys;
+  const res = { ...r, rss_before_kb: rssBefore, rss_peak_kb: peak, user_s: user, sys_s: sys,
+    cpu_us_per_mb: r.bytes ? ((user + sys) * 1e6) / (r.bytes / 2 ** 20) : NaN };
+  log(`  ${JSON.stringify(res)}`);
+  return res;
+}
+const fileFigures = [['static', staticFile], ['download', download]];
+
 const socketFigures = [
   ...P.fanout.map((f) => [`fanout${f.receivers}`, (srv) => loadgen(srv, 'fanout', f, 120000)]),
-  ['echo', (srv) => loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000)],
+  ['echo', async (srv) => { // and the server's CPU time per round trip
+    const before = cpuSeconds(srv.pid);
+    const r = await loadgen(srv, 'echo', P.echo, (P.echo.seconds + 60) * 1000);
+    const after = cpuSeconds(srv.pid);
+    r.server_user_us = ((after.user - before.user) / r.round_trips) * 1e6;
+    r.server_sys_us = ((after.sys - before.sys) / r.round_trips) * 1e6;
+    r.server_cpu_us = r.server_user_us + r.server_sys_us;
+    return r;
+  }],
   ['connect', (srv) => loadgen(srv, 'connect', P.connect, 120000)],
 ];
 
@@ -491,16 +616,56 @@ const memoryFigure = ['memory', async (srv) => {
   return { ...r, rss_before_kb: before, per_client_kb: (r.rss_kb - before) / r.connected };
 }];
 
+// The JSON codec figure (bench/codec/codec.lua, on the system's Lua 5.4
+// with lua-cjson for "before" and build/lua/moonwire/json_c.so for
+// "after"): µs per operation (the best of several rounds, CPU time, on the
+// server's core), and instructions per operation from valgrind's callgrind
+// (the difference of two runs, so start-up does not count), which the
+// load of a shared machine does not move.
+const CODEC = path.join(ROOT, 'bench/codec/codec.lua');
+const CODEC_OPS = ['echo', 'chat'].flatMap((p) => ['before', 'after'].flatMap((w) => [`${w}.${p}.decode`, `${w}.${p}.encode`]));
+async function codec() {
+  const build = path.dirname(MOONWIRE);
+  const lua = ['lua5.4', CODEC, build];
+  const host = { name: 'codec', dead: null };
+  const it = QUICK ? 2000 : 20000;
+  log(`codec: ${lua.join(' ')} --iterations ${it}`);
+  const { out } = await client(host, [...SERVER_CPU, ...lua, '--iterations', String(it), '--rounds', QUICK ? '2' : '5'], { label: 'codec.lua' });
+  const r = { us: {}, ir: {} };
+  for (const line of out.trim().split('\n')) {
+    const o = JSON.parse(line);
+    r.us[o.op] = o.us;
+  }
+  if (!tool('valgrind')) {
+    r.ir_skipped = 'valgrind is missing (tools/deps.sh bench installs it)';
+    return r;
+  }
+  const [n1, n2] = QUICK ? [50, 250] : [200, 1200];
+  const collected = async (op, n) => {
+    const { err } = await client(host, ['valgrind', '--tool=callgrind', '--callgrind-out-file=/dev/null', ...lua, '--only', op, '--iterations', String(n)], { label: `callgrind ${op}` });
+    const m = /Collected : (\d+)/.exec(err);
+    if (!m) throw new Error(`callgrind printed no count for ${op}:\n${tail(err)}`);
+    return Number(m[1]);
+  };
+  for (const op of CODEC_OPS) r.ir[op] = ((await collected(op, n2)) - (await collected(op, n1))) / (n2 - n1);
+  log(`  ${JSON.stringify(r)}`);
+  return r;
+}
+
 async function main() {
   for (const [what, ok] of [[MOONWIRE, fs.existsSync(MOONWIRE)], [LOADGEN, fs.existsSync(LOADGEN)]]) {
     if (!ok) { console.error(`bench: ${what} is missing: run \`make bench\` (it builds moonwire and loadgen)`); process.exit(2); }
   }
-  for (const cmd of ['nginx', 'wrk', REDIS]) {
+  for (const cmd of ['nginx', 'wrk', REDIS, 'lua5.4']) {
     if (!tool(cmd)) { console.error(`bench: ${cmd} is missing: \`tools/deps.sh bench\` installs it`); process.exit(2); }
   }
   log(`pinning: ${PIN ? 'server on CPU 1, client on CPU 0' : 'none'}; RLIMIT_NOFILE ${FD_LIMIT}${RAISE ? ' (raised)' : ' (the hard limit: could not be raised)'}`);
 
   const groups = [
+    ['files', async () => {
+      await withServer('moonwireFiles', fileFigures, staticWarmup);
+      await withServer('nginxFiles', fileFigures, staticWarmup);
+    }],
     ['moonwire', () => withServer('moonwire', [...socketFigures, ['http', (srv) => wrk(srv)]], async (srv) => { await socketWarmup(srv); await httpWarmup(srv); })],
     ['socketio', () => withServer('socketio', socketFigures, socketWarmup)],
     ['express', () => withServer('express', [['http', (srv) => wrk(srv)]], httpWarmup)],
@@ -517,6 +682,7 @@ async function main() {
     }],
     ['memory', async () => { await withServer('moonwire', [memoryFigure]); await withServer('socketio', [memoryFigure]); }],
     ['max', () => withServer('moonwire', [['max', maxClients]])],
+    ['codec', () => measure('codec', 'json', codec)],
   ];
   for (const name of ONLY ?? []) {
     if (!groups.some(([g]) => g === name)) { console.error(`bench: --only: no group '${name}' (${groups.map(([g]) => g).join(', ')})`); process.exit(2); }
@@ -632,6 +798,24 @@ function report() {
   row(`echo with ack, ${P.echo.clients} clients in lockstep, ${P.echo.seconds} s: round trips/s`, cell(mw.echo, 'per_s'), cell(sio.echo, 'per_s'), 'socket.io',
     `${ratio(mw.echo, sio.echo, 'per_s')} (higher is better)`, `≥ ${TARGET.echo}×`, `${cpu(mw.echo)} / ${cpu(sio.echo)}`,
     check(rat(mw.echo, sio.echo, 'per_s'), (x) => x >= TARGET.echo));
+  row(`echo with ack: server CPU per round trip, µs`, cell(mw.echo, 'server_cpu_us', 1), cell(sio.echo, 'server_cpu_us', 1), 'socket.io',
+    `${ratio(mw.echo, sio.echo, 'server_cpu_us', true)} (lower is better)`, '', '');
+  {
+    // before / after in one run: the anchor column is moonwire's codec before (lua-cjson 2.1.0 under the old moonwire.json)
+    const c = results.codec?.json;
+    const sum = (m, w, p) => (c && !c.error ? c[m][`${w}.${p}.decode`] + c[m][`${w}.${p}.encode`] : NaN);
+    const fig = (m, w, p) => (c?.error ? { error: c.error } : { v: sum(m, w, p) });
+    const anchor = 'the same before: lua-cjson + json.lua';
+    for (const [p, what] of [['echo', 'per acked echo (the echo row: ["echo","0123456789abcdef"] in, its ack out)'],
+      ['chat', 'per acked chat message (an object with floats, an integer, an empty array)']]) {
+      row(`JSON codec ${what}: decode + encode µs`, cell(fig('us', 'after', p), 'v', 2), cell(fig('us', 'before', p), 'v', 2), anchor,
+        `${ratio(fig('us', 'after', p), fig('us', 'before', p), 'v', true)} (lower is better)`, '', '');
+      if (!c?.ir_skipped) {
+        row(`JSON codec ${what}: decode + encode instructions (callgrind)`, cell(fig('ir', 'after', p), 'v'), cell(fig('ir', 'before', p), 'v'), anchor,
+          `${ratio(fig('ir', 'after', p), fig('ir', 'before', p), 'v', true)} (lower is better)`, '', '');
+      }
+    }
+  }
   row(`connection rate, ${num(P.connect.clients)} WebSocket + CONNECT, ${P.connect.concurrency} in flight: per s`, cell(mw.connect, 'per_s'), cell(sio.connect, 'per_s'), 'socket.io',
     `${ratio(mw.connect, sio.connect, 'per_s')} (higher is better)`, '', `${cpu(mw.connect)} / ${cpu(sio.connect)}`);
   row(`idle memory at ${num(P.idle.clients)} clients: RSS growth per client, KB`, cell(mw.memory, 'per_client_kb', 1), cell(sio.memory, 'per_client_kb', 1), 'socket.io',
@@ -652,7 +836,29 @@ function report() {
     cell(front.fastcgi, 'per_s'), cell(front.proxy, 'per_s'), 'the same through nginx proxy_pass',
     `${ratio(front.fastcgi, front.proxy, 'per_s')} (higher is better)`, '', `${cpu(front.fastcgi)} / ${cpu(front.proxy)}`);
 
+  const mf = results.moonwireFiles ?? {}, nf = results.nginxFiles ?? {};
+  const sw = `a small static file (public/style.css, cached), wrk -t${P.wrk.threads} -c${P.wrk.connections} -d${P.wrk.seconds}s`;
+  row(`${sw}: req/s`, cell(mf.static, 'per_s'), cell(nf.static, 'per_s'), 'nginx (sendfile, 1 worker)',
+    `${ratio(mf.static, nf.static, 'per_s')} (higher is better)`, '', `${cpu(mf.static)} / ${cpu(nf.static)}`);
+  row(`${sw}: server CPU µs per request`, cell(mf.static, 'cpu_us_per_req', 1), cell(nf.static, 'cpu_us_per_req', 1), 'nginx',
+    `${ratio(mf.static, nf.static, 'cpu_us_per_req', true)} (lower is better)`, '', '');
+  const d = P.download;
+  const dw = `a ${d.mb} MB file to ${d.clients} clients reading ${num(d.rateKB / 1024, 1)} MB/s each`;
+  const got = (r) => (!r ? '—' : r.error ? 'failed' : `${r.completed}/${r.clients}`);
+  row(`${dw}: downloads complete`, got(mf.download), got(nf.download), 'nginx', '—', 'all', '',
+    mf.download && !mf.download.error ? mf.download.completed === mf.download.clients : null);
+  const mib = (r, k) => (r && !r.error ? { ...r, [`${k}_mib`]: r[k] / 1024 } : r);
+  row(`${dw}: server RSS peak, MiB`, cell(mib(mf.download, 'rss_peak_kb'), 'rss_peak_kb_mib', 1), cell(mib(nf.download, 'rss_peak_kb'), 'rss_peak_kb_mib', 1), 'nginx',
+    `${ratio(mf.download, nf.download, 'rss_peak_kb', true)} (lower is better)`, '', '');
+  row(`${dw}: server CPU per MB sent, µs (user + system)`, cell(mf.download, 'cpu_us_per_mb', 0), cell(nf.download, 'cpu_us_per_mb', 0), 'nginx',
+    `${ratio(mf.download, nf.download, 'cpu_us_per_mb', true)} (lower is better)`, '', '');
+  const us = (r) => (!r ? '—' : r.error ? 'failed' : `${num(r.user_s, 2)} / ${num(r.sys_s, 2)}`);
+  row(`${dw}: server CPU seconds, user / system`, us(mf.download), us(nf.download), 'nginx', '—', '', '');
+
   const notes = [];
+  for (const [k, r] of [['moonwire', mf.download], ['nginx', nf.download]]) {
+    if (r && !r.error && r.completed < r.clients) notes.push(`- download, ${k}: ${r.clients - r.completed} of ${r.clients} cut short (${JSON.stringify(r.why)}; bytes received: ${r.cut.join(', ')}).`);
+  }
   if (mw.memory && !mw.memory.error && sio.memory && !sio.memory.error) {
     notes.push(`- idle memory: moonwire RSS ${num(mw.memory.rss_before_kb / 1024, 1)} → ${num(mw.memory.rss_kb / 1024, 1)} MiB, ` +
       `socket.io ${num(sio.memory.rss_before_kb / 1024, 1)} → ${num(sio.memory.rss_kb / 1024, 1)} MiB with ${num(P.idle.clients)} clients held ` +
@@ -667,6 +873,15 @@ function report() {
   for (const [k, r] of [['moonwire', mw.http], ['Express', ex], ['nginx+Lua', ng],
     ['through nginx over FastCGI', front.fastcgi], ['through nginx proxy_pass', front.proxy]]) {
     if (r && !r.error) notes.push(`- HTTP ${k}: p50 ${num(r.p50_ms, 2)} ms, p99 ${num(r.p99_ms, 2)} ms${r.errors ? `; wrk reported "${r.errors}"` : ''}.`);
+  }
+  {
+    const c = results.codec?.json;
+    if (c && !c.error) {
+      const part = (p, op) => `${op} ${num(c.us[`after.${p}.${op}`], 2)} µs${c.ir_skipped ? '' : ` / ${num(c.ir[`after.${p}.${op}`])} instructions`}` +
+        ` (before ${num(c.us[`before.${p}.${op}`], 2)}${c.ir_skipped ? '' : ` / ${num(c.ir[`before.${p}.${op}`])}`})`;
+      notes.push(`- JSON codec, the echo: ${part('echo', 'decode')}, ${part('echo', 'encode')}; the chat message: ${part('chat', 'decode')}, ${part('chat', 'encode')}.` +
+        (c.ir_skipped ? ` Instructions not counted: ${c.ir_skipped}.` : ''));
+    }
   }
   if (results.moonwireRedis?.fanout?.skipped) notes.push(`- fan-out through Redis: ${results.moonwireRedis.fanout.skipped} (socket.io measured alone).`);
   if (errors.length) notes.push(...errors.map((e) => `- failed: ${e.split('\n')[0]}`));

@@ -26,7 +26,13 @@ struct eio_session {
   http_res *get;            /* the pending long-poll GET */
   mw_str outq;              /* polling payload waiting for a GET */
   void *ud;
+  uint64_t ping_mark;       /* websocket: the ping has left once the connection wrote this much */
   bool awaiting_pong, closed, dirty, probed;
+  bool ping_queued;         /* polling: the ping still waits in outq for a GET */
+  bool overflow;            /* over max_buffered: closes at the end of the loop turn */
+  bool rate_warned;         /* said once this second that its messages are dropped */
+  uint32_t rate_count;      /* packets received in the second that began at rate_window */
+  uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
 };
 
@@ -66,6 +72,8 @@ void eio_options_defaults(eio_options *o, const char *path) {
   o->ping_interval = 25000;
   o->ping_timeout = 20000;
   o->max_payload = 1000000;
+  o->max_buffered = 1024 * 1024;
+  o->max_packet_rate = 5000;
   o->polling = o->websocket = true;
 }
 
@@ -123,7 +131,8 @@ static void add_cors(eio_server *es, const http_req *req, http_res *res) {
   const char *origin = http_req_header(req, "origin", &olen);
   if (!origin) return;
   for (int i = 0; i < es->opt.norigins; i++) {
-    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) {
+    const char *o = es->opt.origins[i];
+    if (!strcmp(o, "*") || (strlen(o) == olen && memcmp(o, origin, olen) == 0)) {
       http_res_header(res, "Access-Control-Allow-Origin", 27, origin, olen);
       http_res_headerz(res, "Access-Control-Allow-Credentials", "true");
       http_res_headerz(res, "Vary", "Origin");
@@ -132,13 +141,20 @@ static void add_cors(eio_server *es, const http_req *req, http_res *res) {
   }
 }
 
+/* The Origin policy, for both transports: a request from a browser page
+ * (it has an Origin) must come from a listed origin, or without a list,
+ * when same_origin is set (production), from a page of this server. A
+ * WebSocket from another site would otherwise carry the user's cookies
+ * (cross-site WebSocket hijacking); a polling handshake the same way. */
 static bool origin_allowed(eio_server *es, const http_req *req) {
-  if (!es->opt.norigins) return true;
   size_t olen;
   const char *origin = http_req_header(req, "origin", &olen);
   if (!origin) return true; /* not a browser: no Origin to check */
-  for (int i = 0; i < es->opt.norigins; i++)
-    if (strlen(es->opt.origins[i]) == olen && memcmp(es->opt.origins[i], origin, olen) == 0) return true;
+  if (!es->opt.norigins) return !es->opt.same_origin || http_req_same_origin(req);
+  for (int i = 0; i < es->opt.norigins; i++) {
+    const char *o = es->opt.origins[i];
+    if (!strcmp(o, "*") || (strlen(o) == olen && memcmp(o, origin, olen) == 0)) return true;
+  }
   return false;
 }
 
@@ -165,8 +181,12 @@ static void answer_forbidden(http_res *res, const char *message) {
   mw_str_free(&body);
 }
 
+/* As engine.io answers polls: never cached, and gzipped over the
+ * threshold when the client accepts it (its httpCompression). */
 static void answer_payload(http_res *res, const char *data, size_t len) {
   http_res_headerz(res, "Content-Type", "text/plain; charset=UTF-8");
+  http_res_headerz(res, "Cache-Control", "no-store");
+  http_res_compressible(res);
   http_res_end(res, data, len);
 }
 
@@ -210,24 +230,68 @@ static void flush_poll(eio_session *s) {
   if (!s->get || !s->outq.len) return;
   http_res *res = s->get;
   s->get = NULL;
+  s->ping_queued = false;
   answer_payload(res, s->outq.p, s->outq.len);
   mw_str_reset(&s->outq);
 }
+
+static void session_close(eio_session *s, const char *reason, bool send_close);
 
 static void flush_dirty(eio_server *es) {
   while (es->dirty) {
     eio_session *s = es->dirty;
     es->dirty = s->dirty_next;
     s->dirty = false;
-    flush_poll(s);
+    if (s->overflow) session_close(s, "transport error", false); /* see room_for */
+    else flush_poll(s);
   }
 }
 
 static void on_check(uv_check_t *h) { flush_dirty(h->data); }
 static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
+size_t eio_buffered(eio_session *s) {
+  if (s->closed) return 0;
+  return s->ws ? ws_buffered(s->ws) : s->outq.len;
+}
+
+/* Whether s can take one more message. A client that stops reading while
+ * messages keep coming (a broadcast storm) must not hold them all: past
+ * max_buffered it is closed and what it holds is released now. The close
+ * itself comes later, never in the middle of a broadcast that is walking
+ * the sockets: a WebSocket's connection reports it from its close callback,
+ * a polling session from the end of the loop turn (flush_dirty). */
+static bool room_for(eio_session *s) {
+  if (s->overflow) return false;
+  size_t cap = s->es->opt.max_buffered, held = eio_buffered(s);
+  if (!cap || held <= cap) return true;
+  /* Writes wait for the end of the loop turn; a burst queued in one turn
+   * would be judged before the client had a chance to take any of it. So
+   * first give it what it can take now (the kernel's buffer, a pending
+   * poll), as a server that writes every message at once would, and judge
+   * what is left. */
+  if (s->ws) {
+    mw_conn_flush(ws_conn_of(s->ws));
+    held = ws_buffered(s->ws);
+  } else if (s->get) {
+    flush_poll(s);
+    held = s->outq.len;
+  }
+  if (held <= cap) return true;
+  s->overflow = true;
+  mw_log(MW_LOG_WARN, "eio: session %s is not reading: %zu bytes queued for it, over maxBackpressure (%zu); closing it",
+         s->sid, held, cap);
+  if (s->ws) {
+    mw_conn_close(ws_conn_of(s->ws));
+  } else {
+    mw_str_free(&s->outq);
+    mark_dirty(s);
+  }
+  return false;
+}
+
 static void send_packet(eio_session *s, int type, const char *data, size_t len, bool binary) {
-  if (s->closed) return;
+  if (s->closed || !room_for(s)) return;
   if (s->ws) {
     if (binary) {
       ws_send(s->ws, data, len, true);
@@ -272,7 +336,7 @@ void eio_msg_release(eio_msg *m) {
 }
 
 void eio_send_msg(eio_session *s, const eio_msg *m) {
-  if (s->closed) return;
+  if (s->closed || !room_for(s)) return;
   if (s->ws) {
     ws_send_frame(s->ws, mw_buf_ref(m->buf), m->frame_off, m->pkt_off + m->len - m->frame_off);
     return;
@@ -322,8 +386,12 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
   flush_poll(s);
   /* A polling client between two polls would find its session gone and see
    * a "transport error": keep the session (closed) until its next GET takes
-   * the close packet, as engine.io does, for pingTimeout at most. */
-  bool linger = send_close && !s->ws && !s->probe && s->outq.len > 0;
+   * the close packet, as engine.io does, for pingTimeout at most. Not when
+   * the client broke the protocol: then the session is gone at once and its
+   * next request gets "Session ID unknown" (the Engine.IO test suite's
+   * "closes the session upon invalid packet format"). */
+  bool client_error = !strcmp(reason, "parse error") || !strcmp(reason, "transport error");
+  bool linger = send_close && !client_error && !s->ws && !s->probe && s->outq.len > 0;
   s->closed = true;
   if (!linger) unlink_session(s);
   uv_timer_stop(&s->timer);
@@ -362,11 +430,16 @@ static void on_heartbeat(uv_timer_t *t) {
   }
   s->awaiting_pong = true;
   send_packet(s, EIO_PING, "", 0, false);
+  /* Only a pong to a ping that has left counts (got_pong): a client that
+   * answers blind while reading nothing is still timed out. */
+  if (s->ws) s->ping_mark = ws_conn_of(s->ws)->queued_total;
+  else s->ping_queued = true;
   uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_timeout, 0);
 }
 
 static void got_pong(eio_session *s) {
   if (!s->awaiting_pong) return;
+  if (s->ws ? mw_conn_sent(ws_conn_of(s->ws)) < s->ping_mark : s->ping_queued) return;
   s->awaiting_pong = false;
   uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_interval, 0);
 }
@@ -374,9 +447,35 @@ static void got_pong(eio_session *s) {
 /* ---- incoming packets ---- */
 
 /* Returns non-zero when the session closed (stop reading). */
+/* Counts a packet from s against max_packet_rate. Returns false when it is
+ * to be dropped; past twice the rate the session is closed. */
+static bool within_rate(eio_session *s) {
+  uint32_t max = s->es->opt.max_packet_rate;
+  if (!max) return true;
+  uint64_t now = uv_now(s->es->srv->loop);
+  if (now - s->rate_window >= 1000) {
+    s->rate_window = now;
+    s->rate_count = 0;
+    s->rate_warned = false;
+  }
+  if (++s->rate_count <= max) return true;
+  if (s->rate_count > 2 * max) {
+    mw_log(MW_LOG_WARN, "eio: session %s sent more than %u packets in a second; closing it", s->sid, 2 * max);
+    session_close(s, "transport error", false);
+    return false;
+  }
+  if (!s->rate_warned) {
+    s->rate_warned = true;
+    mw_log(MW_LOG_WARN, "eio: session %s sends more than %u packets a second (maxPacketRate); dropping the rest this second",
+           s->sid, max);
+  }
+  return false;
+}
+
 static int on_packet(void *ud, const eio_packet *p) {
   eio_session *s = ud;
   if (s->closed) return 1;
+  if (!within_rate(s) && p->type == EIO_MESSAGE) return s->closed ? 1 : 0;
   switch (p->type) {
   case EIO_MESSAGE:
     s->es->h.on_message(s->es->ud, s, p->data, p->len, p->binary);
@@ -406,9 +505,8 @@ static void ws_on_message(void *ud, ws_conn *ws, const char *data, size_t len, b
 static void ws_on_close(void *ud, ws_conn *ws, int code) {
   eio_session *s = ud;
   if (s->ws == ws) s->ws = NULL;
-  session_close(s, code == 1000 || code == 1001 || code == 1006 || code == 1005 ? "transport close"
-                                                                                 : "transport error",
-                false);
+  bool clean = !s->overflow && (code == 1000 || code == 1001 || code == 1006 || code == 1005);
+  session_close(s, clean ? "transport close" : "transport error", false);
 }
 
 static const ws_handler session_ws = {ws_on_message, ws_on_close};
@@ -459,6 +557,10 @@ static void probe_on_message(void *ud, ws_conn *ws, const char *data, size_t len
     ws_set_userdata(ws, &session_ws, s);
     replay_over_ws(ws, &pending);
     mw_str_free(&pending);
+    if (s->ping_queued) { /* the ping went over the websocket just now */
+      s->ping_queued = false;
+      s->ping_mark = ws_conn_of(ws)->queued_total;
+    }
     return;
   }
   /* Anything else during a probe: drop the probe, keep polling. */
@@ -601,6 +703,7 @@ static void poll_get(eio_session *s, const http_req *req, http_res *res) {
     return;
   }
   if (s->outq.len) {
+    s->ping_queued = false;
     answer_payload(res, s->outq.p, s->outq.len);
     mw_str_reset(&s->outq);
     return;
@@ -666,7 +769,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     answer_error(res, 400, 0, "Transport unknown");
     return 0;
   }
-  if (websocket && !origin_allowed(es, req)) {
+  if (!origin_allowed(es, req)) {
     http_res_simple(res, 403, "application/json", "{\"code\":4,\"message\":\"Forbidden\"}");
     return 0;
   }

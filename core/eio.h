@@ -20,9 +20,13 @@ typedef struct eio_options {
   uint64_t ping_interval;  /* ms, 25000 */
   uint64_t ping_timeout;   /* ms, 20000 */
   size_t max_payload;      /* bytes, 1e6 (maxHttpBufferSize) */
+  size_t max_buffered;     /* bytes queued for a session that stops reading, 1 MiB (maxBackpressure) */
+  uint32_t max_packet_rate; /* packets a session may send per second, 5000 (0: no limit; maxPacketRate):
+                               past it messages are dropped, past twice it the session is closed */
   bool polling, websocket; /* transports offered */
-  char **origins;          /* allowed Origins (NULL: any) — owned by the server */
+  char **origins;          /* allowed Origins ("*": any) — owned by the server */
   int norigins;
+  bool same_origin;        /* without a list: only pages of this server (Origin matches Host) */
   /* engine.io's allowRequest: asked about every handshake (a request without
    * sid: a polling GET or a direct WebSocket) before any session exists. req
    * is borrowed for the call; the answer is eio_allow(p, ...), now or later.
@@ -86,6 +90,11 @@ void eio_send_msg(eio_session *s, const eio_msg *m);
 void eio_send(eio_session *s, const char *data, size_t len, bool binary);
 /* True when a message sent now would leave at once (for volatile packets). */
 bool eio_writable(eio_session *s);
+/* Bytes queued for s and not yet taken by the client: its WebSocket's write
+ * queue, or the polling payload waiting for a GET. Past max_buffered when a
+ * message is sent, the session is closed ("transport error") and what it
+ * held is released at once. */
+size_t eio_buffered(eio_session *s);
 /* Closes the session (reason given to on_close); safe in any callback. */
 void eio_close(eio_session *s, const char *reason);
 

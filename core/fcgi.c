@@ -174,7 +174,9 @@ struct fcgi_conn {
   fcgi_txn *txn;          /* the active request: arriving, or waiting for its answer */
   bool peer_eof;
   bool paused;            /* reading stopped until the answers queued so far are written */
+  bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
+  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* Replies queued past this stop the reading until they are written: a peer
@@ -206,11 +208,12 @@ static fcgi_txn *txn_new(void) {
   t->params = kept.params;
   t->body.mem = kept.body.mem;
   t->url = kept.url;
-  t->res.headers = kept.res.headers;
+  t->res.hbuf = kept.res.hbuf; /* emptied by http_res_reuse */
+  t->res.fields = kept.res.fields;
+  t->res.fcap = kept.res.fcap;
   mw_str_reset(&t->params);
   mw_str_reset(&t->body.mem);
   mw_str_reset(&t->url);
-  mw_str_reset(&t->res.headers);
   t->headers = kept.headers;
   t->hcap = kept.hcap;
   return t;
@@ -219,7 +222,8 @@ static fcgi_txn *txn_new(void) {
 static void txn_free(fcgi_txn *t) {
   body_release(&t->body); /* its temporary files go */
   if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES &&
-      t->url.cap <= FCGI_SPARE_BYTES && t->res.headers.cap <= FCGI_SPARE_BYTES && t->hcap <= 64) {
+      t->url.cap <= FCGI_SPARE_BYTES && t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 &&
+      t->hcap <= 64) {
     spare[nspare++] = t;
     return;
   }
@@ -232,10 +236,15 @@ static void txn_free(fcgi_txn *t) {
 }
 
 /* The request's connection lets go of it: freed now, or, when the handler
- * has it, when the answer comes. */
+ * has it, when the answer ends (a producer waiting for a drain hears of it
+ * now). */
 static void txn_release(fcgi_txn *t) {
-  if (t->dispatched) t->fc = NULL;
-  else txn_free(t);
+  if (t->dispatched) {
+    t->fc = NULL;
+    http_res_drained(&t->res);
+  } else {
+    txn_free(t);
+  }
 }
 
 /* Same line as the HTTP access log: method, url, status, time, body bytes. */
@@ -257,86 +266,13 @@ static void end_request(mw_conn *c, unsigned id, int protocol_status) {
   mw_conn_write_copy(c, rec, sizeof rec);
 }
 
-typedef struct slice {
-  mw_buf *buf;
-  size_t off, len;
-} slice;
-
-/* head is "HTTP/1.1 200 OK\r\n", the header lines, "\r\n" (and the body, when
- * http_res_end put it there). CGI wants "Status: 200 OK\r\n" instead of the
- * status line: written over head's own bytes ("Status: " is one byte
- * shorter than "HTTP/1.1 "). The Connection line is left out: the web
- * server's connection to its client is its own business. Fills s with the
- * slices of head to send; returns how many. */
-static int cgi_head(mw_buf *head, slice *s) {
-  char *d = head->data;
-  size_t len = head->len;
-  const char *end = len >= 13 ? memmem(d, len, "\r\n\r\n", 4) : NULL;
-  if (!end || memcmp(d, "HTTP/1.", 7) != 0 || d[8] != ' ') { /* not from http_res_end: as it is */
-    s[0] = (slice){head, 0, len};
-    return 1;
-  }
-  memcpy(d + 1, "Status: ", 8);
-  const char *stop = end + 2; /* just past the last header line */
-  const char *line = memchr(d, '\n', len) + 1;
-  while (line < stop) {
-    const char *eol = memchr(line, '\n', (size_t)(stop - line));
-    if (!eol) break;
-    if (eol - line >= 11 && strncasecmp(line, "connection:", 11) == 0) {
-      size_t cut = (size_t)(line - d), after = (size_t)(eol + 1 - d);
-      s[0] = (slice){head, 1, cut - 1};
-      s[1] = (slice){head, after, len - after};
-      return s[1].len ? 2 : 1;
-    }
-    line = eol + 1;
-  }
-  s[0] = (slice){head, 1, len - 1};
-  return 1;
-}
-
-/* Sends the response as STDOUT records of at most 64 KiB - 1, then the empty
- * STDOUT that ends the stream and END_REQUEST. Nothing is copied: the
- * records' headers share one small buffer, and their contents are slices of
- * head and body. Takes ownership of head and body. */
-static void write_response(mw_conn *c, unsigned id, mw_buf *head, mw_buf *body) {
-  slice s[3];
-  int n = cgi_head(head, s);
-  if (body && body->len) s[n++] = (slice){body, 0, body->len};
-  size_t total = 0;
-  for (int i = 0; i < n; i++) total += s[i].len;
-  size_t nrec = (total + FCGI_MAX_CONTENT - 1) / FCGI_MAX_CONTENT;
-  mw_buf *hb = mw_buf_new(nrec * FCGI_HEADER_LEN + 2 * FCGI_HEADER_LEN + 8);
-  if (!hb) {
-    mw_buf_unref(head);
-    mw_buf_unref(body);
-    mw_conn_close(c);
-    return;
-  }
-  int i = 0;
-  size_t off = 0, left = total;
-  for (size_t k = 0; k < nrec; k++) {
-    size_t clen = left < FCGI_MAX_CONTENT ? left : FCGI_MAX_CONTENT;
-    fcgi_put_header(hb->data + k * FCGI_HEADER_LEN, FCGI_STDOUT, id, clen, 0);
-    mw_conn_write(c, mw_buf_ref(hb), k * FCGI_HEADER_LEN, FCGI_HEADER_LEN);
-    for (size_t need = clen; need > 0;) {
-      size_t take = s[i].len - off < need ? s[i].len - off : need;
-      mw_conn_write(c, mw_buf_ref(s[i].buf), s[i].off + off, take);
-      off += take;
-      need -= take;
-      if (off == s[i].len) {
-        i++;
-        off = 0;
-      }
-    }
-    left -= clen;
-  }
-  char *tail = hb->data + nrec * FCGI_HEADER_LEN;
-  fcgi_put_header(tail, FCGI_STDOUT, id, 0, 0);
-  fcgi_put_header(tail + FCGI_HEADER_LEN, FCGI_END_REQUEST, id, 8, 0);
-  memset(tail + 2 * FCGI_HEADER_LEN, 0, 8); /* appStatus 0, FCGI_REQUEST_COMPLETE */
-  mw_conn_write(c, hb, nrec * FCGI_HEADER_LEN, 2 * FCGI_HEADER_LEN + 8);
-  mw_buf_unref(head);
-  mw_buf_unref(body);
+/* Answers wait in the queue: until they have left, the send timeout
+ * (between writes that make progress) limits the web server; the
+ * keep-alive timer starts on the drain (fcgi_on_drain). */
+static void arm_send_timeout(fcgi_conn *fc) {
+  mw_conn *c = fc->c;
+  fc->sent_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
 }
 
 /* After a request: the connection waits for the next one only when the web
@@ -345,35 +281,132 @@ static int next_request(fcgi_conn *fc, bool keep) {
   mw_conn *c = fc->c;
   if (!keep || fc->peer_eof || c->srv->stopping) {
     mw_conn_end(c);
+    if (c->wq_len && !c->closing) arm_send_timeout(fc);
     return 1;
   }
-  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (c->wq_len) arm_send_timeout(fc);
+  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
   return 0;
 }
 
-static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
+/* Sends len bytes at off in buf (one reference taken over) as STDOUT
+ * records of at most 64 KiB - 1: their headers share one small buffer, the
+ * contents are slices of buf. Nothing is copied. */
+static void stdout_records(mw_conn *c, unsigned id, mw_buf *buf, size_t off, size_t len) {
+  size_t nrec = (len + FCGI_MAX_CONTENT - 1) / FCGI_MAX_CONTENT;
+  mw_buf *hb = nrec ? mw_buf_new(nrec * FCGI_HEADER_LEN) : NULL;
+  if (nrec && !hb) {
+    mw_buf_unref(buf);
+    mw_conn_close(c);
+    return;
+  }
+  for (size_t k = 0; k < nrec; k++) {
+    size_t clen = len < FCGI_MAX_CONTENT ? len : FCGI_MAX_CONTENT;
+    fcgi_put_header(hb->data + k * FCGI_HEADER_LEN, FCGI_STDOUT, id, clen, 0);
+    mw_conn_write(c, mw_buf_ref(hb), k * FCGI_HEADER_LEN, FCGI_HEADER_LEN);
+    mw_conn_write(c, mw_buf_ref(buf), off, clen);
+    off += clen;
+    len -= clen;
+  }
+  mw_buf_unref(hb);
+  mw_buf_unref(buf);
+}
+
+/* The CGI head: "Status: 200 OK", the header list, Content-Length when the
+ * length is known, a blank line; then ilen bytes of body, all in one
+ * buffer with room for its record header in front. No Connection or Date:
+ * the web server's connection to its client is its own business. */
+static void fcgi_head(http_res *res, const char *ibody, size_t ilen) {
+  fcgi_txn *t = res->carrier_data;
+  fcgi_conn *fc = t->fc;
+  if (!fc) return;
+  int st = res->status;
+  const char *reason = http_status_text(st);
+  bool bodiless = st < 200 || st == 204 || st == 304;
+  size_t cap = FCGI_HEADER_LEN + sizeof "Status: -2147483648 \r\n" + strlen(reason) + res->hbuf.len +
+               sizeof "Content-Length: \r\n" + 20 + 2 + ilen;
+  mw_buf *b = mw_buf_new(cap);
+  if (!b) {
+    mw_conn_close(fc->c);
+    return;
+  }
+  char *p = b->data + FCGI_HEADER_LEN;
+  p += snprintf(p, cap - FCGI_HEADER_LEN, "Status: %d %s\r\n", st, reason);
+  if (res->hbuf.len) {
+    memcpy(p, res->hbuf.p, res->hbuf.len);
+    p += res->hbuf.len;
+  }
+  if (!bodiless && res->body_len != HTTP_LEN_STREAM) p += sprintf(p, "Content-Length: %lld\r\n", (long long)res->body_len);
+  memcpy(p, "\r\n", 2);
+  p += 2;
+  if (ilen) {
+    memcpy(p, ibody, ilen);
+    p += ilen;
+  }
+  size_t len = (size_t)(p - b->data) - FCGI_HEADER_LEN;
+  b->len = (size_t)(p - b->data);
+  if (len <= FCGI_MAX_CONTENT) { /* the usual case: one record, one write */
+    fcgi_put_header(b->data, FCGI_STDOUT, t->id, len, 0);
+    mw_conn_write(fc->c, b, 0, b->len);
+  } else {
+    stdout_records(fc->c, t->id, b, FCGI_HEADER_LEN, len);
+  }
+}
+
+static void fcgi_body(http_res *res, mw_buf *buf, size_t off, size_t len) {
+  fcgi_txn *t = res->carrier_data;
+  fcgi_conn *fc = t->fc;
+  if (!fc || fc->c->closing) {
+    mw_buf_unref(buf);
+    return;
+  }
+  stdout_records(fc->c, t->id, buf, off, len);
+  /* A streamed body waits in the queue: the send timeout runs until the drain. */
+  if (t->dispatched && res->started && !fc->sending) {
+    fc->sending = true;
+    arm_send_timeout(fc);
+  }
+}
+
+static size_t fcgi_queued(const http_res *res) {
+  const fcgi_txn *t = res->carrier_data;
+  if (!t->fc || t->fc->c->closing) return SIZE_MAX;
+  return t->fc->c->wq_bytes;
+}
+
+/* The empty STDOUT that ends the stream, then END_REQUEST. */
+static void fcgi_end(http_res *res) {
   fcgi_txn *t = res->carrier_data;
   fcgi_conn *fc = t->fc;
   if (!fc) { /* the connection went away, or the web server aborted the request */
-    mw_buf_unref(head);
-    mw_buf_unref(body);
     txn_free(t);
     return;
   }
-  write_response(fc->c, t->id, head, body);
+  if (res->aborted) { /* no END_REQUEST: the web server sees the response cut short */
+    access_log(fc->c->srv, t);
+    fc->txn = NULL;
+    txn_free(t);
+    mw_conn_end(fc->c);
+    return;
+  }
+  char tail[2 * FCGI_HEADER_LEN + 8];
+  fcgi_put_header(tail, FCGI_STDOUT, t->id, 0, 0);
+  fcgi_put_header(tail + FCGI_HEADER_LEN, FCGI_END_REQUEST, t->id, 8, 0);
+  memset(tail + 2 * FCGI_HEADER_LEN, 0, 8); /* appStatus 0, FCGI_REQUEST_COMPLETE */
+  mw_conn_write_copy(fc->c, tail, sizeof tail);
   access_log(fc->c->srv, t);
   bool keep = t->keep_conn && !t->refused;
   fc->txn = NULL;
+  fc->sending = false;
   txn_free(t);
   next_request(fc, keep);
 }
 
-static const http_carrier fcgi_carrier = {carrier_end};
+static const http_carrier fcgi_carrier = {fcgi_head, fcgi_body, fcgi_end, fcgi_queued};
 
-static void res_start(fcgi_txn *t) {
-  mw_str kept = t->res.headers; /* a spare's buffer, empty */
-  http_res_init(&t->res, &t->req, &fcgi_carrier, t);
-  t->res.headers = kept;
+static void res_start(fcgi_txn *t, mw_server *srv) {
+  http_res_reuse(&t->res, &t->req, &fcgi_carrier, t);
+  t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
 }
 
 /* ---- reading ---- */
@@ -395,7 +428,7 @@ static int malformed(fcgi_conn *fc) {
 static int refuse(fcgi_conn *fc, int status, const char *why) {
   fcgi_txn *t = fc->txn;
   t->refused = true;
-  res_start(t);
+  res_start(t, fc->c->srv);
   char body[320];
   if (why && *why) snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), why);
   else snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
@@ -580,7 +613,7 @@ static int serve(fcgi_conn *fc) {
   t->dispatched = true;
   body_fill(&t->body, &t->req);
   mw_conn_set_timeout(fc->c, 0);
-  res_start(t);
+  res_start(t, srv);
   /* The handler may answer now (t is freed then) or later. */
   if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
@@ -795,6 +828,13 @@ static void fcgi_on_read(mw_conn *c, const char *data, size_t len) {
 
 static void fcgi_on_drain(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
+  if (!fc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms); /* idle from now */
+  if (fc->sending) { /* a streamed response: its producer sets the pace again */
+    fc->sending = false;
+    mw_conn_set_timeout(c, 0);
+  }
+  if (fc->txn && fc->txn->dispatched) http_res_drained(&fc->txn->res);
+  if (c->closing || c->proto_data != fc) return;
   if (!fc->paused) return;
   fc->paused = false;
   if (!fc->peer_eof && !fc->body_paused) mw_conn_resume(c);
@@ -813,6 +853,16 @@ static void fcgi_on_eof(mw_conn *c) {
 
 static void fcgi_on_timeout(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
+  /* Answers still leaving: another send timeout as long as some left
+   * since the last look. */
+  if (c->wq_len && fc) {
+    uint64_t sent = mw_conn_sent(c);
+    if (sent != fc->sent_mark) {
+      fc->sent_mark = sent;
+      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+      return;
+    }
+  }
   fcgi_txn *t = fc->txn;
   /* A body too slow (--body-timeout between records, --body-deadline in
    * all) gets 408, as over HTTP; parameters that never end, or an idle

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "body.h"
+#include "compress.h"
 #include "server.h"
 
 /* ---- responses ---- */
@@ -39,9 +41,11 @@ const char *http_status_text(int s) {
   case 409: return "Conflict";
   case 410: return "Gone";
   case 411: return "Length Required";
+  case 412: return "Precondition Failed";
   case 413: return "Payload Too Large";
   case 414: return "URI Too Long";
   case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
   case 417: return "Expectation Failed";
   case 422: return "Unprocessable Entity";
   case 426: return "Upgrade Required";
@@ -89,6 +93,7 @@ static const char *date_now(void) {
 void http_res_init(http_res *res, const http_req *req, const http_carrier *c, void *data) {
   memset(res, 0, sizeof *res);
   res->status = 200;
+  res->req = req;
   res->head_only = req->method_id == HTTP_HEAD;
   res->keep_alive = req->keep_alive;
   res->http_minor = req->http_minor;
@@ -96,7 +101,23 @@ void http_res_init(http_res *res, const http_req *req, const http_carrier *c, vo
   res->carrier_data = data;
 }
 
-void http_res_dispose(http_res *res) { mw_str_free(&res->headers); }
+void http_res_reuse(http_res *res, const http_req *req, const http_carrier *c, void *data) {
+  mw_str hbuf = res->hbuf;
+  http_field *fields = res->fields;
+  uint32_t fcap = res->fcap;
+  http_res_init(res, req, c, data);
+  res->hbuf = hbuf;
+  mw_str_reset(&res->hbuf);
+  res->fields = fields;
+  res->fcap = fcap;
+}
+
+void http_res_dispose(http_res *res) {
+  mw_str_free(&res->hbuf);
+  free(res->fields);
+  res->fields = NULL;
+  res->nfields = res->fcap = 0;
+}
 
 /* Appends the decimal digits of v at p; returns the end. */
 static char *put_uint(char *p, size_t v) {
@@ -145,14 +166,23 @@ int http_res_header(http_res *res, const char *name, size_t nlen, const char *va
     if (mw_ieq(name, nlen, "transfer-encoding")) return 0;
     break;
   }
-  if (mw_str_reserve(&res->headers, nlen + vlen + 4)) return -ENOMEM;
-  char *p = res->headers.p + res->headers.len;
+  if (nlen + vlen > UINT32_MAX / 2 || res->hbuf.len > UINT32_MAX / 2) return -ENOMEM;
+  if (res->nfields == res->fcap) {
+    uint32_t cap = res->fcap ? res->fcap * 2 : 8;
+    http_field *f = realloc(res->fields, cap * sizeof *f);
+    if (!f) return -ENOMEM;
+    res->fields = f;
+    res->fcap = cap;
+  }
+  if (mw_str_reserve(&res->hbuf, nlen + vlen + 4)) return -ENOMEM;
+  res->fields[res->nfields++] = (http_field){(uint32_t)res->hbuf.len, (uint32_t)nlen, (uint32_t)vlen};
+  char *p = res->hbuf.p + res->hbuf.len;
   p = put(p, name, nlen);
   p = PUT_LIT(p, ": ");
   p = put(p, value, vlen);
   p = PUT_LIT(p, "\r\n");
   *p = '\0';
-  res->headers.len = (size_t)(p - res->headers.p);
+  res->hbuf.len = (size_t)(p - res->hbuf.p);
   return 0;
 }
 
@@ -160,74 +190,204 @@ int http_res_headerz(http_res *res, const char *name, const char *value) {
   return http_res_header(res, name, strlen(name), value, strlen(value));
 }
 
-/* Finishes res with body (a shared buffer) or, when body is NULL, with a
- * copy of copy/clen, which then follows the head in the head's own buffer:
- * one allocation and one write-queue item for the whole response. */
-static int res_finish(http_res *res, mw_buf *body, const char *copy, size_t clen) {
-  if (res->done) {
+const char *http_res_get(const http_res *res, const char *name, size_t *len) {
+  size_t nlen = strlen(name);
+  for (uint32_t i = 0; i < res->nfields; i++) {
+    const http_field *f = &res->fields[i];
+    if (f->nlen == nlen && mw_ieq(res->hbuf.p + f->off, nlen, name)) {
+      if (len) *len = f->vlen;
+      return res->hbuf.p + f->off + f->nlen + 2;
+    }
+  }
+  return NULL;
+}
+
+void http_res_remove(http_res *res, const char *name) {
+  size_t nlen = strlen(name);
+  uint32_t w = 0;
+  size_t at = 0; /* where the kept lines go */
+  for (uint32_t i = 0; i < res->nfields; i++) {
+    http_field f = res->fields[i];
+    size_t line = (size_t)f.nlen + f.vlen + 4;
+    if (f.nlen == nlen && mw_ieq(res->hbuf.p + f.off, nlen, name)) continue;
+    if (at != f.off) memmove(res->hbuf.p + at, res->hbuf.p + f.off, line);
+    f.off = (uint32_t)at;
+    res->fields[w++] = f;
+    at += line;
+  }
+  res->nfields = w;
+  res->hbuf.len = at;
+  if (res->hbuf.p) res->hbuf.p[at] = '\0';
+  if (mw_ieq(name, nlen, "content-type")) res->has_type = false;
+}
+
+void http_res_clear(http_res *res) {
+  mw_str_reset(&res->hbuf);
+  res->nfields = 0;
+  res->has_type = false;
+}
+
+/* Does an If-None-Match list hold etag (weak comparison)? */
+bool http_etag_match(const char *v, size_t len, const char *etag) {
+  const char *ours = etag + (strncmp(etag, "W/", 2) == 0 ? 2 : 0);
+  size_t olen = strlen(ours);
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    if (i >= len) break;
+    if (v[i] == '*') return true;
+    if (len - i >= 2 && v[i] == 'W' && v[i + 1] == '/') i += 2;
+    if (i >= len || v[i] != '"') return false; /* malformed: no match */
+    size_t j = i + 1;
+    while (j < len && v[j] != '"') j++;
+    if (j >= len) return false;
+    if (j + 1 - i == olen && memcmp(v + i, ours, olen) == 0) return true;
+    i = j + 1;
+  }
+  return false;
+}
+
+static bool bodiless_status(int st) { return st < 200 || st == 204 || st == 304; }
+
+/* gzip for a whole body when the response allows it (http_res_compressible),
+ * the client accepts it, and the body is large enough: *body then becomes
+ * the compressed buffer (a new reference; *copy cleared). */
+static void maybe_gzip(http_res *res, mw_buf **body, size_t *off, const char **copy, size_t *len) {
+  if (!res->compress_min || *len < res->compress_min || res->head_only || bodiless_status(res->status)) return;
+  if (http_res_get(res, "content-encoding", NULL)) return;
+  http_res_header(res, "Vary", 4, "Accept-Encoding", 15);
+  size_t aelen;
+  const char *ae = res->req ? http_req_header(res->req, "accept-encoding", &aelen) : NULL;
+  if (!ae || !(mw_accept_encoding(ae, aelen) & MW_ENC_GZIP)) return;
+  mw_buf *z;
+  const char *in = *body ? (*body)->data + *off : *copy;
+  if (mw_compress(MW_ENC_GZIP, in, *len, MW_GZIP_LEVEL_ONCE, &z)) return;
+  if (z->len >= *len) { /* nothing gained */
+    mw_buf_unref(z);
+    return;
+  }
+  http_res_header(res, "Content-Encoding", 16, "gzip", 4);
+  mw_buf_unref(*body);
+  *body = z;
+  *off = 0;
+  *copy = NULL;
+  *len = z->len;
+}
+
+/* Finishes res with len bytes of body: at off in body (a shared buffer) or,
+ * when body is NULL, a copy of copy, which then follows the head in the
+ * head's own buffer: one allocation and one write for a small response. */
+static int res_finish(http_res *res, mw_buf *body, size_t off, const char *copy, size_t len) {
+  if (res->done || res->started) {
     mw_buf_unref(body);
     return -EALREADY;
   }
   res->done = true;
-  int st = res->status;
-  bool bodiless = st < 200 || st == 204 || st == 304;
-  size_t blen = body ? body->len : clen;
-  size_t inline_len = body || bodiless || res->head_only ? 0 : clen;
-  /* Every response goes through here: the head is written straight into
-   * its buffer (no printf, no intermediate string), sized from its parts. */
-  const char *reason = http_status_text(st);
-  size_t rlen = strlen(reason);
-  const char *date = date_now();
-  size_t dlen = strlen(date);
-  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->headers.len + sizeof "Content-Length: \r\n" + 20 +
-               sizeof "Date: \r\n" + dlen + sizeof "Connection: keep-alive\r\n" + 2 + inline_len;
-  mw_buf *head = mw_buf_new(cap);
-  if (!head) {
-    mw_buf_unref(body);
-    return -ENOMEM;
+  bool bodiless = bodiless_status(res->status);
+  if (res->compress) maybe_gzip(res, &body, &off, &copy, &len);
+  res->body_len = bodiless ? 0 : (int64_t)len;
+  res->bytes_sent = bodiless ? 0 : len;
+  bool send = !bodiless && !res->head_only && len;
+  if (body) {
+    res->carrier->head(res, NULL, 0);
+    if (send) res->carrier->body(res, body, off, len);
+    else mw_buf_unref(body);
+  } else {
+    res->carrier->head(res, send ? copy : NULL, send ? len : 0);
   }
-  char *p = head->data;
-  p = res->http_minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
-  if (st < 0) *p++ = '-';
-  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
-  *p++ = ' ';
-  p = put(p, reason, rlen);
-  p = PUT_LIT(p, "\r\n");
-  if (res->headers.len) p = put(p, res->headers.p, res->headers.len);
-  if (!bodiless) {
-    p = PUT_LIT(p, "Content-Length: ");
-    p = put_uint(p, blen);
-    p = PUT_LIT(p, "\r\n");
-  }
-  p = PUT_LIT(p, "Date: ");
-  p = put(p, date, dlen);
-  p = PUT_LIT(p, "\r\n");
-  if (!res->keep_alive) {
-    if (res->http_minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
-  } else if (res->http_minor == 0) {
-    p = PUT_LIT(p, "Connection: keep-alive\r\n");
-  }
-  p = PUT_LIT(p, "\r\n");
-  if (inline_len) p = put(p, copy, inline_len);
-  head->len = (size_t)(p - head->data);
-  head->data[head->len] = '\0';
-  if (bodiless || res->head_only) {
-    mw_buf_unref(body);
-    body = NULL;
-  }
-  res->bytes_sent = bodiless ? 0 : blen;
-  res->carrier->end(res, head, body);
+  res->carrier->end(res);
   return 0;
 }
 
-int http_res_end_buf(http_res *res, mw_buf *body) { return res_finish(res, body, NULL, 0); }
+int http_res_end_buf(http_res *res, mw_buf *body) { return res_finish(res, body, 0, NULL, body->len); }
 
-int http_res_end(http_res *res, const char *body, size_t len) { return res_finish(res, NULL, body, len); }
+int http_res_end_slice(http_res *res, mw_buf *body, size_t off, size_t len) {
+  return res_finish(res, body, off, NULL, len);
+}
+
+int http_res_end(http_res *res, const char *body, size_t len) { return res_finish(res, NULL, 0, body, len); }
 
 int http_res_simple(http_res *res, int status, const char *content_type, const char *body) {
   res->status = status;
   if (content_type) http_res_headerz(res, "Content-Type", content_type);
   return http_res_end(res, body, strlen(body));
+}
+
+/* ---- streamed responses ---- */
+
+int http_res_begin(http_res *res, int64_t len) {
+  if (res->done || res->started) return -EALREADY;
+  res->started = true;
+  res->body_len = bodiless_status(res->status) ? 0 : len;
+  if (res->head_only && res->body_len > 0) res->bytes_sent = (size_t)res->body_len; /* logged as for a whole response */
+  res->carrier->head(res, NULL, 0);
+  return 0;
+}
+
+int http_res_write(http_res *res, mw_buf *buf, size_t off, size_t len) {
+  if (!res->started || res->done) {
+    mw_buf_unref(buf);
+    return -EALREADY;
+  }
+  if (res->carrier->queued(res) == SIZE_MAX) {
+    mw_buf_unref(buf);
+    return -EPIPE;
+  }
+  if (len == 0 || res->head_only || bodiless_status(res->status)) {
+    mw_buf_unref(buf);
+    return 0;
+  }
+  /* A declared length is kept to: more would be taken as the next response. */
+  if (res->body_len >= 0 && (uint64_t)res->bytes_sent + len > (uint64_t)res->body_len) {
+    mw_buf_unref(buf);
+    return -EMSGSIZE;
+  }
+  res->bytes_sent += len;
+  res->carrier->body(res, buf, off, len);
+  return 0;
+}
+
+int http_res_write_copy(http_res *res, const char *data, size_t len) {
+  mw_buf *b = mw_buf_from(data, len);
+  if (!b) return -ENOMEM;
+  return http_res_write(res, b, 0, len);
+}
+
+int http_res_finish(http_res *res) {
+  if (!res->started || res->done) return -EALREADY;
+  res->done = true;
+  res->on_drain = NULL;
+  /* Shorter than the Content-Length sent: the client must not take it for
+   * complete, nor the next response for the rest of it. */
+  if (res->body_len > 0 && !res->head_only && (int64_t)res->bytes_sent < res->body_len) res->keep_alive = false;
+  res->carrier->end(res);
+  return 0;
+}
+
+int http_res_abort(http_res *res) {
+  if (!res->started || res->done) return -EALREADY;
+  res->aborted = true;
+  res->keep_alive = false;
+  return http_res_finish(res);
+}
+
+size_t http_res_queued(const http_res *res) { return res->done ? SIZE_MAX : res->carrier->queued(res); }
+
+void http_res_wait(http_res *res, void (*cb)(void *ud), void *ud) {
+  size_t q = res->carrier->queued(res);
+  if (q == 0 || q == SIZE_MAX) { /* no drain to wait for */
+    cb(ud);
+    return;
+  }
+  res->on_drain = cb;
+  res->drain_ud = ud;
+}
+
+void http_res_drained(http_res *res) {
+  void (*cb)(void *) = res->on_drain;
+  if (!cb) return;
+  res->on_drain = NULL;
+  cb(res->drain_ud);
 }
 
 const char *http_req_header(const http_req *req, const char *name, size_t *len) {
@@ -241,6 +401,18 @@ const char *http_req_header(const http_req *req, const char *name, size_t *len) 
   return NULL;
 }
 
+bool http_req_same_origin(const http_req *req) {
+  size_t olen, hlen;
+  const char *origin = http_req_header(req, "origin", &olen);
+  const char *host = http_req_header(req, "host", &hlen);
+  if (!origin || !host) return false;
+  const char *sep = memchr(origin, ':', olen); /* scheme://host[:port] */
+  if (!sep || (size_t)(origin + olen - sep) < 3 || sep[1] != '/' || sep[2] != '/') return false;
+  const char *o = sep + 3;
+  size_t on = (size_t)(origin + olen - o);
+  return on == hlen && strncasecmp(o, host, hlen) == 0;
+}
+
 /* ---- HTTP/1.x connections ---- */
 
 typedef struct hdr_off {
@@ -252,6 +424,7 @@ typedef struct http_conn http_conn;
 /* One request and its response, from its first byte until the response has
  * been queued. Freed by the carrier's end(), even if the connection is gone. */
 typedef struct http_txn {
+  bool chunked;           /* the body goes in chunks (a stream on HTTP/1.1) */
   http_req req;
   http_res res;
   http_conn *hc;          /* NULL once the connection is gone */
@@ -280,8 +453,15 @@ struct http_conn {
   bool in_feed;           /* inside http_feed (answers queue, feed goes on) */
   bool detached;          /* the connection was handed to another protocol */
   bool peer_eof;
+  bool held;              /* the next request waits until the queue drains */
+  bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
+  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
+
+/* After a response, pipelined requests are answered at once while the
+ * queue holds less than this; past it the next waits for the drain. */
+#define HTTP_PIPELINE_QUEUE (64 * 1024)
 
 /* Finished transactions are kept, buffers and all, for the next requests:
  * a small request then allocates nothing while it is parsed. The spares are
@@ -310,10 +490,11 @@ static http_txn *txn_new(void) {
   memset(t, 0, sizeof *t);
   t->raw = kept.raw;
   t->body.mem = kept.body.mem;
-  t->res.headers = kept.res.headers;
+  t->res.hbuf = kept.res.hbuf; /* emptied by http_res_reuse */
+  t->res.fields = kept.res.fields;
+  t->res.fcap = kept.res.fcap;
   mw_str_reset(&t->raw);
   mw_str_reset(&t->body.mem);
-  mw_str_reset(&t->res.headers);
   t->hoff = kept.hoff;
   t->hcap = kept.hcap;
   t->req.headers = kept.req.headers;
@@ -324,7 +505,7 @@ static http_txn *txn_new(void) {
 static void txn_free(http_txn *t) {
   body_release(&t->body); /* its temporary files go */
   if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES &&
-      t->res.headers.cap <= TXN_SPARE_BYTES && t->hcap <= 64) {
+      t->res.hbuf.cap <= TXN_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64) {
     txn_spare[ntxn_spare++] = t;
     return;
   }
@@ -356,52 +537,184 @@ static void access_log(mw_server *srv, http_txn *t) {
 
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
-static void continue_after_response(http_conn *hc) {
-  if (hc->detached) return;
+/* Bytes of a response wait in the queue: until the last has left, the send
+ * timeout limits the client, counted from the last write that made
+ * progress (nginx's send_timeout); the keep-alive timer starts only once
+ * the queue has drained (http_on_drain). */
+static void arm_send_timeout(http_conn *hc) {
   mw_conn *c = hc->c;
-  if (hc->peer_eof || c->srv->stopping) {
-    if (hc->stash.len == 0 || c->srv->stopping) {
-      mw_conn_end(c);
-      return;
-    }
-  }
-  mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
-  if (hc->in_feed) return; /* the feed loop goes on by itself */
+  hc->sent_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+}
+
+/* Ends the connection after what is queued, which still has the send
+ * timeout to leave in. */
+static void end_after_queue(http_conn *hc) {
+  mw_conn *c = hc->c;
+  mw_conn_end(c);
+  if (c->wq_len && !c->closing) arm_send_timeout(hc);
+}
+
+/* Parses what arrived while a response was pending, and reads on. */
+static void next_requests(http_conn *hc) {
+  mw_conn *c = hc->c;
   if (hc->stash.len) {
     mw_str pending = hc->stash;
     hc->stash = (mw_str){0};
     http_feed(hc, pending.p, pending.len);
     mw_str_free(&pending);
   }
-  if (!hc->busy && !c->ending && !c->closing) mw_conn_resume(c);
+  if (!hc->busy && !hc->held && !hc->body_paused && !c->ending && !c->closing) mw_conn_resume(c);
 }
 
-static void carrier_end(http_res *res, mw_buf *head, mw_buf *body) {
+static void continue_after_response(http_conn *hc) {
+  if (hc->detached) return;
+  mw_conn *c = hc->c;
+  if (hc->peer_eof || c->srv->stopping) {
+    if (hc->stash.len == 0 || c->srv->stopping) {
+      end_after_queue(hc);
+      return;
+    }
+  }
+  if (c->wq_len) arm_send_timeout(hc);
+  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  /* A large response holds the next request back until it has left: a
+   * client that pipelines without reading cannot pile answers up. */
+  hc->held = c->wq_bytes > HTTP_PIPELINE_QUEUE;
+  if (hc->in_feed || hc->held) return; /* the feed loop goes on by itself, or the drain does */
+  next_requests(hc);
+}
+
+/* ---- the HTTP/1 writer: the carrier of responses on a connection ---- */
+
+/* Shared bytes for chunk framing, made once (reachable until exit). */
+static mw_buf *const_buf(mw_buf **slot, const char *s) {
+  if (!*slot) *slot = mw_buf_from(s, strlen(s));
+  return *slot ? mw_buf_ref(*slot) : NULL;
+}
+static mw_buf *crlf_buf, *last_chunk_buf;
+
+/* Writes the status line, the header list, the framing the carrier adds
+ * (Content-Length or Transfer-Encoding), Date and Connection, straight into
+ * one buffer sized from its parts (every response comes here: no printf,
+ * no intermediate string), followed by ilen bytes of body. */
+static void tcp_head(http_res *res, const char *ibody, size_t ilen) {
+  http_txn *t = res->carrier_data;
+  http_conn *hc = t->hc;
+  int st = res->status;
+  bool bodiless = bodiless_status(st);
+  bool stream = res->body_len == HTTP_LEN_STREAM && !bodiless;
+  /* A body of unknown length: in chunks on HTTP/1.1, until the close on
+   * 1.0 (whose clients cannot read chunks). */
+  t->chunked = stream && res->http_minor != 0;
+  if (stream && res->http_minor == 0 && !res->head_only) res->keep_alive = false;
+  if (!hc) return;
+  const char *reason = http_status_text(st);
+  size_t rlen = strlen(reason);
+  const char *date = date_now();
+  size_t dlen = strlen(date);
+  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->hbuf.len + sizeof "Content-Length: \r\n" + 20 +
+               sizeof "Transfer-Encoding: chunked\r\n" + sizeof "Date: \r\n" + dlen +
+               sizeof "Connection: keep-alive\r\n" + 2 + ilen;
+  mw_buf *head = mw_buf_new(cap);
+  if (!head) {
+    mw_conn_close(hc->c);
+    return;
+  }
+  char *p = head->data;
+  p = res->http_minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
+  if (st < 0) *p++ = '-';
+  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
+  *p++ = ' ';
+  p = put(p, reason, rlen);
+  p = PUT_LIT(p, "\r\n");
+  if (res->hbuf.len) p = put(p, res->hbuf.p, res->hbuf.len);
+  if (t->chunked) {
+    p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+  } else if (!bodiless && !stream) {
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_uint(p, (size_t)res->body_len);
+    p = PUT_LIT(p, "\r\n");
+  }
+  p = PUT_LIT(p, "Date: ");
+  p = put(p, date, dlen);
+  p = PUT_LIT(p, "\r\n");
+  if (!res->keep_alive) {
+    if (res->http_minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
+  } else if (res->http_minor == 0) {
+    p = PUT_LIT(p, "Connection: keep-alive\r\n");
+  }
+  p = PUT_LIT(p, "\r\n");
+  if (ilen) p = put(p, ibody, ilen);
+  head->len = (size_t)(p - head->data);
+  head->data[head->len] = '\0';
+  mw_conn_write(hc->c, head, 0, head->len);
+}
+
+static void tcp_body(http_res *res, mw_buf *buf, size_t off, size_t len) {
+  http_txn *t = res->carrier_data;
+  http_conn *hc = t->hc;
+  if (!hc || hc->c->closing) {
+    mw_buf_unref(buf);
+    return;
+  }
+  mw_conn *c = hc->c;
+  if (t->chunked) {
+    mw_buf *size = mw_buf_new(20);
+    if (!size) {
+      mw_buf_unref(buf);
+      mw_conn_close(c);
+      return;
+    }
+    size->len = (size_t)snprintf(size->data, 20, "%zx\r\n", len);
+    mw_conn_write(c, size, 0, size->len);
+    mw_conn_write(c, buf, off, len);
+    mw_buf *crlf = const_buf(&crlf_buf, "\r\n");
+    if (crlf) mw_conn_write(c, crlf, 0, 2);
+  } else {
+    mw_conn_write(c, buf, off, len);
+  }
+  /* While a streamed body waits in the queue, the client has the send
+   * timeout to take it (the drain clears it: then the producer sets the pace). */
+  if (hc->busy && !hc->sending) {
+    hc->sending = true;
+    arm_send_timeout(hc);
+  }
+}
+
+static size_t tcp_queued(const http_res *res) {
+  const http_txn *t = res->carrier_data;
+  if (!t->hc || t->hc->c->closing) return SIZE_MAX;
+  return t->hc->c->wq_bytes;
+}
+
+static void tcp_end(http_res *res) {
   http_txn *t = res->carrier_data;
   http_conn *hc = t->hc;
   if (!hc) { /* the connection went away first */
-    mw_buf_unref(head);
-    mw_buf_unref(body);
     txn_free(t);
     return;
   }
   mw_conn *c = hc->c;
-  mw_conn_write(c, head, 0, head->len);
-  if (body) mw_conn_write(c, body, 0, body->len);
+  if (t->chunked && !res->head_only && !res->aborted) {
+    mw_buf *last = const_buf(&last_chunk_buf, "0\r\n\r\n");
+    if (last) mw_conn_write(c, last, 0, 5);
+  }
   access_log(c->srv, t);
   bool keep = res->keep_alive && !t->err_status;
   hc->txn = NULL;
   hc->busy = false;
+  hc->sending = false;
   txn_free(t);
   if (!keep) {
     mw_str_free(&hc->stash);
-    mw_conn_end(c);
+    end_after_queue(hc);
     return;
   }
   continue_after_response(hc);
 }
 
-static const http_carrier http_tcp_carrier = {carrier_end};
+static const http_carrier http_tcp_carrier = {tcp_head, tcp_body, tcp_end, tcp_queued};
 
 static http_txn *cur(llhttp_t *p) { return ((http_conn *)p->data)->txn; }
 
@@ -767,9 +1080,8 @@ static void serve(http_conn *hc) {
     t->req.body = "";
     t->req.body_len = 0;
   }
-  mw_str kept = t->res.headers; /* a spare transaction's buffer, empty */
-  http_res_init(&t->res, &t->req, &http_tcp_carrier, t);
-  t->res.headers = kept;
+  http_res_reuse(&t->res, &t->req, &http_tcp_carrier, t);
+  t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
   if (srv->stopping) t->res.keep_alive = false;
   if (t->asterisk) answer_asterisk(&t->res);
   else if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
@@ -801,7 +1113,7 @@ static void on_body_resume(void *ud) {
   http_conn *hc = t->hc;
   mw_conn *c = hc->c;
   hc->body_paused = false;
-  if (hc->busy || c->closing || c->ending || c->eof) return;
+  if (hc->busy || hc->held || c->closing || c->ending || c->eof) return;
   arm_body_timer(hc, true);
   mw_conn_resume(c);
 }
@@ -825,7 +1137,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
   mw_conn *c = hc->c;
   hc->in_feed = true;
   while (len > 0 && !c->ending && !c->closing) {
-    if (hc->busy) { /* keep the rest for after the answer */
+    if (hc->busy || hc->held) { /* keep the rest for after the answer */
       if (mw_str_append(&hc->stash, data, len)) mw_conn_close(c);
       mw_conn_pause(c);
       break;
@@ -859,7 +1171,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
     free(hc);
     return;
   }
-  if (!hc->busy && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) mw_conn_end(c);
+  if (!hc->busy && !hc->held && hc->txn == NULL && !c->ending && !c->closing && hc->peer_eof) end_after_queue(hc);
 }
 
 mw_conn *http_res_upgrade(http_res *res, const char *head, size_t len, mw_str *rest) {
@@ -894,7 +1206,7 @@ static void http_on_eof(mw_conn *c) {
   http_conn *hc = c->proto_data;
   hc->peer_eof = true;
   mw_conn_pause(c);
-  if (hc->busy) return; /* answer first, then end */
+  if (hc->busy || hc->held) return; /* answer first, then end */
   if (hc->txn) { /* a request cut short */
     mw_conn_close(c);
     return;
@@ -904,18 +1216,50 @@ static void http_on_eof(mw_conn *c) {
 
 static void http_on_timeout(mw_conn *c) {
   http_conn *hc = c->proto_data;
+  /* A response still leaving: the client has another send timeout as long
+   * as it took some of it since the last look. */
+  if (c->wq_len && hc) {
+    uint64_t sent = mw_conn_sent(c);
+    if (sent != hc->sent_mark) {
+      hc->sent_mark = sent;
+      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+      return;
+    }
+  }
   http_txn *t = hc->txn;
   /* A request that did not arrive in time (its headers within
    * --header-timeout, its body within --body-timeout between reads and
-   * --body-deadline in all) gets 408; an idle keep-alive connection just
-   * closes. */
+   * --body-deadline in all) gets 408. */
   if (t && (!hc->busy || t->body_wait)) {
     t->err_why = t->headers_done ? "the request body did not arrive in time"
                                  : "the request headers did not arrive in time";
     reject(hc, 408);
     return;
   }
+  /* A stalled reader, or idle keep-alive: close. */
   mw_conn_close(c);
+}
+
+/* The queue is empty: the last byte of the responses has left. */
+static void http_on_drain(mw_conn *c) {
+  http_conn *hc = c->proto_data;
+  if (hc->detached) return;
+  if (hc->busy) { /* a streamed response: its producer sets the pace again */
+    if (hc->sending) {
+      hc->sending = false;
+      mw_conn_set_timeout(c, 0);
+    }
+    if (hc->txn) http_res_drained(&hc->txn->res);
+    return;
+  }
+  /* Idle: the keep-alive timer starts now. A request being parsed keeps
+   * the header timeout it has. */
+  if (!hc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (hc->held) {
+    hc->held = false;
+    if (!hc->in_feed) next_requests(hc);
+    if (!hc->busy && !hc->held && !hc->txn && hc->peer_eof && !c->ending && !c->closing) end_after_queue(hc);
+  }
 }
 
 static void http_on_stop(mw_conn *c) {
@@ -932,9 +1276,15 @@ static void http_on_stop(mw_conn *c) {
 
 static void http_on_close(mw_conn *c) {
   http_conn *hc = c->proto_data;
-  if (hc->txn) {
-    if (hc->busy && !hc->txn->body_wait) hc->txn->hc = NULL; /* freed when its answer comes */
-    else txn_free(hc->txn);                                  /* its temporary files with it */
+  http_txn *t = hc->txn;
+  hc->txn = NULL;
+  if (t) {
+    if (hc->busy && !t->body_wait) { /* freed when its answer ends; a producer waiting for a drain hears of it now */
+      t->hc = NULL;
+      http_res_drained(&t->res);
+    } else {
+      txn_free(t); /* its temporary files with it */
+    }
   }
   mw_str_free(&hc->stash);
   free(hc);
@@ -944,6 +1294,7 @@ static const mw_proto http_proto = {
     .on_read = http_on_read,
     .on_eof = http_on_eof,
     .on_timeout = http_on_timeout,
+    .on_drain = http_on_drain,
     .on_stop = http_on_stop,
     .on_close = http_on_close,
 };

@@ -2,8 +2,11 @@
  *
  * A request and its response are independent of the connection that carries
  * them: http.c fills them from llhttp on a TCP connection, fcgi.c from
- * FastCGI records. A response is finished exactly once
- * (http_res_end*), which hands the serialised bytes to the carrier. */
+ * FastCGI records. Response headers stay a list until the carrier writes
+ * them in its own form (an HTTP/1 head here, a CGI head in fcgi.c). A
+ * response is finished exactly once: whole (http_res_end*), or streamed
+ * (http_res_begin, http_res_write as the producer makes the body, with
+ * back-pressure from http_res_wait, then http_res_finish). */
 #ifndef MW_HTTP_H
 #define MW_HTTP_H
 
@@ -64,6 +67,11 @@ typedef struct http_req {
  * its length in *len, or NULL. Borrowed: valid while the request lives. */
 const char *http_req_header(const http_req *req, const char *name, size_t *len);
 
+/* True when the request's Origin names the host (and port) of its Host
+ * header: the page that sent it was served by this server. False without
+ * either header. */
+bool http_req_same_origin(const http_req *req);
+
 /* The whole body in memory: req->body, or for a spooled body a copy read
  * from its file on the first call, on the loop (for C handlers that need
  * the bytes at once, such as Engine.IO's polling POSTs; Lua routes read
@@ -73,34 +81,76 @@ const char *http_req_body(const http_req *req, size_t *len);
 
 typedef struct http_res http_res;
 
-/* What carries a response to its client. end() gets the complete head
- * (status line + headers + blank line) and the body, or NULL for none: for
- * HEAD requests and bodiless statuses, and when the body follows the head
- * in head's buffer (http_res_end copies it there). It takes ownership of
- * both buffers. */
+/* A body length not known ahead (a streamed response): chunked on
+ * HTTP/1.1, until the connection closes on HTTP/1.0, STDOUT records until
+ * the empty one on FastCGI. */
+#define HTTP_LEN_STREAM (-1)
+
+/* What carries a response to its client: each carrier writes the status
+ * and the header list in its own form (an HTTP/1 head in http.c, a CGI
+ * head in fcgi.c). A response is head, body pieces, end, in that order;
+ * http.c's http_res_* functions are the only callers. */
 typedef struct http_carrier {
-  void (*end)(http_res *res, mw_buf *head, mw_buf *body);
+  /* The head, framed for res->body_len bytes of body (HTTP_LEN_STREAM: not
+   * known), followed in the same write by ilen bytes of body at ibody
+   * (borrowed; ilen may be 0). Nothing of the body is sent for HEAD
+   * requests and bodiless statuses: http.c passes ilen 0 then. */
+  void (*head)(http_res *res, const char *ibody, size_t ilen);
+  /* More body: takes ownership of one reference to buf. */
+  void (*body)(http_res *res, mw_buf *buf, size_t off, size_t len);
+  /* The response is complete. The carrier frees the exchange (res and its
+   * request) now or once it is written: res must not be used after. */
+  void (*end)(http_res *res);
+  /* Bytes queued towards the client and not yet written, or SIZE_MAX when
+   * the client is gone (the response can only be ended). */
+  size_t (*queued)(const http_res *res);
 } http_carrier;
+
+/* A response header: the line "name: value\r\n" at res->hbuf.p + off. */
+typedef struct http_field {
+  uint32_t off, nlen, vlen;
+} http_field;
 
 struct http_res {
   int status;
-  mw_str headers;            /* "Name: value\r\n" lines added so far */
-  bool has_type, done, head_only, keep_alive, has_date;
+  mw_str hbuf;               /* the header lines so far, "Name: value\r\n" each */
+  http_field *fields;        /* where each is in hbuf, in the order added */
+  uint32_t nfields, fcap;
+  const http_req *req;       /* the request answered (borrowed: it lives as long as res) */
+  int64_t body_len;          /* set when the head is written; HTTP_LEN_STREAM: streamed */
+  bool has_type, done, head_only, keep_alive, started;
+  bool aborted;              /* ended by http_res_abort: the body is incomplete */
+  bool compress;             /* the body may be gzipped on the fly (http_res_end*) */
   int http_minor;
+  size_t compress_min;       /* smallest body compressed (0: never), set by the carrier */
   size_t bytes_sent;         /* body bytes, for the access log */
   const http_carrier *carrier;
   void *carrier_data;
+  void (*on_drain)(void *ud); /* see http_res_wait */
+  void *drain_ud;
 };
 
-/* Prepares res to answer req (HEAD, keep-alive and version are taken from it). */
+/* Prepares res to answer req (HEAD, keep-alive and version are taken from
+ * it; req is borrowed and must outlive res). */
 void http_res_init(http_res *res, const http_req *req, const http_carrier *c, void *data);
+/* The same for a res that was initialised before (a finished exchange kept
+ * for the next request): its header buffers are kept, emptied. */
+void http_res_reuse(http_res *res, const http_req *req, const http_carrier *c, void *data);
 void http_res_dispose(http_res *res);
 
-/* Adds a header line. Returns 0, or -EINVAL when name or value holds CR, LF or
- * NUL (header injection), or -ENOMEM. Content-Length, Connection and Date are
- * written by the core and silently ignored here. */
+/* Adds a header. Returns 0, or -EINVAL when name or value holds CR, LF or
+ * NUL (header injection) or name a colon, or -ENOMEM. Content-Length,
+ * Transfer-Encoding, Connection and Date are written by the carrier and
+ * silently ignored here. */
 int http_res_header(http_res *res, const char *name, size_t nlen, const char *value, size_t vlen);
 int http_res_headerz(http_res *res, const char *name, const char *value);
+/* The value of the first header called name (case-insensitive) and its
+ * length in *len, or NULL. Borrowed: valid until res's headers change. */
+const char *http_res_get(const http_res *res, const char *name, size_t *len);
+/* Removes every header called name. */
+void http_res_remove(http_res *res, const char *name);
+/* Removes every header. */
+void http_res_clear(http_res *res);
 
 /* Finishes the response with a copy of body. Returns 0 or -errno; a second
  * call returns -EALREADY and sends nothing. */
@@ -108,6 +158,36 @@ int http_res_end(http_res *res, const char *body, size_t len);
 /* Same, taking ownership of one reference to body (which may be shared with
  * other responses, e.g. a cached static file). */
 int http_res_end_buf(http_res *res, mw_buf *body);
+/* Same with len bytes of body at off (a slice of a shared buffer). */
+int http_res_end_slice(http_res *res, mw_buf *body, size_t off, size_t len);
+
+/* A streamed response: begin writes the head for a body of len bytes
+ * (HTTP_LEN_STREAM when not known), write queues more of it (taking
+ * ownership of one reference to buf; dropped for HEAD and bodiless
+ * statuses), finish ends it and releases res. A producer keeps the queue
+ * short: it writes while http_res_queued is under its threshold, else waits
+ * with http_res_wait. Each returns 0 or -errno (-EALREADY: begun, or
+ * finished, already; -EPIPE from write: the client is gone, finish). */
+int http_res_begin(http_res *res, int64_t len);
+int http_res_write(http_res *res, mw_buf *buf, size_t off, size_t len);
+int http_res_write_copy(http_res *res, const char *data, size_t len);
+int http_res_finish(http_res *res);
+/* Ends a streamed response that cannot be completed (its producer failed):
+ * the client must see it cut short, so no last chunk or END_REQUEST is
+ * written and the connection ends. */
+int http_res_abort(http_res *res);
+/* Bytes queued towards the client, or SIZE_MAX when it is gone. */
+size_t http_res_queued(const http_res *res);
+/* Calls cb(ud) once, when the carrier's queue has drained or the client is
+ * gone (then http_res_queued says SIZE_MAX). One waiter at a time; cb may
+ * write, finish or wait again. */
+void http_res_wait(http_res *res, void (*cb)(void *ud), void *ud);
+/* For carriers: the queue drained, or the client went away. */
+void http_res_drained(http_res *res);
+
+/* Lets http_res_end* gzip the body when the request accepts it and the body
+ * is at least res->compress_min bytes (Engine.IO polling responses). */
+static inline void http_res_compressible(http_res *res) { res->compress = true; }
 
 /* Takes the connection over from HTTP for another protocol (WebSocket).
  * Queues head (the 101 response, copied), finishes res, and returns the
@@ -122,6 +202,10 @@ const char *http_status_text(int status);
 
 /* A complete small response: status, text/plain or text/html body. */
 int http_res_simple(http_res *res, int status, const char *content_type, const char *body);
+
+/* Does an If-None-Match / If-Match list (len bytes) hold etag? Weak
+ * comparison (W/ ignored on both sides); "*" matches any. */
+bool http_etag_match(const char *list, size_t len, const char *etag);
 
 /* HTTP-date for t (seconds since the epoch) into out (at least 30 bytes). */
 void http_date(int64_t t, char *out);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "body.h"
-#include "lhost.h"
+#include "lcall.h"
 
 /* A read in flight: its Lua callback, and the VM to call it in. */
 typedef struct l_read {
@@ -40,7 +40,7 @@ static void on_read(void *ud, int err, const char *data, size_t len) {
     lua_pushlstring(L, data, len);
     lua_pushnil(L);
   }
-  lhost_pcall(L, 2, 0, "reading a request body");
+  if (lcall_pcall(L, 2, 0, "reading a request body") != LUA_OK) lua_pop(L, 1);
 }
 
 /* The spooled body of req, or a Lua error: the request is over. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "eio.h"
+#include "lcall.h"
 #include "lhost.h"
 #include "sio.h"
 #include "sio_packet.h"
@@ -40,8 +41,6 @@ struct l_io {
   int cb_ref;     /* io.lua's callbacks */
   int engine_cb;  /* engine.lua's callbacks */
   allow_hook allow, engine_allow; /* allowRequest of each endpoint */
-  eio_options cli; /* options given on the command line (win over io.configure) */
-  uint64_t cli_connect_timeout;
 };
 
 static l_io *G_io; /* one app host per process */
@@ -117,7 +116,7 @@ static void on_connect(void *ud, sio_socket *s, const char *auth, size_t len) {
   int *href = sio_client_userdata(sio_socket_client(s));
   if (href) lua_rawgeti(L, LUA_REGISTRYINDEX, *href);
   else lua_newtable(L);
-  lhost_pcall(L, 4, 0, "io connection");
+  lcall_pcall(L, 4, 0, "io connection");
   lua_settop(L, top);
 }
 
@@ -152,7 +151,7 @@ static void on_packet(void *ud, sio_socket *s, int type, const char *json, size_
   } else {
     lua_pushnil(L);
   }
-  lhost_pcall(L, 5, 0, "io packet");
+  lcall_pcall(L, 5, 0, "io packet");
   lua_settop(L, top);
 }
 
@@ -164,7 +163,7 @@ static void on_disconnect(void *ud, sio_socket *s, const char *reason) {
   if (push_cb(L, x->cb_ref, "disconnect")) {
     if (push_socket(L, s)) {
       lua_pushstring(L, reason);
-      lhost_pcall(L, 2, 0, "io disconnect");
+      lcall_pcall(L, 2, 0, "io disconnect");
     }
   }
   lua_settop(L, top);
@@ -309,6 +308,13 @@ static int s_disconnect(lua_State *L) {
 static int s_connected(lua_State *L) {
   sio_socket *s = check_sock(L);
   lua_pushboolean(L, s && sio_socket_connected(s));
+  return 1;
+}
+
+/* h:buffered() → bytes queued for the client and not yet taken by it. */
+static int s_buffered(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  lua_pushinteger(L, s ? (lua_Integer)sio_client_buffered(sio_socket_client(s)) : 0);
   return 1;
 }
 
@@ -473,7 +479,7 @@ static void push_allow_req(lua_State *L, const http_req *req) {
   lua_setfield(L, -2, "querystring");
   if (push_app_fn(L, "parse_urlencoded")) {
     lua_pushlstring(L, req->query, req->query_len);
-    if (lhost_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
+    if (lcall_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
       lua_pop(L, 1);
       lua_newtable(L);
     }
@@ -507,14 +513,14 @@ static void allow_request(void *ud, eio_pending *p, const http_req *req) {
   lua_pushcclosure(L, allow_answer, 1);
   bool failed;
   if (run) {
-    failed = lhost_pcall(L, 3, 2, hk->what) != LUA_OK;
+    failed = lcall_pcall(L, 3, 2, hk->what) != LUA_OK;
     if (!failed && !lua_toboolean(L, -2)) { /* ok, err from app._run */
       const char *err = lua_tostring(L, -1);
       mw_log(MW_LOG_ERROR, "%s: %s", hk->what, err ? err : "error");
       failed = true;
     }
   } else {
-    failed = lhost_pcall(L, 2, 0, hk->what) != LUA_OK;
+    failed = lcall_pcall(L, 2, 0, hk->what) != LUA_OK;
   }
   /* An error before the callback answered: refuse. (Returning without an
    * answer is fine: the callback may come later.) */
@@ -566,8 +572,9 @@ static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t cur) {
   return cur;
 }
 
-/* Applies a Lua options table at idx onto o. */
-static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connect_timeout) {
+/* Applies a Lua options table at idx onto o (and so, the Socket.IO ones,
+ * when given). */
+static void read_options(lua_State *L, int idx, eio_options *o, sio_options *so) {
   lua_getfield(L, idx, "path");
   if (!lua_isnil(L, -1)) {
     size_t len;
@@ -578,12 +585,29 @@ static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connec
   lua_pop(L, 1);
   o->ping_interval = opt_ms(L, idx, "pingInterval", o->ping_interval);
   o->ping_timeout = opt_ms(L, idx, "pingTimeout", o->ping_timeout);
-  if (connect_timeout) *connect_timeout = opt_ms(L, idx, "connectTimeout", *connect_timeout);
+  if (so) {
+    so->connect_timeout = opt_ms(L, idx, "connectTimeout", so->connect_timeout);
+    so->attachment_timeout = opt_ms(L, idx, "attachmentTimeout", so->attachment_timeout);
+  }
   lua_getfield(L, idx, "maxHttpBufferSize");
   if (!lua_isnil(L, -1)) {
     lua_Number v = luaL_checknumber(L, -1);
     if (v < 1 || v > 1e9) luaL_error(L, "maxHttpBufferSize must be between 1 and 1e9");
     o->max_payload = (size_t)v;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "maxBackpressure");
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 0 || v > 1e12) luaL_error(L, "maxBackpressure must be between 0 (no limit) and 1e12 bytes");
+    o->max_buffered = (size_t)v;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "maxPacketRate");
+  if (!lua_isnil(L, -1)) {
+    lua_Number v = luaL_checknumber(L, -1);
+    if (v < 0 || v > 1e9) luaL_error(L, "maxPacketRate must be between 0 (no limit) and 1e9 packets a second");
+    o->max_packet_rate = (uint32_t)v;
   }
   lua_pop(L, 1);
   lua_getfield(L, idx, "transports");
@@ -622,12 +646,14 @@ static void read_options(lua_State *L, int idx, eio_options *o, uint64_t *connec
 }
 
 /* Command-line options override what the app sets. */
-static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
+static void apply_cli(l_io *x, eio_options *o, sio_options *so) {
   const mw_config *cfg = &x->srv->cfg;
   if (cfg->io_path) snprintf(o->path, sizeof o->path, "%s", cfg->io_path);
   if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
   if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
   if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
+  if (cfg->max_backpressure) o->max_buffered = cfg->max_backpressure;
+  if (cfg->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cfg->max_packet_rate;
   if (cfg->transports) {
     o->polling = strstr(cfg->transports, "polling") != NULL;
     o->websocket = strstr(cfg->transports, "websocket") != NULL;
@@ -636,20 +662,21 @@ static void apply_cli(l_io *x, eio_options *o, uint64_t *ct) {
     o->origins = (char **)cfg->origins;
     o->norigins = cfg->norigins;
   }
-  if (ct && cfg->connect_timeout) *ct = cfg->connect_timeout;
+  if (so && cfg->connect_timeout) so->connect_timeout = cfg->connect_timeout;
+  if (so && cfg->attachment_timeout) so->attachment_timeout = cfg->attachment_timeout;
 }
 
 static int l_configure(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int top = lua_gettop(L);
   eio_options o = *eio_server_options(sio_engine(G_io->io));
-  uint64_t ct = 0;
+  sio_options so = *sio_get_options(G_io->io);
   lua_settop(L, 1);
-  read_options(L, 1, &o, &ct);
+  read_options(L, 1, &o, &so);
   read_allow(L, 1, &G_io->allow, &o);
-  apply_cli(G_io, &o, &ct);
+  apply_cli(G_io, &o, &so);
   eio_server_configure(sio_engine(G_io->io), &o);
-  if (ct) sio_set_connect_timeout(G_io->io, ct);
+  sio_configure(G_io->io, &so);
   lua_settop(L, top);
   return 0;
 }
@@ -665,6 +692,8 @@ static int l_options(lua_State *L) {
   lua_setfield(L, -2, "pingTimeout");
   lua_pushinteger(L, (lua_Integer)o->max_payload);
   lua_setfield(L, -2, "maxHttpBufferSize");
+  lua_pushinteger(L, (lua_Integer)o->max_buffered);
+  lua_setfield(L, -2, "maxBackpressure");
   return 1;
 }
 
@@ -683,7 +712,7 @@ static void e_on_open(void *ud, eio_session *s, const http_req *req) {
   if (push_cb(L, x->engine_cb, "open")) {
     lua_pushvalue(L, -2);
     push_handshake(L, req);
-    lhost_pcall(L, 2, 0, "engine connection");
+    lcall_pcall(L, 2, 0, "engine connection");
   }
   lua_settop(L, top);
 }
@@ -697,7 +726,7 @@ static void e_on_message(void *ud, eio_session *s, const char *data, size_t len,
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushlstring(L, data, len);
     lua_pushboolean(L, binary);
-    lhost_pcall(L, 3, 0, "engine message");
+    lcall_pcall(L, 3, 0, "engine message");
   }
   lua_settop(L, top);
 }
@@ -711,7 +740,7 @@ static void e_on_close(void *ud, eio_session *s, const char *reason) {
   if (push_cb(L, x->engine_cb, "close")) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushstring(L, reason);
-    lhost_pcall(L, 2, 0, "engine close");
+    lcall_pcall(L, 2, 0, "engine close");
   }
   lua_settop(L, top);
   h->s = NULL;
@@ -756,7 +785,10 @@ static int l_engine_configure(lua_State *L) {
   l_io *x = G_io;
   eio_options o;
   if (x->engine) o = *eio_server_options(x->engine);
-  else eio_options_defaults(&o, "/engine.io/");
+  else {
+    eio_options_defaults(&o, "/engine.io/");
+    o.same_origin = !x->srv->cfg.dev;
+  }
   int top = lua_gettop(L);
   read_options(L, 1, &o, NULL);
   read_allow(L, 1, &x->engine_allow, &o);
@@ -788,20 +820,22 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
-  uint64_t ct = 45000;
-  apply_cli(x, &o, &ct);
+  o.same_origin = !srv->cfg.dev;
+  sio_options so;
+  sio_options_defaults(&so);
+  apply_cli(x, &o, &so);
   if (sio_server_new(&x->io, srv, &o, &lio_handler, x)) {
     free(x);
     return -1;
   }
-  sio_set_connect_timeout(x->io, ct);
+  sio_configure(x->io, &so);
   G_io = x;
 
   static const luaL_Reg sock_methods[] = {
       {"bind", s_bind},     {"id", s_id},       {"accept", s_accept},         {"reject", s_reject},
       {"send", s_send},     {"join", s_join},   {"leave", s_leave},           {"rooms", s_rooms},
       {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport},
-      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {NULL, NULL}};
+      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {"buffered", s_buffered}, {NULL, NULL}};
   luaL_newmetatable(L, SOCK_MT);
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");

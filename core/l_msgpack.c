@@ -6,7 +6,7 @@
  *   local v, err = mp.decode(s, binary_mt, null)  -- never raises
  *
  * binary_mt is the metatable of moonwire.io's binary wrapper { data = s }
- * (msgpack bin both ways); null is cjson.null (msgpack nil both ways; so is
+ * (msgpack bin both ways); null is json.null (msgpack nil both ways; so is
  * notepack's `undefined`, fixext 1 of type 0, and any other ext). Tables
  * follow the JSON encoder's rules: a table marked with the array metatable
  * (registry["moonwire.array"], json.array) or with only positive integer

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "lcall.h"
 #include "lhost.h"
 #include "mw.h"
 
@@ -156,7 +157,7 @@ static void call_handler(rclient *c, const char *name, int nargs) {
   lua_insert(L, -(nargs + 1));
   char what[48];
   snprintf(what, sizeof what, "redis %s handler", name);
-  if (lhost_pcall(L, nargs, 0, what) != LUA_OK) lua_pop(L, 1);
+  if (lcall_pcall(L, nargs, 0, what) != LUA_OK) lua_pop(L, 1);
 }
 
 /* fn(nil, msg) or fn(count) for a numsub, and its reference dropped. */
@@ -170,7 +171,7 @@ static void answer(lua_State *L, int fn_ref, long long count, const char *msg) {
     lua_pushinteger(L, (lua_Integer)count);
     lua_pushnil(L);
   }
-  if (lhost_pcall(L, 2, 0, "redis numsub callback") != LUA_OK) lua_pop(L, 1);
+  if (lcall_pcall(L, 2, 0, "redis numsub callback") != LUA_OK) lua_pop(L, 1);
 }
 
 /* ---- connection state ---- */

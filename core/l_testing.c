@@ -53,6 +53,11 @@ static int t_start(lua_State *L) {
   if (!lua_isnil(L, -1)) cfg.quiet = lua_toboolean(L, -1);
   lua_getfield(L, 1, "max_body");
   if (!lua_isnil(L, -1)) cfg.max_body = (size_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "handler_budget");
+  if (!lua_isnil(L, -1)) cfg.handler_budget_ms = (uint64_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "lua_memory");
+  if (!lua_isnil(L, -1)) cfg.lua_memory = (size_t)luaL_checkinteger(L, -1) << 20;
+  lua_pop(L, 2);
   lua_getfield(L, 1, "clock");
   const char *clock = luaL_optstring(L, -1, "real");
   if (!strcmp(clock, "test")) cfg.test_clock = true;
@@ -65,7 +70,7 @@ static int t_start(lua_State *L) {
   if (mw_db_open(&t->db, t->db_path, err, sizeof err)) return luaL_error(L, "db: %s", err);
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", t->root);
-  if (static_new(&t->st, pub)) return luaL_error(L, "public/: cannot set up");
+  if (static_new(&t->st, &t->loop, pub)) return luaL_error(L, "public/: cannot set up");
   if (mw_server_init(&t->srv, &t->loop, &cfg)) return luaL_error(L, "out of memory");
   int r = mw_server_listen(&t->srv);
   if (r) return luaL_error(L, "listen: %s", uv_strerror(r));

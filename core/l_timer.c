@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "l_io.h"
+#include "lcall.h"
 #include "lhost.h"
 
 #define TIMER_MT "moonwire.timer"
@@ -90,7 +91,7 @@ static void fire(ltimer *t) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
-  lhost_pcall(L, as_handler ? 3 : 1, 0, what);
+  lcall_pcall(L, as_handler ? 3 : 1, 0, what);
   lua_settop(L, top);
   if (!t->interval) timer_stop(t);
 }

@@ -3,7 +3,12 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <llhttp.h>
 #include <lualib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +19,8 @@
 #include "embedded.h"
 #include "l_body.h"
 #include "l_io.h"
+#include "lalloc.h"
+#include "lcall.h"
 #include "static.h"
 #include "template.h"
 #include "watch.h"
@@ -21,20 +28,13 @@
 
 #define EXCHANGE_MT "moonwire.exchange"
 
-/* Small Lua objects (tables, their parts, strings, userdata) come and go
- * by the dozen with every request, and libc's malloc/free was a tenth of
- * the work of a request. They are recycled here instead: a freed block of
- * n bytes (Lua tells the size) goes on the list for exactly n bytes, and
- * the next allocation of n bytes takes it back. Exact sizes, so any block,
- * even one libc allocated before this allocator took over, can go on a
- * list. At most LPOOL_BYTES are kept; past that blocks go back to libc. */
-#define LPOOL_MAX 256            /* blocks up to this size are recycled */
-#define LPOOL_BYTES (512 * 1024) /* kept on the lists at most */
+/* A page of this machine's browser listening for reloads (dev mode). */
+typedef struct dev_page {
+  ws_conn *ws;
+  uint64_t seen; /* loop time of its last message (its pong) */
+} dev_page;
 
-typedef struct lpool {
-  void *free[LPOOL_MAX + 1]; /* free[n]: blocks of n bytes, linked through their first word */
-  size_t bytes;              /* on the lists */
-} lpool;
+typedef struct lh_waiter lh_waiter;
 
 struct lhost {
   lua_State *L;
@@ -48,121 +48,44 @@ struct lhost {
   bool ok;                /* the current generation loaded (the first one included) */
   int reload_ref;         /* moonwire.reload */
   mw_watch *watch;        /* scripts/, views/, public/ (dev mode or --watch) */
-  ws_conn *dev[64];       /* dev pages listening on /__moonwire/live */
+  dev_page dev[64];       /* dev pages listening on /__moonwire/live */
   int ndev;
+  uv_timer_t *dev_ping;   /* the dev pages' heartbeat (freed in its close callback) */
   uint64_t boot;          /* tells dev pages the server restarted */
-  lpool pool;             /* the VM's small blocks (lpool_alloc) */
+  lalloc alloc;           /* the VM's allocator: small blocks recycled, the memory ceiling */
+  bool watchdog;          /* this VM started a handler budget (lcall_watchdog_start) */
+  lh_waiter *waiters;     /* Lua functions C owes a call */
+  lh_waiter *ready;       /* drains heard of, to answer on the next loop turn */
+  uv_idle_t *ready_idle;  /* active while ready is not empty (its own memory: freed when closed) */
 };
 
 /* A response as Lua sees it, carrying its request's headers packed (see
  * pack_headers): no Lua string to make for them, and they live as long as
- * the request's table does. res is NULL once answered. */
+ * the request's table does. res is NULL once answered, or while static.c
+ * sends a file for it (res:sendFile); while a streamed body is open,
+ * streaming is set and res stays. */
 typedef struct exchange {
   http_res *res;
-  const http_req *req;      /* valid while res is (the request lives until its answer) */
+  bool dev;    /* dev mode, and a client on this machine: HTML pages get the dev helper */
+  lhost *h;
+  bool streaming;
   size_t hlen;
   char headers[];
 } exchange;
 
-/* ---- the VM's allocator ---- */
-
-static bool lpool_fits(size_t n) { return n >= sizeof(void *) && n <= LPOOL_MAX; }
-
-static void lpool_put(lpool *p, void *b, size_t n) {
-  if (p->bytes + n > LPOOL_BYTES) {
-    free(b);
-    return;
-  }
-  *(void **)b = p->free[n];
-  p->free[n] = b;
-  p->bytes += n;
-}
-
-static void *lpool_get(lpool *p, size_t n) {
-  void *b = p->free[n];
-  if (!b) return malloc(n);
-  p->free[n] = *(void **)b;
-  p->bytes -= n;
-  return b;
-}
-
-/* lua_Alloc: as luaL_newstate's allocator, with small blocks recycled. */
-static void *lpool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  lpool *p = ud;
-  if (!ptr) osize = 0; /* it then tells what kind of object is being made */
-  if (nsize == 0) {
-    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
-    else free(ptr);
-    return NULL;
-  }
-  if (ptr && osize == nsize) return ptr;
-  if (!lpool_fits(osize) && !lpool_fits(nsize)) return realloc(ptr, nsize);
-  void *nb = lpool_fits(nsize) ? lpool_get(p, nsize) : malloc(nsize);
-  /* Lua counts on a shrink never failing: the old block is big enough
-   * (freed later as nsize bytes, it is only bigger than its list says). */
-  if (!nb) return nsize < osize ? ptr : NULL;
-  if (ptr) {
-    memcpy(nb, ptr, osize < nsize ? osize : nsize);
-    if (lpool_fits(osize)) lpool_put(p, ptr, osize);
-    else free(ptr);
-  }
-  return nb;
-}
-
-/* Gives the kept blocks back (after lua_close). */
-static void lpool_drain(lpool *p) {
-  for (size_t n = 0; n <= LPOOL_MAX; n++) {
-    while (p->free[n]) {
-      void *b = p->free[n];
-      p->free[n] = *(void **)b;
-      free(b);
-    }
-  }
-  p->bytes = 0;
-}
-
-/* Sanitizer builds keep libc's allocator, so that C code holding on to a
- * Lua string or userdata after the VM freed it is caught. */
-static void use_lpool(lua_State *L, lpool *p) {
-#if defined(__SANITIZE_ADDRESS__)
-  (void)L, (void)p;
-  return;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  (void)L, (void)p;
-  return;
-#endif
-#endif
-  lua_setallocf(L, lpool_alloc, p);
-}
-
-/* ---- protected calls ---- */
-
-static int msgh(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-/* lua_pcall with msgh already at stack index mh; logs errors. */
-static int pcall_at(lua_State *L, int mh, int nargs, int nresults, const char *what) {
-  int r = lua_pcall(L, nargs, nresults, mh);
-  if (r != LUA_OK) mw_log(MW_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
-  return r;
-}
-
-int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what) {
-  int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, msgh);
-  lua_insert(L, base);
-  int r = pcall_at(L, base, nargs, nresults, what);
-  lua_remove(L, base);
-  return r;
-}
+/* A Lua function waiting for something C does later on an exchange's
+ * behalf: the queue to drain (ex:wait), or static.c's word on a file
+ * (ex:sendfile). The registry holds the function (and through it the
+ * route's response and its exchange) until it is called. lhost_free
+ * marks those still waiting dead (h NULL): the callback then only frees
+ * the waiter. */
+struct lh_waiter {
+  lhost *h;
+  exchange *ex;
+  http_res *res; /* sendfile: the response handed to static.c */
+  int ref;
+  lh_waiter *prev, *next;
+};
 
 /* ---- module loading: embedded framework modules, app scripts ---- */
 
@@ -267,44 +190,65 @@ static bool inject_dev_tag(mw_str *out, const char *body, size_t len) {
 
 /* Whether the response being built says Content-Type: text/html. */
 static bool is_html(const http_res *res) {
-  const char *p = res->headers.p, *end = p + res->headers.len;
-  static const char name[] = "content-type:";
-  while (p && p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (!eol) eol = end;
-    if ((size_t)(eol - p) > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-      const char *v = p + sizeof name - 1;
-      while (v < eol && *v == ' ') v++;
-      return (size_t)(eol - v) >= 9 && strncasecmp(v, "text/html", 9) == 0;
-    }
-    p = eol + 1;
-  }
-  return false;
+  size_t n;
+  const char *v = http_res_get(res, "content-type", &n);
+  return v && n >= 9 && strncasecmp(v, "text/html", 9) == 0;
 }
+
+/* A dev page that says nothing for two pings is closed: every 15 s, or
+ * every --ping-interval when given (tests make it short). */
+#define DEV_PING_MS(h) ((h)->srv->cfg.ping_interval ? (h)->srv->cfg.ping_interval : 15000)
 
 static void dev_send(ws_conn *ws, const char *json) { ws_send(ws, json, strlen(json), false); }
 
 static void dev_broadcast(lhost *h, const char *json) {
-  for (int i = 0; i < h->ndev; i++) dev_send(h->dev[i], json);
+  for (int i = 0; i < h->ndev; i++) dev_send(h->dev[i].ws, json);
 }
 
+static dev_page *dev_find(lhost *h, ws_conn *ws) {
+  for (int i = 0; i < h->ndev; i++)
+    if (h->dev[i].ws == ws) return &h->dev[i];
+  return NULL;
+}
+
+/* Pages answer the heartbeat's {"type":"ping"} with anything. */
 static void dev_on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
-  (void)ud, (void)ws, (void)data, (void)len, (void)binary; /* pages only listen */
+  (void)data, (void)len, (void)binary;
+  lhost *h = ud;
+  dev_page *p = h ? dev_find(h, ws) : NULL;
+  if (p) p->seen = uv_now(h->srv->loop);
 }
 
 static void dev_on_close(void *ud, ws_conn *ws, int code) {
   (void)code;
   lhost *h = ud;
   if (!h) return; /* closed by lhost_stop */
-  for (int i = 0; i < h->ndev; i++) {
-    if (h->dev[i] == ws) {
-      h->dev[i] = h->dev[--h->ndev];
-      return;
-    }
-  }
+  dev_page *p = dev_find(h, ws);
+  if (p) *p = h->dev[--h->ndev];
 }
 
 static const ws_handler dev_ws = {dev_on_message, dev_on_close};
+
+/* A page that missed two pings (a tab that is gone without a close, a
+ * client that only holds the slot) is closed; the others are pinged. */
+static void on_dev_ping(uv_timer_t *t) {
+  lhost *h = t->data;
+  uint64_t now = uv_now(h->srv->loop);
+  for (int i = h->ndev - 1; i >= 0; i--) {
+    if (now - h->dev[i].seen > 2 * DEV_PING_MS(h)) ws_close(h->dev[i].ws, 1001, "no answer");
+    else dev_send(h->dev[i].ws, "{\"type\":\"ping\"}");
+  }
+}
+
+/* Dev mode's details (tracebacks, the page helper, the live socket) are for
+ * this machine's own browser: a server reachable from elsewhere (--host
+ * 0.0.0.0) shows others the production pages. */
+static bool is_loopback(const char *addr) {
+  return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 || strncmp(addr, "::ffff:127.", 11) == 0);
+}
+
+static bool dev_client(lhost *h, const http_req *req) { return h->srv->cfg.dev && is_loopback(req->remote_addr); }
+
 
 /* Calls moonwire.reload's fname with the value on top of the stack (popped);
  * leaves its nres results. 0 on success. */
@@ -314,7 +258,7 @@ static int call_reload(lhost *h, const char *fname, int nargs, int nres) {
   lua_getfield(L, -1, fname);
   lua_remove(L, -2);
   lua_insert(L, -1 - nargs);
-  return lhost_pcall(L, nargs, nres, fname);
+  return lcall_pcall(L, nargs, nres, fname);
 }
 
 /* GET /__moonwire/dev.js and the /__moonwire/live WebSocket (dev mode).
@@ -335,13 +279,30 @@ static int dev_handle(lhost *h, const http_req *req, http_res *res) {
     return 1;
   }
   if (nlen == 4 && memcmp(name, "live", 4) == 0) {
-    if (h->ndev >= (int)(sizeof h->dev / sizeof h->dev[0])) {
-      http_res_simple(res, 503, "text/plain; charset=utf-8", "too many dev pages open\n");
+    /* Only pages of this app: another site open in the same browser must
+     * not listen in, nor take the slots. */
+    if (!http_req_same_origin(req)) {
+      http_res_simple(res, 403, "text/plain; charset=utf-8", "the live-reload socket is for this app's own pages\n");
       return 0;
+    }
+    if (h->ndev >= (int)(sizeof h->dev / sizeof h->dev[0])) { /* full: the page heard from least recently goes */
+      int oldest = 0;
+      for (int i = 1; i < h->ndev; i++)
+        if (h->dev[i].seen < h->dev[oldest].seen) oldest = i;
+      ws_conn *old = h->dev[oldest].ws;
+      h->dev[oldest] = h->dev[--h->ndev];
+      ws_set_userdata(old, &dev_ws, NULL);
+      ws_close(old, 1001, "too many dev pages");
     }
     ws_conn *ws = ws_accept(res, req, &dev_ws, h, 4096);
     if (!ws) return 0;
-    h->dev[h->ndev++] = ws;
+    h->dev[h->ndev++] = (dev_page){ws, uv_now(h->srv->loop)};
+    if (!h->dev_ping && (h->dev_ping = malloc(sizeof *h->dev_ping))) {
+      uv_timer_init(h->srv->loop, h->dev_ping);
+      h->dev_ping->data = h;
+      uv_timer_start(h->dev_ping, on_dev_ping, DEV_PING_MS(h), DEV_PING_MS(h));
+      uv_unref((uv_handle_t *)h->dev_ping);
+    }
     lua_pushinteger(h->L, (lua_Integer)h->boot);
     if (call_reload(h, "hello", 1, 1) == LUA_OK) dev_send(ws, lua_tostring(h->L, -1));
     lua_pop(h->L, 1);
@@ -434,70 +395,371 @@ static void ex_header(lua_State *L, http_res *res, const char *name, size_t nl) 
   bool str = lua_type(L, -1) == LUA_TSTRING;
   const char *v = str ? lua_tolstring(L, -1, &vl) : luaL_tolstring(L, -1, &vl);
   if (http_res_header(res, name, nl, v, vl) == -EINVAL) {
-    res->headers.len = 0;
+    http_res_clear(res);
     luaL_error(L, "invalid header %s (CR, LF or NUL in it)", name);
   }
   if (!str) lua_pop(L, 1);
 }
 
-/* ex:finish(status, body, headers) → true, or false if already answered.
- * headers is a table name → value (a value may be an array for repeats). */
+/* Adds the headers of the table at idx (name → value, a value may be an
+ * array for repeats) to res. */
+static void ex_headers(lua_State *L, http_res *res, int idx) {
+  if (!lua_istable(L, idx)) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    /* Names that are not strings are skipped (and never converted in
+     * place, which would confuse lua_next). */
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
+    size_t nl;
+    const char *name = lua_tolstring(L, -2, &nl);
+    if (lua_istable(L, -1)) {
+      for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
+        ex_header(L, res, name, nl);
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1); /* the nil */
+    } else {
+      ex_header(L, res, name, nl);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static int ex_status(lua_State *L, int idx) {
+  lua_Integer status = luaL_checkinteger(L, idx);
+  if (status < 100 || status > 999) return luaL_argerror(L, idx, "status must be 100..999");
+  return (int)status;
+}
+
+/* A weak validator for a body, as Express makes one (W/"length-hash"):
+ * a 64-bit hash of the bytes, a word at a time. Not a digest: it tells a
+ * changed page from the one a client has. */
+static uint64_t body_hash(const char *p, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdu;
+    h ^= h >> 32;
+  }
+  uint64_t w = 0;
+  memcpy(&w, p, n);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53u;
+  h ^= h >> 29;
+  h *= 0xff51afd7ed558ccdu;
+  return h ^ (h >> 32);
+}
+
+/* Express's req.fresh: the client's copy (If-None-Match against the
+ * response's ETag, else If-Modified-Since against its Last-Modified) is
+ * still good, unless it asked for no cache. */
+static bool ex_fresh(const http_res *res) {
+  const http_req *req = res->req;
+  size_t n, tn;
+  const char *v = http_req_header(req, "cache-control", &n);
+  if (v && memmem(v, n, "no-cache", 8)) return false;
+  if ((v = http_req_header(req, "if-none-match", &n))) {
+    const char *tag = http_res_get(res, "etag", &tn);
+    char t[256];
+    if (!tag || tn >= sizeof t) return false;
+    memcpy(t, tag, tn);
+    t[tn] = '\0';
+    return http_etag_match(v, n, t);
+  }
+  if ((v = http_req_header(req, "if-modified-since", &n))) {
+    const char *lm = http_res_get(res, "last-modified", &tn);
+    int64_t since = http_parse_date(v, n), mod = lm ? http_parse_date(lm, tn) : -1;
+    return since >= 0 && mod >= 0 && mod <= since;
+  }
+  return false;
+}
+
+/* ex:finish(status, body, headers, etag) → true, or false if already
+ * answered. headers is a table name → value (a value may be an array for
+ * repeats). etag: give a GET or HEAD's 2xx body a weak ETag unless it has
+ * one; either way, a client whose copy is fresh gets 304 (as Express's
+ * res.send). A streamed response ends with its last piece. */
 static int ex_finish(lua_State *L) {
   exchange *ex = check_ex(L);
-  lua_Integer status = luaL_checkinteger(L, 2);
+  int status = ex_status(L, 2);
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 3, "", &blen);
   if (!ex->res) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (status < 100 || status > 999) return luaL_argerror(L, 2, "status must be 100..999");
   http_res *res = ex->res;
-  res->status = (int)status;
-  if (lua_istable(L, 4)) {
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      /* Names that are not strings are skipped (and never converted in
-       * place, which would confuse lua_next). */
-      if (lua_type(L, -2) != LUA_TSTRING) {
-        lua_pop(L, 1);
-        continue;
-      }
-      size_t nl;
-      const char *name = lua_tolstring(L, -2, &nl);
-      if (lua_istable(L, -1)) {
-        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
-          ex_header(L, res, name, nl);
-          lua_pop(L, 1);
-        }
-        lua_pop(L, 1); /* the nil */
-      } else {
-        ex_header(L, res, name, nl);
-      }
-      lua_pop(L, 1);
+  if (ex->streaming) { /* res:send on a streamed response: the last piece */
+    if (blen) http_res_write_copy(res, body, blen);
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_finish(res);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  res->status = status;
+  ex_headers(L, res, 4);
+  ex->res = NULL;
+  mw_str page = {0};
+  if (ex->dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
+    body = page.p;
+    blen = page.len;
+  }
+  const http_req *req = res->req;
+  if (req && (req->method_id == HTTP_GET || req->method_id == HTTP_HEAD) && status >= 200 && status < 300) {
+    if (lua_toboolean(L, 5) && !http_res_get(res, "etag", NULL)) {
+      char tag[64];
+      snprintf(tag, sizeof tag, "W/\"%zx-%016llx\"", blen, (unsigned long long)body_hash(body, blen));
+      http_res_header(res, "ETag", 4, tag, strlen(tag));
+    }
+    if (ex_fresh(res)) { /* 304: no body, nor what describes one */
+      res->status = 304;
+      http_res_remove(res, "content-type");
+      blen = 0;
     }
   }
-  ex->res = NULL;
-  lhost *h = lua_touserdata(L, lua_upvalueindex(1));
-  mw_str page = {0};
-  if (h->srv->cfg.dev && is_html(res) && inject_dev_tag(&page, body, blen)) {
-    http_res_end(res, page.p, page.len);
-    mw_str_free(&page);
-  } else {
-    http_res_end(res, body, blen);
-  }
+  http_res_end(res, body, blen);
+  mw_str_free(&page);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int ex_done(lua_State *L) {
-  lua_pushboolean(L, check_ex(L)->res == NULL);
+  exchange *ex = check_ex(L);
+  lua_pushboolean(L, ex->res == NULL || ex->streaming);
   return 1;
+}
+
+/* ex:begin(status, headers) → true: the head goes out, the body follows in
+ * pieces (chunked on HTTP/1.1). false when already answered. */
+static int ex_begin(lua_State *L) {
+  exchange *ex = check_ex(L);
+  int status = ex_status(L, 2);
+  if (!ex->res || ex->streaming) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  ex->res->status = status;
+  ex_headers(L, ex->res, 3);
+  ex->streaming = true;
+  http_res_begin(ex->res, HTTP_LEN_STREAM);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A route writes on while the queue holds less than this; past it,
+ * res:write waits for the drain. */
+#define EX_QUEUE_HIGH (64 * 1024)
+
+/* ex:write(s) → true (write on), false (wait: ex:wait), or nil, "closed"
+ * when the client is gone. */
+static int ex_write(lua_State *L) {
+  exchange *ex = check_ex(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  if (!ex->res || !ex->streaming) return luaL_error(L, "the response is not being streamed");
+  int r = http_res_write_copy(ex->res, s, len);
+  size_t q = http_res_queued(ex->res);
+  if (r == -EPIPE || q == SIZE_MAX) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  if (r) return luaL_error(L, "res:write: %s", strerror(-r));
+  lua_pushboolean(L, q < EX_QUEUE_HIGH);
+  return 1;
+}
+
+static lh_waiter *waiter_new(lua_State *L, lhost *h, exchange *ex, int fn) {
+  lh_waiter *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  lua_pushvalue(L, fn);
+  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->h = h;
+  w->ex = ex;
+  w->next = h->waiters;
+  if (h->waiters) h->waiters->prev = w;
+  h->waiters = w;
+  return w;
+}
+
+/* Pushes the waiting function and frees w; false when the host is gone. */
+static bool waiter_take(lh_waiter *w) {
+  lhost *h = w->h;
+  if (!h) {
+    free(w);
+    return false;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else h->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  lua_rawgeti(h->L, LUA_REGISTRYINDEX, w->ref);
+  luaL_unref(h->L, LUA_REGISTRYINDEX, w->ref);
+  free(w);
+  return true;
+}
+
+/* Calls the waiters whose drain came: fn(true) when the queue drained,
+ * fn(nil) when the client went away. */
+static void on_ready(uv_idle_t *idle) {
+  lhost *h = idle->data;
+  uv_idle_stop(idle);
+  lh_waiter *list = h->ready;
+  h->ready = NULL;
+  while (list) {
+    lh_waiter *w = list;
+    list = w->next;
+    exchange *ex = w->ex;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+    free(w);
+    if (ex->res && http_res_queued(ex->res) != SIZE_MAX) lua_pushboolean(L, 1);
+    else lua_pushnil(L);
+    if (lcall_pcall(L, 1, 0, "res:write") != LUA_OK) lua_pop(L, 1);
+  }
+}
+
+/* The queue drained, or the client went away. The route hears of it on the
+ * next loop turn, not now: the drain comes while the server flushes
+ * queues, and a route that wrote again at once would have this connection
+ * flushed again and again while the others wait. */
+static void on_ex_drain(void *ud) {
+  lh_waiter *w = ud;
+  lhost *h = w->h;
+  if (!h) {
+    free(w);
+    return;
+  }
+  if (w->prev) w->prev->next = w->next;
+  else h->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = NULL;
+  w->next = h->ready;
+  h->ready = w;
+  if (!h->ready_idle) {
+    if (!(h->ready_idle = malloc(sizeof *h->ready_idle))) return;
+    uv_idle_init(h->srv->loop, h->ready_idle);
+    h->ready_idle->data = h;
+  }
+  uv_idle_start(h->ready_idle, on_ready);
+}
+
+/* ex:wait(fn): fn(true) once the queue has drained, fn(nil) if the client
+ * goes away first. */
+static int ex_wait(lua_State *L) {
+  exchange *ex = check_ex(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!ex->res || !ex->streaming) return luaL_error(L, "the response is not being streamed");
+  lh_waiter *w = waiter_new(L, ex->h, ex, 2);
+  if (!w) return luaL_error(L, "out of memory");
+  http_res_wait(ex->res, on_ex_drain, w);
+  return 0;
+}
+
+/* ex:abort(): ends a streamed response cut short (the route failed). */
+static int ex_abort(lua_State *L) {
+  exchange *ex = check_ex(L);
+  if (ex->res && ex->streaming) {
+    http_res *res = ex->res;
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_abort(res);
+  }
+  return 0;
+}
+
+/* static.c's word on a res:sendFile: fn(true) when the file is being sent,
+ * fn(nil, message) when it could not be (the response is the route's
+ * again). */
+static void on_sendfile_done(void *ud, const http_req *req, http_res *res, int rc) {
+  (void)req;
+  lh_waiter *w = ud;
+  exchange *ex = w->ex;
+  lua_State *L = w->h ? w->h->L : NULL;
+  if (rc != 0 && w->h) { /* untouched: the route answers */
+    http_res_clear(res);
+    res->status = 200;
+    ex->res = res;
+  }
+  if (!waiter_take(w)) return;
+  if (rc == 0) {
+    lua_pushboolean(L, 1);
+    lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+    if (rc == 1) lua_pushliteral(L, "not found");
+    else lua_pushstring(L, strerror(-rc));
+  }
+  if (lcall_pcall(L, 2, 0, "res:sendFile") != LUA_OK) lua_pop(L, 1);
+}
+
+/* ex:sendfile(status, headers, root, path, dotfiles, cache_control, fn) →
+ * true (fn hears how it went), or nil and why at once (the response is
+ * still the route's). */
+static int ex_sendfile(lua_State *L) {
+  exchange *ex = check_ex(L);
+  int status = ex_status(L, 2);
+  const char *root = luaL_checkstring(L, 4);
+  size_t plen;
+  const char *path = luaL_checklstring(L, 5, &plen);
+  bool dotfiles = lua_toboolean(L, 6);
+  const char *cc = luaL_optstring(L, 7, NULL);
+  luaL_checktype(L, 8, LUA_TFUNCTION);
+  if (!ex->res || ex->streaming) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the response was already sent");
+    return 2;
+  }
+  if (strlen(path) != plen) { /* a NUL in it */
+    lua_pushnil(L);
+    lua_pushliteral(L, "not found");
+    return 2;
+  }
+  http_res *res = ex->res;
+  res->status = status;
+  ex_headers(L, res, 3);
+  lh_waiter *w = waiter_new(L, ex->h, ex, 8);
+  if (!w) {
+    http_res_clear(res);
+    return luaL_error(L, "out of memory");
+  }
+  w->res = res;
+  ex->res = NULL; /* static.c has it now */
+  int r = static_send_file(ex->h->st, root, path, dotfiles, cc, res->req, res, on_sendfile_done, w);
+  if (r != 0) {
+    ex->res = res;
+    http_res_clear(res);
+    waiter_take(w);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    if (r == 1) lua_pushliteral(L, "not found");
+    else lua_pushstring(L, strerror(-r));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A streamed response whose route was dropped unfinished (its coroutine
+ * collected, or the VM closing) is cut short rather than left open. */
+static int ex_gc(lua_State *L) {
+  exchange *ex = lua_touserdata(L, 1);
+  if (ex && ex->res && ex->streaming) {
+    http_res *res = ex->res;
+    ex->res = NULL;
+    ex->streaming = false;
+    http_res_abort(res);
+  }
+  return 0;
 }
 
 /* The request's body, for moonwire.app's req (see l_body.c): its size when
  * it was spooled to a file (else nil), reads of it, multipart parts. */
-static const http_req *ex_req(exchange *ex) { return ex->res ? ex->req : NULL; }
+static const http_req *ex_req(exchange *ex) { return ex->res ? ex->res->req : NULL; }
 
 static int ex_body_size(lua_State *L) {
   const http_req *req = ex_req(check_ex(L));
@@ -510,13 +772,12 @@ static int ex_read_body(lua_State *L) { return l_body_read(L, ex_req(check_ex(L)
 static int ex_read_body_now(lua_State *L) { return l_body_read_now(L, ex_req(check_ex(L)), 2); }
 static int ex_parts(lua_State *L) { return l_body_parts(L, ex_req(check_ex(L))); }
 
-static const luaL_Reg ex_methods[] = {{"finish", ex_finish},
-                                      {"done", ex_done},
-                                      {"body_size", ex_body_size},
-                                      {"read_body", ex_read_body},
-                                      {"read_body_now", ex_read_body_now},
-                                      {"parts", ex_parts},
-                                      {NULL, NULL}};
+static const luaL_Reg ex_methods[] = {{"finish", ex_finish},         {"done", ex_done},
+                                      {"begin", ex_begin},           {"write", ex_write},
+                                      {"wait", ex_wait},             {"abort", ex_abort},
+                                      {"sendfile", ex_sendfile},     {"body_size", ex_body_size},
+                                      {"read_body", ex_read_body},   {"read_body_now", ex_read_body_now},
+                                      {"parts", ex_parts},           {NULL, NULL}};
 
 /* ---- moonwire.core: what the framework's Lua needs from C ---- */
 
@@ -542,9 +803,43 @@ static int core_time(lua_State *L) {
 
 static int core_headers(lua_State *L);
 
+/* random(n) → n unpredictable bytes (1..1024). */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 1024, 1, "between 1 and 1024 bytes");
+  unsigned char buf[1024];
+  if (RAND_bytes(buf, (int)n) != 1) return luaL_error(L, "no randomness available");
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
+/* hmac(key, data) → the HMAC-SHA256 of data under key, 32 raw bytes. */
+static int core_hmac(lua_State *L) {
+  size_t kl, dl;
+  const char *key = luaL_checklstring(L, 1, &kl);
+  const char *data = luaL_checklstring(L, 2, &dl);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  if (!HMAC(EVP_sha256(), key, (int)kl, (const unsigned char *)data, dl, md, &mdlen))
+    return luaL_error(L, "hmac failed");
+  lua_pushlstring(L, (const char *)md, mdlen);
+  return 1;
+}
+
+/* equal(a, b) → whether two strings are equal, in a time that does not
+ * tell where they differ (for tokens). */
+static int core_equal(lua_State *L) {
+  size_t al, bl;
+  const char *a = luaL_checklstring(L, 1, &al);
+  const char *b = luaL_checklstring(L, 2, &bl);
+  lua_pushboolean(L, al == bl && CRYPTO_memcmp(a, b, al) == 0);
+  return 1;
+}
+
 static int open_core(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"log", core_log}, {"now", core_now}, {"time", core_time}, {"headers", core_headers}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"log", core_log},       {"now", core_now},   {"time", core_time},
+                                 {"headers", core_headers}, {"random", core_random}, {"hmac", core_hmac},
+                                 {"equal", core_equal},   {NULL, NULL}};
   luaL_newlib(L, fns);
   lhost *h = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushstring(L, h->srv->cfg.root);
@@ -660,8 +955,16 @@ static int push_req(lua_State *L, const http_req *req, int exi) {
 }
 
 static void answer_500(http_res *res) {
-  res->headers.len = 0;
+  http_res_clear(res);
   http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+}
+
+/* The bundle was there when the server started: gone now, or unreadable. */
+static void on_client_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  (void)ud, (void)req;
+  if (rc == 0) return; /* answered */
+  if (rc < 0) answer_500(res);
+  else http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
 }
 
 /* /socket.io/socket.io.js and friends, from the socket.io-client package. */
@@ -678,9 +981,7 @@ static int serve_client(lhost *h, const http_req *req, http_res *res) {
     if (strlen(files[i]) == nlen && memcmp(files[i], name, nlen) == 0) {
       char file[8500];
       snprintf(file, sizeof file, "%s/%s", h->client_dir, files[i]);
-      int r = static_serve_file(h->st, file, req, res, "public, max-age=0");
-      if (r < 0) answer_500(res);
-      return r == 1 ? 1 : 0;
+      return static_serve_file(h->st, file, req, res, "public, max-age=0", on_client_miss, NULL);
     }
   }
   return 1;
@@ -705,34 +1006,106 @@ static void find_client_dir(lhost *h) {
   h->client_dir[0] = '\0';
 }
 
+/* A new exchange for res at the top of the stack (its request's headers
+ * packed in it). */
+static exchange *push_exchange(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  size_t hlen = packed_size(req);
+  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0);
+  ex->res = res;
+  ex->h = h;
+  ex->dev = dev_client(h, req);
+  ex->streaming = false;
+  ex->hlen = hlen;
+  pack_headers(req, ex->headers);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
+  lua_setmetatable(L, -2);
+  return ex;
+}
+
+/* The app's 404 (views/404.html through app._not_found). */
+static void answer_not_found(lhost *h, const http_req *req, http_res *res) {
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, lcall_msgh);                    /* top + 1 */
+  exchange *ex = push_exchange(h, req, res); /* top + 2 */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
+  lua_pushvalue(L, top + 2);
+  int nargs = push_req(L, req, top + 2);
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (ex->res) { /* belt and braces: never leave a request hanging */
+    ex->res = NULL;
+    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
+  }
+  lua_settop(L, top);
+}
+
+/* What a request no route took waits with while static.c looks for the
+ * file: the methods the path's routes answer to (for 405). */
+typedef struct static_next {
+  lhost *h;
+  size_t alen;
+  char allow[];
+} static_next;
+
+/* public/ answered (rc 0); or no file for the request (rc 1), or reading
+ * it failed (rc < 0): 405 when routes answer the path to other methods,
+ * else the app's 404. */
+static void on_static_miss(void *ud, const http_req *req, http_res *res, int rc) {
+  static_next *next = ud;
+  lhost *h = next->h;
+  if (rc == 0) { /* public/ answered */
+  } else if (rc < 0) {
+    mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
+           strerror(-rc));
+    answer_500(res);
+  } else if (!h->ok) {
+    if (dev_client(h, req)) load_error_page(h, res);
+    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+  } else if (next->alen) {
+    res->status = 405;
+    http_res_header(res, "Allow", 5, next->allow, next->alen);
+    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
+  } else {
+    answer_not_found(h, req, res);
+  }
+  free(next);
+}
+
+/* The request goes to public/, and to on_static_miss when no file is there. */
+static void serve_static(lhost *h, const http_req *req, http_res *res, const char *allow, size_t alen) {
+  static_next *next = malloc(sizeof *next + alen + 1);
+  if (!next) {
+    answer_500(res);
+    return;
+  }
+  next->h = h;
+  next->alen = alen;
+  if (alen) memcpy(next->allow, allow, alen);
+  next->allow[alen] = '\0';
+  if (static_serve(h->st, req, res, on_static_miss, next) == 0) return; /* on_static_miss frees next */
+  on_static_miss(next, req, res, 1);
+}
+
 static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lhost *h = ud;
   lua_State *L = h->L;
   if (h->io && l_io_handle_http(h->io, req, res) == 0) return;
   if (h->io && serve_client(h, req, res) == 0) return;
-  if (h->srv->cfg.dev && dev_handle(h, req, res) == 0) return;
+  if (dev_client(h, req) && dev_handle(h, req, res) == 0) return;
   if (!h->ok) {
-    if (static_serve(h->st, req, res) == 0 || res->done) return;
-    if (h->srv->cfg.dev) load_error_page(h, res);
-    else http_res_simple(res, 500, "text/plain; charset=utf-8", "500 Internal Server Error\n");
+    serve_static(h, req, res, NULL, 0);
     return;
   }
   int top = lua_gettop(L);
-  /* The message handler goes first, under everything: lhost_pcall would
+  /* The message handler goes first, under everything: lcall_pcall would
    * slide it under the arguments and out again on every request. */
-  lua_pushcfunction(L, msgh);                         /* top + 1 */
-  size_t hlen = packed_size(req);
-  exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0); /* top + 2 */
-  ex->res = res;
-  ex->req = req;
-  ex->hlen = hlen;
-  pack_headers(req, ex->headers);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ex_mt_ref);
-  lua_setmetatable(L, -2);
+  lua_pushcfunction(L, lcall_msgh);                   /* top + 1 */
+  exchange *ex = push_exchange(h, req, res);          /* top + 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
-  if (pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
     if (ex->res) answer_500(res);
     lua_settop(L, top);
     return;
@@ -741,35 +1114,10 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
     lua_settop(L, top);
     return;
   }
+  ex->res = NULL; /* public/ or the 404 answers it now */
   size_t alen = 0;
   const char *allow = lua_tolstring(L, -1, &alen);
-  int sr = static_serve(h->st, req, res);
-  if (sr <= 0) {
-    ex->res = NULL;
-    if (sr < 0) {
-      mw_log(MW_LOG_ERROR, "%s %.*s: reading the file failed: %s", req->method, (int)req->path_len, req->path,
-             strerror(-sr));
-      answer_500(res);
-    }
-    lua_settop(L, top);
-    return;
-  }
-  if (allow && alen) {
-    ex->res = NULL;
-    res->status = 405;
-    http_res_header(res, "Allow", 5, allow, alen);
-    http_res_simple(res, 405, "text/plain; charset=utf-8", "405 Method Not Allowed\n");
-    lua_settop(L, top);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
-  lua_pushvalue(L, top + 2);
-  nargs = push_req(L, req, top + 2);
-  if (pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
-  if (ex->res) { /* belt and braces: never leave a request hanging */
-    ex->res = NULL;
-    http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
-  }
+  serve_static(h, req, res, allow, allow ? alen : 0);
   lua_settop(L, top);
 }
 
@@ -788,8 +1136,10 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
     return -ENOMEM;
   }
   h->L = L;
-  use_lpool(L, &h->pool);
+  lalloc_use(L, &h->alloc, srv->cfg.lua_memory);
   luaL_openlibs(L);
+  lcall_init(L);
+  if (srv->cfg.handler_budget_ms) h->watchdog = lcall_watchdog_start(srv->cfg.handler_budget_ms) == 0;
   lua_pushstring(L, srv->cfg.root);
   lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.root");
   install_searchers(L);
@@ -799,7 +1149,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   l_redis_open(L, srv->loop);
   if (l_io_new(&h->io, L, srv)) {
     lua_close(L);
-    lpool_drain(&h->pool);
+    lalloc_drain(&h->alloc);
+    if (h->watchdog) lcall_watchdog_stop();
     free(h);
     return -ENOMEM;
   }
@@ -809,6 +1160,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   lua_setfield(L, -2, "moonwire.template_c");
   lua_pushcfunction(L, luaopen_moonwire_msgpack);
   lua_setfield(L, -2, "moonwire.msgpack");
+  lua_pushcfunction(L, luaopen_moonwire_json_c);
+  lua_setfield(L, -2, "moonwire.json_c");
   lua_pop(L, 1);
 
   luaL_newmetatable(L, EXCHANGE_MT);
@@ -817,6 +1170,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   lua_pushvalue(L, -3); /* the metatable, for check_ex */
   luaL_setfuncs(L, ex_methods, 2);
   lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ex_gc);
+  lua_setfield(L, -2, "__gc");
   h->ex_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* also kept by name */
 
   *out = h;
@@ -825,7 +1180,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   /* The framework: moonwire.app owns routes and the request path. */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "moonwire.app");
-  if (lhost_pcall(L, 1, 1, "loading moonwire.app") != LUA_OK) {
+  if (lcall_pcall(L, 1, 1, "loading moonwire.app") != LUA_OK) {
     lua_pop(L, 1);
     return -1;
   }
@@ -838,7 +1193,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   /* Reloads (and the first load) go through moonwire.reload. */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "moonwire.reload");
-  if (lhost_pcall(L, 1, 1, "loading moonwire.reload") != LUA_OK) {
+  if (lcall_pcall(L, 1, 1, "loading moonwire.reload") != LUA_OK) {
     lua_pop(L, 1);
     return -1;
   }
@@ -873,8 +1228,12 @@ void lhost_stop(lhost *h) {
   if (!h) return;
   mw_watch_stop(h->watch);
   h->watch = NULL;
+  if (h->dev_ping) {
+    uv_close((uv_handle_t *)h->dev_ping, (uv_close_cb)free);
+    h->dev_ping = NULL;
+  }
   while (h->ndev) {
-    ws_conn *ws = h->dev[--h->ndev];
+    ws_conn *ws = h->dev[--h->ndev].ws;
     ws_set_userdata(ws, &dev_ws, NULL);
     ws_close(ws, 1001, "server shutting down");
   }
@@ -886,9 +1245,19 @@ void lhost_stop(lhost *h) {
 void lhost_free(lhost *h) {
   if (!h) return;
   lhost_stop(h);
+  /* Callbacks still to come find their host gone and only free themselves. */
+  for (lh_waiter *w = h->waiters; w; w = w->next) w->h = NULL;
+  h->waiters = NULL;
+  for (lh_waiter *w = h->ready, *next; w; w = next) {
+    next = w->next;
+    free(w);
+  }
+  h->ready = NULL;
+  if (h->ready_idle) uv_close((uv_handle_t *)h->ready_idle, (uv_close_cb)free);
   if (h->L) l_body_stop(h->L); /* body reads still in flight call nothing */
   if (h->L) lua_close(h->L);
-  lpool_drain(&h->pool);
+  lalloc_drain(&h->alloc);
+  if (h->watchdog) lcall_watchdog_stop();
   l_io_free(h->io);
   free(h);
 }

@@ -33,11 +33,6 @@ int lhost_advance_clock(lhost *h, uint64_t ms);
  * headers joined with ", "). */
 void lhost_push_headers(lua_State *L, const http_req *req);
 
-/* Calls the function on top of the stack with nargs arguments under a
- * message handler that adds a traceback. On error logs "what: message +
- * traceback" and leaves the message on the stack; returns the lua_pcall
- * status. */
-int lhost_pcall(lua_State *L, int nargs, int nresults, const char *what);
 
 /* moonwire.msgpack (l_msgpack.c): encode(v, binary_mt, null) and
  * decode(s, binary_mt, null) → v or nil, message. */
@@ -45,6 +40,10 @@ int luaopen_moonwire_msgpack(lua_State *L);
 /* Checks that p holds exactly one msgpack value whose lengths all fit in
  * len and whose nesting msgpack-c can take: NULL, or what is wrong. */
 const char *mw_msgpack_prescan(const unsigned char *p, size_t len);
+
+/* moonwire.json_c (l_json.c): the JSON codec under moonwire.json and
+ * moonwire.io's packets. */
+int luaopen_moonwire_json_c(lua_State *L);
 
 /* moonwire.redis_c (l_redis.c), preloaded in L: a Redis pub/sub client on
  * loop. l_redis_stop_all closes every client of L (shutdown). */

@@ -47,6 +47,14 @@ static const char usage[] =
     "  --upload-max-field-size BYTES  bytes of one field's value (default 1048576); 413 past it\n"
     "  --upload-max-part-header BYTES bytes of one part's headers (default 16384); 413 past it\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
+    "  --handler-budget MS      a route, socket handler or timer that runs longer is stopped (default 2000; 0: no limit)\n"
+    "  --lua-memory MB          the Lua VM's memory ceiling (default 1024; 0: none)\n"
+    "  --max-conns-per-ip N     connections one client address may hold (default 1000; 0: no limit)\n"
+    "  --max-conn-rate-per-ip N new connections per second from one address (default 200; 0: no limit)\n"
+    "  --limit-loopback         apply those two to loopback clients too (off: a proxy on this machine is one address)\n"
+    "  --send-timeout MS        a client that takes no byte of a response for this long is dropped (default 60000)\n"
+    "  --compress-min BYTES     smallest text response gzip/brotli compresses (default 1024)\n"
+    "  --no-compress            no compression (neither on the fly nor precompressed .gz/.br twins)\n"
     "  --fastcgi ADDR           also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port\n"
     "  --redis URL              share rooms and broadcasts with other servers through Redis (redis://host:port)\n"
     "\n"
@@ -55,7 +63,10 @@ static const char usage[] =
     "  --ping-interval MS       heartbeat interval (default 25000)\n"
     "  --ping-timeout MS        a client that does not answer a ping within this is closed (default 20000)\n"
     "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
+    "  --max-backpressure N     bytes queued for a client that stops reading before it is closed (default 1048576)\n"
+    "  --max-packet-rate N      packets per second a client may send; more are dropped, twice as many close it (default 5000; 0: no limit)\n"
     "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
+    "  --attachment-timeout MS  a binary packet's attachments must all arrive within this (default 30000)\n"
     "  --transports LIST        polling,websocket (default both)\n"
     "  --cors-origin ORIGIN     allow this Origin (repeatable); a WebSocket from any other gets 403\n"
     "  --help                   this text\n"
@@ -207,6 +218,31 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--handler-budget")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 86400000, &n)) return 2;
+      cfg.handler_budget_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--lua-memory")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1 << 20, &n)) return 2;
+      cfg.lua_memory = (size_t)n << 20;
+    } else if (!strcmp(arg, "--max-conns-per-ip")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_conns_per_ip = (uint32_t)n;
+    } else if (!strcmp(arg, "--max-conn-rate-per-ip")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_conn_rate_per_ip = (uint32_t)n;
+    } else if (!strcmp(arg, "--limit-loopback")) {
+      cfg.limit_loopback = true;
+    } else if (!strcmp(arg, "--max-packet-rate")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000000, &n)) return 2;
+      cfg.max_packet_rate = n;
+    } else if (!strcmp(arg, "--send-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.send_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--compress-min")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 1LL << 40, &n)) return 2;
+      cfg.compress_min = (size_t)n;
+    } else if (!strcmp(arg, "--no-compress")) {
+      cfg.compress = false;
     } else if (!strcmp(arg, "--fastcgi")) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
@@ -233,9 +269,15 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--connect-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.connect_timeout = (uint64_t)n;
+    } else if (!strcmp(arg, "--attachment-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.attachment_timeout = (uint64_t)n;
     } else if (!strcmp(arg, "--max-http-buffer-size")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 1000000000, &n)) return 2;
       cfg.max_http_buffer = (size_t)n;
+    } else if (!strcmp(arg, "--max-backpressure")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1024, 1LL << 40, &n)) return 2;
+      cfg.max_backpressure = (size_t)n;
     } else if (!strcmp(arg, "--transports")) {
       NEEDS_VALUE if (!strstr(val, "polling") && !strstr(val, "websocket")) {
         fprintf(stderr, "moonwire: --transports takes polling, websocket or both\n");
@@ -299,7 +341,7 @@ int main(int argc, char **argv) {
   }
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", root);
-  if (static_new(&a.st, pub)) {
+  if (static_new(&a.st, a.loop, pub)) {
     fprintf(stderr, "moonwire: cannot set up %s\n", pub);
     return 1;
   }

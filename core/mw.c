@@ -2,6 +2,7 @@
 #include "mw.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,10 @@ void mw_str_reset(mw_str *s) {
   if (s->p) s->p[0] = '\0';
 }
 
+size_t mw_released_bytes;
+
 void mw_str_free(mw_str *s) {
+  mw_released_bytes += s->cap;
   free(s->p);
   s->p = NULL;
   s->len = s->cap = 0;
@@ -125,8 +129,12 @@ mw_buf *mw_buf_from(const void *data, size_t len) {
 
 void mw_buf_unref(mw_buf *b) {
   if (!b || --b->refs) return;
-  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
-  else free(b);
+  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) {
+    buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
+    return;
+  }
+  mw_released_bytes += b->len;
+  free(b);
 }
 
 int mw_log_level = MW_LOG_INFO;
@@ -140,6 +148,15 @@ void mw_log(int level, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
   va_end(ap);
+}
+
+void mw_release_memory(void) {
+  mw_released_bytes = 0;
+#ifdef __GLIBC__
+  static int off = -1; /* MOONWIRE_MALLOC_TRIM=0 turns it off, to measure what it does */
+  if (off < 0) off = getenv("MOONWIRE_MALLOC_TRIM") && !strcmp(getenv("MOONWIRE_MALLOC_TRIM"), "0");
+  if (!off) malloc_trim(0);
+#endif
 }
 
 uint64_t mw_now_ns(void) {

@@ -54,6 +54,13 @@ enum { MW_LOG_ERROR, MW_LOG_WARN, MW_LOG_INFO, MW_LOG_DEBUG };
 extern int mw_log_level;
 void mw_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Hands memory that was freed back to the system (glibc keeps freed pages
+ * of its heap otherwise): called after large releases, never per request. */
+void mw_release_memory(void);
+/* Bytes freed by buffers and strings since the last mw_release_memory: the
+ * server trims once this has grown large (server.c). */
+extern size_t mw_released_bytes;
+
 /* Monotonic time in nanoseconds. */
 uint64_t mw_now_ns(void);
 

@@ -11,10 +11,13 @@
 
 #include "fcgi.h"
 #include "http.h"
+#include "iplimit.h"
 
 #define MW_READBUF_SIZE 65536
 #define MW_LINGER_MS 2000
 #define MW_WQ_MAX_IOV 64
+#define MW_TRIM_EVERY_MS 2000
+#define MW_TRIM_AFTER (8u << 20) /* bytes released since the last trim */
 
 void mw_config_defaults(mw_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -33,11 +36,28 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->upload_max_field_size = 1024 * 1024;
   cfg->upload_max_part_header = 16 * 1024;
   cfg->keepalive_timeout_ms = 5000;
+  cfg->handler_budget_ms = 2000;
+  cfg->max_conns_per_ip = 1000;
+  cfg->max_packet_rate = -1;
+  cfg->max_conn_rate_per_ip = 200;
+  cfg->lua_memory = (size_t)1024 << 20;
+  cfg->send_timeout_ms = 60000;
+  cfg->compress = true;
+  cfg->compress_min = 1024;
 }
 
 static void flush_dirty(mw_server *srv);
 
 static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+
+/* glibc keeps the pages of freed memory in its heap: after a storm's
+ * clients leave, hundreds of MB would stay resident. A trim walks the heap,
+ * so it is done at most every MW_TRIM_EVERY_MS and only once much was freed. */
+static void on_trim(uv_timer_t *t) {
+  mw_server *srv = t->data;
+  if (mw_released_bytes >= MW_TRIM_AFTER) mw_release_memory();
+  iplimit_sweep(srv->iplimit, uv_now(srv->loop));
+}
 static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
 int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
@@ -46,6 +66,11 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   srv->cfg = *cfg;
   srv->readbuf = malloc(MW_READBUF_SIZE);
   if (!srv->readbuf) return -ENOMEM;
+  iplimit_options lo = {cfg->max_conns_per_ip, cfg->max_conn_rate_per_ip, cfg->limit_loopback};
+  if ((lo.max_conns || lo.max_rate) && !(srv->iplimit = iplimit_new(&lo))) {
+    free(srv->readbuf);
+    return -ENOMEM;
+  }
   uv_tcp_init(loop, &srv->listener);
   srv->listener.data = srv;
   uv_check_init(loop, &srv->check);
@@ -54,9 +79,13 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   uv_prepare_init(loop, &srv->prepare);
   srv->prepare.data = srv;
   uv_prepare_start(&srv->prepare, on_prepare);
-  /* The flush handles must not keep the loop alive on their own. */
+  uv_timer_init(loop, &srv->trim);
+  srv->trim.data = srv;
+  uv_timer_start(&srv->trim, on_trim, MW_TRIM_EVERY_MS, MW_TRIM_EVERY_MS);
+  /* These handles must not keep the loop alive on their own. */
   uv_unref((uv_handle_t *)&srv->check);
   uv_unref((uv_handle_t *)&srv->prepare);
+  uv_unref((uv_handle_t *)&srv->trim);
   return 0;
 }
 
@@ -71,7 +100,9 @@ static void conn_free(mw_conn *c) {
     *pp = c->dirty_next;
   }
   for (uint32_t i = 0; i < c->wq_len; i++) mw_buf_unref(c->wq[i].buf);
+  mw_released_bytes += c->wq_cap * sizeof *c->wq;
   free(c->wq);
+  iplimit_leave(srv->iplimit, c->ip);
   if (c->prev) c->prev->next = c->next;
   else srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -92,6 +123,14 @@ static void on_conn_handle_closed(uv_handle_t *h) {
 void mw_conn_close(mw_conn *c) {
   if (c->closing) return;
   c->closing = true;
+  /* Nothing more will be written: the queue's references go now (a slow
+   * consumer's share of a broadcast storm is freed at once), except the
+   * items a uv_write still holds until its callback. */
+  for (uint32_t i = c->inflight; i < c->wq_len; i++) {
+    c->wq_bytes -= c->wq[i].len;
+    mw_buf_unref(c->wq[i].buf);
+  }
+  c->wq_len = c->inflight;
   c->pending_closes = 2;
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
@@ -187,7 +226,8 @@ void mw_conn_resume(mw_conn *c) {
   }
 }
 
-mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
+/* A connection with its handles initialised and listed, no protocol yet. */
+static mw_conn *conn_alloc(mw_server *srv, bool pipe) {
   mw_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->srv = srv;
@@ -200,7 +240,12 @@ mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c))
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  attach(c);
+  return c;
+}
+
+mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
+  mw_conn *c = conn_alloc(srv, pipe);
+  if (c) attach(c);
   return c;
 }
 
@@ -231,6 +276,60 @@ static void check_file_limit(mw_server *srv) {
          srv->nconns, (unsigned long long)srv->nofile);
 }
 
+static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c));
+
+static void on_spare_closed(uv_handle_t *h) {
+  mw_server *srv = h->data;
+  srv->spare_busy = false;
+  uv_stream_t *ls = srv->spare_waiting;
+  if (!ls) return;
+  srv->spare_waiting = NULL;
+  if (srv->stopping) return;
+  accept_conn(ls, 0, ls == (uv_stream_t *)&srv->fcgi_listener && srv->fcgi_unix,
+              ls == (uv_stream_t *)&srv->listener ? http_conn_attach : fcgi_conn_attach);
+}
+
+/* No memory for a connection: the client is accepted into a handle kept
+ * for this and closed at once. Left pending, libuv would stop watching the
+ * listener until someone accepts, and nobody would be served again. When
+ * that handle is still closing from the last time, the listener waits for
+ * its close callback. */
+static void refuse_pending(mw_server *srv, uv_stream_t *ls, bool pipe) {
+  if (log_due()) mw_log(MW_LOG_ERROR, "out of memory: a new connection is closed");
+  if (srv->spare_busy) {
+    srv->spare_waiting = ls;
+    return;
+  }
+  if (pipe) uv_pipe_init(srv->loop, &srv->spare.pipe, 0);
+  else uv_tcp_init(srv->loop, &srv->spare.tcp);
+  srv->spare.tcp.data = srv;
+  srv->spare_busy = true;
+  uv_accept(ls, (uv_stream_t *)&srv->spare);
+  uv_close((uv_handle_t *)&srv->spare, on_spare_closed);
+}
+
+/* Too many connections from c's address, or too many new ones this second:
+ * c gets a 503 (as nginx's limit_conn and limit_req answer) and ends.
+ * Returns true when it did. */
+static bool refuse_by_address(mw_server *srv, mw_conn *c, const struct sockaddr *sa) {
+  int r = iplimit_enter(srv->iplimit, sa, uv_now(srv->loop), &c->ip);
+  if (r == 0) return false;
+  static uint64_t last_log;
+  uint64_t now = uv_now(srv->loop);
+  if (!last_log || now - last_log >= 10000) {
+    last_log = now;
+    mw_log(MW_LOG_WARN, "%s: %s; refusing its connections with 503 (this message at most every 10 s)", c->addr,
+           r == -EMFILE ? "too many connections from one address (--max-conns-per-ip)"
+                        : "too many new connections per second from one address (--max-conn-rate-per-ip)");
+  }
+  static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                             "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                             "too many connections from your address\n";
+  mw_conn_write_copy(c, busy, sizeof busy - 1);
+  mw_conn_end(c);
+  return true;
+}
+
 static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c)) {
   mw_server *srv = ls->data;
   if (status < 0) {
@@ -238,26 +337,29 @@ static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(m
     return;
   }
   if (srv->stopping) return;
-  mw_conn *c = mw_conn_new_with(srv, pipe, attach);
-  if (!c) return;
+  mw_conn *c = conn_alloc(srv, pipe);
+  if (!c) {
+    refuse_pending(srv, ls, pipe);
+    return;
+  }
   int r = uv_accept(ls, (uv_stream_t *)&c->tcp);
   if (r != 0) {
     refused(r);
     mw_conn_close(c);
     return;
   }
-  check_file_limit(srv);
-  if (pipe) { /* a Unix socket: no peer address (FastCGI sends REMOTE_ADDR) */
-    mw_conn_resume(c);
-    return;
-  }
-  uv_tcp_nodelay(&c->tcp, 1);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+  if (!pipe && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
     else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
+    /* Only the HTTP listener: behind FastCGI every request comes from the web server. */
+    if (ls == (uv_stream_t *)&srv->listener && refuse_by_address(srv, c, (struct sockaddr *)&ss)) return;
   }
+  attach(c);
+  if (c->closing) return; /* the protocol could not be set up (out of memory): the socket goes with c */
+  check_file_limit(srv);
+  if (!pipe) uv_tcp_nodelay(&c->tcp, 1);
   mw_conn_resume(c);
 }
 
@@ -391,13 +493,17 @@ void mw_server_stop(mw_server *srv) {
 }
 
 void mw_server_close(mw_server *srv) {
+  srv->spare_waiting = NULL;
   if (!uv_is_closing((uv_handle_t *)&srv->listener)) uv_close((uv_handle_t *)&srv->listener, NULL);
   close_fastcgi(srv);
   uv_close((uv_handle_t *)&srv->check, NULL);
   uv_close((uv_handle_t *)&srv->prepare, NULL);
+  uv_close((uv_handle_t *)&srv->trim, NULL);
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
   srv->readbuf = NULL;
+  iplimit_free(srv->iplimit);
+  srv->iplimit = NULL;
 }
 
 /* ---- write queue ---- */
@@ -414,6 +520,12 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
     mw_buf_unref(buf);
     return;
   }
+  if (len > UINT32_MAX) { /* uv_buf_t lengths are unsigned int: refuse rather than cut */
+    mw_log(MW_LOG_ERROR, "a write of %zu bytes is too large for one connection; closing it", len);
+    mw_buf_unref(buf);
+    mw_conn_close(c);
+    return;
+  }
   if (c->wq_len == c->wq_cap) {
     uint32_t cap = c->wq_cap ? c->wq_cap * 2 : 4;
     mw_wq_item *wq = realloc(c->wq, cap * sizeof *wq);
@@ -427,6 +539,7 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
   }
   c->wq[c->wq_len++] = (mw_wq_item){buf, off, len};
   c->wq_bytes += len;
+  c->queued_total += len;
   mark_dirty(c);
 }
 
@@ -443,6 +556,7 @@ void mw_conn_write_copy(mw_conn *c, const void *data, size_t len) {
 static void wq_consume(mw_conn *c, size_t n) {
   uint32_t i = 0;
   c->wq_bytes -= n;
+  c->written_total += n;
   while (n > 0 && i < c->wq_len) {
     mw_wq_item *it = &c->wq[i];
     if (n >= it->len) {
@@ -462,6 +576,17 @@ static void wq_consume(mw_conn *c, size_t n) {
 }
 
 static void after_drain(mw_conn *c);
+
+uint64_t mw_conn_sent(const mw_conn *c) {
+  uint64_t n = c->written_total;
+  if (c->inflight) { /* a uv_write under way: what libuv has written of it */
+    size_t in = 0;
+    for (uint32_t i = 0; i < c->inflight; i++) in += c->wq[i].len;
+    size_t left = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    if (left < in) n += in - left;
+  }
+  return n;
+}
 
 static void on_write(uv_write_t *req, int status) {
   mw_conn *c = req->data;

@@ -41,11 +41,21 @@ struct mw_config {
    * max_body), of one field, of one part's headers. */
   size_t upload_max_files, upload_max_fields, upload_max_file_size, upload_max_field_size, upload_max_part_header;
   uint64_t keepalive_timeout_ms;
+  uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
+  size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */
+  uint32_t max_conns_per_ip;  /* connections one client address may hold (0: no limit) */
+  uint32_t max_conn_rate_per_ip; /* new connections per second from one address (0: no limit) */
+  bool limit_loopback;        /* apply those to loopback addresses too */
+  uint64_t send_timeout_ms;   /* a response that stops leaving for this long is dropped (nginx send_timeout) */
+  bool compress;              /* gzip/brotli for text responses (--no-compress turns it off) */
+  size_t compress_min;        /* smallest body compressed, bytes */
   /* Socket.IO options from the command line; 0/NULL = not given (the app's
    * io.configure or socket.io's defaults apply). */
   const char *io_path;
-  uint64_t ping_interval, ping_timeout, connect_timeout;
+  uint64_t ping_interval, ping_timeout, connect_timeout, attachment_timeout;
   size_t max_http_buffer;
+  size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
+  int64_t max_packet_rate;  /* packets per second per session (-1: not given, 0: no limit) */
   const char *transports;
   const char *origins[16];
   int norigins;
@@ -86,7 +96,9 @@ struct mw_conn {
   void *proto_data;
   mw_wq_item *wq;          /* pending writes; the first `inflight` are in a uv_write */
   uint32_t wq_len, wq_cap, inflight;
-  size_t wq_bytes;
+  size_t wq_bytes;         /* queued, not yet written (a shared buffer counts for each connection) */
+  uint64_t queued_total;   /* bytes ever queued, and ever written: a byte queued when */
+  uint64_t written_total;  /* queued_total was n has left once written_total >= n */
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
@@ -96,6 +108,7 @@ struct mw_conn {
   uint8_t pending_closes;
   bool dirty, closing, ending, reading, shut;
   bool eof;                /* the peer closed its side */
+  struct iplimit_entry *ip; /* its address's count (iplimit.c), or NULL */
 };
 
 struct mw_server {
@@ -109,6 +122,8 @@ struct mw_server {
   bool fcgi_inited, fcgi_unix, fcgi_listening;
   uv_check_t check;
   uv_prepare_t prepare;
+  uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
+  struct iplimit *iplimit; /* connections per client address (HTTP listener) */
   mw_conn *dirty;
   mw_conn *conns;
   int nconns;
@@ -116,6 +131,12 @@ struct mw_server {
   void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
   void *handle_ud;          /* the HTTP handler (set with http_set_handler) */
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
+  union {                  /* accepts a client there is no memory for, to close it (server.c) */
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } spare;
+  bool spare_busy;
+  uv_stream_t *spare_waiting; /* a listener with a client pending until spare is closed */
   char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
   bool readbuf_busy;
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
@@ -148,12 +169,17 @@ mw_conn *mw_conn_new(mw_server *srv);
  * fcgi_conn_attach; it closes c when it cannot); pipe: a Unix socket. */
 mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c));
 
-/* Queues bytes for c, taking ownership of one reference to buf. */
+/* Queues bytes for c, taking ownership of one reference to buf. A length
+ * over 4 GiB (one gathered write cannot carry it) closes c. */
 void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len);
 /* Copies data and queues it. */
 void mw_conn_write_copy(mw_conn *c, const void *data, size_t len);
 /* Flushes c's queue now (normally done once per loop turn). */
 void mw_conn_flush(mw_conn *c);
+/* How many queued bytes have been handed to the kernel so far, counting
+ * the part of a large write libuv has written: it grows while the peer
+ * reads, so a timeout can tell a slow reader from one that stopped. */
+uint64_t mw_conn_sent(const mw_conn *c);
 /* Arms (or re-arms) c's timer; 0 stops it. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
 /* Stops or restarts reading (back-pressure while a response is pending). */
@@ -163,7 +189,8 @@ void mw_conn_resume(mw_conn *c);
  * after the peer's EOF or a short linger, so a final response is not lost to
  * a reset. */
 void mw_conn_end(mw_conn *c);
-/* Closes at once; freed in the close callback (safe inside callbacks). */
+/* Closes at once; freed in the close callback (safe inside callbacks).
+ * What is queued and not being written is released now. */
 void mw_conn_close(mw_conn *c);
 
 #endif

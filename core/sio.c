@@ -71,7 +71,7 @@ struct sio_server {
   sio_handler h;
   void *ud;
   sio_nsp *nsps;
-  uint64_t connect_timeout;
+  sio_options opt;
   uint64_t seq;
   bool dynamic; /* CONNECTs to unknown namespaces go to the app (dynamic namespaces) */
 };
@@ -302,6 +302,7 @@ void sio_socket_set_userdata(sio_socket *s, void *ud) { s->ud = ud; }
 void *sio_client_userdata(sio_client *c) { return c->ud; }
 void sio_client_set_userdata(sio_client *c, void *ud) { c->ud = ud; }
 const char *sio_client_transport(sio_client *c) { return c->es ? eio_transport(c->es) : "closed"; }
+size_t sio_client_buffered(sio_client *c) { return c->es && !c->closed ? eio_buffered(c->es) : 0; }
 
 /* Sends packet head + payload text as one Engine.IO message. */
 static void send_text(sio_socket *s, const char *text, size_t len) {
@@ -472,6 +473,17 @@ static void on_connect_timeout(uv_timer_t *t) {
   if (!c->closed && !c->sockets) eio_close(c->es, "connect timeout");
 }
 
+/* A binary packet whose attachments did not all come in time: the client
+ * goes, and the ones that came with it. (The timer is the connect
+ * timeout's, idle once a namespace was joined.) */
+static void on_attachment_timeout(uv_timer_t *t) {
+  sio_client *c = t->data;
+  if (c->closed || !c->bin_need) return;
+  mw_log(MW_LOG_WARN, "sio: session %s sent %d of the %d attachments of a binary packet in %llu ms; closing it",
+         eio_sid(c->es), c->bin_got, c->bin_need, (unsigned long long)c->io->opt.attachment_timeout);
+  eio_close(c->es, "transport error");
+}
+
 static void on_eio_open(void *ud, eio_session *es, const http_req *req) {
   sio_server *io = ud;
   sio_client *c = calloc(1, sizeof *c);
@@ -484,7 +496,7 @@ static void on_eio_open(void *ud, eio_session *es, const http_req *req) {
   eio_set_userdata(es, c);
   uv_timer_init(io->srv->loop, &c->timer);
   c->timer.data = c;
-  uv_timer_start(&c->timer, on_connect_timeout, io->connect_timeout, 0);
+  uv_timer_start(&c->timer, on_connect_timeout, io->opt.connect_timeout, 0);
   io->h.on_client(io->ud, c, req);
 }
 
@@ -505,6 +517,7 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     }
     mw_str_append(&c->bin_atts[c->bin_got++], data, len);
     if (c->bin_got == c->bin_need) {
+      uv_timer_stop(&c->timer);
       sio_socket *s = c->bin_sock;
       int type = c->bin_type == SIO_BINARY_EVENT ? SIO_EVENT : SIO_ACK;
       mw_str json = c->bin_json;
@@ -583,6 +596,7 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     c->bin_need = p.attachments;
     c->bin_got = 0;
     mw_str_append(&c->bin_json, p.data, p.data_len);
+    if (io->opt.attachment_timeout) uv_timer_start(&c->timer, on_attachment_timeout, io->opt.attachment_timeout, 0);
     return;
   default: /* CONNECT_ERROR from a client makes no sense */
     eio_close(es, "parse error");
@@ -614,7 +628,7 @@ int sio_server_new(sio_server **out, struct mw_server *srv, const eio_options *o
   io->srv = srv;
   io->h = *h;
   io->ud = ud;
-  io->connect_timeout = 45000;
+  sio_options_defaults(&io->opt);
   int r = eio_server_new(&io->eio, srv, o, &sio_eio_handler, io);
   if (r) {
     free(io);
@@ -626,7 +640,13 @@ int sio_server_new(sio_server **out, struct mw_server *srv, const eio_options *o
 }
 
 eio_server *sio_engine(sio_server *io) { return io->eio; }
-void sio_set_connect_timeout(sio_server *io, uint64_t ms) { io->connect_timeout = ms; }
+void sio_options_defaults(sio_options *o) {
+  o->connect_timeout = 45000;
+  o->attachment_timeout = 30000;
+}
+
+void sio_configure(sio_server *io, const sio_options *o) { io->opt = *o; }
+const sio_options *sio_get_options(sio_server *io) { return &io->opt; }
 
 void sio_server_free(sio_server *io) {
   if (!io) return;

@@ -34,12 +34,20 @@ typedef struct sio_handler {
   void (*on_disconnect)(void *ud, sio_socket *s, const char *reason);
 } sio_handler;
 
+/* Socket.IO's own deadlines (Engine.IO's are in eio_options). */
+typedef struct sio_options {
+  uint64_t connect_timeout;    /* ms a session may wait before joining a namespace (45000) */
+  uint64_t attachment_timeout; /* ms a binary packet may wait for its attachments (30000) */
+} sio_options;
+void sio_options_defaults(sio_options *o);
+
 int sio_server_new(sio_server **out, struct mw_server *srv, const eio_options *o, const sio_handler *h,
                    void *ud);
 /* Disconnects everyone ("server shutting down") and frees the server. */
 void sio_server_free(sio_server *io);
 eio_server *sio_engine(sio_server *io);
-void sio_set_connect_timeout(sio_server *io, uint64_t ms);
+void sio_configure(sio_server *io, const sio_options *o);
+const sio_options *sio_get_options(sio_server *io);
 
 /* The namespace called name ("/", "/admin"), created when create is set;
  * NULL otherwise. Clients can only join namespaces that exist. */
@@ -55,6 +63,8 @@ void sio_socket_set_userdata(sio_socket *s, void *ud);
 void *sio_client_userdata(sio_client *c);
 void sio_client_set_userdata(sio_client *c, void *ud);
 const char *sio_client_transport(sio_client *c);
+/* Bytes queued for the client and not yet taken (eio_buffered). */
+size_t sio_client_buffered(sio_client *c);
 
 /* Completes the CONNECT: the client gets {"sid": id}; s joins its own room. */
 void sio_accept(sio_socket *s);

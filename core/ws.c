@@ -458,7 +458,7 @@ ws_conn *ws_accept(http_res *res, const http_req *req, const ws_handler *h, void
                            "Sec-WebSocket-Accept: %s\r\n",
                            accept);
   /* Headers the app added (Sec-WebSocket-Protocol, cookies) go along. */
-  if (!err && res->headers.len) err = mw_str_append(&head, res->headers.p, res->headers.len);
+  if (!err && res->hbuf.len) err = mw_str_append(&head, res->hbuf.p, res->hbuf.len);
   if (!err) err = mw_str_append(&head, "\r\n", 2);
   if (err) {
     mw_str_free(&head);

@@ -41,7 +41,7 @@ static void setup(void) {
   if (fd >= 0) close(fd);
   char err[256];
   if (mw_db_open(&db, path, err, sizeof err)) abort();
-  if (static_new(&st, MW_SOURCE_DIR "/public")) abort();
+  if (static_new(&st, &loop, MW_SOURCE_DIR "/public")) abort();
   if (mw_server_init(&srv, &loop, &cfg)) abort();
   mw_log_level = -1; /* the app logs every 500 */
   if (lhost_new(&host, &srv, db, st) || !lhost_ok(host)) abort();

@@ -4,6 +4,12 @@
 -- moonwire loads this file at start-up. Each feature lives in its own module
 -- next to it in scripts/; requiring a module registers its routes.
 
+local app = require "moonwire.app"
+
+-- Forms carry a token (req:csrfToken(), csrf_field in views) that a page of
+-- another site cannot have: a POST without it gets 403.
+app.configure { csrf = true }
+
 require "chat"
 require "pets"
 require "feed"

@@ -1,7 +1,7 @@
 -- The Lua API, through the real core: routes, params, forms, JSON, views,
 -- escaping and SQLite, each checked by an HTTP request over loopback.
 local testing = require "moonwire.testing"
-local cjson = require "cjson"
+local json = require "moonwire.json"
 
 describe("the Lua API", function()
   local app
@@ -72,24 +72,24 @@ describe("the Lua API", function()
   describe("requests", function()
     it("parses the query string", function()
       local _, body = app:get("/query?a=1&b=two+words&b=3&c=%26")
-      assert.same({ a = "1", b = { "two words", "3" }, c = "&" }, cjson.decode(body))
+      assert.same({ a = "1", b = { "two words", "3" }, c = "&" }, json.decode(body))
     end)
 
     it("exposes headers with lower-case names and req:get", function()
       local _, body = app:get("/echo-headers", { headers = { ["User-Agent"] = "spec", ["X-Custom"] = "yes" } })
-      assert.same({ ua = "spec", custom = "yes" }, cjson.decode(body))
+      assert.same({ ua = "spec", custom = "yes" }, json.decode(body))
     end)
 
     it("decodes urlencoded forms", function()
       local _, body = app:post("/form", { form = { name = "Rex & co", species = "dog" } })
-      assert.same({ name = "Rex & co", species = "dog" }, cjson.decode(body))
+      assert.same({ name = "Rex & co", species = "dog" }, json.decode(body))
     end)
 
     it("decodes JSON bodies and encodes empty tables as {}", function()
       local status, body = app:post("/json", { json = { a = { 1, 2 }, b = "x" } })
       assert.equal(201, status)
       assert.truthy(body:find('"empty":{}', 1, true))
-      assert.same({ a = { 1, 2 }, b = "x" }, cjson.decode(body).got)
+      assert.same({ a = { 1, 2 }, b = "x" }, json.decode(body).got)
     end)
 
     it("gives nil for invalid JSON so the route can answer 400", function()
@@ -169,9 +169,9 @@ describe("the Lua API", function()
       local _
       local status, body = app:post("/notes", { form = { body = "it's; DROP TABLE notes; --", n = "1.5" } })
       assert.equal(201, status)
-      assert.same({ changes = 1, id = 1 }, cjson.decode(body))
+      assert.same({ changes = 1, id = 1 }, json.decode(body))
       _, body = app:get("/notes")
-      local rows = cjson.decode(body)
+      local rows = json.decode(body)
       assert.equal(1, #rows)
       assert.equal("it's; DROP TABLE notes; --", rows[1].body)
       assert.equal(1.5, rows[1].n)
@@ -186,10 +186,10 @@ describe("the Lua API", function()
     it("rolls a failed transaction back", function()
       local status, body = app:post("/notes/batch", { form = { bodies = "x,y,x" } })
       assert.equal(422, status)
-      assert.equal(1, cjson.decode(body).count)
+      assert.equal(1, json.decode(body).count)
       status, body = app:post("/notes/batch", { form = { bodies = "x,y" } })
       assert.equal(201, status)
-      assert.equal(3, cjson.decode(body).count)
+      assert.equal(3, json.decode(body).count)
     end)
   end)
 end)

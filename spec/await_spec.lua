@@ -2,7 +2,7 @@
 -- io.timeout(ms):emitWithAck and app.sleep suspend it without blocking the
 -- loop, and it goes on when the answer (or the timeout) comes.
 local testing = require "moonwire.testing"
-local null = require("cjson").null
+local null = require("moonwire.json").null
 
 describe("a handler waiting in its coroutine", function()
   local srv

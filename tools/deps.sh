@@ -5,17 +5,24 @@
 #   tools/deps.sh          what `make run` and `make test` need (the FastCGI
 #                          tests put nginx in front of moonwire and talk to it
 #                          with cgi-fcgi from libfcgi-bin; the Redis adapter
-#                          tests start their own redis-server)
+#                          tests start their own redis-server; python-socketio
+#                          is a second Socket.IO client for the JSON tests,
+#                          with requests, websocket-client and aiohttp for its
+#                          polling, WebSocket and asyncio transports)
 #   tools/deps.sh bench    that, plus the anchors `make bench` compares with:
-#                          nginx's Lua module, and wrk
+#                          nginx's Lua module, wrk, and for the JSON codec
+#                          figure lua-cjson (the codec moonwire used before)
+#                          and valgrind (callgrind counts its instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libwslay-dev
-          libsqlite3-dev libssl-dev libhiredis-dev libmsgpack-dev node-llhttp lua-cjson lua-busted
+          libsqlite3-dev libssl-dev libhiredis-dev libmsgpack-dev zlib1g-dev libbrotli-dev media-types
+          node-llhttp lua-busted
           chromium nginx libfcgi-bin
-          redis-server)
-if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk); fi
+          redis-server
+          python3-socketio python3-requests python3-websocket python3-aiohttp)
+if [ "${1:-}" = bench ]; then packages+=(libnginx-mod-http-lua wrk lua-cjson valgrind); fi
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

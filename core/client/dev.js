@@ -55,7 +55,9 @@
     ws.onmessage = function (e) {
       var msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
-      if (msg.type === 'hello') {
+      if (msg.type === 'ping') {
+        ws.send('pong'); // the server closes pages that stop answering
+      } else if (msg.type === 'hello') {
         if (boot !== null && msg.boot !== boot) return location.reload(); // the server restarted
         boot = msg.boot;
         window.__moonwire.connected = true;

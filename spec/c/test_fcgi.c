@@ -300,6 +300,40 @@ static void test_get(void) {
   done(c);
 }
 
+/* A streamed body: STDOUT records as it is written (no Content-Length),
+ * the empty STDOUT and END_REQUEST when it ends. */
+static void test_streamed(void) {
+  mw_conn *c = conn();
+  S.defer = true;
+  mw_str s = {0};
+  const char *vars[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/s", NULL};
+  request(&s, 4, true, vars, NULL);
+  feed(c, &s);
+  http_res *res = S.pending;
+  CHECK(res != NULL);
+  http_res_headerz(res, "Content-Type", "text/plain");
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == 0);
+  CHECK(http_res_write_copy(res, "hello", 5) == 0);
+  char *big = malloc(70000);
+  memset(big, 'z', 70000);
+  CHECK(http_res_write_copy(res, big, 70000) == 0);
+  free(big);
+  out o = read_out(c);
+  CHECK(o.end_status == -1); /* not ended yet */
+  mw_str_free(&o.stdout_);
+  CHECK(http_res_finish(res) == 0);
+  o = read_out(c);
+  CHECK(strncmp(o.stdout_.p, "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhellozzz", 52) == 0);
+  CHECK(strstr(o.stdout_.p, "Content-Length") == NULL);
+  CHECK(o.stdout_.len == 44 + 5 + 70000);
+  CHECK(o.max_stdout <= FCGI_MAX_CONTENT);
+  CHECK(o.end_status == FCGI_REQUEST_COMPLETE);
+  CHECK(!c->ending); /* FCGI_KEEP_CONN */
+  mw_str_free(&o.stdout_);
+  mw_str_free(&s);
+  done(c);
+}
+
 static void test_post_and_url_from_script_name(void) {
   mw_conn *c = conn();
   mw_str s = {0};
@@ -817,6 +851,7 @@ int main(void) {
   test_parser_errors();
   test_pairs();
   test_get();
+  test_streamed();
   test_post_and_url_from_script_name();
   test_big_response_in_records();
   test_head_has_no_body();

@@ -2,6 +2,7 @@
  * requests out to a handler, serialised responses in the write queue. No
  * socket: the connection is fed directly and its queue read back. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,7 +346,25 @@ static void test_response_headers(void) {
   CHECK(http_res_headerz(&res, "X-Bad\n", "a") == -EINVAL);
   CHECK(http_res_headerz(&res, "Bad:Name", "a") == -EINVAL);
   CHECK(http_res_headerz(&res, "Content-Length", "999") == 0); /* ignored: the core writes it */
-  CHECK(strcmp(res.headers.p, "X-Ok: fine\r\n") == 0);
+  CHECK(strcmp(res.hbuf.p, "X-Ok: fine\r\n") == 0);
+  /* a list until written: looked up, removed, cleared */
+  CHECK(http_res_headerz(&res, "Content-Type", "text/html") == 0 && res.has_type);
+  CHECK(http_res_headerz(&res, "Vary", "Origin") == 0);
+  CHECK(http_res_headerz(&res, "x-ok", "again") == 0);
+  size_t n;
+  const char *v = http_res_get(&res, "content-type", &n);
+  CHECK(v && n == 9 && memcmp(v, "text/html", 9) == 0);
+  v = http_res_get(&res, "X-OK", &n);
+  CHECK(v && n == 4 && memcmp(v, "fine", 4) == 0);
+  CHECK(http_res_get(&res, "X-Nope", &n) == NULL);
+  http_res_remove(&res, "x-ok");
+  CHECK(strcmp(res.hbuf.p, "Content-Type: text/html\r\nVary: Origin\r\n") == 0 && res.nfields == 2);
+  v = http_res_get(&res, "vary", &n);
+  CHECK(v && n == 6 && memcmp(v, "Origin", 6) == 0);
+  http_res_remove(&res, "Content-Type");
+  CHECK(!res.has_type && strcmp(res.hbuf.p, "Vary: Origin\r\n") == 0);
+  http_res_clear(&res);
+  CHECK(res.nfields == 0 && res.hbuf.len == 0 && http_res_get(&res, "vary", NULL) == NULL);
   http_res_dispose(&res);
 }
 
@@ -362,6 +381,100 @@ static void test_dates(void) {
 /* Shutdown right after a deferred answer was given (as long polls are
  * answered when the server stops): the answer is still queued, so the
  * connection ends after sending it instead of closing at once. */
+/* A streamed body: chunked on HTTP/1.1, until the close on 1.0, nothing
+ * of it for HEAD; a known length is kept to. */
+static void test_streamed_response(void) {
+  mw_conn *c = conn();
+  S.defer = true;
+  feed(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+  http_res *res = S.pending;
+  CHECK(res != NULL);
+  http_res_headerz(res, "Content-Type", "text/plain");
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == 0);
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == -EALREADY);
+  CHECK(http_res_write_copy(res, "hello", 5) == 0);
+  CHECK(http_res_write_copy(res, "", 0) == 0); /* no empty chunk: that would end the body */
+  CHECK(http_res_write_copy(res, " world!", 7) == 0);
+  CHECK(http_res_queued(res) > 0 && http_res_queued(res) != SIZE_MAX);
+  CHECK(http_res_end(res, "x", 1) == -EALREADY);
+  CHECK(http_res_finish(res) == 0);
+  char *out = queued(c);
+  CHECK(strstr(out, "Transfer-Encoding: chunked\r\n") != NULL);
+  CHECK(strstr(out, "Content-Length") == NULL);
+  CHECK(strstr(out, "\r\n\r\n5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n") != NULL);
+  CHECK(!c->ending);
+  free(out);
+  done(c);
+
+  c = conn(); /* HTTP/1.0: no chunks, the close ends the body */
+  S.defer = true;
+  feed(c, "GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  res = S.pending;
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == 0);
+  CHECK(http_res_write_copy(res, "abc", 3) == 0);
+  CHECK(http_res_finish(res) == 0);
+  out = queued(c);
+  CHECK(strncmp(out, "HTTP/1.0 200 OK\r\n", 17) == 0);
+  CHECK(strstr(out, "Transfer-Encoding") == NULL && strstr(out, "Content-Length") == NULL);
+  CHECK(strstr(out, "keep-alive") == NULL);
+  CHECK(strstr(out, "\r\n\r\nabc") != NULL);
+  CHECK(c->ending);
+  free(out);
+  done(c);
+
+  c = conn(); /* HEAD: the head GET would get, no body */
+  S.defer = true;
+  feed(c, "HEAD /s HTTP/1.1\r\nHost: h\r\n\r\n");
+  res = S.pending;
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == 0);
+  CHECK(http_res_write_copy(res, "abc", 3) == 0);
+  CHECK(http_res_finish(res) == 0);
+  out = queued(c);
+  CHECK(strstr(out, "Transfer-Encoding: chunked\r\n") != NULL);
+  CHECK(strstr(out, "\r\n\r\n")[4] == '\0');
+  free(out);
+  done(c);
+
+  c = conn(); /* a known length: no more than it, and a short body ends the connection */
+  S.defer = true;
+  feed(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+  res = S.pending;
+  CHECK(http_res_begin(res, 4) == 0);
+  CHECK(http_res_write_copy(res, "abc", 3) == 0);
+  CHECK(http_res_write_copy(res, "de", 2) == -EMSGSIZE);
+  CHECK(http_res_finish(res) == 0);
+  out = queued(c);
+  CHECK(strstr(out, "Content-Length: 4\r\n") != NULL && strstr(out, "\r\n\r\nabc") != NULL);
+  CHECK(c->ending);
+  free(out);
+  done(c);
+}
+
+/* A producer waiting for the queue to drain hears when the client goes
+ * away instead, and can only end the response. */
+static bool drained;
+static void on_drained(void *ud) {
+  http_res *res = ud;
+  drained = true;
+  CHECK(http_res_queued(res) == SIZE_MAX);
+  CHECK(http_res_write_copy(res, "more", 4) == -EPIPE);
+  CHECK(http_res_finish(res) == 0); /* frees the exchange */
+}
+
+static void test_stream_client_gone(void) {
+  mw_conn *c = conn();
+  S.defer = true;
+  feed(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+  http_res *res = S.pending;
+  CHECK(http_res_begin(res, HTTP_LEN_STREAM) == 0);
+  CHECK(http_res_write_copy(res, "hello", 5) == 0);
+  drained = false;
+  http_res_wait(res, on_drained, res);
+  CHECK(!drained); /* the queue holds the chunk */
+  done(c);
+  CHECK(drained);
+}
+
 static void test_stop_keeps_an_unsent_answer(void) {
   mw_conn *c = conn();
   S.defer = true;
@@ -820,6 +933,8 @@ int main(void) {
   test_upgrade_request_is_answered_then_closed();
   test_response_headers();
   test_dates();
+  test_streamed_response();
+  test_stream_client_gone();
   test_expect_continue();
   test_host_and_targets();
   test_spooled_body();

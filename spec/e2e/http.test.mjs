@@ -193,6 +193,11 @@ describe('connections', () => {
     while (!/near the open-file limit/.test(srv.stderr()) && Date.now() < end) await delay(20);
     assert.match(srv.stderr(), /\d+ connections open, near the open-file limit \(48\): new ones will be refused; raise it with ulimit -n/);
     assert.equal(srv.stderr().match(/near the open-file limit/g).length, 1, 'said once, not per connection');
+    // At the limit, the connections it holds are still served (by a route:
+    // a static file would need one more descriptor).
+    const held = conns[0];
+    await held.write(get('/api/pets'));
+    assert.ok(await held.waitFor(() => /^HTTP\/1\.1 200 /.test(held.data)), `a held connection is answered: ${JSON.stringify(held.data.slice(0, 80))}`);
     for (const c of conns.splice(0)) c.destroy();
     await delay(100);
     assert.equal((await request(srv.url, '/style.css')).status, 200);

@@ -97,6 +97,22 @@ describe('a mixed cluster: two moonwire processes and a Node socket.io server on
     }
   });
 
+  // notepack.io (the Node server's msgpack) writes a whole number of 2^64 or
+  // more as a wrapped uint64, so 1e300 and 1e21 go only through moonwire.
+  test('JSON values arrive exactly on every server: numbers at the edges, empty arrays', T, async (t) => {
+    const { servers } = await cluster(t);
+    const clients = await Promise.all(servers.map((s) => join(s)));
+    const got = clients.map((c) => record(c, 'exact'));
+    const values = [9007199254740991, -9007199254740991, 0.30000000000000004, 5e-324, 1 / 3, 123456789012345,
+      -1e-7, 2 ** 63, [], [[]], { a: [], b: {}, n: [1.5, null] }, null, 'e\u0301😀'];
+    for (const [i, sender] of clients.entries()) {
+      const args = i < 2 ? [...values, 1e300, 1e21] : values;
+      await ask(sender, 'emit', { event: 'exact', args });
+      await until(() => got.every((g) => g.length === i + 1), `exact ${i} on every server`);
+      for (const [j, g] of got.entries()) assert.deepStrictEqual(g[i], args, `sent through server ${i}, received on ${j}`);
+    }
+  });
+
   test('rooms, except and socket.broadcast hold across servers', T, async (t) => {
     const { a, b, n } = await cluster(t);
     const [a1, a2, b1, n1] = await Promise.all([join(a), join(a), join(b), join(n)]);

@@ -18,7 +18,6 @@
 -- ignores what it sent itself (by uid). Redis being away never stops local
 -- delivery: what would go through it is dropped, and requests waiting for
 -- answers end with an error.
-local cjson = require "cjson"
 local json = require "moonwire.json"
 local app = require "moonwire.app"
 local timer = require "moonwire.timer"
@@ -26,7 +25,7 @@ local core = require "moonwire.core"
 local mp = require "moonwire.msgpack"
 local redis = require "moonwire.redis_c"
 
-local null = cjson.null
+local null = json.null
 local array = json.array
 
 -- Request types, numbered as @socket.io/redis-adapter numbers them.

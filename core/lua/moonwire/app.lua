@@ -46,6 +46,23 @@ app.parse_urlencoded = parse_urlencoded
 -- decode, whole numbers as integers.
 app.json_decode = json.decode
 
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- "a=1; b=x%20y" → { a = "1", b = "x y" } (the first of a repeated name wins, as in Express)
+local function parse_cookies(header)
+  local t = {}
+  for pair in (header or ""):gmatch("[^;]+") do
+    local k, v = pair:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
+    if k and k ~= "" and t[k] == nil then
+      if v:sub(1, 1) == '"' and v:sub(-1) == '"' and #v >= 2 then v = v:sub(2, -2) end
+      t[k] = url_decode(v)
+    end
+  end
+  return t
+end
+
 local function escape_html(s)
   return (tostring(s):gsub("[&<>\"']", {
     ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
@@ -101,16 +118,34 @@ function app.all(path, fn)
   return app
 end
 
--- Hot reload (moonwire.reload): hands over the route tables and installs
--- empty ones for the next generation; _restore_routes puts them back.
+-- Settings, as Express's app.set: "etag" (true: a GET route's response
+-- gets a weak ETag and 304 when the client's copy is fresh), "csrf" (forms
+-- must carry req:csrfToken(), below), "secret" (what signs those tokens;
+-- false: $MOONWIRE_SECRET, else one made at start). Each generation of the
+-- app sets its own (a reload starts from the defaults).
+local DEFAULTS = { etag = true, csrf = false, secret = false }
+local settings = setmetatable({}, { __index = DEFAULTS })
+
+function app.set(name, value)
+  assert(type(name) == "string", "app.set: the setting's name must be a string")
+  if DEFAULTS[name] == nil then error("app.set: no setting called " .. string.format("%q", name), 2) end
+  settings[name] = value
+  return app
+end
+
+-- Hot reload (moonwire.reload): hands over the route tables (and settings)
+-- and installs empty ones for the next generation; _restore_routes puts
+-- them back.
 function app._take_routes()
-  local taken = { routes = routes, exact = exact }
+  local taken = { routes = routes, exact = exact, settings = settings }
   routes, exact = {}, {}
+  settings = setmetatable({}, { __index = DEFAULTS })
   return taken
 end
 
 function app._restore_routes(taken)
   routes, exact = taken.routes, taken.exact
+  settings = taken.settings or settings
 end
 
 -- Finds the route for method + path. Returns route, params (nil for a path
@@ -227,6 +262,8 @@ Request.__index = function(req, k)
     if ct:find("json", 1, true) then v = app.json_decode(req.body) end
   elseif k == "path" then
     v = url_decode(req.rawpath)
+  elseif k == "cookies" then
+    v = parse_cookies(req.headers.cookie)
   elseif k == "params" then
     v = {}
   elseif k == "headers" then
@@ -250,6 +287,81 @@ function Request.bodyReader(req)
   local size = ex and ex:body_size()
   if not size then return setmetatable({ body = "", size = 0, pos = 0 }, Reader) end
   return setmetatable({ ex = ex, size = size, pos = 0 }, Reader)
+end
+
+-- ---------------------------------------------------------------- settings and CSRF
+
+-- app.configure{ csrf = true, secret = "...", etag = false }: several
+-- settings at once.
+function app.configure(opts)
+  assert(type(opts) == "table", "app.configure: expects a table of options")
+  if opts.secret ~= nil and opts.secret ~= false then
+    assert(type(opts.secret) == "string" and #opts.secret >= 16, "app.configure: secret must be a string of 16 bytes or more")
+  end
+  for k, v in pairs(opts) do
+    if k == "csrf" then v = v and true or false end
+    app.set(k, v)
+  end
+  return app
+end
+
+local made_secret -- made once per process, kept across reloads
+
+local function secret()
+  if settings.secret then return settings.secret end
+  if not made_secret then
+    local env = os.getenv("MOONWIRE_SECRET")
+    if env and #env >= 16 then
+      made_secret = env
+    else
+      made_secret = core.random(32)
+      if not core.dev then
+        core.log("warn", "app: no MOONWIRE_SECRET (16 bytes or more) in the environment: CSRF tokens change when the server restarts")
+      end
+    end
+  end
+  return made_secret
+end
+
+local CSRF_COOKIE = "_csrf"
+
+-- req:csrfToken(): the token a form of this client must send back, as the
+-- field _csrf or the header X-CSRF-Token. The client gets a random cookie
+-- the first time; the token is that cookie signed with the app's secret, so
+-- a page of another site can neither read it nor make one.
+function Request:csrfToken()
+  local id = self.cookies[CSRF_COOKIE]
+  if not id or not id:match("^%x+$") or #id ~= 32 then
+    id = rawget(self, "_csrf_id")
+    if not id then
+      id = hex(core.random(16))
+      rawset(self, "_csrf_id", id)
+      local res = rawget(self, "_res")
+      if res then res:cookie(CSRF_COOKIE, id, { httpOnly = true, sameSite = "Lax", path = "/" }) end
+    end
+  end
+  return hex(core.hmac(secret(), id))
+end
+
+-- Whether req may go on: the methods that change things, with a body a
+-- plain HTML form (or a script without CORS) can send, need the token. A
+-- request with neither Origin nor Sec-Fetch-Site did not come from a
+-- browser (curl, a test, another server): forging it needs no victim's
+-- browser, so there is nothing to check.
+local FORMISH = { ["application/x-www-form-urlencoded"] = true, ["multipart/form-data"] = true, ["text/plain"] = true }
+local UNSAFE = { POST = true, PUT = true, PATCH = true, DELETE = true }
+
+local function csrf_ok(req, method)
+  if not UNSAFE[method] then return true end
+  local h = req.headers
+  local ct = (h["content-type"] or ""):match("^%s*([^;%s]*)"):lower()
+  if ct ~= "" and not FORMISH[ct] then return true end
+  if not h.origin and not h["sec-fetch-site"] then return true end
+  local token = h["x-csrf-token"] or h["x-xsrf-token"]
+    or ((ct == "application/x-www-form-urlencoded" or ct == "multipart/form-data") and req.form._csrf)
+  local id = req.cookies[CSRF_COOKIE]
+  if type(token) ~= "string" or not id then return false end
+  return core.equal(token, hex(core.hmac(secret(), id)))
 end
 
 -- The request table for the core's arguments (see lhost.c's push_req).
@@ -295,6 +407,41 @@ function Response:get(name)
   for k, v in pairs(self.headers) do if k:lower() == lname then return v end end
 end
 
+-- res:cookie(name, value, opts): Set-Cookie, as Express's res.cookie.
+-- opts: path ("/"), domain, maxAge (ms), expires (os.time() seconds),
+-- httpOnly, secure, sameSite ("Lax", "Strict", "None").
+function Response:cookie(name, value, opts)
+  opts = opts or {}
+  assert(type(name) == "string" and name:match("^[%w!#$%%&'*+%-.^_`|~]+$"), "res:cookie: invalid cookie name")
+  local parts = { name .. "=" .. url_encode(tostring(value)), "Path=" .. (opts.path or "/") }
+  if opts.domain then parts[#parts + 1] = "Domain=" .. opts.domain end
+  if opts.maxAge then
+    parts[#parts + 1] = "Max-Age=" .. math.floor(opts.maxAge / 1000)
+    parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + math.floor(opts.maxAge / 1000))
+  elseif opts.expires then
+    parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", opts.expires)
+  end
+  if opts.httpOnly then parts[#parts + 1] = "HttpOnly" end
+  if opts.secure then parts[#parts + 1] = "Secure" end
+  if opts.sameSite then parts[#parts + 1] = "SameSite=" .. opts.sameSite end
+  local line = table.concat(parts, "; ")
+  check_header("Set-Cookie", line)
+  local cur = self.headers["Set-Cookie"]
+  if cur == nil then
+    self.headers["Set-Cookie"] = { line }
+  elseif type(cur) == "table" then
+    cur[#cur + 1] = line
+  else
+    self.headers["Set-Cookie"] = { cur, line }
+  end
+  return self
+end
+
+function Response:clearCookie(name, opts)
+  local o = { path = opts and opts.path, domain = opts and opts.domain, expires = 0 }
+  return self:cookie(name, "", o)
+end
+
 function Response:type(ct)
   self.headers["Content-Type"] = ct
   return self
@@ -308,21 +455,105 @@ local function has_type(res)
 end
 
 -- res:send(body): a string is sent as HTML unless a Content-Type is set; a
--- table is sent as JSON.
+-- table is sent as JSON. On a response being streamed (res:write), the
+-- last piece.
 function Response:send(body)
   local t = type(body)
-  if t == "table" then return self:json(body) end
+  if t == "table" and not self._streaming then return self:json(body) end
   if body == nil then body = "" elseif t ~= "string" then body = tostring(body) end
   local status, headers = self.statusCode, self.headers
   local bodiless = status == 204 or status == 304
   if not bodiless and headers["Content-Type"] == nil and not has_type(self) then
     headers["Content-Type"] = "text/html; charset=utf-8"
   end
-  if not self._ex:finish(status, body, headers) then
+  if not self._ex:finish(status, body, headers, settings.etag) then
     error("res:send: the response was already sent", 2)
   end
   self.finished = true
   return self
+end
+
+-- res:write(chunk): sends the head (Content-Type as res:send would) and
+-- this piece of the body; more pieces follow, res:finish() or res:send()
+-- ends it. Chunked on HTTP/1.1. When the client is slower than the route,
+-- write waits (inside a handler) until what was written has left. Returns
+-- true, or nil and "closed" when the client has gone away.
+function Response:write(chunk)
+  if self.finished then error("res:write: the response was already sent", 2) end
+  if type(chunk) ~= "string" then chunk = tostring(chunk) end
+  local ex = self._ex
+  if not self._streaming then
+    local headers = self.headers
+    if headers["Content-Type"] == nil and not has_type(self) then
+      headers["Content-Type"] = "text/html; charset=utf-8"
+    end
+    if not ex:begin(self.statusCode, headers) then error("res:write: the response was already sent", 2) end
+    self._streaming = true
+  end
+  local ok, err = ex:write(chunk)
+  if ok == false then
+    if app._current() then
+      local wake, wait = app._waiter("res:write")
+      ex:wait(wake)
+      ok = wait()
+      if not ok then err = "closed" end
+    else
+      ok = true -- outside a handler: nothing to wait in; the queue takes it
+    end
+  end
+  if not ok then return nil, err end
+  return true
+end
+
+-- res:finish([chunk]): ends the response (Express's res.end): a streamed
+-- body after its last piece, else the response with chunk as its body.
+function Response:finish(chunk)
+  if self._streaming and not self.finished then
+    if chunk ~= nil then self:write(chunk) end
+    self._ex:finish(self.statusCode, "")
+    self.finished = true
+    return self
+  end
+  return self:send(chunk)
+end
+
+-- res:sendFile(path[, opts]): sends a file (Express's res.sendFile) with
+-- the same machinery as public/: Content-Type from its name, ETag,
+-- Last-Modified, 304, Range, compression. path is relative to the app's
+-- root (opts.root: another directory, itself relative to the app's root
+-- unless absolute) and must stay under it; a segment starting with '.'
+-- (a dotfile) is refused unless opts.dotfiles == "allow". opts.maxAge
+-- (ms) or opts.cacheControl sets Cache-Control; opts.headers adds
+-- headers. Inside a handler it waits until the file is found: true, or
+-- nil and why ("not found": the response is still yours to send);
+-- outside one a missing file gets 404.
+function Response:sendFile(path, opts)
+  if self.finished then error("res:sendFile: the response was already sent", 2) end
+  assert(type(path) == "string", "res:sendFile: path must be a string")
+  opts = opts or {}
+  local root = opts.root or core.root
+  if root:sub(1, 1) ~= "/" then root = core.root .. "/" .. root end
+  local cc = opts.cacheControl
+  if not cc and opts.maxAge then cc = "public, max-age=" .. math.floor(opts.maxAge / 1000) end
+  for k, v in pairs(opts.headers or {}) do self:set(k, v) end
+  local wake, wait
+  if app._current() then wake, wait = app._waiter("res:sendFile") end
+  local res = self
+  local ok, err = self._ex:sendfile(self.statusCode, self.headers, root, path, opts.dotfiles == "allow", cc,
+    function(found, why)
+      if wake then return wake(found, why) end
+      if not found and not res._ex:done() then res:status(404):type("text/plain; charset=utf-8"):send("Not Found\n") end
+    end)
+  if not ok then return nil, err end
+  self.finished = true
+  if wait then
+    ok, err = wait()
+    if not ok then
+      self.finished = false
+      return nil, err
+    end
+  end
+  return true
 end
 
 function Response:json(value)
@@ -341,7 +572,14 @@ function Response:redirect(url, code)
 end
 
 function Response:render(name, locals, opts)
-  return self:send(view.render(name, locals or {}, opts))
+  locals = locals or {}
+  local req = rawget(self, "_req")
+  if settings.csrf and req and locals.csrf_token == nil then
+    local token = req:csrfToken()
+    locals.csrf_token = token
+    locals.csrf_field = '<input type="hidden" name="_csrf" value="' .. token .. '">'
+  end
+  return self:send(view.render(name, locals, opts))
 end
 
 function Response:sendStatus(code)
@@ -405,7 +643,11 @@ local function run(fn, ...)
     coroutine.resume(co)
     ours[co] = true
   end
-  local _, tag, ok, err = coroutine.resume(co, fn, ...)
+  local fine, tag, ok, err = coroutine.resume(co, fn, ...)
+  if not fine then -- stopped by the handler budget (lcall.c): the coroutine is closed
+    ours[co] = nil
+    return false, tag
+  end
   if tag == DONE then
     pool[#pool + 1] = co
     return ok, err
@@ -468,8 +710,16 @@ end
 function app._resume(co, ...)
   if coroutine.status(co) ~= "suspended" then return false end
   local fine, tag, ok, err = coroutine.resume(co, ...)
-  if not fine then -- cannot happen: the worker catches every error
-    core.log("error", "resuming a handler: " .. tostring(tag))
+  if not fine then -- stopped by the handler budget (lcall.c): the coroutine is closed
+    ours[co] = nil
+    local what = after[co]
+    after[co] = nil
+    if type(what) == "function" then
+      local done, e = pcall(what, false, tag)
+      if not done then core.log("error", "after a handler: " .. tostring(e)) end
+    else
+      core.log("error", (what or "handler") .. ": " .. tostring(tag))
+    end
   elseif tag == DONE then
     finished(co, ok, err)
   elseif tag ~= WAIT then -- a bare coroutine.yield: this one is abandoned
@@ -519,10 +769,17 @@ end
 
 local function error_page(req, res, err)
   core.log("error", req.method .. " " .. req.url .. ": " .. tostring(err))
+  if res._streaming and not res.finished then -- cut short: the client must not take it for complete
+    res.finished = true
+    res._ex:abort()
+    return
+  end
   if res.finished or res._ex:done() then return end
   res.headers = {}
   res.statusCode = 500
-  if core.dev then
+  -- Dev mode's details are for this machine's own browser only.
+  local ip = req.ip or ""
+  if core.dev and (ip:find("^127%.") or ip == "::1" or ip:find("^::ffff:127%.")) then
     local msg, trace = tostring(err):match("^(.-)\n(stack traceback:.*)$")
     msg = msg or tostring(err)
     local where = msg:match("^([^:]+:%d+):") or ""
@@ -584,6 +841,19 @@ function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheade
   end
   req.params = params
   local res = new_response(ex)
+  rawset(req, "_res", res)
+  rawset(res, "_req", req)
+  if settings.csrf and not csrf_ok(req, rawget(req, "originalMethod") or method) then
+    res.statusCode = 403
+    local msg = "This form has expired or did not come from this site (invalid CSRF token). Reload the page and try again."
+    if view.exists("403") then
+      local fine = run(function() res:render("403", { title = "Forbidden", message = msg }) end)
+      if fine == true then return true end
+    end
+    res.headers = { ["Content-Type"] = "text/plain; charset=utf-8" }
+    res:send("403 Forbidden: " .. msg .. "\n")
+    return true
+  end
   local ok, err = run(route.fn, req, res)
   if ok == PENDING then -- the route waits (an ack, a timer): it answers later
     after[err] = function(done, e)

@@ -13,11 +13,11 @@ local c = require "moonwire.io_c"
 local app = require "moonwire.app"
 local core = require "moonwire.core"
 local timer = require "moonwire.timer"
-local cjson = require "cjson"
 local json = require "moonwire.json"
+local json_c = require "moonwire.json_c"
 
 local io = {}
-local null = cjson.null
+local null = json.null
 io.null = null
 
 local EVENT, ACK = 2, 3
@@ -42,83 +42,23 @@ end
 
 function io.isbinary(v) return getmetatable(v) == Binary end
 
-local function has_binary(v, depth)
-  if getmetatable(v) == Binary then return true end
-  if type(v) ~= "table" or depth > 32 then return false end
-  for _, x in pairs(v) do
-    if has_binary(x, depth + 1) then return true end
-  end
-  return false
-end
-
--- A placeholder is written as a marker string and turned into
--- {"_placeholder":true,"num":N} after encoding, so its keys come out in the
--- order the official implementation writes them (a Lua table has none).
-local MARK = "\0mw-placeholder:"
-local MARK_JSON = '"\\u0000mw%-placeholder:(%d+)"'
-
-local function deconstruct(v, atts)
-  if getmetatable(v) == Binary then
-    atts[#atts + 1] = v.data
-    return MARK .. (#atts - 1)
-  end
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do out[k] = deconstruct(x, atts) end
-  return out
-end
-
-local function reconstruct(v, atts)
-  if type(v) ~= "table" then return v end
-  if v._placeholder == true and math.type(v.num) == "integer" then
-    local data = atts and atts[v.num + 1]
-    if data == nil then error("binary placeholder without its attachment", 0) end
-    return setmetatable({ data = data }, Binary)
-  end
-  for k, x in pairs(v) do v[k] = reconstruct(x, atts) end
-  return v
-end
-
 -- ---------------------------------------------------------------- packets
 
--- Returns the packet text and its attachments (or nil).
--- args is a fresh table the caller gives away (it is filled in place).
+-- Returns the packet text and its attachments (or nil): args[1..n] (nil is
+-- null) as JSON in one pass of the C codec, binary values written as
+-- {"_placeholder":true,"num":N} (socket.io's key order) with their data as
+-- the attachments. args is left as it is. Raises when a value cannot be
+-- sent (a function, a table key that is not a string or a number...).
 local function encode(nsp, kind, args, n, id)
-  local binary, tables = false, false
-  for i = 1, n do
-    local v = args[i]
-    if v == nil then
-      args[i] = null
-    elseif type(v) == "table" then
-      tables = true
-      if not binary then binary = has_binary(v, 1) end
-    end
-  end
-  local atts
-  if binary then
-    atts = {}
-    args = deconstruct(args, atts)
-    kind = kind + 3 -- BINARY_EVENT / BINARY_ACK
-  end
-  -- Only tables can hold a marked empty list: plain values go straight to cjson.
-  local text = n == 0 and "[]" or tables and assert(json.encode(args)) or cjson.encode(args)
-  if atts then
-    text = text:gsub(MARK_JSON, '{"_placeholder":true,"num":%1}')
-    return kind .. #atts .. "-" .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. text, atts
-  end
-  return kind .. (nsp ~= "/" and nsp .. "," or "") .. (id or "") .. text
+  local text, atts = json_c.packet(kind, nsp, id, args, n, Binary)
+  if not text then error((kind == ACK and "ack: " or "emit: ") .. atts, 0) end
+  return text, atts
 end
 
--- Decodes a payload into an argument list; top-level nulls become nil.
-local function decode(json, atts)
-  local arr, err = app.json_decode(json) -- never raises: nil and a message
-  if type(arr) ~= "table" then return nil, err or "not an array" end
-  if atts then arr = reconstruct(arr, atts) end
-  local n = #arr
-  for i = 1, n do
-    if arr[i] == null then arr[i] = nil end
-  end
-  return arr, n
+-- Decodes a payload into an argument list; top-level nulls become nil
+-- (n counts them) and placeholders the binary values of atts.
+local function decode(payload, atts)
+  return json_c.decode_args(payload, atts, Binary) -- never raises: nil and a message
 end
 
 -- Every handler runs in a pooled coroutine; errors are logged with their
@@ -688,6 +628,9 @@ local Conn = {}
 Conn.__index = function(conn, k)
   if k == "transport" then return { name = conn._s._h:transport() } end
   if k == "readyState" then return conn._s._h:connected() and "open" or "closed" end
+  -- Bytes queued for the client and not yet taken by it (what a slow
+  -- consumer holds; past maxBackpressure it is disconnected).
+  if k == "bufferedAmount" then return conn._s._h:buffered() end
   return Conn[k]
 end
 -- Closes the connection as a network failure would: no DISCONNECT packet,
@@ -938,7 +881,7 @@ local function reject_with(h, err)
   else
     body = { message = tostring(err) }
   end
-  return h:reject(cjson.encode(body))
+  return h:reject(assert(json.encode(body)))
 end
 
 -- Past the middlewares: the socket joins, gets what it missed, and the
@@ -992,11 +935,11 @@ local function connect(ns, h, auth, hs)
         app._after(e, function(done, why)
           if done then return end
           core.log("error", "io middleware: " .. tostring(why))
-          h:reject(cjson.encode { message = "server error" })
+          h:reject('{"message":"server error"}')
         end)
       elseif not ok then
         core.log("error", "io middleware: " .. tostring(e))
-        return h:reject(cjson.encode { message = "server error" })
+        return h:reject('{"message":"server error"}')
       end
       return
     end

@@ -14,7 +14,7 @@ local engine = require "moonwire.engine"
 local io = require "moonwire.io"
 local timer = require "moonwire.timer"
 local view = require "moonwire.view"
-local cjson = require "cjson"
+local json = require "moonwire.json"
 
 local reload = {}
 
@@ -99,7 +99,7 @@ function reload.files_changed(change)
   end
   local line = string.format("reload: %s changed: %s in %.1f ms", what, table.concat(done, ", "), core.now() - started)
   if not ok then
-    return line .. "\n" .. err, "error", cjson.encode { type = "error", message = err }
+    return line .. "\n" .. err, "error", json.encode { type = "error", message = err }
   end
   local message
   if change.views or (change.public and not change.css_only) then
@@ -109,13 +109,13 @@ function reload.files_changed(change)
   elseif change.scripts then
     message = { type = "ok" }
   end
-  return line, "info", message and cjson.encode(message)
+  return line, "info", message and json.encode(message)
 end
 
 -- The first message a dev page gets: which server it talks to (boot changes
 -- when the server restarts) and the current load error, if any.
 function reload.hello(boot)
-  return cjson.encode { type = "hello", boot = boot, generation = generation, error = last_error or cjson.null }
+  return json.encode { type = "hello", boot = boot, generation = generation, error = last_error or json.null }
 end
 
 return reload

@@ -7,10 +7,20 @@
 --   app:post("/pets", { form = { name = "Rex", species = "dog" } })
 --   app:stop()
 local c = require "moonwire.testing_c"
-local cjson = require "cjson"
 local json = require "moonwire.json"
 
 local testing = {}
+
+-- A packed list (t.n values, nil among them) as a JSON array: nil is null.
+local function array_of(t)
+  local a = json.array({})
+  for i = 1, t.n do
+    local v = t[i]
+    if v == nil then v = json.null end
+    a[i] = v
+  end
+  return a
+end
 
 local Server = {}
 Server.__index = Server
@@ -32,7 +42,8 @@ testing.encode_form = encode_form
 -- ephemeral port with a fresh SQLite file. Other opts: dev (default true),
 -- max_body, quiet (default true), clock ("real", the default, or "test": the
 -- app's timers then wait for srv:advance(ms)), env (variables set in this
--- process before the app loads, for os.getenv; false unsets one).
+-- process before the app loads, for os.getenv; false unsets one),
+-- handler_budget (ms, as --handler-budget), lua_memory (MiB, as --lua-memory).
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
@@ -45,7 +56,7 @@ function testing.start(opts)
   end
   local srv, loaded = c.start {
     root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
-    clock = opts.clock,
+    clock = opts.clock, handler_budget = opts.handler_budget, lua_memory = opts.lua_memory,
   }
   return setmetatable({ c = srv, db = db, loaded = loaded, port = srv:port(), saved_env = saved_env }, Server)
 end
@@ -61,7 +72,7 @@ function Server:request(method, path, opts)
     body = encode_form(opts.form)
     headers["content-type"] = headers["content-type"] or "application/x-www-form-urlencoded"
   elseif opts.json ~= nil then
-    body = cjson.encode(opts.json)
+    body = assert(json.encode(opts.json))
     headers["content-type"] = headers["content-type"] or "application/json"
   end
   headers.host = headers.host or ("127.0.0.1:" .. self.port)
@@ -143,7 +154,7 @@ function Server:connect(nsp, opts)
   local open = ws:receive(2000)
   if not open or open:sub(1, 1) ~= "0" then error("no Engine.IO open packet: " .. tostring(open), 2) end
   local prefix = nsp == "/" and "" or (nsp .. ",")
-  ws:send("40" .. prefix .. (opts.auth and cjson.encode(opts.auth) or ""))
+  ws:send("40" .. prefix .. (opts.auth and assert(json.encode(opts.auth)) or ""))
   while not client.connected do
     local ok, why = client:_pump(2000)
     if not ok then error("socket.io connect: " .. why, 2) end
@@ -204,7 +215,7 @@ function Client:_packet(p)
         if sent then return end
         sent = true
         local values = pack(...)
-        local body = values.n == 0 and "[]" or cjson.encode({ table.unpack(values, 1, values.n) })
+        local body = assert(json.encode(array_of(values)))
         self.ws:send("43" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
       end
     end
@@ -227,7 +238,7 @@ function Client:emit(event, ...)
     self.next_id = self.next_id + 1
     args[args.n], args.n = nil, args.n - 1
   end
-  local body = cjson.encode({ table.unpack(args, 1, args.n) })
+  local body = assert(json.encode(array_of(args)))
   self.ws:send("42" .. (self.nsp == "/" and "" or self.nsp .. ",") .. id .. body)
 end
 
