@@ -480,6 +480,23 @@ describe('multipart/form-data uploads', () => {
     }
   });
 
+  test('the example app\'s pet form works as multipart/form-data, its CSRF token a _csrf field like any other', T, async (t) => {
+    const srv = await serve(t);
+    const page = await request(srv.url, '/pets/new');
+    const token = /name="_csrf" value="([0-9a-f]+)"/.exec(page.body)[1];
+    const cookie = (page.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]).join('; ');
+    const post = (fields) => {
+      const form = new FormData();
+      for (const [k, v] of Object.entries(fields)) form.append(k, v);
+      return fetch(`${srv.url}/pets`, { method: 'POST', body: form, redirect: 'manual', headers: { origin: srv.url, cookie } });
+    };
+    assert.equal((await post({ name: 'Forged', species: 'cat' })).status, 403);
+    const made = await post({ name: 'Multipart Max', species: 'dog', _csrf: token });
+    assert.equal(made.status, 303);
+    const pet = await request(srv.url, made.headers.get('location'));
+    assert.match(pet.body, /Multipart Max/);
+  });
+
   test('behind nginx over FastCGI, an upload reaches the route the same way', T, async (t) => {
     const srv = await start(t, ['--fastcgi', '127.0.0.1:0']);
     const fastcgi = /moonwire FastCGI responder on (\S+)/.exec(srv.stdout())[1];
