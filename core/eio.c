@@ -719,8 +719,15 @@ static void poll_post(eio_session *s, const http_req *req, http_res *res) {
     session_close(s, "transport error", true);
     return;
   }
+  size_t blen;
+  const char *body = http_req_body(req, &blen); /* a large payload may have been spooled */
+  if (!body) {
+    answer_error(res, 500, 3, "Bad request");
+    session_close(s, "transport error", true);
+    return;
+  }
   mw_str scratch = {0};
-  int r = eio_payload_decode(req->body, req->body_len, &scratch, on_packet, s);
+  int r = eio_payload_decode(body, blen, &scratch, on_packet, s);
   mw_str_free(&scratch);
   if (r < 0 && !s->closed) {
     answer_error(res, 400, 3, "Bad request");

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "body.h"
 #include "http.h"
 #include "server.h"
 
@@ -154,14 +155,16 @@ typedef struct fcgi_txn {
   http_res res;
   fcgi_conn *fc;          /* NULL once the connection is gone or the request aborted */
   mw_str params;          /* the PARAMS stream (header names rewritten in place) */
-  mw_str body;            /* the STDIN stream */
+  http_body body;         /* the STDIN stream, as it arrives (body.c) */
   mw_str url;             /* the url, when it had to be put together */
   http_header *headers;
   int hcap;
   uint16_t id;
   bool keep_conn;         /* FCGI_KEEP_CONN: the connection outlives the request */
   bool params_done, stdin_done, dispatched, refused, has_length;
+  bool body_wait;         /* STDIN complete, waiting for the disk */
   size_t content_length;
+  uint64_t body_deadline; /* loop time the whole STDIN is due by; 0: none */
   char addr[48];          /* REMOTE_ADDR */
 } fcgi_txn;
 
@@ -172,6 +175,7 @@ struct fcgi_conn {
   bool peer_eof;
   bool paused;            /* reading stopped until the answers queued so far are written */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
+  bool body_paused;       /* reading stopped while the body waits for the disk */
   uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
@@ -202,13 +206,13 @@ static fcgi_txn *txn_new(void) {
   fcgi_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->params = kept.params;
-  t->body = kept.body;
+  t->body.mem = kept.body.mem;
   t->url = kept.url;
   t->res.hbuf = kept.res.hbuf; /* emptied by http_res_reuse */
   t->res.fields = kept.res.fields;
   t->res.fcap = kept.res.fcap;
   mw_str_reset(&t->params);
-  mw_str_reset(&t->body);
+  mw_str_reset(&t->body.mem);
   mw_str_reset(&t->url);
   t->headers = kept.headers;
   t->hcap = kept.hcap;
@@ -216,14 +220,15 @@ static fcgi_txn *txn_new(void) {
 }
 
 static void txn_free(fcgi_txn *t) {
-  if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.cap <= FCGI_SPARE_BYTES &&
+  body_release(&t->body); /* its temporary files go */
+  if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES &&
       t->url.cap <= FCGI_SPARE_BYTES && t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 &&
       t->hcap <= 64) {
     spare[nspare++] = t;
     return;
   }
   mw_str_free(&t->params);
-  mw_str_free(&t->body);
+  body_dispose(&t->body);
   mw_str_free(&t->url);
   free(t->headers);
   http_res_dispose(&t->res);
@@ -417,14 +422,16 @@ static int malformed(fcgi_conn *fc) {
   return 1;
 }
 
-/* Answers a request that never reaches the handler (400, 413, 431), as HTTP
- * does, and ends the connection after it. */
-static int refuse(fcgi_conn *fc, int status) {
+/* Answers a request that never reaches the handler (400, 408, 413, 431),
+ * as HTTP does (with why, when there is one), and ends the connection
+ * after it. */
+static int refuse(fcgi_conn *fc, int status, const char *why) {
   fcgi_txn *t = fc->txn;
   t->refused = true;
   res_start(t, fc->c->srv);
-  char body[96];
-  snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
+  char body[320];
+  if (why && *why) snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), why);
+  else snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
   http_res_simple(&t->res, status, "text/plain; charset=utf-8", body);
   return 1;
 }
@@ -580,13 +587,31 @@ static int build_request(fcgi_txn *t, mw_server *srv) {
   return 0;
 }
 
-static int dispatch(fcgi_conn *fc) {
+/* As over HTTP (http.c): STDIN must keep coming, --body-timeout between
+ * records and --body-deadline in all; while reading waits for the disk
+ * (reading = false), only the deadline runs. */
+static void arm_body_timer(fcgi_conn *fc, bool reading) {
+  fcgi_txn *t = fc->txn;
+  mw_conn *c = fc->c;
+  uint64_t ms = reading ? c->srv->cfg.body_timeout_ms : 0;
+  if (t->body_deadline) {
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t left = t->body_deadline > now ? t->body_deadline - now : 1;
+    if (!ms || left < ms) ms = left;
+  }
+  mw_conn_set_timeout(c, ms);
+}
+
+/* Hands the complete request to the handler. */
+static int serve(fcgi_conn *fc) {
   fcgi_txn *t = fc->txn;
   mw_server *srv = fc->c->srv;
-  if (t->has_length && t->body.len != t->content_length) return refuse(fc, 400); /* cut short */
+  if (fc->body_paused) { /* the body is all there: the next request may come */
+    fc->body_paused = false;
+    if (!fc->paused && !fc->peer_eof) mw_conn_resume(fc->c);
+  }
   t->dispatched = true;
-  t->req.body = t->body.p ? t->body.p : "";
-  t->req.body_len = t->body.len;
+  body_fill(&t->body, &t->req);
   mw_conn_set_timeout(fc->c, 0);
   res_start(t, srv);
   /* The handler may answer now (t is freed then) or later. */
@@ -594,6 +619,49 @@ static int dispatch(fcgi_conn *fc) {
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
   return 0;
 }
+
+static int dispatch(fcgi_conn *fc) {
+  fcgi_txn *t = fc->txn;
+  if (t->has_length && t->body.len != t->content_length) return refuse(fc, 400, NULL); /* cut short */
+  int r = body_end(&t->body);
+  if (r == BODY_FAIL) return refuse(fc, t->body.status, t->body.why);
+  if (r == BODY_WAIT) { /* served once the disk has the whole body */
+    t->body_wait = true;
+    arm_body_timer(fc, false);
+    return 0;
+  }
+  return serve(fc);
+}
+
+static void on_body_pause(void *ud) {
+  fcgi_txn *t = ud;
+  fcgi_conn *fc = t->fc;
+  fc->body_paused = true;
+  mw_conn_pause(fc->c);
+  arm_body_timer(fc, false);
+}
+
+static void on_body_resume(void *ud) {
+  fcgi_txn *t = ud;
+  fcgi_conn *fc = t->fc;
+  fc->body_paused = false;
+  if (t->stdin_done || fc->paused || fc->peer_eof || fc->c->closing || fc->c->ending) return;
+  arm_body_timer(fc, true);
+  mw_conn_resume(fc->c);
+}
+
+static void on_body_ready(void *ud) {
+  fcgi_txn *t = ud;
+  t->body_wait = false;
+  serve(t->fc);
+}
+
+static void on_body_failed(void *ud) {
+  fcgi_txn *t = ud;
+  refuse(t->fc, t->body.status, t->body.why);
+}
+
+static const body_events fcgi_body_events = {on_body_pause, on_body_resume, on_body_ready, on_body_failed};
 
 static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
   mw_conn *c = fc->c;
@@ -628,7 +696,7 @@ static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
   snprintf(t->addr, sizeof t->addr, "%s", c->addr);
   t->req.remote_addr = t->addr;
   fc->txn = t;
-  /* The request must keep arriving, as HTTP headers must. */
+  /* Its parameters are its headers: --header-timeout for all of them. */
   mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
   return 0;
 }
@@ -637,15 +705,21 @@ static int on_params(fcgi_conn *fc, const fcgi_record *r) {
   fcgi_txn *t = fc->txn;
   mw_conn *c = fc->c;
   if (t->params_done) return malformed(fc); /* the stream went on after its end */
-  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
   if (r->len == 0) {
     t->params_done = true;
     int st = build_request(t, c->srv);
-    if (st) return refuse(fc, st);
-    return t->stdin_done ? dispatch(fc) : 0;
+    if (st) return refuse(fc, st, NULL);
+    mw_server *srv = c->srv;
+    int64_t length = t->has_length ? (int64_t)t->content_length : -1;
+    if (body_begin(&t->body, srv->loop, &srv->cfg, &t->req, length, &fcgi_body_events, t) != BODY_OK)
+      return refuse(fc, t->body.status, t->body.why);
+    uint64_t dl = srv->cfg.body_deadline_ms;
+    t->body_deadline = dl ? uv_now(srv->loop) + dl : 0;
+    arm_body_timer(fc, true);
+    return 0;
   }
-  if (t->params.len + r->len > FCGI_MAX_PARAMS_BYTES) return refuse(fc, 431);
-  if (mw_str_append(&t->params, r->content, r->len)) return refuse(fc, 500);
+  if (t->params.len + r->len > FCGI_MAX_PARAMS_BYTES) return refuse(fc, 431, NULL);
+  if (mw_str_append(&t->params, r->content, r->len)) return refuse(fc, 500, NULL);
   return 0;
 }
 
@@ -653,14 +727,25 @@ static int on_stdin(fcgi_conn *fc, const fcgi_record *r) {
   fcgi_txn *t = fc->txn;
   mw_conn *c = fc->c;
   if (t->stdin_done) return malformed(fc);
-  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  /* The responder role sends PARAMS, then STDIN (FastCGI 1.0 §6.2): the
+   * body is read knowing its type and length. */
+  if (!t->params_done) return refuse(fc, 400, "STDIN before the end of PARAMS");
   if (r->len == 0) {
     t->stdin_done = true;
-    return t->params_done ? dispatch(fc) : 0;
+    return dispatch(fc);
   }
-  if (t->body.len + r->len > c->srv->cfg.max_body) return refuse(fc, 413);
-  if (mw_str_append(&t->body, r->content, r->len)) return refuse(fc, 500);
-  return 0;
+  switch (body_feed(&t->body, r->content, r->len)) {
+  case BODY_OK:
+    if (!fc->body_paused) arm_body_timer(fc, true);
+    return 0;
+  case BODY_WAIT: /* the disk is behind: stop reading until it catches up */
+    fc->body_paused = true;
+    mw_conn_pause(c);
+    arm_body_timer(fc, false);
+    return 0;
+  default:
+    return refuse(fc, t->body.status, t->body.why);
+  }
 }
 
 /* The web server gave up on the request: END_REQUEST at once, and the
@@ -752,7 +837,7 @@ static void fcgi_on_drain(mw_conn *c) {
   if (c->closing || c->proto_data != fc) return;
   if (!fc->paused) return;
   fc->paused = false;
-  if (!fc->peer_eof) mw_conn_resume(c);
+  if (!fc->peer_eof && !fc->body_paused) mw_conn_resume(c);
 }
 
 static void fcgi_on_eof(mw_conn *c) {
@@ -777,6 +862,14 @@ static void fcgi_on_timeout(mw_conn *c) {
       mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
       return;
     }
+  }
+  fcgi_txn *t = fc->txn;
+  /* A body too slow (--body-timeout between records, --body-deadline in
+   * all) gets 408, as over HTTP; parameters that never end, or an idle
+   * connection, just close. */
+  if (t && t->params_done && !t->dispatched && !t->refused) {
+    refuse(fc, 408, "the request body did not arrive in time");
+    return;
   }
   mw_conn_close(c);
 }

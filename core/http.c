@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "body.h"
 #include "compress.h"
 #include "server.h"
 
@@ -45,6 +46,7 @@ const char *http_status_text(int s) {
   case 414: return "URI Too Long";
   case 415: return "Unsupported Media Type";
   case 416: return "Range Not Satisfiable";
+  case 417: return "Expectation Failed";
   case 422: return "Unprocessable Entity";
   case 426: return "Upgrade Required";
   case 429: return "Too Many Requests";
@@ -427,14 +429,19 @@ typedef struct http_txn {
   http_res res;
   http_conn *hc;          /* NULL once the connection is gone */
   mw_str raw;             /* url and header bytes */
-  mw_str body;
+  http_body body;         /* the request body as it arrives (body.c) */
   hdr_off *hoff;
   uint32_t nh, hcap;
   uint32_t nhdrs_cap;     /* room in req.headers */
   uint32_t url_len;
   size_t hdr_bytes;
   int err_status;         /* 400/413/431 decided while parsing */
+  const char *err_why;    /* and why, for the client (NULL: the status says it) */
+  uint64_t body_deadline; /* loop time the whole body is due by; 0: none */
   bool field_open, value_open, headers_done;
+  bool has_body;          /* body_begin was called */
+  bool body_wait;         /* complete, waiting for the disk before dispatch */
+  bool asterisk;          /* OPTIONS * */
 } http_txn;
 
 struct http_conn {
@@ -448,6 +455,7 @@ struct http_conn {
   bool peer_eof;
   bool held;              /* the next request waits until the queue drains */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
+  bool body_paused;       /* reading stopped while the body waits for the disk */
   uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
@@ -481,12 +489,12 @@ static http_txn *txn_new(void) {
   http_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->raw = kept.raw;
-  t->body = kept.body;
+  t->body.mem = kept.body.mem;
   t->res.hbuf = kept.res.hbuf; /* emptied by http_res_reuse */
   t->res.fields = kept.res.fields;
   t->res.fcap = kept.res.fcap;
   mw_str_reset(&t->raw);
-  mw_str_reset(&t->body);
+  mw_str_reset(&t->body.mem);
   t->hoff = kept.hoff;
   t->hcap = kept.hcap;
   t->req.headers = kept.req.headers;
@@ -495,13 +503,14 @@ static http_txn *txn_new(void) {
 }
 
 static void txn_free(http_txn *t) {
-  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.cap <= TXN_SPARE_BYTES &&
+  body_release(&t->body); /* its temporary files go */
+  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES &&
       t->res.hbuf.cap <= TXN_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64) {
     txn_spare[ntxn_spare++] = t;
     return;
   }
   mw_str_free(&t->raw);
-  mw_str_free(&t->body);
+  body_dispose(&t->body);
   free(t->hoff);
   free(t->req.headers);
   http_res_dispose(&t->res);
@@ -555,7 +564,7 @@ static void next_requests(http_conn *hc) {
     http_feed(hc, pending.p, pending.len);
     mw_str_free(&pending);
   }
-  if (!hc->busy && !hc->held && !c->ending && !c->closing) mw_conn_resume(c);
+  if (!hc->busy && !hc->held && !hc->body_paused && !c->ending && !c->closing) mw_conn_resume(c);
 }
 
 static void continue_after_response(http_conn *hc) {
@@ -774,17 +783,145 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   return mw_str_append(&t->raw, at, len) ? -1 : 0;
 }
 
+/* A body that waits for the disk must still arrive in time: between two
+ * reads at most --body-timeout (nginx's client_body_timeout), in all at
+ * most --body-deadline from its headers. While reading is paused for the
+ * disk (reading = false), only the deadline runs. */
+static void arm_body_timer(http_conn *hc, bool reading) {
+  http_txn *t = hc->txn;
+  mw_conn *c = hc->c;
+  uint64_t ms = reading ? c->srv->cfg.body_timeout_ms : 0;
+  if (t->body_deadline) {
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t left = t->body_deadline > now ? t->body_deadline - now : 1;
+    if (!ms || left < ms) ms = left;
+  }
+  mw_conn_set_timeout(c, ms);
+}
+
+static bool authority_char(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch && strchr("-._~!$&'()*+,;=%[]:", ch));
+}
+
+static int add_hoff(http_txn *t, hdr_off h) {
+  if (t->nh == t->hcap) {
+    uint32_t cap = t->hcap ? t->hcap * 2 : 16;
+    hdr_off *hs = realloc(t->hoff, cap * sizeof *hs);
+    if (!hs) return -1;
+    t->hoff = hs;
+    t->hcap = cap;
+  }
+  t->hoff[t->nh++] = h;
+  return 0;
+}
+
+/* RFC 9112 §3.2 and §3.2.2: the request target and Host. An origin-form
+ * target (/path?q) stands; an absolute-form one (http://host:port/path?q,
+ * what proxies are sent) becomes its origin-form for the route, and its
+ * authority replaces the Host header; "*" is for OPTIONS only; CONNECT
+ * (authority-form) asks for a tunnel, which this server does not open. An
+ * HTTP/1.1 request needs exactly one Host (absolute-form aside), any
+ * request at most one. Works on offsets in raw (it may grow). Returns 0 or
+ * the status that refuses the request; *off and *len: the url in raw. */
+static int check_target(http_txn *t, const llhttp_t *p, uint32_t *off, uint32_t *len) {
+  const char *u = t->raw.p;
+  uint32_t n = t->url_len, nhost = 0, host = 0;
+  for (uint32_t i = 0; i < t->nh; i++) {
+    if (mw_ieq(u + t->hoff[i].no, t->hoff[i].nl, "host") && nhost++ == 0) host = i;
+  }
+  *off = 0;
+  *len = n;
+  if (p->method == HTTP_CONNECT) {
+    t->err_why = "this server opens no tunnels (CONNECT)";
+    return 405;
+  }
+  if (nhost > 1) {
+    t->err_why = "more than one Host header";
+    return 400;
+  }
+  if (n >= 1 && u[0] == '/') {
+    if (nhost == 0 && p->http_major == 1 && p->http_minor >= 1) {
+      t->err_why = "an HTTP/1.1 request without a Host header";
+      return 400;
+    }
+    return 0;
+  }
+  if (n == 1 && u[0] == '*') {
+    if (p->method != HTTP_OPTIONS) return 400;
+    t->asterisk = true;
+    return 0;
+  }
+  /* absolute-form: scheme "://" authority [path] ["?" query] */
+  uint32_t i = 0;
+  while (i < n && u[i] != ':') i++;
+  if (!(mw_ieq(u, i, "http") || mw_ieq(u, i, "https")) || n - i < 3 || memcmp(u + i, "://", 3) != 0) {
+    t->err_why = "a request target that is neither a path nor an http(s) URL";
+    return 400;
+  }
+  uint32_t a = i + 3, e = a;
+  while (e < n && u[e] != '/' && u[e] != '?' && u[e] != '#') e++;
+  if (e == a) return 400;
+  for (uint32_t k = a; k < e; k++) {
+    if (!authority_char((unsigned char)u[k])) { /* userinfo ("user@host") included: RFC 9110 §4.2.4 */
+      t->err_why = "a request target with a bad authority";
+      return 400;
+    }
+  }
+  if (e < n && u[e] == '/') {
+    *off = e;
+    *len = n - e;
+  } else { /* no path: "/" and what follows, put together after the headers */
+    *off = (uint32_t)t->raw.len;
+    *len = 1 + (n - e);
+    /* Room first: what is appended comes from raw itself. */
+    if (mw_str_reserve(&t->raw, 1 + n - e)) return 500;
+    mw_str_appendc(&t->raw, '/');
+    mw_str_append(&t->raw, t->raw.p + e, n - e);
+  }
+  if (nhost) {
+    t->hoff[host].vo = a;
+    t->hoff[host].vl = e - a;
+  } else {
+    uint32_t name = (uint32_t)t->raw.len;
+    if (mw_str_append(&t->raw, "Host", 4) || add_hoff(t, (hdr_off){name, 4, a, e - a})) return 500;
+  }
+  return 0;
+}
+
+static bool is_token(const char *v, size_t n, const char *tok) {
+  while (n && (*v == ' ' || *v == '\t')) v++, n--;
+  while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  return mw_ieq(v, n, tok);
+}
+
+static void on_body_pause(void *ud);
+static void on_body_resume(void *ud);
+static void on_body_ready(void *ud);
+static void on_body_failed(void *ud);
+static const body_events http_body_events = {on_body_pause, on_body_resume, on_body_ready, on_body_failed};
+
 static int on_headers_complete(llhttp_t *p) {
   http_conn *hc = p->data;
   http_txn *t = hc->txn;
   http_req *r = &t->req;
+  mw_conn *c = hc->c;
   if (mw_str_append(&t->raw, "", 0)) return -1; /* make sure raw.p exists */
   r->method_id = p->method;
   r->method = llhttp_method_name(p->method);
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
-  r->url = t->raw.p;
+  t->headers_done = true;
+  r->url = t->raw.p; /* for the access log, should it be refused */
   r->url_len = t->url_len;
+  uint32_t uoff, ulen;
+  int st = check_target(t, p, &uoff, &ulen);
+  if (st) {
+    t->err_status = st;
+    return -1;
+  }
+  r->url = t->raw.p + uoff;
+  r->url_len = ulen;
   const char *q = memchr(r->url, '?', r->url_len);
   r->path = r->url;
   r->path_len = q ? (size_t)(q - r->url) : r->url_len;
@@ -803,32 +940,73 @@ static int on_headers_complete(llhttp_t *p) {
     }
     r->nheaders = (int)t->nh;
   }
-  t->headers_done = true;
-  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > hc->c->srv->cfg.max_body) {
-    t->err_status = 413;
-    return -1;
+  /* Expect (RFC 9110 §10.1.1): 100-continue is the only expectation there
+   * is; HTTP/1.0 requests have none. */
+  bool expect_continue = false;
+  if (p->http_major == 1 && p->http_minor >= 1) {
+    for (int i = 0; i < r->nheaders; i++) {
+      const http_header *h = &r->headers[i];
+      if (!mw_ieq(h->name, h->name_len, "expect")) continue;
+      if (!is_token(h->value, h->value_len, "100-continue")) {
+        t->err_status = 417;
+        t->err_why = "the only expectation this server meets is 100-continue";
+        return -1;
+      }
+      expect_continue = true;
+    }
   }
-  /* The body, if any, must keep arriving: the header timeout now measures
-   * the gap between body reads. */
+  int64_t length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : (p->flags & F_CHUNKED) ? -1 : 0;
+  if (length != 0) {
+    mw_server *srv = c->srv;
+    t->has_body = true;
+    /* An oversized Content-Length is refused at once, before a byte of the
+     * body is read (nginx does the same). */
+    if (body_begin(&t->body, srv->loop, &srv->cfg, r, length, &http_body_events, t) != BODY_OK) {
+      t->err_status = t->body.status;
+      t->err_why = t->body.why;
+      return -1;
+    }
+    /* The client waits for this before it sends the body (curl for a
+     * second, then sends anyway). */
+    if (expect_continue) mw_conn_write_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    uint64_t dl = srv->cfg.body_deadline_ms;
+    t->body_deadline = dl ? uv_now(srv->loop) + dl : 0;
+    arm_body_timer(hc, true);
+  }
   return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   http_conn *hc = p->data;
   http_txn *t = hc->txn;
-  if (t->body.len + len > hc->c->srv->cfg.max_body) {
-    t->err_status = 413;
+  switch (body_feed(&t->body, at, len)) {
+  case BODY_OK:
+    if (!hc->body_paused) arm_body_timer(hc, true);
+    return 0;
+  case BODY_WAIT: /* the disk is behind: stop reading until it catches up */
+    hc->body_paused = true;
+    mw_conn_pause(hc->c);
+    arm_body_timer(hc, false);
+    return 0;
+  default:
+    t->err_status = t->body.status;
+    t->err_why = t->body.why;
     return -1;
   }
-  mw_conn_set_timeout(hc->c, hc->c->srv->cfg.header_timeout_ms);
-  return mw_str_append(&t->body, at, len) ? -1 : 0;
 }
 
 static int on_message_complete(llhttp_t *p) {
   http_conn *hc = p->data;
   http_txn *t = hc->txn;
-  t->req.body = t->body.p ? t->body.p : "";
-  t->req.body_len = t->body.len;
+  if (t->has_body) {
+    int r = body_end(&t->body);
+    if (r == BODY_FAIL) {
+      t->err_status = t->body.status;
+      t->err_why = t->body.why;
+      return -1;
+    }
+    t->body_wait = r == BODY_WAIT;
+  }
   t->req.upgrade = p->upgrade;
   t->req.keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
   /* Stop here: the next pipelined request waits until this one is answered. */
@@ -846,18 +1024,23 @@ static const llhttp_settings_t http_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* Answers a request the parser refused, then ends the connection. */
+/* Answers a request the parser refused (with t->err_why, when there is
+ * one), then ends the connection. */
 static void reject(http_conn *hc, int status) {
   mw_conn *c = hc->c;
   http_txn *t = hc->txn;
-  char body[96];
-  snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
+  char body[320];
+  if (t && t->err_why && *t->err_why)
+    snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), t->err_why);
+  else
+    snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
   char head[256];
   int n = snprintf(head, sizeof head,
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-                   "Connection: close\r\nDate: %s\r\n\r\n%s",
-                   status, http_status_text(status), strlen(body), date_now(), body);
+                   "Connection: close\r\nDate: %s\r\n\r\n",
+                   status, http_status_text(status), strlen(body), date_now());
   mw_conn_write_copy(c, head, (size_t)n);
+  mw_conn_write_copy(c, body, strlen(body));
   if (t && !c->srv->cfg.quiet) {
     if (!t->headers_done) { /* log what we know */
       t->req.method = llhttp_method_name(hc->parser.method);
@@ -874,20 +1057,78 @@ static void reject(http_conn *hc, int status) {
     txn_free(t);
     hc->txn = NULL;
   }
+  hc->busy = false;
   mw_str_free(&hc->stash);
   mw_conn_end(c);
 }
 
-static void dispatch(http_conn *hc) {
+/* OPTIONS *: what the server as a whole answers to (RFC 9110 §9.3.7). */
+static void answer_asterisk(http_res *res) {
+  http_res_headerz(res, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+  http_res_end(res, "", 0);
+}
+
+/* Hands the complete request to the handler. */
+static void serve(http_conn *hc) {
   http_txn *t = hc->txn;
   mw_server *srv = hc->c->srv;
-  hc->busy = true;
+  hc->body_paused = false; /* reading goes on after the answer (continue_after_response) */
   mw_conn_set_timeout(hc->c, 0);
+  if (t->has_body) {
+    body_fill(&t->body, &t->req);
+  } else {
+    t->req.body = "";
+    t->req.body_len = 0;
+  }
   http_res_reuse(&t->res, &t->req, &http_tcp_carrier, t);
   t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
   if (srv->stopping) t->res.keep_alive = false;
-  if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
+  if (t->asterisk) answer_asterisk(&t->res);
+  else if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
+}
+
+static void dispatch(http_conn *hc) {
+  hc->busy = true;
+  if (hc->txn->body_wait) { /* served once the disk has the whole body */
+    mw_conn_pause(hc->c);
+    arm_body_timer(hc, false);
+    return;
+  }
+  serve(hc);
+}
+
+/* The body events (ud: the transaction; its connection is there, or the
+ * transaction and its body would have been released). */
+static void on_body_pause(void *ud) {
+  http_txn *t = ud;
+  http_conn *hc = t->hc;
+  hc->body_paused = true;
+  mw_conn_pause(hc->c);
+  arm_body_timer(hc, false);
+}
+
+static void on_body_resume(void *ud) {
+  http_txn *t = ud;
+  http_conn *hc = t->hc;
+  mw_conn *c = hc->c;
+  hc->body_paused = false;
+  if (hc->busy || hc->held || c->closing || c->ending || c->eof) return;
+  arm_body_timer(hc, true);
+  mw_conn_resume(c);
+}
+
+static void on_body_ready(void *ud) {
+  http_txn *t = ud;
+  t->body_wait = false;
+  serve(t->hc);
+}
+
+static void on_body_failed(void *ud) {
+  http_txn *t = ud;
+  t->err_status = t->body.status;
+  t->err_why = t->body.why;
+  reject(t->hc, t->err_status);
 }
 
 /* Parses data; dispatches every complete request in order. While a request
@@ -985,7 +1226,17 @@ static void http_on_timeout(mw_conn *c) {
       return;
     }
   }
-  /* A stalled reader, a header read timeout (slowloris), or idle keep-alive: close. */
+  http_txn *t = hc->txn;
+  /* A request that did not arrive in time (its headers within
+   * --header-timeout, its body within --body-timeout between reads and
+   * --body-deadline in all) gets 408. */
+  if (t && (!hc->busy || t->body_wait)) {
+    t->err_why = t->headers_done ? "the request body did not arrive in time"
+                                 : "the request headers did not arrive in time";
+    reject(hc, 408);
+    return;
+  }
+  /* A stalled reader, or idle keep-alive: close. */
   mw_conn_close(c);
 }
 
@@ -1028,11 +1279,11 @@ static void http_on_close(mw_conn *c) {
   http_txn *t = hc->txn;
   hc->txn = NULL;
   if (t) {
-    if (hc->busy) { /* freed when its answer ends; a producer waiting for a drain hears of it now */
+    if (hc->busy && !t->body_wait) { /* freed when its answer ends; a producer waiting for a drain hears of it now */
       t->hc = NULL;
       http_res_drained(&t->res);
     } else {
-      txn_free(t);
+      txn_free(t); /* its temporary files with it */
     }
   }
   mw_str_free(&hc->stash);

@@ -22,6 +22,23 @@ typedef struct http_header {
   size_t value_len;
 } http_header;
 
+/* One part of a multipart/form-data body: a field (filename NULL, its
+ * value in memory) or a file (written to the temporary file at path). */
+typedef struct http_part {
+  const char *name;
+  size_t name_len;
+  const char *filename;     /* as the client sent it; NULL for a field */
+  size_t filename_len;
+  const char *type;         /* a file's Content-Type */
+  size_t type_len;
+  const char *value;        /* a field's value */
+  size_t value_len;
+  const char *path;         /* a file's temporary path: removed after the response */
+  uint64_t size;            /* a file's size */
+} http_part;
+
+struct body_file;
+
 typedef struct http_req {
   const char *method;       /* "GET", "POST", ... (static string) */
   int method_id;            /* llhttp_method_t */
@@ -33,8 +50,12 @@ typedef struct http_req {
   size_t query_len;
   http_header *headers;
   int nheaders;
-  const char *body;         /* the decoded body (chunked bodies joined) */
-  size_t body_len;
+  const char *body;         /* the decoded body (chunked bodies joined); NULL when spooled */
+  size_t body_len;          /* its length, spooled or not */
+  struct body_file *body_file; /* a body over the memory buffer, in an unlinked temporary file */
+  const http_part *parts;   /* multipart/form-data: its fields and files, in order (body is "") */
+  int nparts;
+  bool multipart;
   int http_major, http_minor;
   bool keep_alive;
   bool upgrade;             /* Connection: upgrade + Upgrade: ... */
@@ -50,6 +71,13 @@ const char *http_req_header(const http_req *req, const char *name, size_t *len);
  * header: the page that sent it was served by this server. False without
  * either header. */
 bool http_req_same_origin(const http_req *req);
+
+/* The whole body in memory: req->body, or for a spooled body a copy read
+ * from its file on the first call, on the loop (for C handlers that need
+ * the bytes at once, such as Engine.IO's polling POSTs; Lua routes read
+ * off the loop). Borrowed: valid while the request lives. NULL when the
+ * file cannot be read (errno says why). */
+const char *http_req_body(const http_req *req, size_t *len);
 
 typedef struct http_res http_res;
 

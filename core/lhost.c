@@ -14,8 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "body.h"
 #include "db.h"
 #include "embedded.h"
+#include "l_body.h"
 #include "l_io.h"
 #include "lalloc.h"
 #include "lcall.h"
@@ -755,9 +757,27 @@ static int ex_gc(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg ex_methods[] = {{"finish", ex_finish}, {"done", ex_done},   {"begin", ex_begin},
-                                      {"write", ex_write},   {"wait", ex_wait},   {"abort", ex_abort},
-                                      {"sendfile", ex_sendfile}, {NULL, NULL}};
+/* The request's body, for moonwire.app's req (see l_body.c): its size when
+ * it was spooled to a file (else nil), reads of it, multipart parts. */
+static const http_req *ex_req(exchange *ex) { return ex->res ? ex->res->req : NULL; }
+
+static int ex_body_size(lua_State *L) {
+  const http_req *req = ex_req(check_ex(L));
+  if (!req || !req->body_file) return 0;
+  lua_pushinteger(L, (lua_Integer)req->body_len);
+  return 1;
+}
+
+static int ex_read_body(lua_State *L) { return l_body_read(L, ex_req(check_ex(L)), 2); }
+static int ex_read_body_now(lua_State *L) { return l_body_read_now(L, ex_req(check_ex(L)), 2); }
+static int ex_parts(lua_State *L) { return l_body_parts(L, ex_req(check_ex(L))); }
+
+static const luaL_Reg ex_methods[] = {{"finish", ex_finish},         {"done", ex_done},
+                                      {"begin", ex_begin},           {"write", ex_write},
+                                      {"wait", ex_wait},             {"abort", ex_abort},
+                                      {"sendfile", ex_sendfile},     {"body_size", ex_body_size},
+                                      {"read_body", ex_read_body},   {"read_body_now", ex_read_body_now},
+                                      {"parts", ex_parts},           {NULL, NULL}};
 
 /* ---- moonwire.core: what the framework's Lua needs from C ---- */
 
@@ -927,7 +947,8 @@ static int push_req(lua_State *L, const http_req *req, int exi) {
   if (req->path_len == req->url_len) lua_pushvalue(L, -1); /* no query: the same string, not hashed again */
   else lua_pushlstring(L, req->path, req->path_len);
   lua_pushlstring(L, req->query, req->query_len);
-  lua_pushlstring(L, req->body, req->body_len);
+  if (req->body) lua_pushlstring(L, req->body, req->body_len);
+  else lua_pushnil(L); /* spooled: read when req.body is (moonwire.app) */
   lua_pushstring(L, req->remote_addr ? req->remote_addr : "");
   lua_pushvalue(L, exi);
   return 7;
@@ -1233,6 +1254,7 @@ void lhost_free(lhost *h) {
   }
   h->ready = NULL;
   if (h->ready_idle) uv_close((uv_handle_t *)h->ready_idle, (uv_close_cb)free);
+  if (h->L) l_body_stop(h->L); /* body reads still in flight call nothing */
   if (h->L) lua_close(h->L);
   lalloc_drain(&h->alloc);
   if (h->watchdog) lcall_watchdog_stop();

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "db.h"
@@ -36,6 +37,17 @@ static const char usage[] =
     "  --quiet                  no access log on stdout\n"
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
+    "  --body-timeout MS        longest wait between two reads of a request body (default 60000); 408 past it\n"
+    "  --body-deadline MS       time allowed for a whole request body (default 300000; 0: none); 408 past it\n"
+    "  --body-buffer BYTES      bodies up to this are held in memory, larger ones go to a temporary file (default 65536)\n"
+    "  --body-memory BYTES      request body bytes held in memory across all connections (default 67108864): past it\n"
+    "                           bodies go to disk; reading pauses while a quarter of it waits for the disk\n"
+    "  --tmp-dir DIR            where request bodies and uploaded files are written (default: $TMPDIR, else /tmp)\n"
+    "  --upload-max-files N     multipart/form-data: files per request (default 100); 413 past it\n"
+    "  --upload-max-file-size BYTES   bytes of one uploaded file (default: only --max-body); 413 past it\n"
+    "  --upload-max-fields N    multipart/form-data: fields per request (default 1000); 413 past it\n"
+    "  --upload-max-field-size BYTES  bytes of one field's value (default 1048576); 413 past it\n"
+    "  --upload-max-part-header BYTES bytes of one part's headers (default 16384); 413 past it\n"
     "  --keepalive-timeout MS   idle keep-alive connections close after this (default 5000)\n"
     "  --handler-budget MS      a route, socket handler or timer that runs longer is stopped (default 2000; 0: no limit)\n"
     "  --lua-memory MB          the Lua VM's memory ceiling (default 1024; 0: none)\n"
@@ -185,6 +197,35 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--header-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.header_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--body-timeout")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
+      cfg.body_timeout_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--body-deadline")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 86400000, &n)) return 2;
+      cfg.body_deadline_ms = (uint64_t)n;
+    } else if (!strcmp(arg, "--body-buffer")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 32, &n)) return 2;
+      cfg.body_buffer = (size_t)n;
+    } else if (!strcmp(arg, "--body-memory")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 40, &n)) return 2;
+      cfg.body_memory = (size_t)n;
+    } else if (!strcmp(arg, "--tmp-dir")) {
+      NEEDS_VALUE cfg.tmp_dir = val;
+    } else if (!strcmp(arg, "--upload-max-files")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000, &n)) return 2;
+      cfg.upload_max_files = (size_t)n;
+    } else if (!strcmp(arg, "--upload-max-file-size")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 40, &n)) return 2;
+      cfg.upload_max_file_size = (size_t)n;
+    } else if (!strcmp(arg, "--upload-max-fields")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1000000, &n)) return 2;
+      cfg.upload_max_fields = (size_t)n;
+    } else if (!strcmp(arg, "--upload-max-field-size")) {
+      NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 32, &n)) return 2;
+      cfg.upload_max_field_size = (size_t)n;
+    } else if (!strcmp(arg, "--upload-max-part-header")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, 1 << 20, &n)) return 2;
+      cfg.upload_max_part_header = (size_t)n;
     } else if (!strcmp(arg, "--keepalive-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.keepalive_timeout_ms = (uint64_t)n;
@@ -280,6 +321,18 @@ int main(int argc, char **argv) {
   }
   cfg.db_path = db_path;
   cfg.watch = cfg.dev || watch;
+  /* Large bodies and uploads are written there: say it now if it cannot be. */
+  char tmp[PATH_MAX];
+  const char *tdir = cfg.tmp_dir ? cfg.tmp_dir : getenv("TMPDIR");
+  if (!tdir || !*tdir) tdir = "/tmp";
+  struct stat tst;
+  if (stat(tdir, &tst) != 0 || !S_ISDIR(tst.st_mode) || access(tdir, W_OK | X_OK) != 0) {
+    fprintf(stderr, "moonwire: %s %s: not a directory this process can write to\n",
+            cfg.tmp_dir ? "--tmp-dir" : "the temporary directory", tdir);
+    if (cfg.tmp_dir) return 2;
+  } else if (realpath(tdir, tmp)) {
+    cfg.tmp_dir = tmp;
+  }
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
 

@@ -27,6 +27,14 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->dev = true;
   cfg->max_body = 1024 * 1024;
   cfg->header_timeout_ms = 10000;
+  cfg->body_buffer = 64 * 1024;
+  cfg->body_memory = 64 * 1024 * 1024;
+  cfg->body_timeout_ms = 60000;
+  cfg->body_deadline_ms = 300000;
+  cfg->upload_max_files = 100;
+  cfg->upload_max_fields = 1000;
+  cfg->upload_max_field_size = 1024 * 1024;
+  cfg->upload_max_part_header = 16 * 1024;
   cfg->keepalive_timeout_ms = 5000;
   cfg->handler_budget_ms = 2000;
   cfg->max_conns_per_ip = 1000;

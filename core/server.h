@@ -30,6 +30,16 @@ struct mw_config {
   bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;
+  /* Request bodies (body.c): held in memory up to body_buffer bytes, else
+   * spooled to a temporary file in tmp_dir; at most body_memory bytes of
+   * bodies held in memory across all connections. */
+  size_t body_buffer, body_memory;
+  const char *tmp_dir;
+  uint64_t body_timeout_ms;  /* between two reads of a body (408 past it) */
+  uint64_t body_deadline_ms; /* for a whole body, from its headers; 0: none */
+  /* multipart/form-data: files, fields, bytes of one file (0: only
+   * max_body), of one field, of one part's headers. */
+  size_t upload_max_files, upload_max_fields, upload_max_file_size, upload_max_field_size, upload_max_part_header;
   uint64_t keepalive_timeout_ms;
   uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
   size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */

@@ -1,10 +1,15 @@
 /* test_fcgi.c — the FastCGI responder: the record parser and the name-value
  * pairs on their own, then records in through a connection without a
  * socket, requests out to a handler, and the records in its write queue. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "body.h"
 #include "fcgi.h"
 #include "http.h"
 #include "server.h"
@@ -131,6 +136,9 @@ static void test_pairs(void) {
 
 typedef struct seen {
   char method[16], url[512], path[256], query[256], body[4096], ua[64], ctype[64], clen[16], addr[48];
+  char parts[256]; /* multipart: "name=value;" for a field, "name:filename:size;" for a file */
+  size_t body_len;
+  bool spooled;
   int count, nheaders;
   bool defer;
   size_t big; /* answer with this many bytes */
@@ -158,7 +166,20 @@ static void handler(void *ud, const http_req *req, http_res *res) {
   copy(S.url, sizeof S.url, req->url, req->url_len);
   copy(S.path, sizeof S.path, req->path, req->path_len);
   copy(S.query, sizeof S.query, req->query, req->query_len);
-  copy(S.body, sizeof S.body, req->body, req->body_len);
+  size_t blen = 0;
+  const char *body = http_req_body(req, &blen);
+  copy(S.body, sizeof S.body, body, blen);
+  S.body_len = req->body_len;
+  S.spooled = req->body_file != NULL;
+  S.parts[0] = '\0';
+  for (int i = 0; i < req->nparts; i++) {
+    const http_part *p = &req->parts[i];
+    size_t l = strlen(S.parts);
+    if (p->filename)
+      snprintf(S.parts + l, sizeof S.parts - l, "%s:%s:%llu;", p->name, p->filename, (unsigned long long)p->size);
+    else
+      snprintf(S.parts + l, sizeof S.parts - l, "%s=%s;", p->name, p->value);
+  }
   copy(S.addr, sizeof S.addr, req->remote_addr, strlen(req->remote_addr));
   header(req, "user-agent", S.ua, sizeof S.ua);
   header(req, "content-type", S.ctype, sizeof S.ctype);
@@ -175,9 +196,9 @@ static void handler(void *ud, const http_req *req, http_res *res) {
     free(b);
     return;
   }
-  char body[600];
-  snprintf(body, sizeof body, "%s %s", S.method, S.url);
-  http_res_simple(res, 200, "text/plain", body);
+  char answer_[600];
+  snprintf(answer_, sizeof answer_, "%s %s", S.method, S.url);
+  http_res_simple(res, 200, "text/plain", answer_);
 }
 
 static mw_conn *conn(void) {
@@ -549,6 +570,250 @@ static void test_malformed_closes(void) {
   mw_str_free(&s);
 }
 
+
+/* ---- bodies over a socket pair, the loop running ---- */
+
+static int peer = -1;
+static mw_str got_bytes;
+static bool peer_eof;
+static char tmpdir[64];
+
+static mw_conn *sconn(void) {
+  memset(&S, 0, sizeof S);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  mw_conn *c = mw_conn_new_with(&srv, true, fcgi_conn_attach);
+  uv_pipe_open(&c->pipe, sv[0]);
+  peer = sv[1];
+  mw_str_reset(&got_bytes);
+  mw_str_append(&got_bytes, "", 0);
+  peer_eof = false;
+  return c;
+}
+
+static void received(void) {
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(peer, buf, sizeof buf)) > 0) mw_str_append(&got_bytes, buf, (size_t)n);
+  if (n == 0) peer_eof = true;
+}
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+static bool closed_by_server(void) {
+  received();
+  return peer_eof;
+}
+
+static bool run_until(bool (*cond)(void), uint64_t ms) {
+  uv_timer_t tick;
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, on_tick, 5, 5);
+  uv_update_time(&loop);
+  uint64_t end = uv_now(&loop) + ms;
+  while (!cond() && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  return cond();
+}
+
+/* The STDOUT of what came back ends with END_REQUEST. */
+static bool answered(void) {
+  received();
+  out o = {.end_status = -1};
+  fcgi_parser p = {0};
+  fcgi_parse(&p, got_bytes.p, got_bytes.len, collect_out, &o);
+  fcgi_parser_free(&p);
+  mw_str_free(&o.stdout_);
+  return o.end_status >= 0;
+}
+
+/* The answer's STDOUT (caller frees). */
+static mw_str answer(void) {
+  out o = {.end_status = -1};
+  fcgi_parser p = {0};
+  fcgi_parse(&p, got_bytes.p, got_bytes.len, collect_out, &o);
+  fcgi_parser_free(&p);
+  mw_str_append(&o.stdout_, "", 0);
+  return o.stdout_;
+}
+
+static bool settled(void) {
+  DIR *d = opendir(tmpdir);
+  int n = 0;
+  for (struct dirent *e; d && (e = readdir(d));)
+    if (e->d_name[0] != '.') n++;
+  if (d) closedir(d);
+  return n == 0 && body_memory_held() == 0;
+}
+
+static void sdone(void) {
+  close(peer);
+  peer = -1;
+  for (mw_conn *c = srv.conns; c; c = c->next) mw_conn_close(c);
+  while (srv.nconns) uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void test_spooled_and_multipart(void) {
+  srv.cfg.body_buffer = 100;
+  srv.cfg.max_body = 100000;
+  mw_conn *c = sconn();
+  mw_str s = {0};
+  char big[3000];
+  for (size_t i = 0; i < sizeof big - 1; i++) big[i] = (char)('A' + i % 26);
+  big[sizeof big - 1] = '\0';
+  const char *vars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/big", "CONTENT_LENGTH", "2999", NULL};
+  request(&s, 1, true, vars, big);
+  feed(c, &s);
+  CHECK(run_until(answered, 5000));
+  CHECK(S.count == 1 && S.spooled && S.body_len == 2999 && strcmp(S.body, big) == 0);
+  sdone();
+  c = sconn();
+  mw_str_reset(&s);
+  const char *form = "--b\r\nContent-Disposition: form-data; name=t\r\n\r\nhi\r\n"
+                     "--b\r\nContent-Disposition: form-data; name=f; filename=x.txt\r\n\r\nfile body\r\n--b--\r\n";
+  char len[24];
+  snprintf(len, sizeof len, "%zu", strlen(form));
+  const char *mvars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/form", "CONTENT_TYPE",
+                         "multipart/form-data; boundary=b", "CONTENT_LENGTH", len, NULL};
+  request(&s, 1, true, mvars, form);
+  feed(c, &s);
+  CHECK(run_until(answered, 5000));
+  CHECK(S.count == 1 && strcmp(S.parts, "t=hi;f:x.txt:9;") == 0);
+  sdone();
+  CHECK(run_until(settled, 5000));
+  /* A malformed one is refused, as over HTTP. */
+  c = sconn();
+  mw_str_reset(&s);
+  const char *bad = "--b\r\nno headers\r\n\r\n--b--";
+  snprintf(len, sizeof len, "%zu", strlen(bad));
+  request(&s, 1, true, mvars, bad);
+  feed(c, &s);
+  CHECK(run_until(answered, 5000));
+  mw_str a = answer();
+  CHECK(strncmp(a.p, "Status: 400 ", 12) == 0 && strstr(a.p, "multipart") && S.count == 0);
+  mw_str_free(&a);
+  sdone();
+  mw_str_free(&s);
+  srv.cfg.body_buffer = 64 * 1024;
+  srv.cfg.max_body = 1000;
+}
+
+/* Writes all of s to the server through the socket (the server reading it
+ * as it would from nginx), running the loop while the socket is full. */
+static void send_all(const mw_str *s) {
+  size_t off = 0;
+  while (off < s->len) {
+    ssize_t n = write(peer, s->p + off, s->len - off);
+    if (n > 0) off += (size_t)n;
+    else uv_run(&loop, UV_RUN_NOWAIT);
+  }
+}
+
+static int ends;
+
+static bool two_answers(void) {
+  received();
+  out o = {.end_status = -1};
+  fcgi_parser p = {0};
+  fcgi_parse(&p, got_bytes.p, got_bytes.len, collect_out, &o);
+  fcgi_parser_free(&p);
+  mw_str_free(&o.stdout_);
+  ends = 0;
+  for (int i = 0; i < o.rec.n && i < 16; i++) ends += o.rec.type[i] == FCGI_END_REQUEST;
+  return ends >= 2;
+}
+
+/* A body large enough that reading pauses while it goes to disk: once it
+ * is there, the connection reads again, and the next request is served. */
+static void test_keep_conn_after_spooled_body(void) {
+  srv.cfg.max_body = 1000000;
+  mw_conn *c = sconn();
+  mw_conn_resume(c);
+  mw_str s = {0}, body = {0};
+  for (int i = 0; i < 30000; i++) mw_str_appendz(&body, "0123456789");
+  char len[24];
+  snprintf(len, sizeof len, "%zu", body.len);
+  const char *vars[] = {"REQUEST_METHOD", "POST", "REQUEST_URI", "/big", "CONTENT_LENGTH", len, NULL};
+  begin(&s, 1, true);
+  mw_str params = {0};
+  for (int i = 0; vars[i]; i += 2) fcgi_nv_append(&params, vars[i], strlen(vars[i]), vars[i + 1], strlen(vars[i + 1]));
+  rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+  rec(&s, FCGI_PARAMS, 1, "", 0, 0);
+  for (size_t off = 0; off < body.len; off += 60000)
+    rec(&s, FCGI_STDIN, 1, body.p + off, body.len - off < 60000 ? body.len - off : 60000, 0);
+  rec(&s, FCGI_STDIN, 1, "", 0, 0);
+  feed(c, &s); /* all at once, as one read would bring it: the end comes while reading is paused */
+  CHECK(run_until(answered, 5000) && S.count == 1 && S.body_len == body.len);
+  /* As nginx does: the next request once the answer is in. */
+  mw_str_reset(&s);
+  const char *next[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/after", NULL};
+  request(&s, 2, true, next, NULL);
+  send_all(&s);
+  CHECK(run_until(two_answers, 3000));
+  CHECK(S.count == 2 && strcmp(S.url, "/after") == 0);
+  sdone();
+  mw_str_free(&params);
+  mw_str_free(&body);
+  mw_str_free(&s);
+  srv.cfg.max_body = 1000;
+}
+
+/* STDIN must keep coming: --body-timeout between records, 408 past it. */
+static void test_body_timeout(void) {
+  srv.cfg.body_timeout_ms = 60;
+  mw_conn *c = sconn();
+  mw_str s = {0};
+  begin(&s, 1, true);
+  mw_str params = {0};
+  fcgi_nv_append(&params, "REQUEST_METHOD", 14, "POST", 4);
+  fcgi_nv_append(&params, "REQUEST_URI", 11, "/slow", 5);
+  fcgi_nv_append(&params, "CONTENT_LENGTH", 14, "10", 2);
+  rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+  rec(&s, FCGI_PARAMS, 1, "", 0, 0);
+  rec(&s, FCGI_STDIN, 1, "ab", 2, 0);
+  feed(c, &s);
+  CHECK(run_until(answered, 3000));
+  mw_str a = answer();
+  CHECK(strncmp(a.p, "Status: 408 ", 12) == 0 && strstr(a.p, "did not arrive in time") && S.count == 0);
+  mw_str_free(&a);
+  sdone();
+  srv.cfg.body_timeout_ms = 60000;
+  /* STDIN before the end of PARAMS: 400. */
+  c = sconn();
+  mw_str_reset(&s);
+  begin(&s, 1, true);
+  rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+  rec(&s, FCGI_STDIN, 1, "ab", 2, 0);
+  feed(c, &s);
+  CHECK(run_until(answered, 3000));
+  a = answer();
+  CHECK(strncmp(a.p, "Status: 400 ", 12) == 0 && strstr(a.p, "STDIN before") && S.count == 0);
+  mw_str_free(&a);
+  sdone();
+  /* PARAMS are the headers: --header-timeout for all of them, however
+   * steadily they trickle in. */
+  srv.cfg.header_timeout_ms = 150;
+  c = sconn();
+  mw_conn_resume(c);
+  mw_str_reset(&s);
+  begin(&s, 1, true);
+  send_all(&s);
+  int sent = 0;
+  for (; sent < 100 && !peer_eof; sent++) {
+    mw_str_reset(&s);
+    rec(&s, FCGI_PARAMS, 1, params.p, params.len, 0);
+    send_all(&s);
+    run_until(closed_by_server, 20);
+  }
+  CHECK(run_until(closed_by_server, 1000) && sent < 50);
+  sdone();
+  srv.cfg.header_timeout_ms = 10000;
+  mw_str_free(&params);
+  mw_str_free(&s);
+}
+
 /* Shutdown: an idle connection goes, one whose answer is awaited ends after it. */
 static void test_stop(void) {
   mw_conn *idle = conn();
@@ -575,6 +840,9 @@ int main(void) {
   mw_config_defaults(&cfg);
   cfg.quiet = true;
   cfg.max_body = 1000;
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/moonwire-test-fcgi-XXXXXX");
+  if (!mkdtemp(tmpdir)) return 1;
+  cfg.tmp_dir = tmpdir;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
   http_set_handler(&srv, &(http_handler){handler, NULL});
@@ -592,12 +860,17 @@ int main(void) {
   test_late_answers();
   test_refusals();
   test_malformed_closes();
+  test_spooled_and_multipart();
+  test_body_timeout();
+  test_keep_conn_after_spooled_body();
 
   test_stop(); /* last: the server is stopping after it */
 
   mw_server_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  rmdir(tmpdir);
+  mw_str_free(&got_bytes);
   CHECK_REPORT();
   return failed ? 1 : 0;
 }

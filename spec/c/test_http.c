@@ -1,11 +1,17 @@
 /* test_http.c — the HTTP glue: bytes in through a connection, parsed
  * requests out to a handler, serialised responses in the write queue. No
  * socket: the connection is fed directly and its queue read back. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "body.h"
 #include "http.h"
 #include "server.h"
 
@@ -16,9 +22,16 @@ static mw_server srv;
 
 /* What the handler saw, and how it should answer. */
 typedef struct seen {
-  char method[16], path[256], query[256], body[4096], host[64], te[64];
+  char method[16], url[256], path[256], query[256], body[4096], host[64], te[64];
+  size_t body_len;
   int nheaders, count, http_minor;
-  bool keep_alive, defer;
+  bool keep_alive, defer, spooled, multipart;
+  /* multipart: "name=value" for fields, "name:filename:type:size" for files */
+  char parts[8][128];
+  char paths[8][256];
+  bool path_existed[8];
+  int nparts;
+  char log[256]; /* "path len spooled;" for each request, in order */
   http_res *pending;
 } seen;
 static seen S;
@@ -33,9 +46,32 @@ static void handler(void *ud, const http_req *req, http_res *res) {
   (void)ud;
   S.count++;
   copy(S.method, sizeof S.method, req->method, strlen(req->method));
+  copy(S.url, sizeof S.url, req->url, req->url_len);
   copy(S.path, sizeof S.path, req->path, req->path_len);
   copy(S.query, sizeof S.query, req->query, req->query_len);
-  copy(S.body, sizeof S.body, req->body, req->body_len);
+  size_t blen = 0;
+  const char *body = http_req_body(req, &blen); /* read from its file when spooled */
+  copy(S.body, sizeof S.body, body ? body : "", body ? blen : 0);
+  S.body_len = req->body_len;
+  S.spooled = req->body_file != NULL && req->body == NULL;
+  S.multipart = req->multipart;
+  size_t ll = strlen(S.log);
+  snprintf(S.log + ll, sizeof S.log - ll, "%s %zu %d;", S.path, S.body_len, S.spooled);
+  S.nparts = 0;
+  for (int i = 0; i < req->nparts && i < 8; i++) {
+    const http_part *p = &req->parts[i];
+    if (p->filename) {
+      snprintf(S.parts[i], sizeof S.parts[i], "%.*s:%.*s:%.*s:%llu", (int)p->name_len, p->name, (int)p->filename_len,
+               p->filename, (int)p->type_len, p->type, (unsigned long long)p->size);
+      snprintf(S.paths[i], sizeof S.paths[i], "%s", p->path);
+      struct stat st;
+      S.path_existed[i] = stat(p->path, &st) == 0 && (uint64_t)st.st_size == p->size;
+    } else {
+      snprintf(S.parts[i], sizeof S.parts[i], "%.*s=%.*s", (int)p->name_len, p->name, (int)p->value_len, p->value);
+      S.paths[i][0] = '\0';
+    }
+    S.nparts++;
+  }
   size_t n = 0;
   const char *h = http_req_header(req, "HOST", &n);
   copy(S.host, sizeof S.host, h ? h : "", h ? n : 0);
@@ -46,9 +82,9 @@ static void handler(void *ud, const http_req *req, http_res *res) {
     S.pending = res;
     return;
   }
-  char body[300];
-  snprintf(body, sizeof body, "%s %s", S.method, S.path);
-  http_res_simple(res, strcmp(S.path, "/gone") == 0 ? 304 : 200, "text/plain", body);
+  char answer[300];
+  snprintf(answer, sizeof answer, "%s %s", S.method, S.path);
+  http_res_simple(res, strcmp(S.path, "/gone") == 0 ? 304 : 200, "text/plain", answer);
 }
 
 /* Everything queued on c so far, as one string (caller frees). */
@@ -454,10 +490,430 @@ static void test_stop_keeps_an_unsent_answer(void) {
   done(c);
 }
 
+
+/* ---- the loop, for what happens later: bodies on disk, timeouts ---- */
+
+static char tmpdir[64];
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until cond(c) holds or ms pass; returns cond(c). */
+static bool run_until(bool (*cond)(mw_conn *c), mw_conn *c, uint64_t ms) {
+  uv_timer_t tick;
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, on_tick, 5, 5);
+  uv_update_time(&loop);
+  uint64_t end = uv_now(&loop) + ms;
+  while (!cond(c) && uv_now(&loop) < end) uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  return cond(c);
+}
+
+static bool answered(mw_conn *c) {
+  (void)c;
+  return S.count > 0;
+}
+
+/* Once the loop runs, answers are written: the tests that run it use a
+ * connection over a socket pair and read the other end. */
+static int peer = -1;
+static mw_str got;
+static bool peer_eof;
+
+static mw_conn *sconn(void) {
+  memset(&S, 0, sizeof S);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  mw_conn *c = mw_conn_new_with(&srv, true, http_conn_attach);
+  uv_pipe_open(&c->pipe, sv[0]);
+  peer = sv[1];
+  mw_str_reset(&got);
+  mw_str_append(&got, "", 0);
+  peer_eof = false;
+  return c;
+}
+
+/* What the server wrote so far. */
+static const char *received(void) {
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(peer, buf, sizeof buf)) > 0) mw_str_append(&got, buf, (size_t)n);
+  if (n == 0) peer_eof = true;
+  return got.p;
+}
+
+/* The server ended the connection (it may be freed already). */
+static bool ended(mw_conn *c) {
+  (void)c;
+  received();
+  return peer_eof;
+}
+
+static bool two_answers(mw_conn *c) {
+  (void)c;
+  return count(received(), "HTTP/1.1 200 OK") == 2;
+}
+
+static void sdone(void) {
+  close(peer);
+  peer = -1;
+  for (mw_conn *c = srv.conns; c; c = c->next) mw_conn_close(c);
+  while (srv.nconns) uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* Files left in the temporary directory. */
+static int tmp_files(void) {
+  DIR *d = opendir(tmpdir);
+  int n = 0;
+  for (struct dirent *e; d && (e = readdir(d));)
+    if (e->d_name[0] != '.') n++;
+  if (d) closedir(d);
+  return n;
+}
+
+/* Nothing left of the bodies: no byte held, no file (a file may still be
+ * on its way to being created when the request ends: then it goes after). */
+static bool tmp_empty(mw_conn *c) {
+  (void)c;
+  return body_memory_held() == 0 && tmp_files() == 0;
+}
+
+static void test_expect_continue(void) {
+  mw_conn *c = conn();
+  feed(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n");
+  char *out = queued(c);
+  CHECK(strcmp(out, "HTTP/1.1 100 Continue\r\n\r\n") == 0); /* before the body, which the client holds back */
+  CHECK(S.count == 0);
+  free(out);
+  feed(c, "hello");
+  CHECK(S.count == 1 && strcmp(S.body, "hello") == 0);
+  out = queued(c);
+  CHECK(count(out, "100 Continue") == 1 && strstr(out, "HTTP/1.1 200 OK") != NULL);
+  free(out);
+  done(c);
+  /* A body over --max-body: 413 at once, no 100, the connection ends. */
+  srv.cfg.max_body = 10;
+  c = conn();
+  feed(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n");
+  out = queued(c);
+  CHECK(strncmp(out, "HTTP/1.1 413 ", 13) == 0 && strstr(out, "100 Continue") == NULL);
+  CHECK(strstr(out, "--max-body") != NULL);
+  CHECK(c->ending);
+  free(out);
+  done(c);
+  srv.cfg.max_body = 1024 * 1024;
+  /* Any other expectation: 417. */
+  c = conn();
+  feed(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx");
+  out = queued(c);
+  CHECK(strncmp(out, "HTTP/1.1 417 Expectation Failed\r\n", 33) == 0 && S.count == 0);
+  free(out);
+  done(c);
+  /* HTTP/1.0 knows no expectations; a request without a body needs no 100. */
+  const char *no100[] = {"POST /up HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+                         "GET /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n"};
+  for (size_t i = 0; i < MW_ARRAY_LEN(no100); i++) {
+    c = conn();
+    feed(c, no100[i]);
+    out = queued(c);
+    CHECK(S.count == 1 && strstr(out, "100 Continue") == NULL && strstr(out, " 200 OK\r\n") != NULL);
+    free(out);
+    done(c);
+  }
+}
+
+static void test_host_and_targets(void) {
+  struct {
+    const char *req;
+    int status;
+    const char *url, *path, *query, *host;
+  } cases[] = {
+      {"GET /a HTTP/1.1\r\n\r\n", 400, 0, 0, 0, 0},                            /* HTTP/1.1 needs Host */
+      {"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, 0, 0, 0, 0},     /* once */
+      {"GET /a HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", 400, 0, 0, 0, 0},
+      {"GET /a HTTP/1.0\r\n\r\n", 200, "/a", "/a", "", ""},                    /* HTTP/1.0 may leave it out */
+      {"GET http://example.com:8080/pets/1?x=1 HTTP/1.1\r\nHost: other\r\n\r\n", 200, "/pets/1?x=1", "/pets/1",
+       "x=1", "example.com:8080"},
+      {"GET HTTPS://example.com/ HTTP/1.1\r\n\r\n", 200, "/", "/", "", "example.com"},
+      {"GET http://example.com?q=2 HTTP/1.1\r\nHost: example.com\r\n\r\n", 200, "/?q=2", "/", "q=2", "example.com"},
+      {"GET http://[::1]:3000 HTTP/1.1\r\n\r\n", 200, "/", "/", "", "[::1]:3000"},
+      {"GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, 0, 0, 0, 0},
+      {"GET http:///a HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, 0, 0, 0},
+      {"GET ftp://example.com/a HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, 0, 0, 0},
+      {"GET example.com:80 HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, 0, 0, 0},  /* authority-form is CONNECT's */
+      {"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405, 0, 0, 0, 0},
+      {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, 0, 0, 0},
+  };
+  for (size_t i = 0; i < MW_ARRAY_LEN(cases); i++) {
+    mw_conn *c = conn();
+    feed(c, cases[i].req);
+    char *out = queued(c);
+    int st = strncmp(out, "HTTP/1.", 7) == 0 ? atoi(out + 9) : 0;
+    CHECK(st == cases[i].status);
+    if (st != cases[i].status) fprintf(stderr, "case %zu: %.60s\n", i, out);
+    if (cases[i].status == 200) {
+      CHECK(S.count == 1 && strcmp(S.url, cases[i].url) == 0 && strcmp(S.path, cases[i].path) == 0 &&
+            strcmp(S.query, cases[i].query) == 0 && strcmp(S.host, cases[i].host) == 0);
+      if (strcmp(S.url, cases[i].url) || strcmp(S.host, cases[i].host))
+        fprintf(stderr, "case %zu: url %s path %s host %s\n", i, S.url, S.path, S.host);
+    } else {
+      CHECK(S.count == 0 && c->ending);
+    }
+    free(out);
+    done(c);
+  }
+  /* No path and a long query: put together at the end of the request's
+   * buffer, which grows meanwhile (the query is copied from that buffer). */
+  {
+    mw_conn *c = conn();
+    mw_str req = {0}, url = {0};
+    mw_str_appendz(&req, "GET http://example.com?");
+    mw_str_appendz(&url, "/?");
+    for (int i = 0; i < 200; i++) {
+      mw_str_appendc(&req, (char)('a' + i % 26));
+      mw_str_appendc(&url, (char)('a' + i % 26));
+    }
+    mw_str_appendz(&req, " HTTP/1.1\r\n\r\n");
+    c->proto->on_read(c, req.p, req.len);
+    CHECK(S.count == 1 && strcmp(S.url, url.p) == 0 && strcmp(S.host, "example.com") == 0);
+    mw_str_free(&req);
+    mw_str_free(&url);
+    done(c);
+  }
+  /* OPTIONS *: the server's methods, without a handler. */
+  mw_conn *c = conn();
+  feed(c, "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+  char *out = queued(c);
+  CHECK(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0 && strstr(out, "Allow: GET, HEAD, POST") && S.count == 0);
+  CHECK(!c->ending);
+  free(out);
+  done(c);
+}
+
+/* A body over --body-buffer goes to an unlinked file; the handler gets it
+ * once all of it is there, and nothing is left behind. */
+static void test_spooled_body(void) {
+  srv.cfg.body_buffer = 64;
+  char body[3000];
+  for (size_t i = 0; i < sizeof body; i++) body[i] = (char)('a' + i % 26);
+  for (int chunked = 0; chunked < 2; chunked++) {
+    mw_conn *c = sconn();
+    mw_str req = {0};
+    if (chunked) {
+      mw_str_appendz(&req, "POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+      for (size_t off = 0; off < sizeof body; off += 1000) mw_str_appendf(&req, "3e8\r\n%.1000s\r\n", body + off);
+      mw_str_appendz(&req, "0\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    } else {
+      mw_str_appendf(&req, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %zu\r\n\r\n", sizeof body);
+      mw_str_append(&req, body, sizeof body);
+      mw_str_appendz(&req, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+    /* In pieces, as a network would bring it. */
+    for (size_t off = 0; off < req.len; off += 700) c->proto->on_read(c, req.p + off, req.len - off < 700 ? req.len - off : 700);
+    CHECK(S.count == 0); /* the disk has it first */
+    S.defer = true;
+    CHECK(run_until(answered, c, 5000));
+    CHECK(S.spooled && S.body_len == sizeof body && memcmp(S.body, body, sizeof body) == 0);
+    S.defer = false;
+    http_res_simple(S.pending, 200, "text/plain", "stored");
+    /* The pipelined request came after, and only then. */
+    CHECK(strcmp(S.log, "/big 3000 1;/next 0 0;") == 0);
+    CHECK(tmp_files() == 0); /* unlinked from the start */
+    CHECK(run_until(two_answers, c, 2000) && strstr(got.p, "stored") != NULL);
+    mw_str_free(&req);
+    sdone();
+  }
+  CHECK(body_memory_held() == 0);
+  srv.cfg.body_buffer = 64 * 1024;
+}
+
+static const char FORM[] = "--XyZ\r\n"
+                           "Content-Disposition: form-data; name=\"title\"\r\n\r\n"
+                           "Hi there\r\n"
+                           "--XyZ\r\n"
+                           "Content-Disposition: form-data; name=\"doc\"; filename=\"a.txt\"\r\n"
+                           "Content-Type: text/plain\r\n\r\n"
+                           "line one --XyZ\r\n-XyZ\r\n\r\n--Xy\r\n"
+                           "--XyZ\r\n"
+                           "Content-Disposition: form-data; name=\"doc\"; filename=\"empty.bin\"\r\n\r\n"
+                           "\r\n"
+                           "--XyZ\r\n"
+                           "Content-Disposition: form-data; name=\"skipped\"; filename=\"\"\r\n\r\n"
+                           "\r\n"
+                           "--XyZ--\r\n";
+
+static void post_form(mw_conn *c, const char *ctype, const char *body, size_t len) {
+  mw_str req = {0};
+  mw_str_appendf(&req, "POST /form HTTP/1.1\r\nHost: h\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", ctype, len);
+  mw_str_append(&req, body, len);
+  c->proto->on_read(c, req.p, req.len);
+  mw_str_free(&req);
+}
+
+static void test_multipart(void) {
+  mw_conn *c = sconn();
+  post_form(c, "multipart/form-data; boundary=XyZ", FORM, sizeof FORM - 1);
+  CHECK(run_until(answered, c, 5000));
+  CHECK(S.multipart && S.body_len == 0 && S.nparts == 3);
+  CHECK(strcmp(S.parts[0], "title=Hi there") == 0);
+  CHECK(strcmp(S.parts[1], "doc:a.txt:text/plain:28") == 0); /* "line one --XyZ\r\n-XyZ\r\n\r\n--Xy" */
+  CHECK(strcmp(S.parts[2], "doc:empty.bin:application/octet-stream:0") == 0);
+  CHECK(S.path_existed[1] && S.path_existed[2]);
+  CHECK(strncmp(S.paths[1], tmpdir, strlen(tmpdir)) == 0);
+  sdone();
+  CHECK(run_until(tmp_empty, NULL, 5000)); /* removed after the response */
+  /* What is refused, and why. */
+  struct {
+    const char *ctype, *body;
+    int status;
+    const char *why;
+  } bad[] = {
+      {"multipart/form-data", FORM, 400, "boundary"},
+      {"multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\nabc", 400,
+       "ends before its closing boundary"},
+      {"multipart/form-data; boundary=XyZ", "--XyZ\r\nContent-Type: text/plain\r\n\r\nabc\r\n--XyZ--", 400,
+       "malformed"},
+  };
+  for (size_t i = 0; i < MW_ARRAY_LEN(bad); i++) {
+    c = sconn();
+    post_form(c, bad[i].ctype, bad[i].body, strlen(bad[i].body));
+    CHECK(run_until(ended, c, 5000));
+    const char *out = received();
+    CHECK(atoi(out + 9) == bad[i].status && strstr(out, bad[i].why) != NULL && S.count == 0);
+    if (!strstr(out, bad[i].why)) fprintf(stderr, "bad %zu: %s\n", i, out);
+    sdone();
+  }
+  /* The limits: 413 with the flag that sets each. */
+  struct {
+    size_t *limit, value;
+    const char *why;
+  } limits[] = {
+      {&srv.cfg.upload_max_files, 1, "--upload-max-files"},
+      {&srv.cfg.upload_max_file_size, 20, "--upload-max-file-size"},
+      {&srv.cfg.upload_max_fields, 0, "--upload-max-fields"},
+      {&srv.cfg.upload_max_field_size, 5, "--upload-max-field-size"},
+      {&srv.cfg.upload_max_part_header, 60, "--upload-max-part-header"},
+  };
+  for (size_t i = 0; i < MW_ARRAY_LEN(limits); i++) {
+    size_t kept = *limits[i].limit;
+    *limits[i].limit = limits[i].value;
+    c = sconn();
+    post_form(c, "multipart/form-data; boundary=XyZ", FORM, sizeof FORM - 1);
+    CHECK(run_until(ended, c, 5000));
+    const char *out = received();
+    CHECK(strncmp(out, "HTTP/1.1 413 ", 13) == 0 && strstr(out, limits[i].why) != NULL && S.count == 0);
+    if (!strstr(out, limits[i].why)) fprintf(stderr, "limit %zu: %s\n", i, out);
+    sdone();
+    *limits[i].limit = kept;
+  }
+  CHECK(run_until(tmp_empty, NULL, 5000));
+  CHECK(body_memory_held() == 0);
+}
+
+/* A body gets --body-timeout between reads and --body-deadline in all;
+ * past either, 408 and the end of the connection. */
+static void test_body_timeouts(void) {
+  srv.cfg.body_timeout_ms = 60;
+  mw_conn *c = sconn();
+  feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab");
+  CHECK(run_until(ended, c, 3000));
+  const char *out = received();
+  CHECK(strncmp(out, "HTTP/1.1 408 Request Timeout\r\n", 30) == 0 && strstr(out, "body") && S.count == 0);
+  sdone();
+  /* Each byte in time, but the whole too slow. */
+  srv.cfg.body_timeout_ms = 1000;
+  srv.cfg.body_deadline_ms = 150;
+  c = sconn();
+  feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n");
+  int sent = 0;
+  while (!ended(c) && sent < 100) {
+    feed(c, "x");
+    sent++;
+    run_until(ended, c, 20);
+  }
+  CHECK(ended(c) && sent < 50);
+  CHECK(strncmp(received(), "HTTP/1.1 408 ", 13) == 0);
+  sdone();
+  /* Steady and in time: served. */
+  srv.cfg.body_timeout_ms = 200;
+  srv.cfg.body_deadline_ms = 5000;
+  c = sconn();
+  feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n");
+  for (int i = 0; i < 5; i++) {
+    run_until(ended, c, 50);
+    feed(c, "y");
+  }
+  CHECK(S.count == 1 && strcmp(S.body, "yyyyy") == 0);
+  sdone();
+  srv.cfg.body_timeout_ms = 60000;
+  srv.cfg.body_deadline_ms = 300000;
+  /* The header timeout stays a deadline: headers trickled in never get it back. */
+  srv.cfg.header_timeout_ms = 100;
+  c = sconn();
+  const char *head = "GET / HTTP/1.1\r\nHost: h\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  for (size_t i = 0; head[i] && !ended(c); i++) {
+    c->proto->on_read(c, head + i, 1);
+    run_until(ended, c, 10);
+  }
+  CHECK(run_until(ended, c, 1000));
+  out = received();
+  CHECK(strncmp(out, "HTTP/1.1 408 ", 13) == 0 && strstr(out, "headers"));
+  sdone();
+  srv.cfg.header_timeout_ms = 10000;
+}
+
+/* A body large enough that reading pauses while it goes to disk: the
+ * connection reads again after the answer, and serves the next request. */
+static void test_keep_alive_after_spooled_body(void) {
+  mw_conn *c = sconn();
+  mw_conn_resume(c);
+  mw_str req = {0};
+  mw_str_appendz(&req, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 300000\r\n\r\n");
+  for (int i = 0; i < 30000; i++) mw_str_appendz(&req, "0123456789");
+  c->proto->on_read(c, req.p, req.len); /* one read: the end comes while reading is paused */
+  CHECK(run_until(answered, c, 5000) && S.spooled && S.body_len == 300000);
+  const char *next = "GET /after HTTP/1.1\r\nHost: h\r\n\r\n";
+  CHECK(write(peer, next, strlen(next)) == (ssize_t)strlen(next));
+  CHECK(run_until(two_answers, c, 3000));
+  CHECK(S.count == 2 && strcmp(S.path, "/after") == 0);
+  mw_str_free(&req);
+  sdone();
+}
+
+/* A client gone while its body is on its way to disk: nothing is left. */
+static void test_gone_mid_body(void) {
+  srv.cfg.body_buffer = 16;
+  mw_conn *c = sconn();
+  mw_str req = {0};
+  mw_str_appendz(&req, "POST /form HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+                       "Content-Length: 100000\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=f; filename=x\r\n\r\n");
+  for (int i = 0; i < 500; i++) mw_str_appendz(&req, "0123456789");
+  c->proto->on_read(c, req.p, req.len);
+  mw_conn_close(c); /* while the file is being created and written */
+  CHECK(run_until(tmp_empty, NULL, 5000));
+  sdone();
+  mw_str_reset(&req);
+  c = sconn();
+  mw_str_appendz(&req, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n");
+  for (int i = 0; i < 500; i++) mw_str_appendz(&req, "0123456789");
+  c->proto->on_read(c, req.p, req.len);
+  c->proto->on_eof(c);
+  CHECK(run_until(tmp_empty, NULL, 5000));
+  sdone();
+  CHECK(body_memory_held() == 0);
+  mw_str_free(&req);
+  srv.cfg.body_buffer = 64 * 1024;
+}
+
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
   cfg.quiet = true;
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/moonwire-test-http-XXXXXX");
+  if (!mkdtemp(tmpdir)) return 1;
+  cfg.tmp_dir = tmpdir;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
   http_set_handler(&srv, &(http_handler){handler, NULL});
@@ -479,12 +935,21 @@ int main(void) {
   test_dates();
   test_streamed_response();
   test_stream_client_gone();
+  test_expect_continue();
+  test_host_and_targets();
+  test_spooled_body();
+  test_multipart();
+  test_body_timeouts();
+  test_keep_alive_after_spooled_body();
+  test_gone_mid_body();
 
   test_stop_keeps_an_unsent_answer(); /* last: the server is stopping after it */
 
   mw_server_close(&srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  rmdir(tmpdir);
+  mw_str_free(&got);
   CHECK_REPORT();
   return failed ? 1 : 0;
 }

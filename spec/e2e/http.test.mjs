@@ -671,7 +671,9 @@ describe('command line', () => {
     assert.equal(code, 0);
     const text = stdout + stderr;
     for (const flag of ['--root', '--port', '--host', '--db', '--dev', '--production', '--quiet',
-      '--max-body', '--header-timeout', '--keepalive-timeout', '--help', '--version']) {
+      '--max-body', '--header-timeout', '--keepalive-timeout', '--body-timeout', '--body-deadline', '--body-buffer',
+      '--body-memory', '--tmp-dir', '--upload-max-files', '--upload-max-file-size', '--upload-max-fields',
+      '--upload-max-field-size', '--upload-max-part-header', '--help', '--version']) {
       assert.ok(text.includes(flag), `--help does not mention ${flag}:\n${text}`);
     }
   });

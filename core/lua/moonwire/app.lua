@@ -175,13 +175,88 @@ end
 -- ---------------------------------------------------------------- requests
 
 local Request = {}
+
+-- A body over --body-buffer waits in a temporary file (the core spooled
+-- it). Reads of it run off the loop while the handler waits; outside of a
+-- handler (app._dispatch looking for a _method field) they are done at once.
+local function read_spooled(ex, off, n)
+  if not app._current() then
+    local data, err = ex:read_body_now(off, n)
+    if not data then error(err, 3) end
+    return data
+  end
+  local wake, wait = app._waiter("reading the request body")
+  ex:read_body(off, n, wake)
+  local data, err = wait()
+  if not data then error(err, 3) end
+  return data
+end
+
+local CHUNK = 64 * 1024
+
+local function read_all(ex, size)
+  if size <= 16 * CHUNK then return read_spooled(ex, 0, size) end
+  local parts, off = {}, 0
+  while off < size do
+    local data = read_spooled(ex, off, 16 * CHUNK)
+    if data == "" then break end
+    parts[#parts + 1] = data
+    off = off + #data
+  end
+  return table.concat(parts)
+end
+
+-- The multipart/form-data fields and files (the core parsed them), or nil.
+local function parts(req)
+  local ex = rawget(req, "_rawheaders")
+  if not ex then return nil end
+  local fields, files = ex:parts()
+  if fields then
+    rawset(req, "form", fields)
+    rawset(req, "files", files)
+  end
+  return fields, files
+end
+
+-- A reader of the request body, in pieces (req:bodyReader()): reader:read(n)
+-- returns the next at most n bytes (64 KiB by default), nil at the end. A
+-- body in a file is read off the loop, without holding all of it.
+local Reader = {}
+Reader.__index = Reader
+
+function Reader:read(n)
+  n = n or CHUNK
+  assert(math.type(n) == "integer" and n > 0, "reader:read: n must be a positive integer")
+  if self.pos >= self.size then return nil end
+  local data
+  if self.body then
+    data = self.body:sub(self.pos + 1, self.pos + n)
+  else
+    data = read_spooled(self.ex, self.pos, n)
+  end
+  if data == "" then return nil end
+  self.pos = self.pos + #data
+  return data
+end
+
 Request.__index = function(req, k)
   local v
   if k == "query" then
     v = parse_urlencoded(req.querystring)
+  elseif k == "body" then -- only when the core spooled it (it is set otherwise)
+    local ex = rawget(req, "_rawheaders")
+    local size = ex and ex:body_size()
+    v = size and read_all(ex, size) or ""
+  elseif k == "files" then
+    local _, files = parts(req)
+    v = files or {}
   elseif k == "form" then
     local ct = req.headers["content-type"] or ""
-    v = ct:find("application/x-www-form-urlencoded", 1, true) and parse_urlencoded(req.body) or {}
+    if ct:find("application/x-www-form-urlencoded", 1, true) then
+      v = parse_urlencoded(req.body)
+    else
+      v = parts(req) or {}
+    end
   elseif k == "json" then
     local ct = req.headers["content-type"] or ""
     if ct:find("json", 1, true) then v = app.json_decode(req.body) end
@@ -204,6 +279,15 @@ Request.__index = function(req, k)
 end
 
 function Request.get(req, name) return req.headers[name:lower()] end
+
+function Request.bodyReader(req)
+  local body = rawget(req, "body")
+  if body then return setmetatable({ body = body, size = #body, pos = 0 }, Reader) end
+  local ex = rawget(req, "_rawheaders")
+  local size = ex and ex:body_size()
+  if not size then return setmetatable({ body = "", size = 0, pos = 0 }, Reader) end
+  return setmetatable({ ex = ex, size = size, pos = 0 }, Reader)
+end
 
 -- ---------------------------------------------------------------- settings and CSRF
 
@@ -273,12 +357,12 @@ local function csrf_ok(req, method)
   local ct = (h["content-type"] or ""):match("^%s*([^;%s]*)"):lower()
   if ct ~= "" and not FORMISH[ct] then return true end
   if not h.origin and not h["sec-fetch-site"] then return true end
-  local token = h["x-csrf-token"] or h["x-xsrf-token"] or (ct == "application/x-www-form-urlencoded" and req.form._csrf)
+  local token = h["x-csrf-token"] or h["x-xsrf-token"]
+    or ((ct == "application/x-www-form-urlencoded" or ct == "multipart/form-data") and req.form._csrf)
   local id = req.cookies[CSRF_COOKIE]
   if type(token) ~= "string" or not id then return false end
   return core.equal(token, hex(core.hmac(secret(), id)))
 end
-
 
 -- The request table for the core's arguments (see lhost.c's push_req).
 local function new_request(method, url, rawpath, querystring, body, ip, rawheaders)
@@ -745,7 +829,16 @@ function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheade
       local list = {}
       for _, m in ipairs(METHODS) do if params[m] then list[#list + 1] = m end end
       if params.GET then table.insert(list, 2, "HEAD") end
-      return false, table.concat(list, ", ")
+      -- OPTIONS is answered on every path that has routes (below).
+      if not params.OPTIONS then list[#list + 1] = "OPTIONS" end
+      local allow = table.concat(list, ", ")
+      if method == "OPTIONS" then
+        -- What Express does when no OPTIONS route is there: 200, the
+        -- path's methods in Allow and in the body.
+        ex:finish(200, allow, { ["Allow"] = allow, ["Content-Type"] = "text/plain; charset=utf-8" })
+        return true
+      end
+      return false, allow
     end
     return false
   end
