@@ -582,7 +582,7 @@ static int build_request(fcgi_txn *t, mw_server *srv) {
   }
   if ((st = make_url(t, has_uri ? &uri : NULL, &script, &pinfo, &qs))) return st;
   if (!r->method) return 400;
-  if (r->url_len + header_bytes > HTTP_MAX_HEADER_BYTES) return 431;
+  if (r->url_len + header_bytes > srv->cfg.max_header_size) return 431;
   if (t->has_length && t->content_length > srv->cfg.max_body) return 413;
   return 0;
 }
@@ -701,6 +701,11 @@ static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
   return 0;
 }
 
+static size_t fcgi_max_params(const mw_server *srv) {
+  size_t n = srv->cfg.max_header_size + 48 * 1024;
+  return n > FCGI_MAX_PARAMS_BYTES ? n : FCGI_MAX_PARAMS_BYTES;
+}
+
 static int on_params(fcgi_conn *fc, const fcgi_record *r) {
   fcgi_txn *t = fc->txn;
   mw_conn *c = fc->c;
@@ -718,7 +723,7 @@ static int on_params(fcgi_conn *fc, const fcgi_record *r) {
     arm_body_timer(fc, true);
     return 0;
   }
-  if (t->params.len + r->len > FCGI_MAX_PARAMS_BYTES) return refuse(fc, 431, NULL);
+  if (t->params.len + r->len > fcgi_max_params(fc->c->srv)) return refuse(fc, 431, NULL);
   if (mw_str_append(&t->params, r->content, r->len)) return refuse(fc, 500, NULL);
   return 0;
 }

@@ -87,9 +87,10 @@ int fcgi_nv_next(const char *buf, size_t len, size_t *pos, fcgi_nv *nv);
  * (-EINVAL for a length over 2^31 - 1). */
 int fcgi_nv_append(mw_str *s, const char *name, size_t nlen, const char *value, size_t vlen);
 
-/* Most PARAMS bytes one request may send; past it the request gets 431. The
- * HTTP part of them (REQUEST_URI and the HTTP_* headers) is held to
- * HTTP_MAX_HEADER_BYTES, as over HTTP. */
+/* Most PARAMS bytes one request may send (or --max-header-size and 48 KiB
+ * for the CGI variables, when that is more); past it the request gets 431.
+ * The HTTP part of them (REQUEST_URI and the HTTP_* headers) is held to
+ * --max-header-size, as over HTTP. */
 #define FCGI_MAX_PARAMS_BYTES (64 * 1024)
 
 struct mw_conn;

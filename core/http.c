@@ -720,7 +720,7 @@ static http_txn *cur(llhttp_t *p) { return ((http_conn *)p->data)->txn; }
 
 static int add_header_bytes(http_txn *t, size_t n) {
   t->hdr_bytes += n;
-  if (t->hdr_bytes > HTTP_MAX_HEADER_BYTES) {
+  if (t->hdr_bytes > t->hc->c->srv->cfg.max_header_size) {
     t->err_status = 431;
     return -1;
   }

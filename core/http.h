@@ -12,7 +12,8 @@
 
 #include "mw.h"
 
-/* The request line plus headers of one request, at most (431 past it). */
+/* The request line plus headers of one request, at most (431 past it):
+ * the default of --max-header-size (mw_config.max_header_size). */
 #define HTTP_MAX_HEADER_BYTES (16 * 1024)
 
 typedef struct http_header {

@@ -645,13 +645,27 @@ static json_token read_literal(json_reader *r, const char *lit, size_t len, json
   return t;
 }
 
+static int max_depth = JSON_MAX_DEPTH;
+static char depth_error[64] = "nested deeper than 64 arrays and objects";
+
+void json_set_max_depth(int depth) {
+  if (depth < 1) depth = 1;
+  if (depth > JSON_MAX_DEPTH) depth = JSON_MAX_DEPTH;
+  max_depth = depth;
+  snprintf(depth_error, sizeof depth_error, "nested deeper than %d arrays and objects", depth);
+}
+
+int json_max_depth(void) { return max_depth; }
+
+const char *json_depth_error(void) { return depth_error; }
+
 static json_token read_value(json_reader *r) {
   json_token t;
   switch (r->s[r->pos]) {
   case '[':
   case '{': {
     bool obj = r->s[r->pos] == '{';
-    if (r->depth >= JSON_MAX_DEPTH) return fail(r, "nested deeper than 64 arrays and objects", r->pos);
+    if (r->depth >= max_depth) return fail(r, depth_error, r->pos);
     if (obj) r->objects |= (uint64_t)1 << r->depth;
     r->depth++;
     r->pos++;

@@ -23,6 +23,14 @@
  * that arrives is checked against: what arrives can always be sent on. */
 #define JSON_MAX_DEPTH 64
 
+/* The nesting allowed now, 1 to JSON_MAX_DEPTH (--max-json-depth; the
+ * default is JSON_MAX_DEPTH): for the reader, for json.encode and for
+ * the Socket.IO packets that arrive. One value for the process. */
+void json_set_max_depth(int depth);
+int json_max_depth(void);
+/* "nested deeper than N arrays and objects", N the limit now. */
+const char *json_depth_error(void);
+
 /* Room for the longest number json_format_* writes, and the NUL. */
 #define JSON_NUMBER_MAX 32
 

@@ -312,7 +312,11 @@ static int put_object_sorted(jenc *e, int idx, int depth) {
 
 static int encode_table(jenc *e, int idx, int depth) {
   lua_State *L = e->L;
-  if (depth >= JSON_MAX_DEPTH) return enc_fail(e, depth, "nested deeper than 64 arrays and objects (a table that holds itself?)");
+  if (depth >= json_max_depth()) {
+    char why[96];
+    snprintf(why, sizeof why, "%s (a table that holds itself?)", json_depth_error());
+    return enc_fail(e, depth, why);
+  }
   if (!lua_checkstack(L, 6)) return enc_fail(e, depth, "out of Lua stack");
   bool marked = false;
   if (lua_getmetatable(L, idx)) {

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "db.h"
+#include "json.h"
 #include "lhost.h"
 #include "newapp.h"
 #include "server.h"
@@ -36,6 +37,7 @@ static const char usage[] =
     "  --watch                  reload scripts/, views/ and public/ when they change (on in dev mode)\n"
     "  --quiet                  no access log on stdout\n"
     "  --max-body BYTES         request body limit (default 1048576); larger bodies get 413\n"
+    "  --max-header-size BYTES  request line and headers, in all (default 16384); 431 past it\n"
     "  --header-timeout MS      time allowed to send request headers (default 10000)\n"
     "  --body-timeout MS        longest wait between two reads of a request body (default 60000); 408 past it\n"
     "  --body-deadline MS       time allowed for a whole request body (default 300000; 0: none); 408 past it\n"
@@ -65,6 +67,7 @@ static const char usage[] =
     "  --ping-interval MS       heartbeat interval (default 25000)\n"
     "  --ping-timeout MS        a client that does not answer a ping within this is closed (default 20000)\n"
     "  --max-http-buffer-size N largest message in bytes (default 1000000)\n"
+    "  --max-json-depth N       arrays and objects nested in a JSON value, at most (default 64, the most)\n"
     "  --max-backpressure N     bytes queued for a client that stops reading before it is closed (default 1048576)\n"
     "  --max-packet-rate N      packets per second a client may send; more are dropped, twice as many close it (default 5000; 0: no limit)\n"
     "  --connect-timeout MS     a session that never joins a namespace closes after this (default 45000)\n"
@@ -194,6 +197,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--max-body")) {
       NEEDS_VALUE if (parse_num(arg, val, 0, 1LL << 40, &n)) return 2;
       cfg.max_body = (size_t)n;
+    } else if (!strcmp(arg, "--max-header-size")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1024, 1 << 20, &n)) return 2;
+      cfg.max_header_size = (size_t)n;
     } else if (!strcmp(arg, "--header-timeout")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 86400000, &n)) return 2;
       cfg.header_timeout_ms = (uint64_t)n;
@@ -286,6 +292,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(arg, "--max-http-buffer-size")) {
       NEEDS_VALUE if (parse_num(arg, val, 1, 1000000000, &n)) return 2;
       cfg.max_http_buffer = (size_t)n;
+    } else if (!strcmp(arg, "--max-json-depth")) {
+      NEEDS_VALUE if (parse_num(arg, val, 1, JSON_MAX_DEPTH, &n)) return 2;
+      json_set_max_depth((int)n);
     } else if (!strcmp(arg, "--max-backpressure")) {
       NEEDS_VALUE if (parse_num(arg, val, 1024, 1LL << 40, &n)) return 2;
       cfg.max_backpressure = (size_t)n;

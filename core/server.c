@@ -27,6 +27,7 @@ void mw_config_defaults(mw_config *cfg) {
   cfg->dev = true;
   cfg->max_body = 1024 * 1024;
   cfg->header_timeout_ms = 10000;
+  cfg->max_header_size = HTTP_MAX_HEADER_BYTES;
   cfg->body_buffer = 64 * 1024;
   cfg->body_memory = 64 * 1024 * 1024;
   cfg->body_timeout_ms = 60000;

@@ -30,6 +30,7 @@ struct mw_config {
   bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;
+  size_t max_header_size;  /* request line plus headers, bytes (431 past it) */
   /* Request bodies (body.c): held in memory up to body_buffer bytes, else
    * spooled to a temporary file in tmp_dir; at most body_memory bytes of
    * bodies held in memory across all connections. */

@@ -1,6 +1,8 @@
 /* sio_packet.c — Socket.IO v5 packet decoding and heads, strict JSON check. */
 #include "sio_packet.h"
 
+#include "json.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -118,7 +120,7 @@ static int json_literal(jscan *j, const char *lit) {
 }
 
 /* Scans one value at j->pos (no leading whitespace) and stores its kind.
- * Recursion is bounded by MW_JSON_MAX_DEPTH, so the stack stays small
+ * Recursion is bounded by json_max_depth() (at most MW_JSON_MAX_DEPTH), so the stack stays small
  * whatever the input. */
 static int json_value(jscan *j, int depth, char *kind) {
   if (j->pos >= j->len) return -EINVAL;
@@ -129,7 +131,7 @@ static int json_value(jscan *j, int depth, char *kind) {
   case '[': {
     unsigned char close = c == '{' ? '}' : ']';
     k = c == '{' ? 'o' : 'a';
-    if (depth >= MW_JSON_MAX_DEPTH) return -EINVAL;
+    if (depth >= json_max_depth()) return -EINVAL;
     j->pos++;
     json_ws(j);
     if (j->pos < j->len && j->s[j->pos] == close) {

@@ -17,7 +17,8 @@ enum { SIO_CONNECT = 0, SIO_DISCONNECT = 1, SIO_EVENT = 2, SIO_ACK = 3, SIO_CONN
 /* Ack ids are JS numbers: 15 digits always fit in 2^53 exactly. */
 #define SIO_MAX_ACK_DIGITS 15
 #define SIO_MAX_ACK_ID INT64_C(999999999999999)
-/* Nesting of arrays and objects mw_json_check accepts. */
+/* Nesting of arrays and objects mw_json_check accepts, at most (json_max_depth()
+ * says how deep now: --max-json-depth). */
 #define MW_JSON_MAX_DEPTH 64
 
 typedef struct sio_packet {

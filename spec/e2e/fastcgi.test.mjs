@@ -206,6 +206,14 @@ describe('cgi-fcgi', () => {
     assert.equal(fine.cgi.status, 200, 'under the limit, a long header (4-byte length) is fine');
   });
 
+  test('--max-header-size holds over FastCGI too', T, async (t) => {
+    const srv = await serveFastcgi(t, { args: ['--max-header-size', '65536'] });
+    const { cgi } = await cgiFcgi(srv.fastcgi, env({ REQUEST_METHOD: 'GET', REQUEST_URI: '/pets', HTTP_X_BIG: 'b'.repeat(60 * 1024) }));
+    assert.equal(cgi.status, 200, '60 KiB of headers under a 64 KiB limit');
+    const over = await cgiFcgi(srv.fastcgi, env({ REQUEST_METHOD: 'GET', REQUEST_URI: '/pets', HTTP_X_BIG: 'b'.repeat(70 * 1024) }));
+    assert.equal(over.cgi.lines[0], 'Status: 431 Request Header Fields Too Large');
+  });
+
   test('a body over --max-body gets 413', T, async (t) => {
     const srv = await serveFastcgi(t, { args: ['--max-body', '100'] });
     const body = `name=${'n'.repeat(200)}&species=cat`;

@@ -419,6 +419,20 @@ describe('bad requests and unknown routes', () => {
     assert.equal(parseResponse(two.data, { closed: true })?.status, 431);
   });
 
+  test('--max-header-size moves the 431 line both ways', T, async (t) => {
+    const small = await serve(t, { args: ['--max-header-size', '2048'] });
+    const refused = await rawRequest(small.port, get('/', `X-Fill: ${'a'.repeat(3000)}\r\n`));
+    assert.equal(parseResponse(refused.data, { closed: true })?.status, 431, 'over 2 KiB');
+    const fine = await rawRequest(small.port, get('/style.css', `X-Fill: ${'a'.repeat(1000)}\r\nConnection: close\r\n`));
+    assert.equal(parseResponse(fine.data, { closed: true })?.status, 200, 'under 2 KiB');
+    const large = await serve(t, { args: ['--max-header-size', '65536'] });
+    const big = await rawRequest(large.port, get('/style.css', `X-Fill: ${'a'.repeat(40 * 1024)}\r\nConnection: close\r\n`));
+    assert.equal(parseResponse(big.data, { closed: true })?.status, 200, '40 KiB of headers under a 64 KiB limit');
+    const bad = await runBinary(['--max-header-size', '10']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--max-header-size needs a number between 1024 and 1048576/);
+  });
+
   test('a request target over 16 KiB is refused (431 or 414)', T, async (t) => {
     const srv = await serve(t);
     const { data, closed } = await rawRequest(srv.port, get(`/pets?q=${'a'.repeat(17 * 1024)}`));
@@ -671,7 +685,7 @@ describe('command line', () => {
     assert.equal(code, 0);
     const text = stdout + stderr;
     for (const flag of ['--root', '--port', '--host', '--db', '--dev', '--production', '--quiet',
-      '--max-body', '--header-timeout', '--keepalive-timeout', '--body-timeout', '--body-deadline', '--body-buffer',
+      '--max-body', '--max-header-size', '--header-timeout', '--keepalive-timeout', '--body-timeout', '--body-deadline', '--body-buffer',
       '--body-memory', '--tmp-dir', '--upload-max-files', '--upload-max-file-size', '--upload-max-fields',
       '--upload-max-field-size', '--upload-max-part-header', '--help', '--version']) {
       assert.ok(text.includes(flag), `--help does not mention ${flag}:\n${text}`);

@@ -167,3 +167,41 @@ describe('JSON as the Lua handler sees it', () => {
     ]);
   });
 });
+
+describe('--max-json-depth', () => {
+  const nest = (n) => { let v = 1; for (let i = 0; i < n; i++) v = [v]; return v; };
+
+  test('a value nested deeper than the limit closes the client that sent it; up to it, it echoes', T, async (t) => {
+    const srv = await setupWith(t, { root: FIXTURE, args: ['--max-json-depth', '4'] });
+    const socket = await open(srv, 'websocket');
+    // The packet's own array counts: ["echo", [[[1]]]] is 4 deep.
+    assert.deepStrictEqual(await askAll(socket, 'echo', nest(3)), [nest(3)]);
+    const gone = new Promise((resolve) => socket.once('disconnect', resolve));
+    socket.emit('echo', nest(4));
+    assert.equal(await gone, 'transport close', 'the server closed the connection (a parse error)');
+  });
+
+  test('json.encode and json.decode in a handler keep to it too', T, async (t) => {
+    const srv = await setupWith(t, { root: FIXTURE, args: ['--max-json-depth', '4'] });
+    const socket = await open(srv, 'websocket');
+    const [got] = await askAll(socket, 'json depth', 4, 5);
+    assert.equal(got.decode_a, 'ok');
+    assert.match(got.decode_b, /nested deeper than 4 arrays and objects/);
+    assert.equal(got.encode_a, 'ok');
+    assert.match(got.encode_b, /nested deeper than 4 arrays and objects/);
+  });
+
+  test('by default 64 levels go through', T, async (t) => {
+    const socket = await open(await setupWith(t, { root: FIXTURE }), 'websocket');
+    assert.deepStrictEqual(await askAll(socket, 'echo', nest(63)), [nest(63)]);
+  });
+
+  test('a value outside 1..64 is refused at start', T, async () => {
+    const { runBinary } = await import('./helpers.mjs');
+    for (const v of ['0', '65', 'x']) {
+      const { code, stderr } = await runBinary(['--max-json-depth', v]);
+      assert.notEqual(code, 0);
+      assert.match(stderr, /--max-json-depth needs a number between 1 and 64/);
+    }
+  });
+});
