@@ -24,6 +24,7 @@
 
 #include "l_io.h"
 #include "lcall.h"
+#include "lrunner.h"
 #include "lhost.h"
 
 #define TIMER_MT "moonwire.timer"
@@ -39,7 +40,6 @@ typedef struct tstate {
   uint64_t now;  /* test clock: ms since the VM started */
   uint64_t seq;  /* creation order, to break ties between equal due times */
   lua_Integer gen; /* the app generation new timers belong to */
-  int runner_ref;  /* app._call(what, fn, ...): runs app timers in a handler coroutine (0: none yet) */
 } tstate;
 
 struct ltimer {
@@ -84,11 +84,8 @@ static void fire(ltimer *t) {
   int top = lua_gettop(L);
   const char *what = t->interval ? "timer.every callback" : "timer.after callback";
   /* An app's callback runs as a handler, so it can wait (emitWithAck, app.sleep). */
-  bool as_handler = t->gen != -1 && t->st->runner_ref;
-  if (as_handler) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->st->runner_ref);
-    lua_pushstring(L, what);
-  }
+  bool as_handler = t->gen != -1 && lrunner_push(L, "call");
+  if (as_handler) lua_pushstring(L, what);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
   lcall_pcall(L, as_handler ? 3 : 1, 0, what);
@@ -160,16 +157,6 @@ static int l_stop_generation(lua_State *L) {
   return 1;
 }
 
-/* timer._set_runner(fn): what runs app timers' callbacks (app._call). */
-static int l_set_runner(lua_State *L) {
-  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (st->runner_ref) luaL_unref(L, LUA_REGISTRYINDEX, st->runner_ref);
-  lua_pushvalue(L, 1);
-  st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
-}
-
 static int h_stop(lua_State *L) {
   handle *h = luaL_checkudata(L, 1, TIMER_MT);
   if (h->t) timer_stop(h->t);
@@ -189,7 +176,6 @@ static int open_timer(lua_State *L) {
                                  {"_every_system", l_every_system},
                                  {"_generation", l_generation},
                                  {"_stop_generation", l_stop_generation},
-                                 {"_set_runner", l_set_runner},
                                  {NULL, NULL}};
   luaL_newlibtable(L, fns);
   lua_pushvalue(L, lua_upvalueindex(1));
