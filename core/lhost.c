@@ -1032,7 +1032,10 @@ static void answer_not_found(lhost *h, const http_req *req, http_res *res) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
-  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) answer_500(res);
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && ex->res) {
+    ex->res = NULL; /* answered here: res is gone once it is */
+    answer_500(res);
+  }
   if (ex->res) { /* belt and braces: never leave a request hanging */
     ex->res = NULL;
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
@@ -1106,7 +1109,10 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   lua_pushvalue(L, top + 2);
   int nargs = push_req(L, req, top + 2);
   if (lcall_pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
-    if (ex->res) answer_500(res);
+    if (ex->res) {
+      ex->res = NULL; /* a handler that kept ex must not reach res once it is answered */
+      answer_500(res);
+    }
     lua_settop(L, top);
     return;
   }
