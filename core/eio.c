@@ -69,11 +69,11 @@ struct eio_server {
 void eio_options_defaults(eio_options *o, const char *path) {
   memset(o, 0, sizeof *o);
   snprintf(o->path, sizeof o->path, "%s", path);
-  o->ping_interval = 25000;
-  o->ping_timeout = 20000;
-  o->max_payload = 1000000;
-  o->max_buffered = 1024 * 1024;
-  o->max_packet_rate = 5000;
+  o->ping_interval = EIO_DEFAULT_PING_INTERVAL_MS;
+  o->ping_timeout = EIO_DEFAULT_PING_TIMEOUT_MS;
+  o->max_payload = EIO_DEFAULT_MAX_PAYLOAD;
+  o->max_buffered = EIO_DEFAULT_MAX_BUFFERED;
+  o->max_packet_rate = EIO_DEFAULT_MAX_PACKET_RATE;
   o->polling = o->websocket = true;
 }
 

@@ -19,34 +19,6 @@
 #define MW_TRIM_EVERY_MS 2000
 #define MW_TRIM_AFTER (8u << 20) /* bytes released since the last trim */
 
-void mw_config_defaults(mw_config *cfg) {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->root = ".";
-  cfg->host = "127.0.0.1";
-  cfg->port = 3000;
-  cfg->dev = true;
-  cfg->max_body = 1024 * 1024;
-  cfg->header_timeout_ms = 10000;
-  cfg->max_header_size = HTTP_MAX_HEADER_BYTES;
-  cfg->body_buffer = 64 * 1024;
-  cfg->body_memory = 64 * 1024 * 1024;
-  cfg->body_timeout_ms = 60000;
-  cfg->body_deadline_ms = 300000;
-  cfg->upload_max_files = 100;
-  cfg->upload_max_fields = 1000;
-  cfg->upload_max_field_size = 1024 * 1024;
-  cfg->upload_max_part_header = 16 * 1024;
-  cfg->keepalive_timeout_ms = 5000;
-  cfg->handler_budget_ms = 2000;
-  cfg->max_conns_per_ip = 1000;
-  cfg->max_packet_rate = -1;
-  cfg->max_conn_rate_per_ip = 200;
-  cfg->lua_memory = (size_t)1024 << 20;
-  cfg->send_timeout_ms = 60000;
-  cfg->compress = true;
-  cfg->compress_min = 1024;
-}
-
 static void flush_dirty(mw_server *srv);
 
 static void on_check(uv_check_t *h) { flush_dirty(h->data); }
