@@ -11,6 +11,8 @@
 #include <uv.h>
 
 #include "db.h"
+#include "fcgi.h"
+#include "http.h"
 #include "json.h"
 #include "lhost.h"
 #include "newapp.h"
@@ -114,21 +116,28 @@ int main(int argc, char **argv) {
   if (lhost_new(&a.host, &a.srv, a.db, a.st) == -ENOMEM) return 1;
   if (!lhost_ok(a.host))
     mw_log(MW_LOG_ERROR, "the app did not load; fix the error above (routes answer 500 meanwhile)");
-  r = mw_server_listen(&a.srv);
+  /* Two listeners, one protocol each: HTTP, limited per client address,
+   * and FastCGI behind a web server, which is one address. */
+  const char *bracket = strchr(cfg.host, ':') ? "[%s]:%d" : "%s:%d";
+  char http_addr[128];
+  snprintf(http_addr, sizeof http_addr, bracket, cfg.host, cfg.port);
+  mw_listener *http;
+  r = mw_server_listen(&a.srv, http_addr, &(mw_listen_opts){http_conn_attach, NULL, http_conn_refuse}, &http);
   if (r) {
     fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
     return 1;
   }
   if (cfg.fastcgi) {
     /* Printed before the HTTP line, which tells that everything is ready. */
-    r = mw_server_listen_fastcgi(&a.srv);
+    mw_listener *fcgi;
+    r = mw_server_listen(&a.srv, cfg.fastcgi, &(mw_listen_opts){fcgi_conn_attach, NULL, NULL}, &fcgi);
     if (r) {
       fprintf(stderr, "moonwire: cannot listen for FastCGI on %s: %s\n", cfg.fastcgi,
               r == UV_EINVAL ? "expected unix:/path or IP:port (127.0.0.1:9000, [::1]:9000)" : uv_strerror(r));
       return 1;
     }
     char where[PATH_MAX + 16];
-    mw_server_fastcgi_name(&a.srv, where, sizeof where);
+    mw_listener_name(fcgi, where, sizeof where);
     printf("moonwire FastCGI responder on %s\n", where);
   }
   /* Before the listening line: whoever reads it may stop us at once. */
@@ -139,10 +148,9 @@ int main(int argc, char **argv) {
   uv_signal_start(&a.sigint, on_signal, SIGINT);
   uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 
-  const char *shown = strchr(cfg.host, ':') ? "[%s]" : "%s";
   printf("moonwire listening on http://");
-  printf(shown, cfg.host);
-  printf(":%d (%s mode)\n", mw_server_port(&a.srv), cfg.dev ? "dev" : "production");
+  printf(bracket, cfg.host, mw_listener_port(http));
+  printf(" (%s mode)\n", cfg.dev ? "dev" : "production");
 
   uv_run(a.loop, UV_RUN_DEFAULT);
   static_free(a.st);

@@ -97,7 +97,7 @@ static char *queued(mw_conn *c) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv);
+  return mw_conn_new(&srv, false, http_conn_attach, NULL);
 }
 
 static void feed(mw_conn *c, const char *s) { c->proto->on_read(c, s, strlen(s)); }
@@ -526,7 +526,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new_with(&srv, true, http_conn_attach);
+  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, NULL);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got);
