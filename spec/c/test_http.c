@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,7 +339,7 @@ static void test_upgrade_request_is_answered_then_closed(void) {
 }
 
 static void test_response_headers(void) {
-  http_req req = {.method = "GET", .method_id = 1, .keep_alive = true, .http_minor = 1};
+  http_req req = {.method = "GET", .method_id = HTTP_GET, .keep_alive = true, .http_minor = 1};
   http_res res;
   http_res_init(&res, &req, NULL, NULL);
   CHECK(http_res_headerz(&res, "X-Ok", "fine") == 0);
