@@ -257,7 +257,9 @@ static int get_atts(lua_State *L, int idx, mw_str *atts, int max) {
   return n;
 }
 
-#define MAX_ATTS 64
+/* As many as a client takes in one packet (socket.io-parser's
+ * maxAttachments), the limit moonwire holds its clients to as well. */
+#define MAX_ATTS SIO_MAX_ATTACHMENTS
 
 static int s_send(lua_State *L) {
   sio_socket *s = check_sock(L);
