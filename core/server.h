@@ -98,19 +98,19 @@ typedef struct mw_listener {
 
 struct mw_server {
   uv_loop_t *loop;
-  mw_config cfg;
+  mw_config cfg;            /* a copy; the protocols read their settings here */
   mw_listener listeners[MW_MAX_LISTENERS];
   int nlisteners;
   uv_check_t check;
   uv_prepare_t prepare;
   uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
-  struct iplimit *iplimit; /* connections per client address (HTTP listener) */
+  struct iplimit *iplimit; /* connections per client address (listeners with a refuse) */
   mw_conn *dirty;
   mw_conn *conns;
   int nconns;
   bool stopping;
   void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
-  void *handle_ud;          /* the HTTP handler (set with http_set_handler) */
+  void *handle_ud;          /* what HTTP and FastCGI requests go to (http_set_handler, by the app host) */
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
   union {                  /* accepts a client there is no memory for, to close it (server.c) */
     uv_tcp_t tcp;
