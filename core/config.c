@@ -17,8 +17,6 @@
 #include "mw.h"
 #include "sio.h"
 
-#define MS_MAX 86400000LL /* a day: the longest any timeout may be */
-
 /* Setters of the flags whose values are more than a number or a string. */
 
 static int set_redis(mw_config *cfg, const char *val, FILE *err) {
@@ -82,9 +80,9 @@ const mw_config_opt mw_config_opts[] = {
     NUM("--port", "N", port, 0, 65535, 3000, "TCP port (default: $PORT, else %D; 0 picks a free one)"),
     STR("--host", "ADDR", host, "127.0.0.1", "bind address (default 127.0.0.1; 0.0.0.0 for the LAN)"),
     STR("--db", "PATH", db_path, NULL, "SQLite file (default: ROOT/data/moonwire.db, created on first run)"),
-    NUM("--db-busy-timeout", "MS", db_busy_timeout_ms, 0, MS_MAX, MW_DB_BUSY_TIMEOUT_MS,
+    NUM("--db-busy-timeout", "MS", db_busy_timeout_ms, 0, MW_MAX_MS, MW_DB_BUSY_TIMEOUT_MS,
         "a write waits this long for a lock another process holds (default %D)"),
-    NUM("--db-statement-timeout", "MS", db_statement_timeout_ms, 0, MS_MAX, MW_DB_STATEMENT_TIMEOUT_MS,
+    NUM("--db-statement-timeout", "MS", db_statement_timeout_ms, 0, MW_MAX_MS, MW_DB_STATEMENT_TIMEOUT_MS,
         "a statement running longer is interrupted (default %D; 0: no limit)"),
     ON("--dev", dev, true, "development mode: error details in pages (the default)"),
     OFF("--production", dev, true, "production mode: plain error pages, no file watching"),
@@ -94,11 +92,11 @@ const mw_config_opt mw_config_opts[] = {
         "request body limit (default %D); larger bodies get 413"),
     NUM("--max-header-size", "BYTES", max_header_size, 1024, 1 << 20, HTTP_MAX_HEADER_BYTES,
         "request line and headers, in all (default %D); 431 past it"),
-    NUM("--header-timeout", "MS", header_timeout_ms, 1, MS_MAX, 10000,
+    NUM("--header-timeout", "MS", header_timeout_ms, 1, MW_MAX_MS, 10000,
         "time allowed to send request headers (default %D)"),
-    NUM("--body-timeout", "MS", body_timeout_ms, 1, MS_MAX, 60000,
+    NUM("--body-timeout", "MS", body_timeout_ms, 1, MW_MAX_MS, 60000,
         "longest wait between two reads of a request body (default %D); 408 past it"),
-    NUM("--body-deadline", "MS", body_deadline_ms, 0, MS_MAX, 300000,
+    NUM("--body-deadline", "MS", body_deadline_ms, 0, MW_MAX_MS, 300000,
         "time allowed for a whole request body (default %D; 0: none); 408 past it"),
     NUM("--body-buffer", "BYTES", body_buffer, 0, 1LL << 32, 64 * 1024,
         "bodies up to this are held in memory, larger ones go to a temporary file (default %D)"),
@@ -117,9 +115,9 @@ const mw_config_opt mw_config_opts[] = {
         "bytes of one field's value (default %D); 413 past it"),
     NUM("--upload-max-part-header", "BYTES", upload_max_part_header, 1, 1 << 20, 16 * 1024,
         "bytes of one part's headers (default %D); 413 past it"),
-    NUM("--keepalive-timeout", "MS", keepalive_timeout_ms, 1, MS_MAX, 5000,
+    NUM("--keepalive-timeout", "MS", keepalive_timeout_ms, 1, MW_MAX_MS, 5000,
         "idle keep-alive connections close after this (default %D)"),
-    NUM("--handler-budget", "MS", handler_budget_ms, 0, MS_MAX, 2000,
+    NUM("--handler-budget", "MS", handler_budget_ms, 0, MW_MAX_MS, 2000,
         "a route, socket handler or timer that runs longer is stopped (default %D; 0: no limit)"),
     {.flag = "--lua-memory", .arg = "MB", .field = FIELD(lua_memory), .size = FSIZE(lua_memory), .shift = 20,
      .kind = MW_CFG_NUM, .min = 0, .max = 1 << 20, .def = 1024,
@@ -130,7 +128,7 @@ const mw_config_opt mw_config_opts[] = {
         "new connections per second from one address (default %D; 0: no limit)"),
     ON("--limit-loopback", limit_loopback, false,
        "apply those two to loopback clients too (off: a proxy on this machine is one address)"),
-    NUM("--send-timeout", "MS", send_timeout_ms, 1, MS_MAX, 60000,
+    NUM("--send-timeout", "MS", send_timeout_ms, 1, MW_MAX_MS, 60000,
         "a client that takes no byte of a response for this long is dropped (default %D)"),
     NUM("--compress-min", "BYTES", compress_min, 1, 1LL << 40, 1024,
         "smallest text response gzip/brotli compresses (default %D)"),
@@ -142,9 +140,9 @@ const mw_config_opt mw_config_opts[] = {
 
     SECTION("Socket.IO (these win over io.configure in the app)"),
     FN("--io-path", "PATH", set_io_path, "where Socket.IO answers (default /socket.io/)"),
-    OPT("--ping-interval", "MS", ping_interval, 1, MS_MAX, EIO_DEFAULT_PING_INTERVAL_MS, 0,
+    OPT("--ping-interval", "MS", ping_interval, 1, MW_MAX_MS, EIO_DEFAULT_PING_INTERVAL_MS, 0,
         "heartbeat interval (default %D)"),
-    OPT("--ping-timeout", "MS", ping_timeout, 1, MS_MAX, EIO_DEFAULT_PING_TIMEOUT_MS, 0,
+    OPT("--ping-timeout", "MS", ping_timeout, 1, MW_MAX_MS, EIO_DEFAULT_PING_TIMEOUT_MS, 0,
         "a client that does not answer a ping within this is closed (default %D)"),
     OPT("--max-http-buffer-size", "N", max_http_buffer, 1, 1000000000, EIO_DEFAULT_MAX_PAYLOAD, 0,
         "largest message in bytes (default %D)"),
@@ -155,9 +153,9 @@ const mw_config_opt mw_config_opts[] = {
     OPT("--max-packet-rate", "N", max_packet_rate, 0, 1000000000, EIO_DEFAULT_MAX_PACKET_RATE, -1,
         "packets per second a client may send; more are dropped, twice as many close it (default %D; 0: no "
         "limit)"),
-    OPT("--connect-timeout", "MS", connect_timeout, 1, MS_MAX, SIO_DEFAULT_CONNECT_TIMEOUT_MS, 0,
+    OPT("--connect-timeout", "MS", connect_timeout, 1, MW_MAX_MS, SIO_DEFAULT_CONNECT_TIMEOUT_MS, 0,
         "a session that never joins a namespace closes after this (default %D)"),
-    OPT("--attachment-timeout", "MS", attachment_timeout, 1, MS_MAX, SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS, 0,
+    OPT("--attachment-timeout", "MS", attachment_timeout, 1, MW_MAX_MS, SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS, 0,
         "a binary packet's attachments must all arrive within this (default %D)"),
     FN("--transports", "LIST", set_transports, "polling,websocket (default both)"),
     FN("--cors-origin", "ORIGIN", add_origin, "allow this Origin (repeatable); a WebSocket from any other gets 403"),
