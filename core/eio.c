@@ -2,6 +2,7 @@
 #include "eio.h"
 
 #include <errno.h>
+#include <llhttp.h> /* HTTP_GET, ...: http_req.method_id */
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,11 +70,11 @@ struct eio_server {
 void eio_options_defaults(eio_options *o, const char *path) {
   memset(o, 0, sizeof *o);
   snprintf(o->path, sizeof o->path, "%s", path);
-  o->ping_interval = 25000;
-  o->ping_timeout = 20000;
-  o->max_payload = 1000000;
-  o->max_buffered = 1024 * 1024;
-  o->max_packet_rate = 5000;
+  o->ping_interval = EIO_DEFAULT_PING_INTERVAL_MS;
+  o->ping_timeout = EIO_DEFAULT_PING_TIMEOUT_MS;
+  o->max_payload = EIO_DEFAULT_MAX_PAYLOAD;
+  o->max_buffered = EIO_DEFAULT_MAX_BUFFERED;
+  o->max_packet_rate = EIO_DEFAULT_MAX_PACKET_RATE;
   o->polling = o->websocket = true;
 }
 
@@ -682,7 +683,7 @@ void *eio_pending_userdata(eio_pending *p) { return p->ud; }
 /* A request without sid. As in engine.io's verify(), allowRequest sees only
  * handshakes that are otherwise valid. */
 static void handshake(eio_server *es, const http_req *req, http_res *res, bool websocket) {
-  if (!websocket && req->method_id != 1 /* GET */) {
+  if (!websocket && req->method_id != HTTP_GET) {
     answer_error(res, 400, 2, "Bad handshake method");
     return;
   }
@@ -745,7 +746,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
       !(plen > 1 && es->opt.path[plen - 1] == '/' && req->path_len == plen - 1 &&
         memcmp(req->path, es->opt.path, plen - 1) == 0))
     return 1;
-  if (req->method_id == 6 /* OPTIONS */) { /* CORS preflight */
+  if (req->method_id == HTTP_OPTIONS) { /* CORS preflight */
     add_cors(es, req, res);
     http_res_headerz(res, "Access-Control-Allow-Methods", "GET, POST");
     size_t hl;
@@ -782,7 +783,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     return 0;
   }
   eio_session *s = find(es, sid, strlen(sid));
-  if (s && s->lingering && !websocket && req->method_id == 1) { /* its last poll: the close packet */
+  if (s && s->lingering && !websocket && req->method_id == HTTP_GET) { /* its last poll: the close packet */
     add_cors(es, req, res);
     answer_payload(res, s->outq.p, s->outq.len);
     mw_str_reset(&s->outq);
@@ -807,8 +808,8 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     answer_error(res, 400, 3, "Bad request");
     return 0;
   }
-  if (req->method_id == 1) poll_get(s, req, res);
-  else if (req->method_id == 3) poll_post(s, req, res);
+  if (req->method_id == HTTP_GET) poll_get(s, req, res);
+  else if (req->method_id == HTTP_POST) poll_post(s, req, res);
   else answer_error(res, 400, 2, "Bad handshake method");
   return 0;
 }

@@ -15,6 +15,13 @@ typedef struct eio_server eio_server;
 typedef struct eio_session eio_session;
 typedef struct eio_pending eio_pending;
 
+/* Engine.IO's defaults, as engine.io has them (eio_options_defaults). */
+#define EIO_DEFAULT_PING_INTERVAL_MS 25000
+#define EIO_DEFAULT_PING_TIMEOUT_MS 20000
+#define EIO_DEFAULT_MAX_PAYLOAD 1000000          /* maxHttpBufferSize */
+#define EIO_DEFAULT_MAX_BUFFERED (1024 * 1024)   /* maxBackpressure (moonwire's) */
+#define EIO_DEFAULT_MAX_PACKET_RATE 5000         /* maxPacketRate (moonwire's) */
+
 typedef struct eio_options {
   char path[128];          /* "/socket.io/" */
   uint64_t ping_interval;  /* ms, 25000 */

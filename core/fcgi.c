@@ -904,7 +904,7 @@ static const mw_proto fcgi_proto = {
     .on_close = fcgi_on_close,
 };
 
-void fcgi_conn_attach(mw_conn *c) {
+void fcgi_conn_attach(mw_conn *c, void *ud) {
   fcgi_conn *fc = calloc(1, sizeof *fc);
   if (!fc) {
     mw_conn_close(c);

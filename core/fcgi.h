@@ -94,8 +94,9 @@ int fcgi_nv_append(mw_str *s, const char *name, size_t nlen, const char *value, 
 #define FCGI_MAX_PARAMS_BYTES (64 * 1024)
 
 struct mw_conn;
-/* Makes c speak FastCGI: called for every connection the --fastcgi listener
- * accepts (tests and fuzzers attach it to a connection without a socket). */
-void fcgi_conn_attach(struct mw_conn *c);
+/* Makes c speak FastCGI: the --fastcgi listener's attach function
+ * (mw_attach_fn; ud unused: requests go to the server's handler, as HTTP's
+ * do). Tests and fuzzers attach it to a connection without a socket. */
+void fcgi_conn_attach(struct mw_conn *c, void *ud);
 
 #endif

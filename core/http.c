@@ -1311,7 +1311,7 @@ static const mw_proto http_proto = {
     .on_close = http_on_close,
 };
 
-void http_conn_attach(mw_conn *c) {
+void http_conn_attach(mw_conn *c, void *ud) {
   http_conn *hc = calloc(1, sizeof *hc);
   if (!hc) {
     mw_conn_close(c);
@@ -1323,6 +1323,14 @@ void http_conn_attach(mw_conn *c) {
   c->proto = &http_proto;
   c->proto_data = hc;
   mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+}
+
+void http_conn_refuse(mw_conn *c, void *ud) {
+  static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                             "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                             "too many connections from your address\n";
+  mw_conn_write_copy(c, busy, sizeof busy - 1);
+  mw_conn_end(c);
 }
 
 void http_set_handler(mw_server *srv, const http_handler *h) {

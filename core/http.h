@@ -218,8 +218,12 @@ int64_t http_parse_date(const char *s, size_t len);
 struct mw_conn;
 struct mw_server;
 
-/* Makes c speak HTTP/1.x: called by server.c for every accepted connection. */
-void http_conn_attach(struct mw_conn *c);
+/* Makes c speak HTTP/1.x: the HTTP listener's attach function (mw_attach_fn;
+ * ud unused: requests go to the server's handler, http_set_handler). */
+void http_conn_attach(struct mw_conn *c, void *ud);
+/* The HTTP listener's refuse (mw_listen_opts): a client over the limits per
+ * address gets a 503 with Retry-After, and the connection ends. */
+void http_conn_refuse(struct mw_conn *c, void *ud);
 
 /* What answers requests: set by the app host. handle() must eventually
  * finish res (now or later); it may not free req before that. */

@@ -257,7 +257,9 @@ static int get_atts(lua_State *L, int idx, mw_str *atts, int max) {
   return n;
 }
 
-#define MAX_ATTS 64
+/* As many as a client takes in one packet (socket.io-parser's
+ * maxAttachments), the limit moonwire holds its clients to as well. */
+#define MAX_ATTS SIO_MAX_ATTACHMENTS
 
 static int s_send(lua_State *L) {
   sio_socket *s = check_sock(L);
@@ -552,7 +554,7 @@ static uint64_t opt_ms(lua_State *L, int idx, const char *name, uint64_t cur) {
   lua_getfield(L, idx, name);
   if (!lua_isnil(L, -1)) {
     lua_Number v = luaL_checknumber(L, -1);
-    if (v < 1 || v > 86400000) luaL_error(L, "%s must be between 1 and 86400000 ms", name);
+    if (v < 1 || v > MW_MAX_MS) luaL_error(L, "%s must be between 1 and %d ms", name, MW_MAX_MS);
     cur = (uint64_t)v;
   }
   lua_pop(L, 1);

@@ -10,6 +10,10 @@
 
 #define MW_VERSION "0.1.0"
 
+/* The longest a timeout or an interval may be set to, in ms (a day): the
+ * bound of every such flag (config.c) and io.configure option (l_io.c). */
+#define MW_MAX_MS 86400000
+
 #define MW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* A growable byte string. Zero-initialise to start empty ({0}); p is always

@@ -9,8 +9,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "fcgi.h"
-#include "http.h"
 #include "iplimit.h"
 
 #define MW_READBUF_SIZE 65536
@@ -18,34 +16,6 @@
 #define MW_WQ_MAX_IOV 64
 #define MW_TRIM_EVERY_MS 2000
 #define MW_TRIM_AFTER (8u << 20) /* bytes released since the last trim */
-
-void mw_config_defaults(mw_config *cfg) {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->root = ".";
-  cfg->host = "127.0.0.1";
-  cfg->port = 3000;
-  cfg->dev = true;
-  cfg->max_body = 1024 * 1024;
-  cfg->header_timeout_ms = 10000;
-  cfg->max_header_size = HTTP_MAX_HEADER_BYTES;
-  cfg->body_buffer = 64 * 1024;
-  cfg->body_memory = 64 * 1024 * 1024;
-  cfg->body_timeout_ms = 60000;
-  cfg->body_deadline_ms = 300000;
-  cfg->upload_max_files = 100;
-  cfg->upload_max_fields = 1000;
-  cfg->upload_max_field_size = 1024 * 1024;
-  cfg->upload_max_part_header = 16 * 1024;
-  cfg->keepalive_timeout_ms = 5000;
-  cfg->handler_budget_ms = 2000;
-  cfg->max_conns_per_ip = 1000;
-  cfg->max_packet_rate = -1;
-  cfg->max_conn_rate_per_ip = 200;
-  cfg->lua_memory = (size_t)1024 << 20;
-  cfg->send_timeout_ms = 60000;
-  cfg->compress = true;
-  cfg->compress_min = 1024;
-}
 
 static void flush_dirty(mw_server *srv);
 
@@ -72,8 +42,6 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
     free(srv->readbuf);
     return -ENOMEM;
   }
-  uv_tcp_init(loop, &srv->listener);
-  srv->listener.data = srv;
   uv_check_init(loop, &srv->check);
   srv->check.data = srv;
   uv_check_start(&srv->check, on_check);
@@ -244,13 +212,11 @@ static mw_conn *conn_alloc(mw_server *srv, bool pipe) {
   return c;
 }
 
-mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c)) {
+mw_conn *mw_conn_new(mw_server *srv, bool pipe, mw_attach_fn attach, void *ud) {
   mw_conn *c = conn_alloc(srv, pipe);
-  if (c) attach(c);
+  if (c) attach(c, ud);
   return c;
 }
-
-mw_conn *mw_conn_new(mw_server *srv) { return mw_conn_new_with(srv, false, http_conn_attach); }
 
 /* At most once a minute: says why connections are (or soon will be) refused. */
 static bool log_due(void) {
@@ -277,17 +243,16 @@ static void check_file_limit(mw_server *srv) {
          srv->nconns, (unsigned long long)srv->nofile);
 }
 
-static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c));
+static void on_connection(uv_stream_t *ls, int status);
 
 static void on_spare_closed(uv_handle_t *h) {
   mw_server *srv = h->data;
   srv->spare_busy = false;
-  uv_stream_t *ls = srv->spare_waiting;
-  if (!ls) return;
+  mw_listener *l = srv->spare_waiting;
+  if (!l) return;
   srv->spare_waiting = NULL;
   if (srv->stopping) return;
-  accept_conn(ls, 0, ls == (uv_stream_t *)&srv->fcgi_listener && srv->fcgi_unix,
-              ls == (uv_stream_t *)&srv->listener ? http_conn_attach : fcgi_conn_attach);
+  on_connection((uv_stream_t *)&l->tcp, 0);
 }
 
 /* No memory for a connection: the client is accepted into a handle kept
@@ -295,24 +260,25 @@ static void on_spare_closed(uv_handle_t *h) {
  * listener until someone accepts, and nobody would be served again. When
  * that handle is still closing from the last time, the listener waits for
  * its close callback. */
-static void refuse_pending(mw_server *srv, uv_stream_t *ls, bool pipe) {
+static void refuse_pending(mw_server *srv, mw_listener *l) {
   if (log_due()) mw_log(MW_LOG_ERROR, "out of memory: a new connection is closed");
   if (srv->spare_busy) {
-    srv->spare_waiting = ls;
+    srv->spare_waiting = l;
     return;
   }
-  if (pipe) uv_pipe_init(srv->loop, &srv->spare.pipe, 0);
+  if (l->is_pipe) uv_pipe_init(srv->loop, &srv->spare.pipe, 0);
   else uv_tcp_init(srv->loop, &srv->spare.tcp);
   srv->spare.tcp.data = srv;
   srv->spare_busy = true;
-  uv_accept(ls, (uv_stream_t *)&srv->spare);
+  uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&srv->spare);
   uv_close((uv_handle_t *)&srv->spare, on_spare_closed);
 }
 
 /* Too many connections from c's address, or too many new ones this second:
- * c gets a 503 (as nginx's limit_conn and limit_req answer) and ends.
- * Returns true when it did. */
-static bool refuse_by_address(mw_server *srv, mw_conn *c, const struct sockaddr *sa) {
+ * c is handed to the listener's refuse (HTTP answers 503, as nginx's
+ * limit_conn and limit_req do), which ends it. Returns true when it was. */
+static bool refuse_by_address(mw_listener *l, mw_conn *c, const struct sockaddr *sa) {
+  mw_server *srv = l->srv;
   int r = iplimit_enter(srv->iplimit, sa, uv_now(srv->loop), &c->ip);
   if (r == 0) return false;
   static uint64_t last_log;
@@ -323,24 +289,21 @@ static bool refuse_by_address(mw_server *srv, mw_conn *c, const struct sockaddr 
            r == -EMFILE ? "too many connections from one address (--max-conns-per-ip)"
                         : "too many new connections per second from one address (--max-conn-rate-per-ip)");
   }
-  static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                             "Content-Length: 39\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-                             "too many connections from your address\n";
-  mw_conn_write_copy(c, busy, sizeof busy - 1);
-  mw_conn_end(c);
+  l->opts.refuse(c, l->opts.ud);
   return true;
 }
 
-static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(mw_conn *c)) {
-  mw_server *srv = ls->data;
+static void on_connection(uv_stream_t *ls, int status) {
+  mw_listener *l = ls->data;
+  mw_server *srv = l->srv;
   if (status < 0) {
     refused(status);
     return;
   }
   if (srv->stopping) return;
-  mw_conn *c = conn_alloc(srv, pipe);
+  mw_conn *c = conn_alloc(srv, l->is_pipe);
   if (!c) {
-    refuse_pending(srv, ls, pipe);
+    refuse_pending(srv, l);
     return;
   }
   int r = uv_accept(ls, (uv_stream_t *)&c->tcp);
@@ -351,48 +314,16 @@ static void accept_conn(uv_stream_t *ls, int status, bool pipe, void (*attach)(m
   }
   struct sockaddr_storage ss;
   int sl = sizeof ss;
-  if (!pipe && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+  if (!l->is_pipe && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
     else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
-    /* Only the HTTP listener: behind FastCGI every request comes from the web server. */
-    if (ls == (uv_stream_t *)&srv->listener && refuse_by_address(srv, c, (struct sockaddr *)&ss)) return;
+    if (l->opts.refuse && refuse_by_address(l, c, (struct sockaddr *)&ss)) return;
   }
-  attach(c);
+  l->opts.attach(c, l->opts.ud);
   if (c->closing) return; /* the protocol could not be set up (out of memory): the socket goes with c */
   check_file_limit(srv);
-  if (!pipe) uv_tcp_nodelay(&c->tcp, 1);
+  if (!l->is_pipe) uv_tcp_nodelay(&c->tcp, 1);
   mw_conn_resume(c);
-}
-
-static void on_connection(uv_stream_t *ls, int status) { accept_conn(ls, status, false, http_conn_attach); }
-
-static void on_fcgi_connection(uv_stream_t *ls, int status) {
-  mw_server *srv = ls->data;
-  accept_conn(ls, status, srv->fcgi_unix, fcgi_conn_attach);
-}
-
-int mw_server_listen(mw_server *srv) {
-  struct sockaddr_storage addr;
-  int r;
-  if (strchr(srv->cfg.host, ':'))
-    r = uv_ip6_addr(srv->cfg.host, srv->cfg.port, (struct sockaddr_in6 *)&addr);
-  else
-    r = uv_ip4_addr(srv->cfg.host, srv->cfg.port, (struct sockaddr_in *)&addr);
-  if (r) return r;
-  if ((r = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0))) return r;
-  struct rlimit nofile;
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) srv->nofile = nofile.rlim_cur;
-  if ((r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection))) return r;
-  srv->listening = true;
-  return 0;
-}
-
-int mw_server_port(mw_server *srv) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len)) return -1;
-  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
 /* Splits "host:port" or "[v6]:port" into addr. Returns 0 or UV_EINVAL. */
@@ -416,13 +347,15 @@ static int parse_host_port(const char *s, struct sockaddr_storage *addr) {
   return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr);
 }
 
-int mw_server_listen_fastcgi(mw_server *srv) {
-  const char *a = srv->cfg.fastcgi;
+int mw_server_listen(mw_server *srv, const char *addr, const mw_listen_opts *o, mw_listener **out) {
+  if (srv->nlisteners == MW_MAX_LISTENERS) return UV_ENOBUFS;
+  mw_listener *l = &srv->listeners[srv->nlisteners];
+  memset(l, 0, sizeof *l);
+  l->srv = srv;
+  l->opts = *o;
   int r;
-  if (!a || srv->fcgi_inited) return UV_EINVAL;
-  uv_stream_t *ls = (uv_stream_t *)&srv->fcgi_listener;
-  if (strncmp(a, "unix:", 5) == 0) {
-    const char *path = a + 5;
+  if (strncmp(addr, "unix:", 5) == 0) {
+    const char *path = addr + 5;
     if (!*path) return UV_EINVAL;
     /* libuv would cut a longer path short and bind that instead. */
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return UV_ENAMETOOLONG;
@@ -430,31 +363,48 @@ int mw_server_listen_fastcgi(mw_server *srv) {
      * bind fail: only a socket is removed, never another kind of file. */
     struct stat st;
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
-    srv->fcgi_unix = true;
-    uv_pipe_init(srv->loop, &srv->fcgi_listener.pipe, 0);
-    srv->fcgi_inited = true;
-    r = uv_pipe_bind(&srv->fcgi_listener.pipe, path);
+    l->is_pipe = true;
+    snprintf(l->path, sizeof l->path, "%s", path);
+    uv_pipe_init(srv->loop, &l->pipe, 0);
+    r = uv_pipe_bind(&l->pipe, path);
   } else {
-    struct sockaddr_storage addr;
-    if ((r = parse_host_port(a, &addr))) return r;
-    uv_tcp_init(srv->loop, &srv->fcgi_listener.tcp);
-    srv->fcgi_inited = true;
-    r = uv_tcp_bind(&srv->fcgi_listener.tcp, (struct sockaddr *)&addr, 0);
+    struct sockaddr_storage sa;
+    if ((r = parse_host_port(addr, &sa))) return r;
+    uv_tcp_init(srv->loop, &l->tcp);
+    r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&sa, 0);
   }
-  ls->data = srv;
+  /* From here the handle is the server's to close, even when bind failed. */
+  l->inited = true;
+  l->tcp.data = l;
+  srv->nlisteners++;
   if (r) return r;
-  if ((r = uv_listen(ls, 511, on_fcgi_connection))) return r;
-  srv->fcgi_listening = true;
+  struct rlimit nofile;
+  if (!srv->nofile && getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+    srv->nofile = nofile.rlim_cur;
+  if ((r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection))) return r;
+  l->listening = true;
+  if (out) *out = l;
   return 0;
 }
 
-void mw_server_fastcgi_name(mw_server *srv, char *out, size_t cap) {
+int mw_listener_port(const mw_listener *l) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (l->is_pipe || uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len)) return -1;
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int mw_server_port(mw_server *srv) { return srv->nlisteners ? mw_listener_port(&srv->listeners[0]) : -1; }
+
+void mw_listener_name(const mw_listener *l, char *out, size_t cap) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   char host[64];
-  if (srv->fcgi_unix || !srv->fcgi_inited ||
-      uv_tcp_getsockname(&srv->fcgi_listener.tcp, (struct sockaddr *)&ss, &len)) {
-    snprintf(out, cap, "%s", srv->cfg.fastcgi ? srv->cfg.fastcgi : "");
+  if (l->is_pipe) {
+    snprintf(out, cap, "unix:%s", l->path);
+  } else if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len)) {
+    snprintf(out, cap, "?");
   } else if (ss.ss_family == AF_INET6) {
     uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
     snprintf(out, cap, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
@@ -464,22 +414,21 @@ void mw_server_fastcgi_name(mw_server *srv, char *out, size_t cap) {
   }
 }
 
-/* Stops accepting FastCGI connections; the socket file goes with it. */
-static void close_fastcgi(mw_server *srv) {
-  if (!srv->fcgi_inited || uv_is_closing((uv_handle_t *)&srv->fcgi_listener)) return;
-  uv_close((uv_handle_t *)&srv->fcgi_listener, NULL);
-  if (srv->fcgi_unix && srv->fcgi_listening) unlink(srv->cfg.fastcgi + 5);
-  srv->fcgi_listening = false;
+/* Stops accepting on every listener; a Unix socket's file goes with it. */
+static void close_listeners(mw_server *srv) {
+  for (int i = 0; i < srv->nlisteners; i++) {
+    mw_listener *l = &srv->listeners[i];
+    if (!l->inited || uv_is_closing((uv_handle_t *)&l->tcp)) continue;
+    uv_close((uv_handle_t *)&l->tcp, NULL);
+    if (l->is_pipe && l->listening) unlink(l->path);
+    l->listening = false;
+  }
 }
 
 void mw_server_stop(mw_server *srv) {
   if (srv->stopping) return;
   srv->stopping = true;
-  if (srv->listening) {
-    uv_close((uv_handle_t *)&srv->listener, NULL);
-    srv->listening = false;
-  }
-  close_fastcgi(srv);
+  close_listeners(srv);
   /* Idle connections go now; busy ones end after their response (http.c
    * checks srv->stopping before keeping a connection alive). */
   for (mw_conn *c = srv->conns, *n; c; c = n) {
@@ -495,8 +444,7 @@ void mw_server_stop(mw_server *srv) {
 
 void mw_server_close(mw_server *srv) {
   srv->spare_waiting = NULL;
-  if (!uv_is_closing((uv_handle_t *)&srv->listener)) uv_close((uv_handle_t *)&srv->listener, NULL);
-  close_fastcgi(srv);
+  close_listeners(srv);
   uv_close((uv_handle_t *)&srv->check, NULL);
   uv_close((uv_handle_t *)&srv->prepare, NULL);
   uv_close((uv_handle_t *)&srv->trim, NULL);

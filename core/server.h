@@ -1,8 +1,10 @@
 /* server.h — listeners, connections, write queues, timeouts.
  *
  * A connection (mw_conn) is a TCP (or Unix) stream plus a corked write queue.
- * What the bytes mean is up to the protocol attached to it (HTTP, FastCGI on
- * the --fastcgi listener; WebSocket after an upgrade), through a small vtable. Writes queued during one loop turn
+ * The server knows no protocol: each listener is given an attach function
+ * that sets the protocol of the connections it accepts (http_conn_attach,
+ * fcgi_conn_attach; a WebSocket replaces HTTP after an upgrade) through a
+ * small vtable, mw_proto. Writes queued during one loop turn
  * leave together in one gathered write, after the I/O callbacks of that turn
  * (uv_check) or before the loop blocks again (uv_prepare). Buffers are
  * refcounted mw_bufs, so one encoded broadcast can sit in many queues. */
@@ -11,60 +13,14 @@
 
 #include <uv.h>
 
+#include "config.h"
 #include "mw.h"
 
 struct http_req;
 struct http_res;
 typedef struct mw_server mw_server;
 typedef struct mw_conn mw_conn;
-typedef struct mw_config mw_config;
 
-struct mw_config {
-  const char *root;       /* the app directory (scripts/, views/, public/) */
-  const char *host;       /* bind address */
-  int port;               /* 0 = ephemeral */
-  const char *db_path;    /* SQLite file */
-  bool dev;               /* dev mode: error details in pages */
-  bool quiet;             /* no access log */
-  bool watch;             /* reload scripts/, views/, public/ when they change */
-  bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
-  size_t max_body;        /* request body limit, bytes */
-  uint64_t header_timeout_ms;
-  size_t max_header_size;  /* request line plus headers, bytes (431 past it) */
-  /* Request bodies (body.c): held in memory up to body_buffer bytes, else
-   * spooled to a temporary file in tmp_dir; at most body_memory bytes of
-   * bodies held in memory across all connections. */
-  size_t body_buffer, body_memory;
-  const char *tmp_dir;
-  uint64_t body_timeout_ms;  /* between two reads of a body (408 past it) */
-  uint64_t body_deadline_ms; /* for a whole body, from its headers; 0: none */
-  /* multipart/form-data: files, fields, bytes of one file (0: only
-   * max_body), of one field, of one part's headers. */
-  size_t upload_max_files, upload_max_fields, upload_max_file_size, upload_max_field_size, upload_max_part_header;
-  uint64_t keepalive_timeout_ms;
-  uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
-  size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */
-  uint32_t max_conns_per_ip;  /* connections one client address may hold (0: no limit) */
-  uint32_t max_conn_rate_per_ip; /* new connections per second from one address (0: no limit) */
-  bool limit_loopback;        /* apply those to loopback addresses too */
-  uint64_t send_timeout_ms;   /* a response that stops leaving for this long is dropped (nginx send_timeout) */
-  bool compress;              /* gzip/brotli for text responses (--no-compress turns it off) */
-  size_t compress_min;        /* smallest body compressed, bytes */
-  /* Socket.IO options from the command line; 0/NULL = not given (the app's
-   * io.configure or socket.io's defaults apply). */
-  const char *io_path;
-  uint64_t ping_interval, ping_timeout, connect_timeout, attachment_timeout;
-  size_t max_http_buffer;
-  size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
-  int64_t max_packet_rate;  /* packets per second per session (-1: not given, 0: no limit) */
-  const char *transports;
-  const char *origins[16];
-  int norigins;
-  const char *fastcgi;    /* FastCGI listen address, "unix:/path" or "host:port"; NULL: none */
-  const char *redis;      /* --redis URL for the Redis adapter; NULL: none */
-};
-
-void mw_config_defaults(mw_config *cfg);
 
 typedef struct mw_proto {
   /* Bytes arrived (borrowed: valid during the call only). */
@@ -112,32 +68,56 @@ struct mw_conn {
   struct iplimit_entry *ip; /* its address's count (iplimit.c), or NULL */
 };
 
-struct mw_server {
-  uv_loop_t *loop;
-  mw_config cfg;
-  uv_tcp_t listener;
-  union {                  /* the FastCGI listener (cfg.fastcgi) */
+/* Sets up the protocol of a connection a listener accepted: sets c->proto
+ * and c->proto_data, or closes c when it cannot. ud: the listener's. */
+typedef void (*mw_attach_fn)(mw_conn *c, void *ud);
+
+typedef struct mw_listen_opts {
+  mw_attach_fn attach;
+  void *ud;                /* borrowed; handed to attach and refuse */
+  /* Set: connections are counted per client address (--max-conns-per-ip,
+   * --max-conn-rate-per-ip) and a client over the limit is handed to
+   * refuse, which answers it in the listener's protocol and ends it.
+   * NULL: no limit on this listener (behind FastCGI every request comes
+   * from the web server). */
+  void (*refuse)(mw_conn *c, void *ud);
+} mw_listen_opts;
+
+typedef struct mw_listener {
+  union {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
-  } fcgi_listener;
-  bool fcgi_inited, fcgi_unix, fcgi_listening;
+  };
+  mw_server *srv;
+  mw_listen_opts opts;
+  char path[108];          /* a Unix socket's path, removed when the listener closes */
+  bool is_pipe, inited, listening;
+} mw_listener;
+
+#define MW_MAX_LISTENERS 4
+
+struct mw_server {
+  uv_loop_t *loop;
+  mw_config cfg;            /* a copy; the protocols read their settings here */
+  mw_listener listeners[MW_MAX_LISTENERS];
+  int nlisteners;
   uv_check_t check;
   uv_prepare_t prepare;
   uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
-  struct iplimit *iplimit; /* connections per client address (HTTP listener) */
+  struct iplimit *iplimit; /* connections per client address (listeners with a refuse) */
   mw_conn *dirty;
   mw_conn *conns;
   int nconns;
-  bool listening, stopping;
+  bool stopping;
   void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
-  void *handle_ud;          /* the HTTP handler (set with http_set_handler) */
+  void *handle_ud;          /* what HTTP and FastCGI requests go to (http_set_handler, by the app host) */
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
   union {                  /* accepts a client there is no memory for, to close it (server.c) */
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } spare;
   bool spare_busy;
-  uv_stream_t *spare_waiting; /* a listener with a client pending until spare is closed */
+  mw_listener *spare_waiting; /* a listener with a client pending until spare is closed */
   char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
   bool readbuf_busy;
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
@@ -145,30 +125,32 @@ struct mw_server {
 
 /* Sets up the server on loop (nothing is listened on yet). Returns 0 or -errno. */
 int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg);
-/* Binds and listens on cfg.host:cfg.port. Returns 0 or a libuv error. */
-int mw_server_listen(mw_server *srv);
-/* The bound port (useful with port 0). */
+/* Binds and listens on addr: "host:port", "[v6]:port" (port 0 picks a free
+ * one) or "unix:/path" (a socket file left at the path by an earlier run is
+ * replaced; the listener removes it when it closes). Every connection it
+ * accepts is handed to o->attach. Borrows addr; copies o. *out (when out is
+ * not NULL) is the listener, which the server owns and closes in
+ * mw_server_stop. Returns 0, UV_EINVAL for an address that is none of
+ * those, UV_ENAMETOOLONG for a socket path too long, UV_ENOBUFS past
+ * MW_MAX_LISTENERS, or a libuv error. */
+int mw_server_listen(mw_server *srv, const char *addr, const mw_listen_opts *o, mw_listener **out);
+/* l's bound port (useful with port 0); -1 for a Unix socket. */
+int mw_listener_port(const mw_listener *l);
+/* Where l is, for people: "127.0.0.1:9000", "[::1]:3000", "unix:/path". */
+void mw_listener_name(const mw_listener *l, char *out, size_t cap);
+/* The port of the server's first listener (tests: mw_listener_port). */
 int mw_server_port(mw_server *srv);
-/* Listens for FastCGI connections on cfg.fastcgi ("unix:/path" or
- * "host:port", "[v6]:port"; port 0 picks a free one). A socket file left at
- * the path by an earlier run is replaced. Returns 0, UV_EINVAL for an
- * address that is neither, or a libuv error. */
-int mw_server_listen_fastcgi(mw_server *srv);
-/* Where the FastCGI listener is, for people: "127.0.0.1:9000", "unix:/path". */
-void mw_server_fastcgi_name(mw_server *srv, char *out, size_t cap);
 /* Graceful stop: stop accepting, close idle connections, let the others end
  * after their in-flight response; on_idle_stop runs when none is left. */
 void mw_server_stop(mw_server *srv);
 /* Closes the server's own handles; call after stop, then run the loop. */
 void mw_server_close(mw_server *srv);
 
-/* A new connection speaking HTTP, its socket not yet connected (the
- * listener accepts into it; tests and fuzzers feed it bytes through
- * c->proto->on_read). Returns NULL when out of memory. */
-mw_conn *mw_conn_new(mw_server *srv);
-/* The same for another protocol: attach sets c->proto (http_conn_attach,
- * fcgi_conn_attach; it closes c when it cannot); pipe: a Unix socket. */
-mw_conn *mw_conn_new_with(mw_server *srv, bool pipe, void (*attach)(mw_conn *c));
+/* A new connection, its socket not yet connected (tests and fuzzers feed
+ * it bytes through c->proto->on_read), set up by attach(c, ud) as a
+ * listener's would be; pipe: a Unix socket. Returns NULL when out of
+ * memory. */
+mw_conn *mw_conn_new(mw_server *srv, bool pipe, mw_attach_fn attach, void *ud);
 
 /* Queues bytes for c, taking ownership of one reference to buf. A length
  * over 4 GiB (one gathered write cannot carry it) closes c. */

@@ -637,8 +637,8 @@ int sio_server_new(sio_server **out, struct mw_server *srv, const eio_options *o
 
 eio_server *sio_engine(sio_server *io) { return io->eio; }
 void sio_options_defaults(sio_options *o) {
-  o->connect_timeout = 45000;
-  o->attachment_timeout = 30000;
+  o->connect_timeout = SIO_DEFAULT_CONNECT_TIMEOUT_MS;
+  o->attachment_timeout = SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS;
 }
 
 void sio_configure(sio_server *io, const sio_options *o) { io->opt = *o; }

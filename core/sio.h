@@ -35,6 +35,8 @@ typedef struct sio_handler {
 } sio_handler;
 
 /* Socket.IO's own deadlines (Engine.IO's are in eio_options). */
+#define SIO_DEFAULT_CONNECT_TIMEOUT_MS 45000    /* socket.io's connectTimeout */
+#define SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS 30000 /* moonwire's; socket.io has none */
 typedef struct sio_options {
   uint64_t connect_timeout;    /* ms a session may wait before joining a namespace (45000) */
   uint64_t attachment_timeout; /* ms a binary packet may wait for its attachments (30000) */

@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setup();
     ready = 1;
   }
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   if (!c) return 0;
   closes = 0;
   c->proto->on_read(c, upgrade, sizeof upgrade - 1);

@@ -73,7 +73,7 @@ static bool queued_has(mw_conn *c, const char *needle) {
 }
 
 static mw_conn *conn(const char *addr) {
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   snprintf(c->addr, sizeof c->addr, "%s", addr);
   return c;
 }

@@ -203,7 +203,7 @@ static void handler(void *ud, const http_req *req, http_res *res) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new_with(&srv, false, fcgi_conn_attach);
+  return mw_conn_new(&srv, false, fcgi_conn_attach, NULL);
 }
 
 static void feed(mw_conn *c, const mw_str *s) { c->proto->on_read(c, s->p, s->len); }
@@ -583,7 +583,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new_with(&srv, true, fcgi_conn_attach);
+  mw_conn *c = mw_conn_new(&srv, true, fcgi_conn_attach, NULL);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got_bytes);
@@ -817,7 +817,7 @@ static void test_body_timeout(void) {
 /* Shutdown: an idle connection goes, one whose answer is awaited ends after it. */
 static void test_stop(void) {
   mw_conn *idle = conn();
-  mw_conn *busy = mw_conn_new_with(&srv, false, fcgi_conn_attach);
+  mw_conn *busy = mw_conn_new(&srv, false, fcgi_conn_attach, NULL);
   S.defer = true;
   mw_str s = {0};
   const char *vars[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/poll", NULL};

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +98,7 @@ static char *queued(mw_conn *c) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv);
+  return mw_conn_new(&srv, false, http_conn_attach, NULL);
 }
 
 static void feed(mw_conn *c, const char *s) { c->proto->on_read(c, s, strlen(s)); }
@@ -338,7 +339,7 @@ static void test_upgrade_request_is_answered_then_closed(void) {
 }
 
 static void test_response_headers(void) {
-  http_req req = {.method = "GET", .method_id = 1, .keep_alive = true, .http_minor = 1};
+  http_req req = {.method = "GET", .method_id = HTTP_GET, .keep_alive = true, .http_minor = 1};
   http_res res;
   http_res_init(&res, &req, NULL, NULL);
   CHECK(http_res_headerz(&res, "X-Ok", "fine") == 0);
@@ -526,7 +527,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new_with(&srv, true, http_conn_attach);
+  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, NULL);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got);

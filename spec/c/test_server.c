@@ -217,11 +217,13 @@ int main(void) {
   cfg.quiet = true;
   cfg.header_timeout_ms = 300;
   mw_log_level = -1;
-  if (mw_server_init(&srv, &loop, &cfg) || mw_server_listen(&srv)) {
+  mw_listener *l;
+  if (mw_server_init(&srv, &loop, &cfg) ||
+      mw_server_listen(&srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, NULL, http_conn_refuse}, &l)) {
     fprintf(stderr, "cannot listen\n");
     return 1;
   }
-  port = mw_server_port(&srv);
+  port = mw_listener_port(l);
   http_set_handler(&srv, &(http_handler){handler, NULL});
 
   test_serves_and_ends();

@@ -50,7 +50,7 @@ static mw_conn *client(sio_socket **out) {
   static const char up[] = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: t\r\n"
                            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   c->proto->on_read(c, up, sizeof up - 1);
   last = NULL;
   send_frame(c, "40");

@@ -199,7 +199,7 @@ static mw_conn *ws_conn_new(void) {
   S.max_msg = max;
   S.echo = echo;
   S.close_on_msg = com;
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -213,7 +213,7 @@ static mw_conn *ws_conn_new(void) {
 
 static void test_handshake(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -269,7 +269,7 @@ static void test_handshake_check(void) {
 /* Each must be answered with status and never reach WebSocket. */
 static void bad_handshake(const char *request, const char *status, const char *expect, bool ends) {
   reset();
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   feed(c, request, strlen(request));
   CHECK(S.accepts == 1);
   CHECK(S.ws == NULL);
@@ -388,7 +388,7 @@ static int held(void) {
 
 /* One more WebSocket on the same handler, without resetting S. */
 static mw_conn *another_conn(void) {
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -628,7 +628,7 @@ static void test_too_big(void) {
 
 static void test_frames_with_the_request(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "early", 5, true);
@@ -646,7 +646,7 @@ static void test_frames_with_the_request(void) {
 
   /* The early frames close it: ws_accept returns NULL, on_close has run. */
   reset();
-  c = mw_conn_new(&srv);
+  c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "hi", 2, true);
   frame(&r, true, 8, "\x03\xe8", 2, true);
@@ -689,7 +689,7 @@ static void test_send(void) {
   free(big);
 
   /* A broadcast: framed once, one buffer in two queues. */
-  mw_conn *c2 = mw_conn_new(&srv);
+  mw_conn *c2 = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c2, r.p, r.len);
@@ -828,7 +828,7 @@ static void test_accept_details(void) {
   /* Headers the handler added go out with the 101. */
   reset();
   S.subprotocol = true;
-  mw_conn *c = mw_conn_new(&srv);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, "Sec-WebSocket-Protocol: chat, superchat\r\n");
   feed(c, r.p, r.len);
@@ -841,7 +841,7 @@ static void test_accept_details(void) {
   /* A server that is stopping answers, then closes with 1001 at once. */
   reset();
   srv.stopping = true;
-  c = mw_conn_new(&srv);
+  c = mw_conn_new(&srv, false, http_conn_attach, NULL);
   feed(c, r.p, r.len);
   mw_str_free(&r);
   srv.stopping = false;

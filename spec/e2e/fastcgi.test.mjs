@@ -11,6 +11,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 
@@ -265,6 +266,21 @@ describe('cgi-fcgi', () => {
 // ==========================================================================
 describe('records written by hand', () => {
   const GET = (uri, more = {}) => ({ REQUEST_METHOD: 'GET', REQUEST_URI: uri, ...more });
+
+  test('the limits per client address hold on the HTTP listener, not on FastCGI, whose clients are all the web server', T, async (t) => {
+    const srv = await serveFastcgi(t, { args: ['--max-conns-per-ip', '1', '--limit-loopback'] });
+    const held = net.connect(srv.port, '127.0.0.1');
+    t.after(() => held.destroy());
+    await new Promise((resolve, reject) => { held.once('connect', resolve); held.once('error', reject); });
+    await delay(100); // accepted: the address holds its one connection
+    const refused = await request(srv.url, '/pets');
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    const conns = await Promise.all([1, 2, 3].map(() => FcgiConnection.open(srv.fastcgiPort)));
+    t.after(() => conns.forEach((c) => c.destroy()));
+    await Promise.all(conns.map((c) => c.write(fcgiRequest(1, GET('/pets')))));
+    for (const c of conns) assert.equal((await c.response(1)).cgi.status, 200);
+  });
 
   test('GET_VALUES is answered with FCGI_MPXS_CONNS=0, unknown names left out', T, async (t) => {
     const srv = await serveFastcgi(t);

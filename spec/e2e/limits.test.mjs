@@ -147,6 +147,24 @@ describe('held attachments', () => {
   });
 });
 
+describe('attachments sent', () => {
+  test('an emit with more binary values than the client takes (10, socket.io-parser\'s maxAttachments) raises; the client stays', T, async (t) => {
+    const srv = await setup(t, { root: makeAppRoot('limits') });
+    const s = client(srv, '/', { transports: ['websocket'], query: { name: 'bins' } });
+    await connected(s);
+    const got = [];
+    s.on('bins', (...args) => got.push(args));
+    assert.equal((await request(srv.url, '/binaries?n=10')).body, 'sent');
+    await waitFor(() => got.length === 1, 'the ten binary values');
+    assert.equal(got[0].length, 10);
+    assert.ok(got[0].every((b, i) => Buffer.isBuffer(b) && b.equals(Buffer.alloc(3, i + 1))));
+    assert.match((await request(srv.url, '/binaries?n=11')).body, /too many binary attachments \(11, at most 10\)/);
+    await delay(200);
+    assert.ok(s.connected, 'the client is still connected');
+    assert.equal(got.length, 1);
+  });
+});
+
 describe('floods', () => {
   test('past --max-packet-rate a second, a client\'s events are dropped; it stays connected', T, async (t) => {
     const srv = await setup(t, { root: makeAppRoot('limits'), args: ['--max-packet-rate', '1000'] });
