@@ -8,7 +8,7 @@
  * continuation turns the rows into Lua values. Anywhere else (a script's
  * top level, a coroutine of the app's own) the job runs at once on the
  * calling thread. */
-#include "db.h"
+#include "l_db.h"
 
 #include "lcall.h"
 #include "mw.h"

@@ -31,7 +31,7 @@
 #include <uv.h>
 
 #include "lcall.h"
-#include "lhost.h"
+#include "l_redis.h"
 #include "mw.h"
 
 #define CLIENT_MT "moonwire.redis_client"

@@ -22,9 +22,8 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 
-#include "l_io.h"
+#include "l_timer.h"
 #include "lcall.h"
-#include "lhost.h"
 
 #define TIMER_MT "moonwire.timer"
 #define STATE_KEY "moonwire.timer.state"

@@ -15,7 +15,11 @@
 #include <unistd.h>
 
 #include "body.h"
-#include "db.h"
+#include "l_db.h"
+#include "l_json.h"
+#include "l_msgpack.h"
+#include "l_redis.h"
+#include "l_timer.h"
 #include "embedded.h"
 #include "l_body.h"
 #include "l_io.h"

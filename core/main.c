@@ -11,6 +11,7 @@
 
 #include "db.h"
 #include "json.h"
+#include "l_redis.h"
 #include "lhost.h"
 #include "newapp.h"
 #include "server.h"

@@ -11,6 +11,7 @@
 #include <lualib.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include <uv.h>
 
 #include "check.h"
-#include "lhost.h"
+#include "l_redis.h"
 
 static uv_loop_t loop;
 static lua_State *L;
