@@ -11,6 +11,7 @@
 #include "l_db.h"
 
 #include "lcall.h"
+#include "lmodule.h"
 #include "mw.h"
 
 #include <errno.h>
@@ -583,3 +584,5 @@ int l_db_push(lua_State *L, mw_db *db) {
   luaL_setfuncs(L, funcs, 1);
   return 1;
 }
+
+int luaopen_moonwire_db(lua_State *L) { return l_db_push(L, lmodule_env_of(L)->db); }

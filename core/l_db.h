@@ -27,5 +27,8 @@
  * on a database thread. SQL errors raise
  * "<where>db.exec: <sqlite message> (in: <sql>)". */
 int l_db_push(lua_State *L, mw_db *db);
+/* The loader of moonwire.db (lmodule.h: its upvalue is the host's
+ * lmodule_env): the module bound to the app's database. */
+int luaopen_moonwire_db(lua_State *L);
 
 #endif

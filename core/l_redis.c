@@ -31,6 +31,8 @@
 #include <uv.h>
 
 #include "lcall.h"
+#include "lmodule.h"
+#include "server.h"
 #include "l_redis.h"
 #include "mw.h"
 
@@ -734,7 +736,7 @@ static int r_new(lua_State *L) {
   return 1;
 }
 
-static int open_redis(lua_State *L) {
+int luaopen_moonwire_redis_c(lua_State *L) {
   static const luaL_Reg methods[] = {{"subscribe", c_subscribe},     {"unsubscribe", c_unsubscribe},
                                      {"psubscribe", c_psubscribe},   {"punsubscribe", c_punsubscribe},
                                      {"publish", c_publish},         {"numsub", c_numsub},
@@ -748,16 +750,8 @@ static int open_redis(lua_State *L) {
   }
   lua_pop(L, 1);
   lua_newtable(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, lmodule_env_of(L)->srv->loop);
   lua_pushcclosure(L, r_new, 1);
   lua_setfield(L, -2, "new");
   return 1;
-}
-
-void l_redis_open(lua_State *L, uv_loop_t *loop) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushlightuserdata(L, loop);
-  lua_pushcclosure(L, open_redis, 1);
-  lua_setfield(L, -2, "moonwire.redis_c");
-  lua_pop(L, 1);
 }

@@ -4,10 +4,10 @@
 #define MW_L_REDIS_H
 
 #include <lua.h>
-#include <uv.h>
 
-/* Preloads moonwire.redis_c in L: clients on loop. */
-void l_redis_open(lua_State *L, uv_loop_t *loop);
+/* The loader of moonwire.redis_c (lmodule.h: its upvalue is the host's
+ * lmodule_env): clients on the server's loop. */
+int luaopen_moonwire_redis_c(lua_State *L);
 /* Closes every client of L (shutdown). */
 void l_redis_stop_all(lua_State *L);
 /* NULL when url is a redis:// URL the client takes; else what is wrong. */

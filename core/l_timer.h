@@ -4,13 +4,13 @@
 #define MW_L_TIMER_H
 
 #include <lua.h>
-#include <stdbool.h>
 #include <stdint.h>
-#include <uv.h>
 
-/* moonwire.timer: timer.after(ms, fn), timer.every(ms, fn) → handle:stop().
- * With test_clock the timers follow a clock that only l_timer_advance moves. */
-int l_timer_open(lua_State *L, uv_loop_t *loop, bool test_clock);
+/* The loader of moonwire.timer (lmodule.h: its upvalue is the host's
+ * lmodule_env): timer.after(ms, fn), timer.every(ms, fn) → handle:stop().
+ * With the server's cfg.test_clock the timers follow a clock that only
+ * l_timer_advance moves. */
+int luaopen_moonwire_timer(lua_State *L);
 /* Stops every timer of L (shutdown). */
 void l_timer_stop_all(lua_State *L);
 /* Test clock: moves time on by ms, firing every timer that falls due on the

@@ -29,8 +29,4 @@ lua_State *lhost_state(lhost *h);
  * real clock. */
 int lhost_advance_clock(lhost *h, uint64_t ms);
 
-/* Pushes req's headers as a table keyed by lower-case name (repeated
- * headers joined with ", "). */
-void lhost_push_headers(lua_State *L, const http_req *req);
-
 #endif

@@ -22,6 +22,8 @@
 
 #include "check.h"
 #include "l_redis.h"
+#include "lmodule.h"
+#include "server.h"
 
 static uv_loop_t loop;
 static lua_State *L;
@@ -220,7 +222,13 @@ int main(void) {
   uv_loop_init(&loop);
   L = luaL_newstate();
   luaL_openlibs(L);
-  l_redis_open(L, &loop);
+  mw_server srv = {.loop = &loop};
+  lmodule_env env = {.srv = &srv};
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushlightuserdata(L, &env);
+  lua_pushcclosure(L, luaopen_moonwire_redis_c, 1);
+  lua_setfield(L, -2, "moonwire.redis_c");
+  lua_pop(L, 1);
   lua_register(L, "wait", l_wait);
   lua_register(L, "kill_redis", l_kill_redis);
   lua_register(L, "start_redis", l_start_redis);
