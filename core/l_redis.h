@@ -1,5 +1,5 @@
 /* l_redis.h — moonwire.redis_c: a Redis pub/sub client for the Redis
- * adapter (core/lua/moonwire/adapter.lua). */
+ * adapter (core/lua/moonwire/adapter.lua), over the client of redis.h. */
 #ifndef MW_L_REDIS_H
 #define MW_L_REDIS_H
 
@@ -10,7 +10,5 @@
 int luaopen_moonwire_redis_c(lua_State *L);
 /* Closes every client of L (shutdown). */
 void l_redis_stop_all(lua_State *L);
-/* NULL when url is a redis:// URL the client takes; else what is wrong. */
-const char *l_redis_check_url(const char *url);
 
 #endif

@@ -11,9 +11,9 @@
 
 #include "db.h"
 #include "json.h"
-#include "l_redis.h"
 #include "lhost.h"
 #include "newapp.h"
+#include "redis.h"
 #include "server.h"
 #include "static.h"
 
@@ -265,7 +265,7 @@ int main(int argc, char **argv) {
       NEEDS_VALUE cfg.fastcgi = val;
     } else if (!strcmp(arg, "--redis")) {
       NEEDS_VALUE cfg.redis = val;
-      const char *bad = l_redis_check_url(val);
+      const char *bad = redis_check_url(val);
       if (bad) {
         fprintf(stderr, "moonwire: --redis %s: %s\n", val, bad);
         return 2;
