@@ -131,6 +131,30 @@ static void answer(rclient *c, void *req, long long count, const char *msg) { c-
 
 /* ---- what a reply means ---- */
 
+/* hiredis 0.14 allocates an array reply's element pointers as soon as it
+ * reads the header, so "*2000000000" from the server asked for 16 GB.
+ * Nothing this client sends Redis is answered with more than four
+ * elements: the reader refuses anything past this (a protocol error, as
+ * for any malformed reply: the connection is dropped and made again). */
+#define REPLY_ELEMENTS_MAX 1024
+
+static void *(*default_create_array)(const redisReadTask *task, int elements);
+static redisReplyObjectFunctions guarded_fns;
+
+static void *create_array(const redisReadTask *task, int elements) {
+  if (elements < 0 || elements > REPLY_ELEMENTS_MAX) return NULL; /* the reader reports "Out of memory" */
+  return default_create_array(task, elements);
+}
+
+void redis_reader_guard(redisReader *r) {
+  if (!default_create_array) {
+    guarded_fns = *r->fn;
+    default_create_array = guarded_fns.createArray;
+    guarded_fns.createArray = create_array;
+  }
+  r->fn = &guarded_fns;
+}
+
 redis_sub_kind redis_sub_reply(const redisReply *r, redis_msg *m) {
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return REDIS_SUB_NONE;
   const redisReply *kind = r->element[0];
@@ -420,6 +444,7 @@ static redisAsyncContext *open_one(rclient *c, const char **err) {
     return NULL;
   }
   ac->data = c;
+  redis_reader_guard(ac->c.reader);
   if (ev_attach(ac, c->loop) != REDIS_OK) {
     *err = "cannot attach to the loop";
     ac->data = NULL;

@@ -45,6 +45,9 @@ typedef struct redis_msg {
   size_t channel_len, payload_len, pattern_len;
 } redis_msg;
 
+/* Makes r (a hiredis reader) refuse an array reply of more elements than
+ * any reply to this client has (the client's connections use it). */
+void redis_reader_guard(redisReader *r);
 /* What a reply on the subscribed connection is; fills m for a message. */
 redis_sub_kind redis_sub_reply(const redisReply *r, redis_msg *m);
 /* The reply to PUBSUB NUMSUB ch: 0 and *count, or -1 and *err (borrowed

@@ -295,6 +295,7 @@ static bool msg_is(const redis_msg *m, const char *ch, const char *payload, size
 
 static void test_replies(void) {
   redisReader *rd = redisReaderCreate();
+  redis_reader_guard(rd);
   redis_msg m;
   redisReply *r;
 
@@ -374,6 +375,24 @@ static void test_replies(void) {
   CHECK(redisReaderGetReply(bad, &none) == REDIS_ERR && none == NULL);
   redisReaderFree(bad);
   redisReaderFree(rd);
+
+  /* An array header asking for more elements than any reply to this
+   * client has: refused when read, before anything is allocated for it
+   * (hiredis would allocate 16 GB of element pointers for this one). */
+  static const char *huge[] = {"*2000000000\r\n", "*1025\r\n", "*3\r\n$7\r\nmessage\r\n*100000\r\n"};
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+    redisReader *g = redisReaderCreate();
+    redis_reader_guard(g);
+    void *none = NULL;
+    CHECK(redisReaderFeed(g, huge[i], strlen(huge[i])) == REDIS_OK);
+    CHECK(redisReaderGetReply(g, &none) == REDIS_ERR && none == NULL);
+    redisReaderFree(g);
+  }
+  redisReader *g = redisReaderCreate();
+  redis_reader_guard(g);
+  r = read_reply(g, "*1024\r\n");
+  CHECK(r == NULL && g->err == 0); /* as many as allowed: waits for them */
+  redisReaderFree(g);
 }
 
 int main(void) {
