@@ -45,8 +45,11 @@ const MB = (kb) => (kb / 1024).toFixed(1);
 
 async function startServer(args = [], env = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-hard-'));
+  // The storm's sender emits faster than --max-packet-rate allows one
+  // client (5,000 a second): without 0 here its own messages were dropped
+  // and it waited for copies that never came.
   const proc = spawn(BIN, ['--root', path.join(ROOT, 'bench/app'), '--production', '--quiet', '--port', '0',
-    '--db', path.join(dir, 'db'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    '--max-packet-rate', '0', '--db', path.join(dir, 'db'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout.on('data', (d) => { out += d; });
   proc.stderr.on('data', () => {});
@@ -86,18 +89,22 @@ async function stalled(port) {
 }
 
 // A sender that emits 'chat message' with size bytes and waits for its own
-// copy of every k-th one (io.emit reaches the sender too), so it never runs
-// ahead of the server. Returns how many it sent.
+// copies (io.emit reaches the sender too), so it never runs ahead of the
+// server. Returns how many it sent.
 async function storm(port, size, seconds) {
   const s = ioClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true, reconnection: false });
   await new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); });
   const payload = 'x'.repeat(size);
   let received = 0, sent = 0;
   s.on('chat message', () => { received++; });
+  // At most 256 KiB of its own copies in flight: the sender is a client
+  // that keeps up, and must stay under --max-backpressure (1 MiB) itself.
+  const window = Math.max(4, Math.floor((256 * 1024) / size));
+  const batch = Math.min(50, window);
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
-    for (let i = 0; i < 50; i++) { s.emit('chat message', payload); sent++; }
-    while (received < sent - 200) await sleep(1);
+    for (let i = 0; i < batch; i++) { s.emit('chat message', payload); sent++; }
+    while (received < sent - window && Date.now() < end + 5000) await sleep(1);
   }
   s.disconnect();
   return sent;

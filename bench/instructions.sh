@@ -5,7 +5,6 @@
 #   bench/instructions.sh moonwire [BINARY] [SECONDS] [PATH]   (default build/moonwire, 5, /hello)
 #   bench/instructions.sh nginx [-] [SECONDS]           (the nginx+Lua anchor, one process)
 #   bench/instructions.sh echo [BINARY] [SECONDS]       (moonwire, per acked echo)
-#   bench/instructions.sh echo [BINARY] [SECONDS]       (moonwire, per acked echo)
 #
 # MW_ROOT=DIR serves another app than bench/app (e.g. MW_ROOT=. with
 # PATH /api/pets/1: the example app, given one pet first). Every thread of
@@ -20,9 +19,8 @@
 # `echo` does the same with the echo row's load instead of wrk (build/loadgen
 # echo, 10 clients in lockstep; LOADGEN picks another loadgen): instructions
 # per acked round trip, the figure to compare changes to the event path with.
-# `echo` does the same with the echo row's load instead of wrk (build/loadgen
-# echo, 10 clients in lockstep; LOADGEN picks another loadgen): instructions
-# per acked round trip, the figure to compare changes to the event path with.
+# KEEP_CG=DIR keeps callgrind's output there, for callgrind_annotate
+# (--tree=caller shows who calls what the count grew in).
 set -euo pipefail
 
 kind=${1:-moonwire}
@@ -32,7 +30,7 @@ secs=${3:-5}
 path=${4:-/hello}
 app=${MW_ROOT:-$root/bench/app}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP_CG:-}" ] && cp "$tmp"/cg.out* "$KEEP_CG"/ 2>/dev/null; rm -rf "$tmp"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/cg.out")
 

@@ -598,6 +598,53 @@ static mw_buf *crlf_buf, *last_chunk_buf;
  * (Content-Length or Transfer-Encoding), Date and Connection, straight into
  * one buffer sized from its parts (every response comes here: no printf,
  * no intermediate string), followed by ilen bytes of body. */
+/* An HTTP/1 head: the status line, the header lines in hbuf (as they are:
+ * http_res keeps them as "Name: value\r\n" with an index), the framing
+ * (chunked, or Content-Length when body_len >= 0), Date and Connection
+ * where the version needs it, the blank line, then ibody (a body sent with
+ * the head). One writer for every head this carrier sends, the refusals'
+ * too. NULL when out of memory. */
+static mw_buf *http1_head(int minor, int st, const mw_str *hbuf, bool chunked, int64_t body_len, bool keep_alive,
+                          const char *ibody, size_t ilen) {
+  const char *reason = http_status_text(st);
+  size_t rlen = strlen(reason);
+  const char *date = date_now();
+  size_t dlen = strlen(date);
+  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + hbuf->len + sizeof "Content-Length: \r\n" + 20 +
+               sizeof "Transfer-Encoding: chunked\r\n" + sizeof "Date: \r\n" + dlen +
+               sizeof "Connection: keep-alive\r\n" + 2 + ilen;
+  mw_buf *head = mw_buf_new(cap);
+  if (!head) return NULL;
+  char *p = head->data;
+  p = minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
+  if (st < 0) *p++ = '-';
+  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
+  *p++ = ' ';
+  p = put(p, reason, rlen);
+  p = PUT_LIT(p, "\r\n");
+  if (hbuf->len) p = put(p, hbuf->p, hbuf->len);
+  if (chunked) {
+    p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+  } else if (body_len >= 0) {
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_uint(p, (size_t)body_len);
+    p = PUT_LIT(p, "\r\n");
+  }
+  p = PUT_LIT(p, "Date: ");
+  p = put(p, date, dlen);
+  p = PUT_LIT(p, "\r\n");
+  if (!keep_alive) {
+    if (minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
+  } else if (minor == 0) {
+    p = PUT_LIT(p, "Connection: keep-alive\r\n");
+  }
+  p = PUT_LIT(p, "\r\n");
+  if (ilen) p = put(p, ibody, ilen);
+  head->len = (size_t)(p - head->data);
+  head->data[head->len] = '\0';
+  return head;
+}
+
 static void tcp_head(http_res *res, const char *ibody, size_t ilen) {
   http_txn *t = res->carrier_data;
   http_conn *hc = t->hc;
@@ -609,45 +656,12 @@ static void tcp_head(http_res *res, const char *ibody, size_t ilen) {
   t->chunked = stream && res->http_minor != 0;
   if (stream && res->http_minor == 0 && !res->head_only) res->keep_alive = false;
   if (!hc) return;
-  const char *reason = http_status_text(st);
-  size_t rlen = strlen(reason);
-  const char *date = date_now();
-  size_t dlen = strlen(date);
-  size_t cap = sizeof "HTTP/1.1 -2147483648 \r\n" + rlen + res->hbuf.len + sizeof "Content-Length: \r\n" + 20 +
-               sizeof "Transfer-Encoding: chunked\r\n" + sizeof "Date: \r\n" + dlen +
-               sizeof "Connection: keep-alive\r\n" + 2 + ilen;
-  mw_buf *head = mw_buf_new(cap);
+  mw_buf *head = http1_head(res->http_minor, st, &res->hbuf, t->chunked, bodiless || stream ? -1 : res->body_len,
+                            res->keep_alive, ibody, ilen);
   if (!head) {
     mw_conn_close(hc->c);
     return;
   }
-  char *p = head->data;
-  p = res->http_minor == 0 ? PUT_LIT(p, "HTTP/1.0 ") : PUT_LIT(p, "HTTP/1.1 ");
-  if (st < 0) *p++ = '-';
-  p = put_uint(p, st < 0 ? -(size_t)st : (size_t)st);
-  *p++ = ' ';
-  p = put(p, reason, rlen);
-  p = PUT_LIT(p, "\r\n");
-  if (res->hbuf.len) p = put(p, res->hbuf.p, res->hbuf.len);
-  if (t->chunked) {
-    p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
-  } else if (!bodiless && !stream) {
-    p = PUT_LIT(p, "Content-Length: ");
-    p = put_uint(p, (size_t)res->body_len);
-    p = PUT_LIT(p, "\r\n");
-  }
-  p = PUT_LIT(p, "Date: ");
-  p = put(p, date, dlen);
-  p = PUT_LIT(p, "\r\n");
-  if (!res->keep_alive) {
-    if (res->http_minor != 0) p = PUT_LIT(p, "Connection: close\r\n");
-  } else if (res->http_minor == 0) {
-    p = PUT_LIT(p, "Connection: keep-alive\r\n");
-  }
-  p = PUT_LIT(p, "\r\n");
-  if (ilen) p = put(p, ibody, ilen);
-  head->len = (size_t)(p - head->data);
-  head->data[head->len] = '\0';
   mw_conn_write(hc->c, head, 0, head->len);
 }
 
@@ -1034,13 +1048,11 @@ static void reject(http_conn *hc, int status) {
     snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), t->err_why);
   else
     snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
-  char head[256];
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-                   "Connection: close\r\nDate: %s\r\n\r\n",
-                   status, http_status_text(status), strlen(body), date_now());
-  mw_conn_write_copy(c, head, (size_t)n);
-  mw_conn_write_copy(c, body, strlen(body));
+  static const char type[] = "Content-Type: text/plain; charset=utf-8\r\n";
+  const mw_str fields = {.p = (char *)type, .len = sizeof type - 1};
+  size_t blen = strlen(body);
+  mw_buf *head = http1_head(1, status, &fields, false, (int64_t)blen, false, body, blen);
+  if (head) mw_conn_write(c, head, 0, head->len);
   if (t && !c->srv->cfg.quiet) {
     if (!t->headers_done) { /* log what we know */
       t->req.method = llhttp_method_name(hc->parser.method);

@@ -12,6 +12,7 @@
 
 #include "lcall.h"
 #include "lmodule.h"
+#include "lrunner.h"
 #include "mw.h"
 
 #include <errno.h>
@@ -31,9 +32,6 @@ typedef struct l_db_tx l_db_tx;
 typedef struct l_db_box {
   mw_db_link link;
   lua_State *main; /* the state's main thread: completions resume from it */
-  /* app's coroutine runner (db._set_runner): app._current, app._wait,
-   * app._resume; LUA_NOREF until given (then every call is synchronous). */
-  int current_ref, wait_ref, resume_ref;
   l_db_tx *live; /* the transaction of this state holding the writer, if any */
 } l_db_box;
 
@@ -275,8 +273,10 @@ static int l_db_outcome(lua_State *L, mw_db *db, mw_db_job *job, const char *fna
 /* Whether L is one of app's handler coroutines: its statements then run
  * off the loop while it waits. */
 static bool l_db_async(lua_State *L, l_db_box *b, mw_db *db) {
-  if (b->current_ref == LUA_NOREF || !mw_db_started(db) || !lua_isyieldable(L)) return false;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, b->current_ref);
+  (void)b;
+  /* Without the coroutine runner (a VM that runs no app) every call is
+   * synchronous. */
+  if (!mw_db_started(db) || !lua_isyieldable(L) || !lrunner_push(L, "current")) return false;
   lua_call(L, 0, 1);
   bool ours = lua_tothread(L, -1) == L;
   lua_pop(L, 1);
@@ -301,12 +301,12 @@ static void l_db_done(mw_db_job *job) {
   l_db_box *b = job->ud;
   lua_State *L = b->main;
   int top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, b->resume_ref);
+  bool resume = lrunner_push(L, "resume"); /* loaded: the job was submitted by a waiting handler */
   lua_rawgeti(L, LUA_REGISTRYINDEX, job->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, job->ref);
   job->ref = LUA_NOREF;
   job->ud = NULL; /* read by the continuation: it is resumed by its job */
-  lcall_pcall(L, 1, 0, "db");
+  if (resume) lcall_pcall(L, 1, 0, "db");
   lua_settop(L, top);
 }
 
@@ -314,12 +314,12 @@ static void l_db_done(mw_db_job *job) {
  * then continues with the job as its context (the job is db.c's again once
  * k has returned or raised). */
 static int l_db_wait(lua_State *L, l_db_box *b, mw_db *db, mw_db_job *job, const char *fname, lua_KFunction k) {
+  if (!lrunner_push(L, "wait")) return luaL_error(L, "%s: the coroutine runner is gone", fname);
   lua_pushthread(L);
   job->ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the coroutine lives while its job runs */
   job->ud = b;
   job->done = l_db_done;
   mw_db_submit(db, job);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, b->wait_ref);
   lua_pushstring(L, fname);
   lua_callk(L, 1, 0, (lua_KContext)job, k);
   return k(L, LUA_OK, (lua_KContext)job);
@@ -532,20 +532,6 @@ static int l_db_transaction(lua_State *L) {
 
 /* ---- the module ---- */
 
-/* db._set_runner(current, wait, resume): app's coroutine runner, so that
- * handlers wait for their statements instead of holding the loop. */
-static int l_db_set_runner(lua_State *L) {
-  l_db_box *b = l_db_box_of(L);
-  for (int i = 1; i <= 3; i++) luaL_checktype(L, i, LUA_TFUNCTION);
-  int *refs[] = {&b->current_ref, &b->wait_ref, &b->resume_ref};
-  for (int i = 0; i < 3; i++) {
-    luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
-    lua_pushvalue(L, i + 1);
-    *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  return 0;
-}
-
 static int l_db_gc(lua_State *L) {
   l_db_box *b = luaL_checkudata(L, 1, L_DB_MT);
   /* Jobs still running finish unnoticed: nothing is left to resume. */
@@ -562,13 +548,11 @@ int l_db_push(lua_State *L, mw_db *db) {
       {"query", l_db_query},
       {"row", l_db_row},
       {"transaction", l_db_transaction},
-      {"_set_runner", l_db_set_runner},
       {NULL, NULL},
   };
   lua_createtable(L, 0, (int)MW_ARRAY_LEN(funcs) - 1);
   l_db_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
-  b->current_ref = b->wait_ref = b->resume_ref = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   b->main = lua_tothread(L, -1);
   lua_pop(L, 1);

@@ -10,6 +10,7 @@
 #include "eio.h"
 #include "lcall.h"
 #include "l_exchange.h"
+#include "lrunner.h"
 #include "server.h"
 #include "sio.h"
 #include "sio_packet.h"
@@ -451,22 +452,6 @@ static int allow_answer(lua_State *L) {
   return 0;
 }
 
-/* Pushes package.loaded["moonwire.app"][name]; false (nothing pushed) if missing. */
-static bool push_app_fn(lua_State *L, const char *name) {
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, "moonwire.app");
-  if (!lua_istable(L, -1)) {
-    lua_pop(L, 2);
-    return false;
-  }
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
-  lua_remove(L, -2);
-  if (lua_isfunction(L, -1)) return true;
-  lua_pop(L, 1);
-  return false;
-}
-
 /* The request as allowRequest sees it: method, url, headers (lower-case
  * names), query (parsed; also as _query, engine.io's name), querystring,
  * address. */
@@ -480,7 +465,7 @@ static void push_allow_req(lua_State *L, const http_req *req) {
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->query, req->query_len);
   lua_setfield(L, -2, "querystring");
-  if (push_app_fn(L, "parse_urlencoded")) {
+  if (lrunner_push_fn(L, "moonwire.app", "parse_urlencoded")) {
     lua_pushlstring(L, req->query, req->query_len);
     if (lcall_pcall(L, 1, 1, "allowRequest query") != LUA_OK || !lua_istable(L, -1)) {
       lua_pop(L, 1);
@@ -497,7 +482,7 @@ static void push_allow_req(lua_State *L, const http_req *req) {
 }
 
 /* eio's allow_request: runs allowRequest(req, callback) like any handler (in
- * app._run's coroutines). An error in it is logged with its traceback and
+ * moonwire.runner's coroutines). An error in it is logged with its traceback and
  * refuses the handshake as a refusal would (403 "Forbidden"), unless the
  * callback answered first. */
 static void allow_request(void *ud, eio_pending *p, const http_req *req) {
@@ -509,7 +494,7 @@ static void allow_request(void *ud, eio_pending *p, const http_req *req) {
   lua_pushvalue(L, -1);
   h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   eio_pending_set_userdata(p, h);
-  bool run = push_app_fn(L, "_run");
+  bool run = lrunner_push(L, "run");
   lua_rawgeti(L, LUA_REGISTRYINDEX, hk->ref);
   push_allow_req(L, req);
   lua_pushvalue(L, top + 1);
@@ -517,7 +502,7 @@ static void allow_request(void *ud, eio_pending *p, const http_req *req) {
   bool failed;
   if (run) {
     failed = lcall_pcall(L, 3, 2, hk->what) != LUA_OK;
-    if (!failed && !lua_toboolean(L, -2)) { /* ok, err from app._run */
+    if (!failed && !lua_toboolean(L, -2)) { /* ok, err from runner.run */
       const char *err = lua_tostring(L, -1);
       mw_log(MW_LOG_ERROR, "%s: %s", hk->what, err ? err : "error");
       failed = true;

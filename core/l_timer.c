@@ -25,6 +25,7 @@
 #include "l_timer.h"
 #include "lcall.h"
 #include "lmodule.h"
+#include "lrunner.h"
 #include "server.h"
 
 #define TIMER_MT "moonwire.timer"
@@ -40,7 +41,6 @@ typedef struct tstate {
   uint64_t now;  /* test clock: ms since the VM started */
   uint64_t seq;  /* creation order, to break ties between equal due times */
   lua_Integer gen; /* the app generation new timers belong to */
-  int runner_ref;  /* app._call(what, fn, ...): runs app timers in a handler coroutine (0: none yet) */
 } tstate;
 
 struct ltimer {
@@ -85,11 +85,8 @@ static void fire(ltimer *t) {
   int top = lua_gettop(L);
   const char *what = t->interval ? "timer.every callback" : "timer.after callback";
   /* An app's callback runs as a handler, so it can wait (emitWithAck, app.sleep). */
-  bool as_handler = t->gen != -1 && t->st->runner_ref;
-  if (as_handler) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->st->runner_ref);
-    lua_pushstring(L, what);
-  }
+  bool as_handler = t->gen != -1 && lrunner_push(L, "call");
+  if (as_handler) lua_pushstring(L, what);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
   lcall_pcall(L, as_handler ? 3 : 1, 0, what);
@@ -161,16 +158,6 @@ static int l_stop_generation(lua_State *L) {
   return 1;
 }
 
-/* timer._set_runner(fn): what runs app timers' callbacks (app._call). */
-static int l_set_runner(lua_State *L) {
-  tstate *st = lua_touserdata(L, lua_upvalueindex(1));
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (st->runner_ref) luaL_unref(L, LUA_REGISTRYINDEX, st->runner_ref);
-  lua_pushvalue(L, 1);
-  st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
-}
-
 static int h_stop(lua_State *L) {
   handle *h = luaL_checkudata(L, 1, TIMER_MT);
   if (h->t) timer_stop(h->t);
@@ -199,7 +186,6 @@ int luaopen_moonwire_timer(lua_State *L) {
                                  {"_every_system", l_every_system},
                                  {"_generation", l_generation},
                                  {"_stop_generation", l_stop_generation},
-                                 {"_set_runner", l_set_runner},
                                  {NULL, NULL}};
   static const luaL_Reg methods[] = {{"stop", h_stop}, {"active", h_active}, {NULL, NULL}};
   const mw_server *srv = lmodule_env_of(L)->srv;

@@ -250,12 +250,15 @@ static void find_client_dir(lhost *h) {
 static void answer_not_found(lhost *h, const http_req *req, http_res *res) {
   lua_State *L = h->L;
   int top = lua_gettop(L);
-  lua_pushcfunction(L, lcall_msgh);                    /* top + 1 */
+  lua_pushcfunction(L, lcall_msgh); /* top + 1 */
   l_exchange *ex = l_exchange_push(h->ex, req, res, devmode_client(&h->dev, req)); /* top + 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->not_found_ref);
   lua_pushvalue(L, top + 2);
   int nargs = l_exchange_push_req(L, req, top + 2);
-  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && l_exchange_res(ex)) answer_500(res);
+  if (lcall_pcall_at(L, top + 1, 1 + nargs, 0, "not found") != LUA_OK && l_exchange_res(ex)) {
+    l_exchange_detach(ex); /* answered here: res is gone once it is */
+    answer_500(res);
+  }
   if (l_exchange_res(ex)) { /* belt and braces: never leave a request hanging */
     l_exchange_detach(ex);
     http_res_simple(res, 404, "text/plain; charset=utf-8", "404 Not Found\n");
@@ -323,13 +326,16 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
   int top = lua_gettop(L);
   /* The message handler goes first, under everything: lcall_pcall would
    * slide it under the arguments and out again on every request. */
-  lua_pushcfunction(L, lcall_msgh);                   /* top + 1 */
-  l_exchange *ex = l_exchange_push(h->ex, req, res, devmode_client(&h->dev, req));          /* top + 2 */
+  lua_pushcfunction(L, lcall_msgh); /* top + 1 */
+  l_exchange *ex = l_exchange_push(h->ex, req, res, devmode_client(&h->dev, req)); /* top + 2 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->dispatch_ref);
   lua_pushvalue(L, top + 2);
   int nargs = l_exchange_push_req(L, req, top + 2);
   if (lcall_pcall_at(L, top + 1, 1 + nargs, 2, "dispatch") != LUA_OK) {
-    if (l_exchange_res(ex)) answer_500(res);
+    if (l_exchange_res(ex)) {
+      l_exchange_detach(ex); /* a handler that kept ex must not reach res once it is answered */
+      answer_500(res);
+    }
     lua_settop(L, top);
     return;
   }

@@ -1,5 +1,7 @@
 /* sio.c — Socket.IO v5: namespaces, sockets, binary attachments, rooms and
- * broadcast (the local adapter). */
+ * broadcast to this process's sockets. Which sockets an emit reaches across
+ * servers is the Lua adapters' business (moonwire.io.local_adapter and
+ * moonwire.io.redis_adapter); they come here for this process's part. */
 #include "sio.h"
 
 #include <errno.h>
@@ -34,7 +36,6 @@ struct sio_nsp {
   uint32_t nsockets;
   uint32_t nrefs;      /* sockets of any state that point here */
   bool adopted;        /* created by the app; else made for a client on trial (dynamic) */
-  const sio_adapter_ops *adapter;
 };
 
 struct sio_socket {
@@ -76,8 +77,6 @@ struct sio_server {
   bool dynamic; /* CONNECTs to unknown namespaces go to the app (dynamic namespaces) */
 };
 
-static const sio_adapter_ops local_adapter;
-
 /* ---- namespaces and rooms ---- */
 
 static uint32_t hash_bytes(const char *s, size_t len) {
@@ -102,7 +101,6 @@ static sio_nsp *nsp_new(sio_server *io, const char *name, size_t len, bool adopt
   n->name[len] = '\0';
   n->len = len;
   n->io = io;
-  n->adapter = &local_adapter;
   n->adopted = adopted;
   n->next = io->nsps;
   io->nsps = n;
@@ -160,7 +158,7 @@ static void room_free(sio_nsp *n, room *r) {
   free(r);
 }
 
-static int local_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
+static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
   room *r = room_find(n, name, len);
   if (r) {
     for (uint32_t i = 0; i < s->nrooms; i++)
@@ -217,7 +215,7 @@ static void drop_membership(sio_nsp *n, sio_socket *s, uint32_t i) {
   if (r->n == 0) room_free(n, r);
 }
 
-static int local_del(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
+static int rooms_del(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
   for (uint32_t i = 0; i < s->nrooms; i++) {
     room *r = s->rooms[i].r;
     if (r->len == len && memcmp(r->name, name, len) == 0) {
@@ -228,11 +226,11 @@ static int local_del(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
   return 0;
 }
 
-static void local_del_all(sio_nsp *n, sio_socket *s) {
+static void rooms_del_all(sio_nsp *n, sio_socket *s) {
   while (s->nrooms) drop_membership(n, s, s->nrooms - 1);
 }
 
-static void local_each(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio_socket *s), void *ud) {
+static void rooms_each(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio_socket *s), void *ud) {
   uint64_t seq = ++n->io->seq;
   for (int i = 0; i < t->nexcept; i++) {
     room *r = room_find(n, t->except[i], t->except_lens[i]);
@@ -268,8 +266,6 @@ static void local_each(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio
     if (!list[i]->gone) cb(ud, list[i]);
   free(list);
 }
-
-static const sio_adapter_ops local_adapter = {local_add, local_del, local_del_all, local_each};
 
 static void room_free(sio_nsp *n, room *r);
 
@@ -329,7 +325,7 @@ static void socket_remove(sio_socket *s, const char *reason, bool notify) {
    * anything sent meanwhile from reaching it. */
   if (notify) io->h.on_disconnect(io->ud, s, reason);
   if (s->connected) {
-    s->nsp->adapter->del_all(s->nsp, s);
+    rooms_del_all(s->nsp, s);
     if (s->nprev) s->nprev->nnext = s->nnext;
     else s->nsp->sockets = s->nnext;
     if (s->nnext) s->nnext->nprev = s->nprev;
@@ -367,7 +363,7 @@ void sio_accept_pid(sio_socket *s, const char *pid) {
   if (s->nnext) s->nnext->nprev = s;
   s->nsp->sockets = s;
   s->nsp->nsockets++;
-  s->nsp->adapter->add(s->nsp, s, s->id, strlen(s->id));
+  rooms_add(s->nsp, s, s->id, strlen(s->id));
   char json[112];
   int n = pid && pid[0] && strlen(pid) < 40 && !strpbrk(pid, "\"\\")
               ? snprintf(json, sizeof json, "{\"sid\":\"%s\",\"pid\":\"%s\"}", s->id, pid)
@@ -404,12 +400,12 @@ void sio_send(sio_socket *s, const char *packet, size_t len, const mw_str *atts,
 
 int sio_join(sio_socket *s, const char *room, size_t len) {
   if (s->gone || !s->connected) return -EINVAL;
-  return s->nsp->adapter->add(s->nsp, s, room, len);
+  return rooms_add(s->nsp, s, room, len);
 }
 
 int sio_leave(sio_socket *s, const char *room, size_t len) {
   if (s->gone || !s->connected) return -EINVAL;
-  return s->nsp->adapter->del(s->nsp, s, room, len);
+  return rooms_del(s->nsp, s, room, len);
 }
 
 void sio_rooms(sio_socket *s, void (*cb)(void *ud, const char *room, size_t len), void *ud) {
@@ -441,14 +437,14 @@ void sio_broadcast(sio_nsp *n, const sio_target *t, const char *packet, size_t l
   int ready = 0;
   for (; b.atts && ready < natts; ready++)
     if (eio_msg_init(&b.atts[ready], atts[ready].p ? atts[ready].p : "", atts[ready].len, true)) break;
-  if (b.atts && ready == natts) n->adapter->each(n, t, bcast_one, &b);
+  if (b.atts && ready == natts) rooms_each(n, t, bcast_one, &b);
   for (int i = 0; i < ready; i++) eio_msg_release(&b.atts[i]);
   if (b.atts != stack_atts) free(b.atts);
   eio_msg_release(&b.msg);
 }
 
 void sio_each(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio_socket *s), void *ud) {
-  n->adapter->each(n, t, cb, ud);
+  rooms_each(n, t, cb, ud);
 }
 
 /* ---- clients (one per Engine.IO session) ---- */

@@ -1,5 +1,5 @@
 /* sio.h — Socket.IO v5 on Engine.IO: namespaces, sockets, acks (by id),
- * binary attachments, rooms and broadcast behind an adapter.
+ * binary attachments, rooms and broadcast to this process's sockets.
  *
  * What a socket's events mean is up to the handler (the Lua host); this
  * module routes packets and moves bytes. A broadcast is encoded once and
@@ -109,16 +109,6 @@ typedef struct sio_target {
   int nexcept;
   sio_socket *except_socket;
 } sio_target;
-
-/* The adapter: rooms and broadcast. This is the seam for a shared adapter
- * (Redis pub/sub) later; the local one keeps everything in this process. */
-typedef struct sio_adapter_ops {
-  int (*add)(sio_nsp *n, sio_socket *s, const char *room, size_t len);
-  int (*del)(sio_nsp *n, sio_socket *s, const char *room, size_t len);
-  void (*del_all)(sio_nsp *n, sio_socket *s);
-  /* Calls cb once per target socket. */
-  void (*each)(sio_nsp *n, const sio_target *t, void (*cb)(void *ud, sio_socket *s), void *ud);
-} sio_adapter_ops;
 
 /* Sends a packet to every target socket: encoded once, queued by reference. */
 void sio_broadcast(sio_nsp *n, const sio_target *t, const char *packet, size_t len, const mw_str *atts,

@@ -426,7 +426,7 @@ static bool run_until(uv_loop_t *loop, lua_State *L, const char *cond) {
   }
 }
 
-/* A runner like moonwire.app's: spawn(fn) runs fn in a coroutine the
+/* A runner like moonwire.runner (found as C finds it, in package.loaded): spawn(fn) runs fn in a coroutine the
  * module may suspend; errors land in errors[]. */
 static const char RUNNER[] =
     "ours = setmetatable({}, {__mode = 'k'})\n"
@@ -442,7 +442,8 @@ static const char RUNNER[] =
     "  if not ok then errors[#errors + 1] = tostring(err) end\n"
     "  return true\n"
     "end\n"
-    "db._set_runner(current, function() return coroutine.yield() end, resume)\n"
+    "package.loaded['moonwire.runner'] = { current = current, wait = function() return coroutine.yield() end,\n"
+    "  resume = resume }\n"
     "function spawn(fn, ...)\n"
     "  local co = coroutine.create(fn)\n"
     "  ours[co] = true\n"

@@ -8,8 +8,8 @@
 --     sock:on("close", function(reason) end)
 --   end)
 local c = require "moonwire.io_c"
-local app = require "moonwire.app"
 local core = require "moonwire.core"
+local runner = require "moonwire.runner"
 
 local engine = {}
 local handlers = {}
@@ -39,7 +39,7 @@ function Sock:close() self._h:close() end
 
 local function fire(list, what, ...)
   if not list then return end
-  for _, fn in ipairs({ table.unpack(list) }) do app._call(what, fn, ...) end
+  for _, fn in ipairs({ table.unpack(list) }) do runner.call(what, fn, ...) end
 end
 
 local socks = setmetatable({}, { __mode = "k" })

@@ -12,6 +12,7 @@ local app = require "moonwire.app"
 local core = require "moonwire.core"
 local engine = require "moonwire.engine"
 local io = require "moonwire.io"
+local io_reload = require "moonwire.io.reload"
 local timer = require "moonwire.timer"
 local view = require "moonwire.view"
 local json = require "moonwire.json"
@@ -45,7 +46,7 @@ function reload.error() return last_error end
 function reload.run()
   local taken = {
     routes = app._take_routes(),
-    io = io._take_handlers(),
+    io = io_reload.take_handlers(),
     engine = engine._take_handlers(),
     loaded = {},
   }
@@ -62,7 +63,7 @@ function reload.run()
     timer._stop_generation(new)
     timer._generation(old)
     app._restore_routes(taken.routes)
-    io._restore_handlers(taken.io)
+    io_reload.restore_handlers(taken.io)
     engine._restore_handlers(taken.engine)
     for name in pairs(app_modules()) do package.loaded[name] = taken.loaded[name] end
     last_error = tostring(err)
@@ -72,7 +73,7 @@ function reload.run()
   generation = new
   last_error = nil
   timer._stop_generation(old)
-  io._reattach()
+  io_reload.reattach()
   engine._reattach()
   return true
 end

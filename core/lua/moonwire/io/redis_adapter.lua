@@ -1,5 +1,5 @@
--- moonwire.adapter: the Redis adapter, which makes several servers one
--- Socket.IO server. moonwire.io turns it on for
+-- moonwire.io.redis_adapter: the Redis adapter, which makes several servers
+-- one Socket.IO server. moonwire.io turns it on for
 --
 --   io.configure{ adapter = { redis = "redis://127.0.0.1:6379", key = "socket.io" } }
 --
@@ -18,6 +18,11 @@
 -- ignores what it sent itself (by uid). Redis being away never stops local
 -- delivery: what would go through it is dropped, and requests waiting for
 -- answers end with an error.
+--
+-- It has the methods of the local adapter (moonwire.io.local_adapter, where
+-- they are listed) and wraps one: this server's sockets are reached through
+-- it, and what the other servers send is delivered through it too. An
+-- operation with the local flag stays in this process.
 local json = require "moonwire.json"
 local app = require "moonwire.app"
 local timer = require "moonwire.timer"
@@ -68,11 +73,12 @@ end
 
 -- ---------------------------------------------------------------- lifecycle
 
--- host: what moonwire.io lends the adapter (namespaces, local delivery...).
--- cfg: { url, key, requestsTimeout, publishOnSpecificResponseChannel }.
-function M.new(host, cfg)
+-- local_: the local adapter it wraps. host: what moonwire.io lends it
+-- (namespaces, Binary, random_id). cfg: { url, key, requestsTimeout,
+-- publishOnSpecificResponseChannel }.
+function M.new(local_, host, cfg)
   local a = setmetatable({
-    host = host, url = cfg.url, key = cfg.key or "socket.io",
+    local_ = local_, host = host, url = cfg.url, key = cfg.key or "socket.io",
     timeout = cfg.requestsTimeout or 5000, specific = cfg.publishOnSpecificResponseChannel == true,
     uid = host.random_id():sub(1, 6),
     chans = {}, by_channel = {}, by_pattern = {},
@@ -155,22 +161,39 @@ local function flags_of(volatile, timeout)
   return flags
 end
 
--- An emit without ack, to the other servers.
-function Adapter:broadcast(ns, rooms, except, volatile, args, n)
-  local ch = self.chans[ns.name]
-  if not ch then return end
-  local channel = ch.broadcast
-  if #rooms == 1 then channel = channel .. rooms[1] .. "#" end
-  local msg = mp.encode(array({ self.uid, { type = EVENT, data = data_of(args, n), nsp = ns.name },
-    { rooms = copy_list(rooms), except = copy_list(except), flags = flags_of(volatile) } }), self.host.Binary, null)
-  self.client:publish(channel, msg)
+-- The except list with the socket of socket.broadcast in it, for other
+-- servers (there it is a room like any other).
+local function except_all(opts)
+  local es = opts.except_socket
+  if not es then return opts.except end
+  local out = { table.unpack(opts.except) }
+  out[#out + 1] = es.id
+  return out
+end
+
+-- This server's sockets.
+function Adapter:sockets(ns, rooms, except, es) return self.local_:sockets(ns, rooms, except, es) end
+
+-- An emit without ack: to the other servers, then to this one's sockets.
+function Adapter:broadcast(ns, opts, args, n)
+  local ch = not opts["local"] and self.chans[ns.name]
+  if ch then
+    local rooms = opts.rooms
+    local channel = ch.broadcast
+    if #rooms == 1 then channel = channel .. rooms[1] .. "#" end
+    local msg = mp.encode(array({ self.uid, { type = EVENT, data = data_of(args, n), nsp = ns.name },
+      { rooms = copy_list(rooms), except = copy_list(except_all(opts)), flags = flags_of(opts.volatile) } }),
+      self.host.Binary, null)
+    self.client:publish(channel, msg)
+  end
+  self.local_:broadcast(ns, opts, args, n)
 end
 
 -- How many servers share the namespace (this one included); cb(count) or
--- cb(nil, err).
-function Adapter:server_count(ns, cb)
+-- cb(nil, err). One when the operation stays here (opts.local).
+function Adapter:server_count(ns, cb, opts)
   local ch = self.chans[ns.name]
-  if not ch then return cb(1) end
+  if not ch or (opts and opts["local"]) then return cb(1) end
   self.client:numsub(ch.request, cb)
 end
 
@@ -194,31 +217,33 @@ function Adapter:done(r)
   return true
 end
 
--- A broadcast with acks across servers. on_count(n) once per other server
--- with how many of its clients it reached, on_reply(v) per client answer,
--- on_servers(n) with the number of servers (this one included); the caller
--- puts it together and owns the timeout.
-function Adapter:broadcast_with_ack(ns, rooms, except, volatile, timeout, args, n, on_count, on_reply, on_servers)
-  local ch = self.chans[ns.name]
-  if not ch then return on_servers(1) end
-  local id = request_id(self)
-  local msg = mp.encode({ uid = self.uid, requestId = id, type = BROADCAST,
-    packet = { type = EVENT, data = data_of(args, n), nsp = ns.name },
-    opts = { rooms = copy_list(rooms), except = copy_list(except), flags = flags_of(volatile, timeout) } },
-    self.host.Binary, null)
-  self.ack_requests[id] = { count = on_count, ack = on_reply }
-  -- There is no telling when every client has answered: forget the request
-  -- after the timeout, as socket.io does.
-  timer._after_system(timeout, function() self.ack_requests[id] = nil end)
-  self.client:publish(ch.request, msg)
-  self:server_count(ns, function(count)
-    if count then on_servers(count) end -- unknown: the caller's timeout ends it
-  end)
+-- A broadcast with acks across servers: on_count(n) once per server
+-- (this one too) with how many of its clients it reached, on_reply(v) per
+-- client answer; the caller asks server_count, puts it together and owns
+-- the timeout.
+function Adapter:broadcast_with_ack(ns, opts, args, n, on_count, on_reply)
+  local ch = not opts["local"] and self.chans[ns.name]
+  if ch then
+    local id = request_id(self)
+    local msg = mp.encode({ uid = self.uid, requestId = id, type = BROADCAST,
+      packet = { type = EVENT, data = data_of(args, n), nsp = ns.name },
+      opts = { rooms = copy_list(opts.rooms), except = copy_list(except_all(opts)),
+        flags = flags_of(opts.volatile, opts.timeout) } },
+      self.host.Binary, null)
+    self.ack_requests[id] = { count = on_count, ack = on_reply }
+    -- There is no telling when every client has answered: forget the request
+    -- after the timeout, as socket.io does.
+    timer._after_system(opts.timeout, function() self.ack_requests[id] = nil end)
+    self.client:publish(ch.request, msg)
+  end
+  self.local_:broadcast_with_ack(ns, opts, args, n, on_count, on_reply)
 end
 
--- fetchSockets across servers: local is this server's list; cb(sockets) or
--- cb(nil, err).
-function Adapter:fetch(ns, rooms, except, list, cb)
+-- fetchSockets across servers: cb(sockets) or cb(nil, err).
+function Adapter:fetch_sockets(ns, opts, cb)
+  local rooms, except = opts.rooms, opts.except
+  local list = self.local_:sockets(ns, rooms, except)
+  if opts["local"] then return cb(list) end
   self:server_count(ns, function(count, err)
     if not count then return cb(nil, "fetchSockets: " .. tostring(err)) end
     if count <= 1 then return cb(list) end
@@ -234,9 +259,8 @@ function Adapter:fetch(ns, rooms, except, list, cb)
   end)
 end
 
--- socketsJoin / socketsLeave / disconnectSockets on the other servers (this
--- one has done its part already).
-function Adapter:remote(ns, what, rooms, except, arg)
+-- socketsJoin / socketsLeave / disconnectSockets on the other servers.
+local function remote(self, ns, what, rooms, except, arg)
   local ch = self.chans[ns.name]
   if not ch then return end
   local body = { uid = self.uid, opts = { rooms = copy_list(rooms), except = copy_list(except) } }
@@ -253,6 +277,22 @@ function Adapter:remote(ns, what, rooms, except, arg)
     body.rooms = list
   end
   self.client:publish(ch.request, encode_json(body))
+end
+
+-- These act on this server's sockets at once, then tell the others.
+function Adapter:add_sockets(ns, opts, room)
+  self.local_:add_sockets(ns, opts, room)
+  if not opts["local"] then remote(self, ns, "join", opts.rooms, opts.except, room) end
+end
+
+function Adapter:del_sockets(ns, opts, room)
+  self.local_:del_sockets(ns, opts, room)
+  if not opts["local"] then remote(self, ns, "leave", opts.rooms, opts.except, room) end
+end
+
+function Adapter:disconnect_sockets(ns, opts, close)
+  self.local_:disconnect_sockets(ns, opts, close)
+  if not opts["local"] then remote(self, ns, "disconnect", opts.rooms, opts.except, close) end
 end
 
 -- serverSideEmit to the other servers (not this one, as in socket.io).
@@ -312,7 +352,8 @@ function Adapter:on_broadcast(name, channel, payload)
   if type(data[1]) ~= "string" then return end
   opts = type(opts) == "table" and opts or {}
   local flags = type(opts.flags) == "table" and opts.flags or {}
-  self.host.deliver(ns, names(opts.rooms), names(opts.except), nil, flags.volatile == true, data, #data)
+  self.local_:broadcast(ns, { rooms = names(opts.rooms), except = names(opts.except), volatile = flags.volatile == true },
+    data, #data)
 end
 
 function Adapter:respond(name, req, body)
@@ -346,7 +387,7 @@ function Adapter:on_request(name, payload)
     if req.uid == self.uid then return end -- done here when it was asked
     local list
     if type(req.opts) == "table" then
-      list = host.sockets(ns, names(req.opts.rooms), names(req.opts.except))
+      list = self.local_:sockets(ns, names(req.opts.rooms), names(req.opts.except))
     else -- the older form: one socket by id
       local s = ns.sockets[req.sid]
       if not s then return end
@@ -366,17 +407,17 @@ function Adapter:on_request(name, payload)
     if self.requests[id] then return end -- its own
     local opts = type(req.opts) == "table" and req.opts or {}
     local out = array({})
-    for _, s in ipairs(host.sockets(ns, names(opts.rooms), names(opts.except))) do out[#out + 1] = describe(s) end
+    for _, s in ipairs(self.local_:sockets(ns, names(opts.rooms), names(opts.except))) do out[#out + 1] = describe(s) end
     self:respond(name, req, encode_json({ requestId = id, sockets = out }))
   elseif t == SOCKETS then
     if self.requests[id] then return end
     local out = array({})
-    for _, s in ipairs(host.sockets(ns, names(req.rooms), {})) do out[#out + 1] = s.id end
+    for _, s in ipairs(self.local_:sockets(ns, names(req.rooms), {})) do out[#out + 1] = s.id end
     self:respond(name, req, encode_json({ requestId = id, sockets = out }))
   elseif t == ALL_ROOMS then
     if self.requests[id] then return end
     local set, out = {}, array({})
-    for _, s in ipairs(host.sockets(ns, {}, {})) do
+    for _, s in ipairs(self.local_:sockets(ns, {}, {})) do
       for r in pairs(s.rooms) do
         if not set[r] then set[r] = true out[#out + 1] = r end
       end
@@ -393,7 +434,7 @@ function Adapter:on_request(name, payload)
         self.client:publish(self.chans[name].response, encode_json({ type = SERVER_SIDE_EMIT, requestId = id, data = arg == nil and null or arg }))
       end
     end
-    host.server_side(ns, req.data, #req.data, reply)
+    ns:_server_side_receive(req.data, #req.data, reply)
   elseif t == BROADCAST then
     if self.ack_requests[id] then return end -- its own
     local packet, opts = req.packet, type(req.opts) == "table" and req.opts or {}
@@ -401,11 +442,12 @@ function Adapter:on_request(name, payload)
     local flags = type(opts.flags) == "table" and opts.flags or {}
     local t = flags.timeout
     local timeout = type(t) == "number" and t > 0 and t < 2 ^ 31 and t or self.timeout
-    local count = host.deliver_with_ack(ns, names(opts.rooms), names(opts.except), nil, flags.volatile == true, timeout,
-      packet.data, #packet.data, function(reply)
+    self.local_:broadcast_with_ack(ns, { rooms = names(opts.rooms), except = names(opts.except),
+      volatile = flags.volatile == true, timeout = timeout }, packet.data, #packet.data, function(count)
+        self:respond(name, req, encode_json({ type = BROADCAST_CLIENT_COUNT, requestId = id, clientCount = count }))
+      end, function(reply)
         self:respond(name, req, mp.encode({ type = BROADCAST_ACK, requestId = id, packet = reply }, host.Binary, null))
       end)
-    self:respond(name, req, encode_json({ type = BROADCAST_CLIENT_COUNT, requestId = id, clientCount = count }))
   end
 end
 
