@@ -13,14 +13,14 @@
 #include "eio.h"
 #include "http.h"
 #include "json.h"
-#include "lhost.h" /* l_redis_check_url */
 #include "mw.h"
+#include "redis.h" /* redis_check_url */
 #include "sio.h"
 
 /* Setters of the flags whose values are more than a number or a string. */
 
 static int set_redis(mw_config *cfg, const char *val, FILE *err) {
-  const char *bad = l_redis_check_url(val);
+  const char *bad = redis_check_url(val);
   if (bad) {
     fprintf(err, "moonwire: --redis %s: %s\n", val, bad);
     return -EINVAL;

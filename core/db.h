@@ -1,7 +1,7 @@
 /* db.h — the application's SQLite database: a writer connection and reader
  * connections, each with a cache of prepared statements, the threads that
- * run statements off the event loop, and the Lua module "moonwire.db"
- * (l_db.c).
+ * run statements off the event loop; the Lua module "moonwire.db" is
+ * l_db.h.
  *
  * Threads. Once mw_db_start has run, statements that handlers submit run on
  * database threads: every write on one writer thread (one connection, so
@@ -24,7 +24,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
 #include <sqlite3.h>
 #include <uv.h>
 
@@ -115,26 +114,6 @@ int mw_db_pending(const mw_db *db);
 /* How many reader threads run now (for tests and stats). */
 int mw_db_readers(mw_db *db);
 
-/* Pushes the "moonwire.db" module table bound to db (which may be NULL: every
- * function then raises "database is closed"). Borrows db: mw_db_close may come
- * before or after the Lua state is closed. Returns 1, the number of values
- * pushed, so a lua_CFunction can `return l_db_push(L, db);`.
- *
- * In Lua (parameters: positional `?` values, or one table for :name, @name,
- * $name and numbered ones; nil -> NULL, boolean -> 1/0, integer, float,
- * string -> TEXT; rows: tables keyed by column name, NULL columns absent):
- *   db.exec(sql, ...)      -> changes, last_insert_rowid  (several statements
- *                             without parameters run as a script)
- *   db.query(sql, ...)     -> { row, ... }
- *   db.row(sql, ...)       -> first row or nil
- *   db.transaction(fn)     -> fn's results; BEGIN IMMEDIATE ... COMMIT, or a
- *                             savepoint when nested; on error rolls back and
- *                             re-raises the same value. fn may wait.
- * Inside a handler (once db._set_runner has been given app's coroutine
- * runner) each call waits, its coroutine suspended, while the statement runs
- * on a database thread. SQL errors raise
- * "<where>db.exec: <sqlite message> (in: <sql>)". */
-int l_db_push(lua_State *L, mw_db *db);
 
 /* ---- internal, shared by db.c and l_db.c ---- */
 

@@ -1,5 +1,5 @@
 /* l_body.c — request bodies as Lua sees them (the exchange's body methods
- * in lhost.c): a spooled body read off the loop, or at once; the fields and
+ * in l_exchange.c): a spooled body read off the loop, or at once; the fields and
  * files of a multipart/form-data body as tables. */
 #include "l_body.h"
 

@@ -1,5 +1,5 @@
 /* l_body.h — request bodies as Lua sees them: what the exchange's body
- * methods (lhost.c) call. req is NULL once the response was sent. */
+ * methods (l_exchange.c) call. req is NULL once the response was sent. */
 #ifndef MW_L_BODY_H
 #define MW_L_BODY_H
 

@@ -8,9 +8,10 @@
  * continuation turns the rows into Lua values. Anywhere else (a script's
  * top level, a coroutine of the app's own) the job runs at once on the
  * calling thread. */
-#include "db.h"
+#include "l_db.h"
 
 #include "lcall.h"
+#include "lmodule.h"
 #include "lrunner.h"
 #include "mw.h"
 
@@ -567,3 +568,5 @@ int l_db_push(lua_State *L, mw_db *db) {
   luaL_setfuncs(L, funcs, 1);
   return 1;
 }
+
+int luaopen_moonwire_db(lua_State *L) { return l_db_push(L, lmodule_env_of(L)->db); }

@@ -9,8 +9,9 @@
 
 #include "eio.h"
 #include "lcall.h"
+#include "l_exchange.h"
 #include "lrunner.h"
-#include "lhost.h"
+#include "server.h"
 #include "sio.h"
 #include "sio_packet.h"
 
@@ -61,7 +62,7 @@ static bool push_cb(lua_State *L, int ref, const char *name) {
 
 static void push_handshake(lua_State *L, const http_req *req) {
   lua_createtable(L, 0, 6);
-  lhost_push_headers(L, req);
+  l_exchange_push_headers(L, req);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->query, req->query_len);
   lua_setfield(L, -2, "querystring");
@@ -462,7 +463,7 @@ static void push_allow_req(lua_State *L, const http_req *req) {
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, req->url, req->url_len);
   lua_setfield(L, -2, "url");
-  lhost_push_headers(L, req);
+  l_exchange_push_headers(L, req);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->query, req->query_len);
   lua_setfield(L, -2, "querystring");

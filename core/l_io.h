@@ -21,12 +21,4 @@ const char *l_io_path(l_io *x);
 void l_io_stop(l_io *x);
 void l_io_free(l_io *x);
 
-/* moonwire.timer: timer.after(ms, fn), timer.every(ms, fn) → handle:stop().
- * With test_clock the timers follow a clock that only l_timer_advance moves. */
-int l_timer_open(lua_State *L, uv_loop_t *loop, bool test_clock);
-void l_timer_stop_all(lua_State *L);
-/* Test clock: moves time on by ms, firing every timer that falls due on the
- * way, in order. Returns -1 when the VM runs on the real clock. */
-int l_timer_advance(lua_State *L, uint64_t ms);
-
 #endif

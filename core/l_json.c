@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "lhost.h"
+#include "l_json.h"
 
 #define ARRAY_MT "moonwire.array"
 #define STATE_MT "moonwire.json_state"

@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "lhost.h"
+#include "l_msgpack.h"
 
 #define MP_MAX_DEPTH 32 /* msgpack-c's unpacker stack (MSGPACK_EMBED_STACK_SIZE) */
 #define ARRAY_MT "moonwire.array"
@@ -37,7 +37,7 @@ static uint64_t be(const unsigned char *p, int n) {
   return v;
 }
 
-const char *mw_msgpack_prescan(const unsigned char *p, size_t len) {
+const char *l_msgpack_prescan(const unsigned char *p, size_t len) {
   uint64_t pending[MP_MAX_DEPTH + 1]; /* objects still to read at each level */
   int depth = 0;
   size_t pos = 0;
@@ -195,7 +195,7 @@ static int mp_decode(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkany(L, 3);
   ensure_array_mt(L);
-  const char *bad = mw_msgpack_prescan((const unsigned char *)s, len);
+  const char *bad = l_msgpack_prescan((const unsigned char *)s, len);
   if (bad) {
     lua_pushnil(L);
     lua_pushstring(L, bad);

@@ -10,7 +10,7 @@
  * coroutine that happened to create the timer.
  *
  * Two clocks drive them. The real one is libuv's: each timer is a uv_timer_t.
- * The test clock (l_timer_open with test_clock) never moves by itself: time
+ * The test clock (the server's cfg.test_clock) never moves by itself: time
  * only passes in l_timer_advance, which fires every timer that falls due, in
  * order of due time (then of creation), each at its own instant — so a spec
  * can run an app's 10-second timer a hundred times in no time at all.
@@ -22,10 +22,11 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 
-#include "l_io.h"
+#include "l_timer.h"
 #include "lcall.h"
+#include "lmodule.h"
 #include "lrunner.h"
-#include "lhost.h"
+#include "server.h"
 
 #define TIMER_MT "moonwire.timer"
 #define STATE_KEY "moonwire.timer.state"
@@ -169,20 +170,6 @@ static int h_active(lua_State *L) {
   return 1;
 }
 
-static int open_timer(lua_State *L) {
-  static const luaL_Reg fns[] = {{"after", l_after},
-                                 {"every", l_every},
-                                 {"_after_system", l_after_system},
-                                 {"_every_system", l_every_system},
-                                 {"_generation", l_generation},
-                                 {"_stop_generation", l_stop_generation},
-                                 {NULL, NULL}};
-  luaL_newlibtable(L, fns);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  luaL_setfuncs(L, fns, 1);
-  return 1;
-}
-
 static tstate *state_of(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
   tstate *st = lua_touserdata(L, -1);
@@ -190,26 +177,35 @@ static tstate *state_of(lua_State *L) {
   return st;
 }
 
-int l_timer_open(lua_State *L, uv_loop_t *loop, bool test_clock) {
+/* The loader: the module table; the state (a userdata the registry holds,
+ * as long as the VM lives) is made by the first require. */
+int luaopen_moonwire_timer(lua_State *L) {
+  static const luaL_Reg fns[] = {{"after", l_after},
+                                 {"every", l_every},
+                                 {"_after_system", l_after_system},
+                                 {"_every_system", l_every_system},
+                                 {"_generation", l_generation},
+                                 {"_stop_generation", l_stop_generation},
+                                 {NULL, NULL}};
   static const luaL_Reg methods[] = {{"stop", h_stop}, {"active", h_active}, {NULL, NULL}};
-  luaL_newmetatable(L, TIMER_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  /* The state lives as long as the VM: a userdata held by the registry. */
-  tstate *st = lua_newuserdatauv(L, sizeof *st, 0);
-  *st = (tstate){.loop = loop, .test_clock = test_clock};
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  st->L = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, open_timer, 1);
-  lua_setfield(L, -2, "moonwire.timer");
-  lua_pop(L, 2);
-  return 0;
+  const mw_server *srv = lmodule_env_of(L)->srv;
+  tstate *st = state_of(L);
+  if (!st) {
+    luaL_newmetatable(L, TIMER_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    st = lua_newuserdatauv(L, sizeof *st, 0);
+    *st = (tstate){.loop = srv->loop, .test_clock = srv->cfg.test_clock};
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    st->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  }
+  luaL_newlibtable(L, fns);
+  lua_pushlightuserdata(L, st);
+  luaL_setfuncs(L, fns, 1);
+  return 1;
 }
 
 void l_timer_stop_all(lua_State *L) {

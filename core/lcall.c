@@ -300,6 +300,14 @@ int lcall_pcall(lua_State *L, int nargs, int nresults, const char *what) {
   return r;
 }
 
+int lcall_field(lua_State *L, int ref, const char *fname, int nargs, int nresults) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getfield(L, -1, fname);
+  lua_remove(L, -2);
+  lua_insert(L, -1 - nargs);
+  return lcall_pcall(L, nargs, nresults, fname);
+}
+
 /* ---- set-up ---- */
 
 void lcall_init(lua_State *L) {

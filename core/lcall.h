@@ -42,6 +42,10 @@ int lcall_pcall(lua_State *L, int nargs, int nresults, const char *what);
 /* The same with the message handler (lcall_msgh) already pushed at stack
  * index msgh, under the function: for callers that make many calls. */
 int lcall_pcall_at(lua_State *L, int msgh, int nargs, int nresults, const char *what);
+/* lcall_pcall of registry[ref][fname] (a module the host keeps by
+ * reference) with the nargs values on top of the stack, which it pops;
+ * fname is also what a failure is logged as. */
+int lcall_field(lua_State *L, int ref, const char *fname, int nargs, int nresults);
 /* The message handler: the message (or what tostring makes of it) and a
  * traceback. */
 int lcall_msgh(lua_State *L);

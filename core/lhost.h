@@ -29,28 +29,4 @@ lua_State *lhost_state(lhost *h);
  * real clock. */
 int lhost_advance_clock(lhost *h, uint64_t ms);
 
-/* Pushes req's headers as a table keyed by lower-case name (repeated
- * headers joined with ", "). */
-void lhost_push_headers(lua_State *L, const http_req *req);
-
-
-/* moonwire.msgpack (l_msgpack.c): encode(v, binary_mt, null) and
- * decode(s, binary_mt, null) → v or nil, message. */
-int luaopen_moonwire_msgpack(lua_State *L);
-/* Checks that p holds exactly one msgpack value whose lengths all fit in
- * len and whose nesting msgpack-c can take: NULL, or what is wrong. */
-const char *mw_msgpack_prescan(const unsigned char *p, size_t len);
-
-/* moonwire.json_c (l_json.c): the JSON codec under moonwire.json and
- * moonwire.io's packets. */
-int luaopen_moonwire_json_c(lua_State *L);
-
-/* moonwire.redis_c (l_redis.c), preloaded in L: a Redis pub/sub client on
- * loop. l_redis_stop_all closes every client of L (shutdown). */
-struct uv_loop_s;
-void l_redis_open(lua_State *L, struct uv_loop_s *loop);
-void l_redis_stop_all(lua_State *L);
-/* NULL when url is a redis:// URL the client takes; else what is wrong. */
-const char *l_redis_check_url(const char *url);
-
 #endif

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "lhost.h"
+#include "l_json.h"
 #include "sio_packet.h"
 
 static lua_State *L;

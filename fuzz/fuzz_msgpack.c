@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lhost.h"
+#include "l_msgpack.h"
 
 static lua_State *L;
 static int decode_ref, encode_ref;
@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!L) setup();
   int top = lua_gettop(L);
   /* What fails the structural check never reaches msgpack-c. */
-  if (mw_msgpack_prescan(data, size) != NULL) {
+  if (l_msgpack_prescan(data, size) != NULL) {
     if (decode((const char *)data, size)) abort();
     return 0;
   }

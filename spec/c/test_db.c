@@ -1,6 +1,6 @@
 /* test_db.c — the SQLite connection (db.c) and the Lua module (l_db.c),
  * driven through Lua snippets against a real temporary database file. */
-#include "db.h"
+#include "l_db.h"
 
 #include <errno.h>
 #include <stdbool.h>

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "lhost.h"
+#include "l_msgpack.h"
 
 static lua_State *L;
 
