@@ -135,6 +135,28 @@ static uint64_t body_hash(const char *p, size_t n) {
   return h ^ (h >> 32);
 }
 
+/* W/"<length in hex>-<hash in 16 hex digits>" into tag (room for 64);
+ * returns its length. By hand: snprintf was 5% of a small route's cost. */
+static size_t weak_etag(char *tag, size_t len, uint64_t hash) {
+  static const char hex[] = "0123456789abcdef";
+  char *p = tag;
+  *p++ = 'W';
+  *p++ = '/';
+  *p++ = '"';
+  char digits[16];
+  int n = 0;
+  do {
+    digits[n++] = hex[len & 15];
+    len >>= 4;
+  } while (len);
+  while (n) *p++ = digits[--n];
+  *p++ = '-';
+  for (int shift = 60; shift >= 0; shift -= 4) *p++ = hex[(hash >> shift) & 15];
+  *p++ = '"';
+  *p = '\0';
+  return (size_t)(p - tag);
+}
+
 /* Express's req.fresh: the client's copy (If-None-Match against the
  * response's ETag, else If-Modified-Since against its Last-Modified) is
  * still good, unless it asked for no cache. */
@@ -194,8 +216,8 @@ static int ex_finish(lua_State *L) {
   if (req && (req->method_id == HTTP_GET || req->method_id == HTTP_HEAD) && status >= 200 && status < 300) {
     if (lua_toboolean(L, 5) && !http_res_get(res, "etag", NULL)) {
       char tag[64];
-      snprintf(tag, sizeof tag, "W/\"%zx-%016llx\"", blen, (unsigned long long)body_hash(body, blen));
-      http_res_header(res, "ETag", 4, tag, strlen(tag));
+      size_t tlen = weak_etag(tag, blen, body_hash(body, blen));
+      http_res_header(res, "ETag", 4, tag, tlen);
     }
     if (ex_fresh(res)) { /* 304: no body, nor what describes one */
       res->status = 304;
