@@ -170,6 +170,7 @@ typedef struct fcgi_txn {
 
 struct fcgi_conn {
   mw_conn *c;
+  const http_handler *handler; /* what answers its requests (the listener's user data); NULL: 404 */
   fcgi_parser parser;
   fcgi_txn *txn;          /* the active request: arriving, or waiting for its answer */
   bool peer_eof;
@@ -615,7 +616,7 @@ static int serve(fcgi_conn *fc) {
   mw_conn_set_timeout(fc->c, 0);
   res_start(t, srv);
   /* The handler may answer now (t is freed then) or later. */
-  if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
+  if (fc->handler) fc->handler->handle(fc->handler->ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
   return 0;
 }
@@ -911,6 +912,7 @@ void fcgi_conn_attach(mw_conn *c, void *ud) {
     return;
   }
   fc->c = c;
+  fc->handler = ud;
   c->proto = &fcgi_proto;
   c->proto_data = fc;
   mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);

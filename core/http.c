@@ -446,6 +446,7 @@ typedef struct http_txn {
 
 struct http_conn {
   mw_conn *c;
+  const http_handler *handler; /* what answers its requests (the listener's user data); NULL: 404 */
   llhttp_t parser;
   http_txn *txn;          /* being parsed, or dispatched and unanswered */
   mw_str stash;           /* bytes received while a response was pending */
@@ -1096,7 +1097,7 @@ static void serve(http_conn *hc) {
   t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
   if (srv->stopping) t->res.keep_alive = false;
   if (t->asterisk) answer_asterisk(&t->res);
-  else if (srv->handle) srv->handle(srv->handle_ud, &t->req, &t->res);
+  else if (t->hc->handler) t->hc->handler->handle(t->hc->handler->ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
 }
 
@@ -1318,6 +1319,7 @@ void http_conn_attach(mw_conn *c, void *ud) {
     return;
   }
   hc->c = c;
+  hc->handler = ud;
   llhttp_init(&hc->parser, HTTP_REQUEST, &http_settings);
   hc->parser.data = hc;
   c->proto = &http_proto;
@@ -1331,9 +1333,4 @@ void http_conn_refuse(mw_conn *c, void *ud) {
                              "too many connections from your address\n";
   mw_conn_write_copy(c, busy, sizeof busy - 1);
   mw_conn_end(c);
-}
-
-void http_set_handler(mw_server *srv, const http_handler *h) {
-  srv->handle = h->handle;
-  srv->handle_ud = h->ud;
 }

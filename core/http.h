@@ -218,19 +218,20 @@ int64_t http_parse_date(const char *s, size_t len);
 struct mw_conn;
 struct mw_server;
 
-/* Makes c speak HTTP/1.x: the HTTP listener's attach function (mw_attach_fn;
- * ud unused: requests go to the server's handler, http_set_handler). */
+/* Makes c speak HTTP/1.x: the HTTP listener's attach function (mw_attach_fn).
+ * ud is the http_handler that answers its requests (it must outlive the
+ * connection; NULL: every request gets 404). */
 void http_conn_attach(struct mw_conn *c, void *ud);
 /* The HTTP listener's refuse (mw_listen_opts): a client over the limits per
  * address gets a 503 with Retry-After, and the connection ends. */
 void http_conn_refuse(struct mw_conn *c, void *ud);
 
-/* What answers requests: set by the app host. handle() must eventually
- * finish res (now or later); it may not free req before that. */
+/* What answers requests (the app host's, lhost_handler): handed to a
+ * listener as its user data. handle() must eventually finish res (now or
+ * later); it may not free req before that. */
 typedef struct http_handler {
   void (*handle)(void *ud, const http_req *req, http_res *res);
   void *ud;
 } http_handler;
-void http_set_handler(struct mw_server *srv, const http_handler *h);
 
 #endif

@@ -80,10 +80,11 @@ static int t_start(lua_State *L) {
   snprintf(pub, sizeof pub, "%s/public", t->root);
   if (static_new(&t->st, &t->loop, pub)) return luaL_error(L, "public/: cannot set up");
   if (mw_server_init(&t->srv, &t->loop, &cfg)) return luaL_error(L, "out of memory");
-  int r = mw_server_listen(&t->srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, NULL, http_conn_refuse}, NULL);
+  if (lhost_new(&t->host, &t->srv, t->db, t->st) == -ENOMEM) return luaL_error(L, "out of memory");
+  int r = mw_server_listen(&t->srv, "127.0.0.1:0",
+                           &(mw_listen_opts){http_conn_attach, (void *)lhost_handler(t->host), http_conn_refuse}, NULL);
   if (r) return luaL_error(L, "listen: %s", uv_strerror(r));
   t->running = true;
-  if (lhost_new(&t->host, &t->srv, t->db, t->st) == -ENOMEM) return luaL_error(L, "out of memory");
   lua_pushboolean(L, lhost_ok(t->host));
   return 2;
 }

@@ -36,6 +36,7 @@
 struct lhost {
   lua_State *L;
   mw_server *srv;
+  http_handler handler; /* lhost_handle and this host: the listeners' user data */
   mw_db *db;
   mw_static *st;
   lmodule_env env;        /* what the built-in modules are handed */
@@ -386,7 +387,7 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   find_client_dir(h);
 
   *out = h;
-  http_set_handler(srv, &(http_handler){lhost_handle, h});
+  h->handler = (http_handler){lhost_handle, h};
 
   /* The framework: moonwire.app owns routes and the request path. */
   lua_getglobal(L, "require");
@@ -443,6 +444,8 @@ void lhost_stop(lhost *h) {
   for (const lmodule *m = builtins; m->name; m++)
     if (m->stop) m->stop(h->L);
 }
+
+const http_handler *lhost_handler(lhost *h) { return &h->handler; }
 
 void lhost_free(lhost *h) {
   if (!h) return;

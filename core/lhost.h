@@ -24,6 +24,9 @@ void lhost_stop(lhost *h);
 void lhost_free(lhost *h);
 /* True when the app loaded without error. */
 bool lhost_ok(lhost *h);
+/* What answers the requests of the HTTP and FastCGI listeners (their user
+ * data: mw_listen_opts.ud). Lives as long as h. */
+const http_handler *lhost_handler(lhost *h);
 lua_State *lhost_state(lhost *h);
 /* Test clock (cfg.test_clock): moves the app's timers on by ms. -1 on the
  * real clock. */

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
   char http_addr[128];
   snprintf(http_addr, sizeof http_addr, bracket, cfg.host, cfg.port);
   mw_listener *http;
-  r = mw_server_listen(&a.srv, http_addr, &(mw_listen_opts){http_conn_attach, NULL, http_conn_refuse}, &http);
+  r = mw_server_listen(&a.srv, http_addr, &(mw_listen_opts){http_conn_attach, (void *)lhost_handler(a.host), http_conn_refuse}, &http);
   if (r) {
     fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
     return 1;
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
   if (cfg.fastcgi) {
     /* Printed before the HTTP line, which tells that everything is ready. */
     mw_listener *fcgi;
-    r = mw_server_listen(&a.srv, cfg.fastcgi, &(mw_listen_opts){fcgi_conn_attach, NULL, NULL}, &fcgi);
+    r = mw_server_listen(&a.srv, cfg.fastcgi, &(mw_listen_opts){fcgi_conn_attach, (void *)lhost_handler(a.host), NULL}, &fcgi);
     if (r) {
       fprintf(stderr, "moonwire: cannot listen for FastCGI on %s: %s\n", cfg.fastcgi,
               r == UV_EINVAL ? "expected unix:/path or IP:port (127.0.0.1:9000, [::1]:9000)" : uv_strerror(r));

@@ -109,8 +109,6 @@ struct mw_server {
   mw_conn *conns;
   int nconns;
   bool stopping;
-  void (*handle)(void *ud, const struct http_req *req, struct http_res *res);
-  void *handle_ud;          /* what HTTP and FastCGI requests go to (http_set_handler, by the app host) */
   void (*on_idle_stop)(mw_server *srv); /* called once when stopping and no connection is left */
   union {                  /* accepts a client there is no memory for, to close it (server.c) */
     uv_tcp_t tcp;

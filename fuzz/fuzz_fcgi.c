@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fcgi_parse(&p, (const char *)data + cut, size - cut, touch, &sum);
   fcgi_parser_free(&p);
 
-  mw_conn *c = mw_conn_new(&srv, false, fcgi_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, fcgi_conn_attach, (void *)lhost_handler(host));
   if (!c) return 0;
   c->proto->on_read(c, (const char *)data, cut);
   if (!c->closing && size > cut) c->proto->on_read(c, (const char *)data + cut, size - cut);

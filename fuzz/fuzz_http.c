@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   static unsigned inputs;
   if (++inputs % 4096 == 0) forget_rows();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, (void *)lhost_handler(host));
   if (!c) return 0;
   /* Feed in two parts, as a network would, to reach the split-buffer paths. */
   size_t cut = size ? data[0] % (size + 1) : 0;

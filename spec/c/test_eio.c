@@ -12,6 +12,10 @@
 #include "http.h"
 #include "server.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 static uv_loop_t loop;
 static mw_server srv;
 static eio_server *es;
@@ -73,7 +77,7 @@ static bool queued_has(mw_conn *c, const char *needle) {
 }
 
 static mw_conn *conn(const char *addr) {
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   snprintf(c->addr, sizeof c->addr, "%s", addr);
   return c;
 }
@@ -279,7 +283,7 @@ int main(void) {
   cfg.quiet = true;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
   static char *origins[] = {"http://ok.example"};

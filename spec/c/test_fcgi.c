@@ -16,6 +16,10 @@
 
 #include "check.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 static uv_loop_t loop;
 static mw_server srv;
 
@@ -203,7 +207,7 @@ static void handler(void *ud, const http_req *req, http_res *res) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv, false, fcgi_conn_attach, NULL);
+  return mw_conn_new(&srv, false, fcgi_conn_attach, &app_handler);
 }
 
 static void feed(mw_conn *c, const mw_str *s) { c->proto->on_read(c, s->p, s->len); }
@@ -583,7 +587,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new(&srv, true, fcgi_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, true, fcgi_conn_attach, &app_handler);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got_bytes);
@@ -817,7 +821,7 @@ static void test_body_timeout(void) {
 /* Shutdown: an idle connection goes, one whose answer is awaited ends after it. */
 static void test_stop(void) {
   mw_conn *idle = conn();
-  mw_conn *busy = mw_conn_new(&srv, false, fcgi_conn_attach, NULL);
+  mw_conn *busy = mw_conn_new(&srv, false, fcgi_conn_attach, &app_handler);
   S.defer = true;
   mw_str s = {0};
   const char *vars[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/poll", NULL};
@@ -845,7 +849,7 @@ int main(void) {
   cfg.tmp_dir = tmpdir;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
 
   test_parser_whole_and_split();
   test_parser_errors();

@@ -18,6 +18,10 @@
 
 #include "check.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 static uv_loop_t loop;
 static mw_server srv;
 
@@ -98,7 +102,7 @@ static char *queued(mw_conn *c) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv, false, http_conn_attach, NULL);
+  return mw_conn_new(&srv, false, http_conn_attach, &app_handler);
 }
 
 static void feed(mw_conn *c, const char *s) { c->proto->on_read(c, s, strlen(s)); }
@@ -527,7 +531,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, &app_handler);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got);
@@ -917,7 +921,7 @@ int main(void) {
   cfg.tmp_dir = tmpdir;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
 
   test_simple_get();
   test_byte_by_byte();

@@ -24,6 +24,10 @@
 
 #include "check.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 /* ---- allocation failure on demand ---- */
 
 void *__real_malloc(size_t n);
@@ -219,12 +223,12 @@ int main(void) {
   mw_log_level = -1;
   mw_listener *l;
   if (mw_server_init(&srv, &loop, &cfg) ||
-      mw_server_listen(&srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, NULL, http_conn_refuse}, &l)) {
+      mw_server_listen(&srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, &app_handler, http_conn_refuse}, &l)) {
     fprintf(stderr, "cannot listen\n");
     return 1;
   }
   port = mw_listener_port(l);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
 
   test_serves_and_ends();
   test_accept_survives_failed_allocation();

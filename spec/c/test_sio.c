@@ -12,6 +12,10 @@
 #include "server.h"
 #include "sio.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 static uv_loop_t loop;
 static mw_server srv;
 static sio_server *io;
@@ -50,7 +54,7 @@ static mw_conn *client(sio_socket **out) {
   static const char up[] = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: t\r\n"
                            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   c->proto->on_read(c, up, sizeof up - 1);
   last = NULL;
   send_frame(c, "40");
@@ -163,7 +167,7 @@ int main(void) {
   cfg.quiet = true;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
   if (sio_server_new(&io, &srv, &o, &h, NULL)) return 1;

@@ -14,6 +14,10 @@ bool ws_utf8_valid(const char *s, size_t len);
 
 #include "check.h"
 
+/* What answers the requests of the connections made here (their attach
+ * function's user data). */
+static http_handler app_handler;
+
 static uv_loop_t loop;
 static mw_server srv;
 
@@ -199,7 +203,7 @@ static mw_conn *ws_conn_new(void) {
   S.max_msg = max;
   S.echo = echo;
   S.close_on_msg = com;
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -213,7 +217,7 @@ static mw_conn *ws_conn_new(void) {
 
 static void test_handshake(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -269,7 +273,7 @@ static void test_handshake_check(void) {
 /* Each must be answered with status and never reach WebSocket. */
 static void bad_handshake(const char *request, const char *status, const char *expect, bool ends) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   feed(c, request, strlen(request));
   CHECK(S.accepts == 1);
   CHECK(S.ws == NULL);
@@ -388,7 +392,7 @@ static int held(void) {
 
 /* One more WebSocket on the same handler, without resetting S. */
 static mw_conn *another_conn(void) {
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -628,7 +632,7 @@ static void test_too_big(void) {
 
 static void test_frames_with_the_request(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "early", 5, true);
@@ -646,7 +650,7 @@ static void test_frames_with_the_request(void) {
 
   /* The early frames close it: ws_accept returns NULL, on_close has run. */
   reset();
-  c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "hi", 2, true);
   frame(&r, true, 8, "\x03\xe8", 2, true);
@@ -689,7 +693,7 @@ static void test_send(void) {
   free(big);
 
   /* A broadcast: framed once, one buffer in two queues. */
-  mw_conn *c2 = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c2 = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c2, r.p, r.len);
@@ -828,7 +832,7 @@ static void test_accept_details(void) {
   /* Headers the handler added go out with the 101. */
   reset();
   S.subprotocol = true;
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, "Sec-WebSocket-Protocol: chat, superchat\r\n");
   feed(c, r.p, r.len);
@@ -841,7 +845,7 @@ static void test_accept_details(void) {
   /* A server that is stopping answers, then closes with 1001 at once. */
   reset();
   srv.stopping = true;
-  c = mw_conn_new(&srv, false, http_conn_attach, NULL);
+  c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
   feed(c, r.p, r.len);
   mw_str_free(&r);
   srv.stopping = false;
@@ -891,7 +895,7 @@ int main(void) {
   cfg.quiet = true;
   uv_loop_init(&loop);
   mw_server_init(&srv, &loop, &cfg);
-  http_set_handler(&srv, &(http_handler){handler, NULL});
+  app_handler = (http_handler){handler, NULL};
 
   test_handshake();
   test_handshake_check();
