@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "eio_packet.h"
+#include "hash.h"
 #include "server.h"
 #include "ws.h"
 
@@ -93,11 +94,7 @@ void eio_random_id(char out[21]) {
 
 /* ---- the session table ---- */
 
-static uint32_t hash_sid(const char *sid, size_t len) {
-  uint32_t h = 2166136261u;
-  for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)sid[i]) * 16777619u;
-  return h % EIO_BUCKETS;
-}
+static uint32_t hash_sid(const char *sid, size_t len) { return mw_hash32(sid, len) % EIO_BUCKETS; }
 
 static eio_session *find(eio_server *es, const char *sid, size_t len) {
   if (len != 20) return NULL;

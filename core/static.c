@@ -23,6 +23,7 @@
 #include <llhttp.h>
 
 #include "compress.h"
+#include "hash.h"
 
 #define ST_CACHE_FILE_MAX (256 * 1024)        /* larger files are streamed from disk each time */
 #define ST_CACHE_TOTAL_MAX (32 * 1024 * 1024) /* bytes, entries' overhead included */
@@ -146,15 +147,6 @@ static size_t st_mime_n;
 static bool st_mime_from_file;
 static pthread_once_t st_mime_once = PTHREAD_ONCE_INIT;
 
-static uint64_t st_fnv(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211u;
-  }
-  return h;
-}
-
 /* Lower-cases s (len bytes) into out; false when too long. */
 static bool st_lower(const char *s, size_t len, char out[ST_MIME_EXT_MAX + 1]) {
   if (len == 0 || len > ST_MIME_EXT_MAX) return false;
@@ -171,7 +163,7 @@ static bool st_lower(const char *s, size_t len, char out[ST_MIME_EXT_MAX + 1]) {
 static bool st_mime_add(const char *ext, size_t elen, const char *type) {
   char key[ST_MIME_EXT_MAX + 1];
   if (!st_mime_tab || st_mime_n >= ST_MIME_SLOTS / 2 || !st_lower(ext, elen, key)) return false;
-  size_t i = st_fnv(key, elen) & (ST_MIME_SLOTS - 1);
+  size_t i = mw_hash64(key, elen) & (ST_MIME_SLOTS - 1);
   while (st_mime_tab[i].ext) {
     if (strcmp(st_mime_tab[i].ext, key) == 0) return false;
     i = (i + 1) & (ST_MIME_SLOTS - 1);
@@ -277,7 +269,7 @@ const char *static_mime(const char *name, size_t len) {
   char key[ST_MIME_EXT_MAX + 1];
   if (dot < len && st_mime_tab && st_lower(name + dot + 1, len - dot - 1, key)) {
     size_t klen = len - dot - 1;
-    for (size_t i = st_fnv(key, klen) & (ST_MIME_SLOTS - 1); st_mime_tab[i].ext; i = (i + 1) & (ST_MIME_SLOTS - 1))
+    for (size_t i = mw_hash64(key, klen) & (ST_MIME_SLOTS - 1); st_mime_tab[i].ext; i = (i + 1) & (ST_MIME_SLOTS - 1))
       if (strcmp(st_mime_tab[i].ext, key) == 0) return st_mime_tab[i].type;
   }
   return "application/octet-stream";
@@ -483,7 +475,7 @@ static bool st_same_file(const st_entry *e, const struct stat *sb) {
 /* The entry for key made from the file sb describes; a stale one is dropped. */
 static st_entry *st_cache_get(mw_static *st, const char *key, const struct stat *sb) {
   size_t klen = strlen(key);
-  st_entry *e = st_find(st, key, klen, st_fnv(key, klen));
+  st_entry *e = st_find(st, key, klen, mw_hash64(key, klen));
   if (!e) return NULL;
   if (!st_same_file(e, sb)) {
     st_remove(st, e);
@@ -505,7 +497,7 @@ static bool st_racy(const struct stat *sb) { return (int64_t)sb->st_mtim.tv_sec 
 static void st_cache_put(mw_static *st, const char *key, const struct stat *sb, mw_buf *body) {
   if (st_racy(sb)) return;
   size_t klen = strlen(key);
-  uint64_t h = st_fnv(key, klen);
+  uint64_t h = mw_hash64(key, klen);
   st_entry *old = st_find(st, key, klen, h);
   if (old) st_remove(st, old);
   size_t cost = sizeof(st_entry) + klen + 1 + (body ? body->len : 0);
