@@ -8,30 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- UTF-8 */
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 table: no
- * overlongs, no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  if (c < 0x80) return 1;
-  unsigned char lo = 0x80, hi = 0xBF;
-  size_t len;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;      /* overlong */
-    else if (c == 0xED) hi = 0x9F; /* surrogates */
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;      /* overlong */
-    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
-  } else return 0;
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-  return len;
-}
+#include "utf8.h"
 
 /* ---- JSON */
 
@@ -80,7 +57,7 @@ static int json_string(jscan *j) {
       }
       continue;
     }
-    size_t n = utf8_seq(j->s + j->pos, j->len - j->pos);
+    size_t n = utf8_seq(j->s + j->pos, j->len - j->pos, NULL);
     if (!n) return -EINVAL;
     j->pos += n;
   }
@@ -260,7 +237,7 @@ static bool nsp_valid(const char *nsp, size_t len) {
     unsigned char c = s[i];
     if (c < 0x20 || c == 0x7F || c == ',') return false;
     if (c == 0xC2 && i + 1 < len && s[i + 1] < 0xA0) return false; /* C1 controls */
-    size_t n = utf8_seq(s + i, len - i);
+    size_t n = utf8_seq(s + i, len - i, NULL);
     if (!n) return false;
     i += n;
   }

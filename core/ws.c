@@ -22,6 +22,7 @@
 #include <wslay/wslay.h>
 
 #include "server.h"
+#include "utf8.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_CLOSE_WAIT_MS 2000
@@ -67,42 +68,6 @@ struct ws_conn {
 };
 
 /* ---- UTF-8 ---- */
-
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above
- * U+10FFFF, no truncated sequence. wslay 1.1 checks text frames too; this
- * keeps the guarantee on_message promises independent of wslay's version and
- * configuration. Exported for the unit test (not part of ws.h). */
-bool ws_utf8_valid(const char *s, size_t len);
-bool ws_utf8_valid(const char *s, size_t len) {
-  const uint8_t *p = (const uint8_t *)s, *end = p + len;
-  while (p < end) {
-    uint8_t b = *p;
-    if (b < 0x80) {
-      p++;
-      continue;
-    }
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (b >= 0xC2 && b <= 0xDF) n = 1;
-    else if (b >= 0xE0 && b <= 0xEF) {
-      n = 2;
-      if (b == 0xE0) lo = 0xA0;      /* overlong */
-      else if (b == 0xED) hi = 0x9F; /* surrogates */
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      n = 3;
-      if (b == 0xF0) lo = 0x90;      /* overlong */
-      else if (b == 0xF4) hi = 0x8F; /* above U+10FFFF */
-    } else {
-      return false; /* continuation byte, C0/C1 overlong, F5..FF */
-    }
-    if ((size_t)(end - p) <= n) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (size_t i = 2; i <= n; i++)
-      if ((p[i] & 0xC0) != 0x80) return false;
-    p += n + 1;
-  }
-  return true;
-}
 
 /* ---- handshake ---- */
 
@@ -351,7 +316,7 @@ static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
   if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME) return; /* ping/pong */
   const char *msg = arg->msg ? (const char *)arg->msg : "";
   bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-  if (!binary && !ws_utf8_valid(msg, arg->msg_length)) {
+  if (!binary && !utf8_valid(msg, arg->msg_length)) {
     fail(ws, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA);
     return;
   }
@@ -549,7 +514,7 @@ void ws_close(ws_conn *ws, uint16_t code, const char *reason) {
     rlen = 123;
     while (rlen && ((uint8_t)reason[rlen] & 0xC0) == 0x80) rlen--;
   }
-  if (rlen && !ws_utf8_valid(reason, rlen)) rlen = 0; /* the peer would fail us with 1007 */
+  if (rlen && !utf8_valid(reason, rlen)) rlen = 0; /* the peer would fail us with 1007 */
   if (!take(ws)) {
     finish(ws, true);
     return;
