@@ -10,6 +10,7 @@
 
 #include "eio_packet.h"
 #include "hash.h"
+#include "pct.h"
 #include "server.h"
 #include "ws.h"
 
@@ -187,30 +188,28 @@ static void answer_payload(http_res *res, const char *data, size_t len) {
   http_res_end(res, data, len);
 }
 
-/* Finds key in a query string and percent-decodes its value into out. */
-static bool query_get(const char *q, size_t qlen, const char *key, char *out, size_t cap) {
+/* Finds key in a query string and decodes its value into out (cap bytes)
+ * as engine.io reads it (form decoding: '+' a space, a malformed escape
+ * kept as it is). The value is compared by its length: an escaped NUL is a
+ * byte of it, not its end. Returns the value's length; -1 when key is
+ * absent, -2 when its value does not fit (cut short, it could match). */
+static ssize_t query_get(const char *q, size_t qlen, const char *key, char *out, size_t cap) {
   size_t klen = strlen(key);
   const char *end = q + qlen;
   while (q < end) {
     const char *amp = memchr(q, '&', (size_t)(end - q));
     const char *pe = amp ? amp : end;
     if ((size_t)(pe - q) > klen && memcmp(q, key, klen) == 0 && q[klen] == '=') {
-      size_t n = 0;
-      for (const char *p = q + klen + 1; p < pe && n + 1 < cap; p++) {
-        if (*p == '%' && pe - p > 2) {
-          char hex[3] = {p[1], p[2], 0};
-          out[n++] = (char)strtol(hex, NULL, 16);
-          p += 2;
-        } else {
-          out[n++] = *p == '+' ? ' ' : *p;
-        }
-      }
-      out[n] = '\0';
-      return true;
+      ssize_t n = pct_decode(q + klen + 1, (size_t)(pe - q - klen - 1), out, cap, PCT_PLUS);
+      return n < 0 ? -2 : n;
     }
     q = pe + 1;
   }
-  return false;
+  return -1;
+}
+
+static bool query_is(const char *v, ssize_t n, const char *lit) {
+  return n >= 0 && (size_t)n == strlen(lit) && memcmp(v, lit, (size_t)n) == 0;
 }
 
 /* ---- sending ---- */
@@ -752,16 +751,17 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     http_res_end(res, "", 0);
     return 0;
   }
-  char eio[8] = "", transport[16] = "", sid[32] = "";
-  query_get(req->query, req->query_len, "EIO", eio, sizeof eio);
-  query_get(req->query, req->query_len, "transport", transport, sizeof transport);
-  bool has_sid = query_get(req->query, req->query_len, "sid", sid, sizeof sid);
-  if (strcmp(eio, "4") != 0) {
+  char eio[8], transport[16], sid[32];
+  ssize_t eio_len = query_get(req->query, req->query_len, "EIO", eio, sizeof eio);
+  ssize_t transport_len = query_get(req->query, req->query_len, "transport", transport, sizeof transport);
+  ssize_t sid_len = query_get(req->query, req->query_len, "sid", sid, sizeof sid);
+  bool has_sid = sid_len != -1;
+  if (!query_is(eio, eio_len, "4")) {
     answer_error(res, 400, 5, "Unsupported protocol version");
     return 0;
   }
-  bool websocket = strcmp(transport, "websocket") == 0;
-  bool polling = strcmp(transport, "polling") == 0;
+  bool websocket = query_is(transport, transport_len, "websocket");
+  bool polling = query_is(transport, transport_len, "polling");
   if ((!websocket && !polling) || (websocket && !es->opt.websocket) || (polling && !es->opt.polling)) {
     answer_error(res, 400, 0, "Transport unknown");
     return 0;
@@ -778,7 +778,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     handshake(es, req, res, websocket);
     return 0;
   }
-  eio_session *s = find(es, sid, strlen(sid));
+  eio_session *s = sid_len < 0 ? NULL : find(es, sid, (size_t)sid_len);
   if (s && s->lingering && !websocket && req->method_id == 1) { /* its last poll: the close packet */
     add_cors(es, req, res);
     answer_payload(res, s->outq.p, s->outq.len);

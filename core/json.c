@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pct.h"
 #include "utf8.h"
 
 /* ---- numbers */
@@ -483,12 +484,9 @@ static json_token close_container(json_reader *r) {
 static int hex4(const unsigned char *p, uint32_t *out) {
   uint32_t v = 0;
   for (int i = 0; i < 4; i++) {
-    unsigned char c = p[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-    else return -1;
+    int d = pct_hex(p[i]);
+    if (d < 0) return -1;
+    v = v << 4 | (uint32_t)d;
   }
   *out = v;
   return 0;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pct.h"
 #include "utf8.h"
 
 /* ---- JSON */
@@ -23,10 +24,6 @@ static void json_ws(jscan *j) {
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return;
     j->pos++;
   }
-}
-
-static bool is_hex(unsigned char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
 static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -48,7 +45,7 @@ static int json_string(jscan *j) {
         /* Any four hex digits: JSON.parse takes lone surrogates, so do we. */
         if (j->len - j->pos < 6) return -EINVAL;
         for (size_t k = 2; k < 6; k++)
-          if (!is_hex(j->s[j->pos + k])) return -EINVAL;
+          if (pct_hex(j->s[j->pos + k]) < 0) return -EINVAL;
         j->pos += 6;
       } else if (e && strchr("\"\\/bfnrt", e)) {
         j->pos += 2;
@@ -189,12 +186,6 @@ static int json_first_element(const char *s, size_t len, const char **tok, size_
   return 0;
 }
 
-static int hexval(unsigned char c) {
-  if (c <= '9') return c - '0';
-  if (c <= 'F') return c - 'A' + 10;
-  return c - 'a' + 10;
-}
-
 /* Whether a valid JSON string token decodes to the ASCII string lit. Escapes
  * are decoded because JSON.parse decodes them: "connec\u0074" is "connect". */
 static bool json_string_equals(const char *tok, size_t len, const char *lit) {
@@ -205,7 +196,7 @@ static bool json_string_equals(const char *tok, size_t len, const char *lit) {
     if (c == '\\') {
       unsigned char e = s[i + 1];
       if (e == 'u') {
-        c = (unsigned)(hexval(s[i + 2]) << 12 | hexval(s[i + 3]) << 8 | hexval(s[i + 4]) << 4 | hexval(s[i + 5]));
+        c = (unsigned)(pct_hex(s[i + 2]) << 12 | pct_hex(s[i + 3]) << 8 | pct_hex(s[i + 4]) << 4 | pct_hex(s[i + 5]));
         i += 6;
       } else {
         static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";

@@ -24,6 +24,7 @@
 
 #include "compress.h"
 #include "hash.h"
+#include "pct.h"
 
 #define ST_CACHE_FILE_MAX (256 * 1024)        /* larger files are streamed from disk each time */
 #define ST_CACHE_TOTAL_MAX (32 * 1024 * 1024) /* bytes, entries' overhead included */
@@ -43,13 +44,6 @@
 
 /* ---- path normalisation ---- */
 
-static int st_hex(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 int static_normalize(const char *path, size_t len, char *out, size_t cap) {
   if (len == 0 || path[0] != '/') return -400;
   /* First, malformed anywhere is 400, whatever else the path holds. */
@@ -57,7 +51,7 @@ int static_normalize(const char *path, size_t len, char *out, size_t cap) {
     if (path[i] == '\0') return -400;
     if (path[i] != '%') continue;
     if (i + 2 >= len) return -400;
-    int hi = st_hex((unsigned char)path[i + 1]), lo = st_hex((unsigned char)path[i + 2]);
+    int hi = pct_hex((unsigned char)path[i + 1]), lo = pct_hex((unsigned char)path[i + 2]);
     if (hi < 0 || lo < 0 || (hi | lo) == 0) return -400; /* %00 is a NUL */
     i += 2;
   }
@@ -69,20 +63,13 @@ int static_normalize(const char *path, size_t len, char *out, size_t cap) {
     while (j < len && path[j] != '/') j++;
     /* Decode the segment right after the prefix and its separator; it is
      * only kept (by adding the '/') when it is an ordinary name. */
-    size_t start = n ? n + 1 : 0, k = start;
-    for (size_t p = i; p < j; p++) {
-      unsigned char c = (unsigned char)path[p];
-      if (c == '%') {
-        c = (unsigned char)(st_hex((unsigned char)path[p + 1]) << 4 | st_hex((unsigned char)path[p + 2]));
-        p += 2;
-        /* An encoded slash is never a separator, and a file name cannot hold it. */
-        if (c == '/') return -404;
-      }
-      if (c == '\\') return -404; /* a separator elsewhere: never let it through */
-      if (k + 1 >= cap) return -414;
-      out[k++] = (char)c;
-    }
-    size_t seg = k - start;
+    size_t start = n ? n + 1 : 0;
+    ssize_t seg_len = pct_decode(path + i, j - i, out + start, cap - 1 - start, PCT_STRICT);
+    if (seg_len < 0) return -414; /* the escapes were checked above: it did not fit */
+    size_t seg = (size_t)seg_len, k = start + seg;
+    /* A slash here was encoded: never a separator, and a file name cannot
+     * hold it; a backslash is a separator elsewhere: never let it through. */
+    if (memchr(out + start, '/', seg) || memchr(out + start, '\\', seg)) return -404;
     const char *s = out + start;
     if (seg == 0 || (seg == 1 && s[0] == '.')) {
       /* empty or ".": nothing */
