@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "b64.h"
 #include "eio_packet.h"
 #include "hash.h"
 #include "pct.h"
@@ -80,16 +81,9 @@ void eio_options_defaults(eio_options *o, const char *path) {
 }
 
 void eio_random_id(char out[21]) {
-  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   unsigned char raw[15];
   if (RAND_bytes(raw, sizeof raw) != 1) abort(); /* no randomness: no safe ids */
-  for (int i = 0, j = 0; i < 15; i += 3) {
-    uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
-    out[j++] = alphabet[(v >> 18) & 63];
-    out[j++] = alphabet[(v >> 12) & 63];
-    out[j++] = alphabet[(v >> 6) & 63];
-    out[j++] = alphabet[v & 63];
-  }
+  b64_write(out, raw, sizeof raw, true);
   out[20] = '\0';
 }
 
@@ -519,7 +513,7 @@ static void replay_over_ws(ws_conn *ws, const mw_str *pending) {
     if (pe > p) {
       if (*p == 'b') {
         mw_str_reset(&scratch);
-        if (eio_base64_decode(&scratch, p + 1, (size_t)(pe - p - 1)) == 0)
+        if (b64_decode(&scratch, p + 1, (size_t)(pe - p - 1)) == 0)
           ws_send(ws, scratch.p ? scratch.p : "", scratch.len, true);
       } else if (*p != '0' + EIO_NOOP) {
         ws_send(ws, p, (size_t)(pe - p), false);

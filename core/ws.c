@@ -21,6 +21,7 @@
 #include <string.h>
 #include <wslay/wslay.h>
 
+#include "b64.h"
 #include "server.h"
 #include "utf8.h"
 
@@ -106,11 +107,6 @@ static int header_count(const http_req *req, const char *name) {
   return n;
 }
 
-static bool is_b64(char ch) {
-  return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' ||
-         ch == '/';
-}
-
 /* Borrows req; writes accept only when it returns 0. */
 int ws_handshake_check(const http_req *req, char accept[29]) {
   if (!req->method || strcmp(req->method, "GET") != 0) return 400;
@@ -128,14 +124,15 @@ int ws_handshake_check(const http_req *req, char accept[29]) {
   /* 16 bytes in base64: 22 alphabet characters and "==". */
   if (klen != 24 || k[22] != '=' || k[23] != '=') return 400;
   for (size_t i = 0; i < 22; i++)
-    if (!is_b64(k[i])) return 400;
+    if (b64_value((unsigned char)k[i]) < 0) return 400;
   char buf[24 + sizeof WS_GUID];
   memcpy(buf, k, 24);
   memcpy(buf + 24, WS_GUID, sizeof WS_GUID - 1);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
   if (!EVP_Digest(buf, sizeof buf - 1, md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) return 500;
-  EVP_EncodeBlock((unsigned char *)accept, md, 20); /* 28 characters and a NUL */
+  b64_write(accept, md, 20, false); /* 28 characters */
+  accept[28] = '\0';
   return 0;
 }
 
