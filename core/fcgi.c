@@ -13,6 +13,7 @@
 
 #include "body.h"
 #include "http.h"
+#include "pool.h"
 #include "server.h"
 
 /* ---- records ---- */
@@ -184,25 +185,13 @@ struct fcgi_conn {
 #define FCGI_WQ_HIGH (1024 * 1024)
 
 /* Finished requests are kept, buffers and all, for the next ones (as http.c
- * does); sanitizer builds keep none, so that use after the end is caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FCGI_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FCGI_SPARES 0
-#endif
-#endif
-#ifndef FCGI_SPARES
-#define FCGI_SPARES 16
-#endif
+ * does; pool.h: none in sanitizer builds). */
 #define FCGI_SPARE_BYTES 16384
-
-static fcgi_txn *spare[FCGI_SPARES + 1];
-static int nspare;
+MW_POOL_DEFINE(txn_spares, 16);
 
 static fcgi_txn *txn_new(void) {
-  if (!nspare) return calloc(1, sizeof(fcgi_txn));
-  fcgi_txn *t = spare[--nspare];
+  fcgi_txn *t = mw_pool_take(&txn_spares);
+  if (!t) return calloc(1, sizeof(fcgi_txn));
   fcgi_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->params = kept.params;
@@ -221,12 +210,9 @@ static fcgi_txn *txn_new(void) {
 
 static void txn_free(fcgi_txn *t) {
   body_release(&t->body); /* its temporary files go */
-  if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES &&
-      t->url.cap <= FCGI_SPARE_BYTES && t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 &&
-      t->hcap <= 64) {
-    spare[nspare++] = t;
+  if (t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES && t->url.cap <= FCGI_SPARE_BYTES &&
+      t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64 && mw_pool_keep(&txn_spares, t))
     return;
-  }
   mw_str_free(&t->params);
   body_dispose(&t->body);
   mw_str_free(&t->url);
@@ -247,15 +233,7 @@ static void txn_release(fcgi_txn *t) {
   }
 }
 
-/* Same line as the HTTP access log: method, url, status, time, body bytes. */
-static void access_log(mw_server *srv, fcgi_txn *t) {
-  if (srv->cfg.quiet) return;
-  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
-  const char *url = t->req.url ? t->req.url : "-";
-  size_t ulen = t->req.url ? t->req.url_len : 1;
-  printf("%s %.*s %d %.3f ms - %zu\n", t->req.method ? t->req.method : "-", (int)(ulen > 200 ? 200 : ulen), url,
-         t->res.status, ms, t->res.bytes_sent);
-}
+static void access_log(mw_server *srv, fcgi_txn *t) { http_access_log(srv, &t->req, &t->res); }
 
 /* ---- writing ---- */
 

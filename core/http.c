@@ -13,6 +13,7 @@
 
 #include "body.h"
 #include "compress.h"
+#include "pool.h"
 #include "server.h"
 
 /* ---- responses ---- */
@@ -466,26 +467,13 @@ struct http_conn {
 /* Finished transactions are kept, buffers and all, for the next requests:
  * a small request then allocates nothing while it is parsed. The spares are
  * server-wide (the loop is single-threaded) and few, so an idle connection
- * still holds no transaction. Sanitizer builds keep none, so that a
- * transaction used after its end is caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define TXN_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TXN_SPARES 0
-#endif
-#endif
-#ifndef TXN_SPARES
-#define TXN_SPARES 16
-#endif
+ * still holds no transaction (pool.h: none in sanitizer builds). */
 #define TXN_SPARE_BYTES 16384 /* a transaction whose buffers grew past this is freed */
-
-static http_txn *txn_spare[TXN_SPARES + 1];
-static int ntxn_spare;
+MW_POOL_DEFINE(txn_spares, 16);
 
 static http_txn *txn_new(void) {
-  if (!ntxn_spare) return calloc(1, sizeof(http_txn));
-  http_txn *t = txn_spare[--ntxn_spare];
+  http_txn *t = mw_pool_take(&txn_spares);
+  if (!t) return calloc(1, sizeof(http_txn));
   http_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->raw = kept.raw;
@@ -504,11 +492,9 @@ static http_txn *txn_new(void) {
 
 static void txn_free(http_txn *t) {
   body_release(&t->body); /* its temporary files go */
-  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES &&
-      t->res.hbuf.cap <= TXN_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64) {
-    txn_spare[ntxn_spare++] = t;
+  if (t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES && t->res.hbuf.cap <= TXN_SPARE_BYTES &&
+      t->res.fcap <= 64 && t->hcap <= 64 && mw_pool_keep(&txn_spares, t))
     return;
-  }
   mw_str_free(&t->raw);
   body_dispose(&t->body);
   free(t->hoff);
@@ -520,20 +506,22 @@ static void txn_free(http_txn *t) {
 static bool log_tty = false;
 static int log_checked = 0;
 
-static void access_log(mw_server *srv, http_txn *t) {
+void http_access_log(mw_server *srv, const http_req *req, const http_res *res) {
   if (srv->cfg.quiet) return;
   if (!log_checked) {
     log_checked = 1;
     log_tty = isatty(STDOUT_FILENO);
   }
-  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
-  int st = t->res.status;
+  double ms = (double)(mw_now_ns() - req->start_ns) / 1e6;
+  int st = res->status;
   const char *color = "";
   if (log_tty) color = st >= 500 ? "\x1b[31m" : st >= 400 ? "\x1b[33m" : st >= 300 ? "\x1b[36m" : "\x1b[32m";
-  printf("%s%s %.*s %s%d%s %.3f ms - %zu%s\n", log_tty ? "\x1b[0m" : "", t->req.method,
-         (int)t->req.url_len, t->req.url ? t->req.url : "", color, st, log_tty ? "\x1b[0m" : "",
-         ms, t->res.bytes_sent, "");
+  printf("%s%s %.*s %s%d%s %.3f ms - %zu\n", log_tty ? "\x1b[0m" : "", req->method ? req->method : "-",
+         req->url ? (int)req->url_len : 1, req->url ? req->url : "-", color, st, log_tty ? "\x1b[0m" : "", ms,
+         res->bytes_sent);
 }
+
+static void access_log(mw_server *srv, http_txn *t) { http_access_log(srv, &t->req, &t->res); }
 
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
