@@ -13,6 +13,7 @@
 #include "hash.h"
 #include "pct.h"
 #include "server.h"
+#include "turn.h"
 #include "ws.h"
 
 #define EIO_BUCKETS 4096
@@ -22,7 +23,7 @@ struct eio_session {
   eio_server *es;
   eio_session *hnext;       /* hash chain */
   eio_session *prev, *next; /* every session of the server */
-  eio_session *dirty_next;  /* polling output waiting for the end of the turn */
+  turn_item flush;          /* marked while polling output waits for the end of the turn */
   uv_timer_t timer;         /* heartbeat */
   ws_conn *ws;              /* the websocket transport, once in use */
   ws_conn *probe;           /* a websocket being probed for the upgrade */
@@ -30,7 +31,7 @@ struct eio_session {
   mw_str outq;              /* polling payload waiting for a GET */
   void *ud;
   uint64_t ping_mark;       /* websocket: the ping has left once the connection wrote this much */
-  bool awaiting_pong, closed, dirty, probed;
+  bool awaiting_pong, closed, probed;
   bool ping_queued;         /* polling: the ping still waits in outq for a GET */
   bool overflow;            /* over max_buffered: closes at the end of the loop turn */
   bool rate_warned;         /* said once this second that its messages are dropped */
@@ -61,10 +62,8 @@ struct eio_server {
   void *ud;
   eio_session *buckets[EIO_BUCKETS];
   eio_session *all;
-  eio_session *dirty;
   eio_pending *pending;
-  uv_check_t check;
-  uv_prepare_t prepare;
+  turn_list flush;          /* polling sessions with output for their GET */
   int nsessions;
   int closing_handles;
 };
@@ -106,12 +105,7 @@ static void unlink_session(eio_session *s) {
   if (s->prev) s->prev->next = s->next;
   else es->all = s->next;
   if (s->next) s->next->prev = s->prev;
-  if (s->dirty) {
-    eio_session **dp = &es->dirty;
-    while (*dp != s) dp = &(*dp)->dirty_next;
-    *dp = s->dirty_next;
-    s->dirty = false;
-  }
+  turn_unmark(&es->flush, &s->flush);
   es->nsessions--;
 }
 
@@ -209,10 +203,7 @@ static bool query_is(const char *v, ssize_t n, const char *lit) {
 /* ---- sending ---- */
 
 static void mark_dirty(eio_session *s) {
-  if (s->dirty || s->closed) return;
-  s->dirty = true;
-  s->dirty_next = s->es->dirty;
-  s->es->dirty = s;
+  if (!s->closed) turn_mark(&s->es->flush, &s->flush);
 }
 
 /* Answers the pending GET with whatever is queued. */
@@ -227,18 +218,11 @@ static void flush_poll(eio_session *s) {
 
 static void session_close(eio_session *s, const char *reason, bool send_close);
 
-static void flush_dirty(eio_server *es) {
-  while (es->dirty) {
-    eio_session *s = es->dirty;
-    es->dirty = s->dirty_next;
-    s->dirty = false;
-    if (s->overflow) session_close(s, "transport error", false); /* see room_for */
-    else flush_poll(s);
-  }
+static void flush_session(turn_list *l, turn_item *it) {
+  eio_session *s = (eio_session *)((char *)it - offsetof(eio_session, flush));
+  if (s->overflow) session_close(s, "transport error", false); /* see room_for */
+  else flush_poll(s);
 }
-
-static void on_check(uv_check_t *h) { flush_dirty(h->data); }
-static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
 size_t eio_buffered(eio_session *s) {
   if (s->closed) return 0;
@@ -250,7 +234,7 @@ size_t eio_buffered(eio_session *s) {
  * max_buffered it is closed and what it holds is released now. The close
  * itself comes later, never in the middle of a broadcast that is walking
  * the sockets: a WebSocket's connection reports it from its close callback,
- * a polling session from the end of the loop turn (flush_dirty). */
+ * a polling session from the end of the loop turn (flush_session). */
 static bool room_for(eio_session *s) {
   if (s->overflow) return false;
   size_t cap = s->es->opt.max_buffered, held = eio_buffered(s);
@@ -835,14 +819,7 @@ int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o
   es->h = *h;
   es->ud = ud;
   eio_server_configure(es, o);
-  uv_check_init(srv->loop, &es->check);
-  es->check.data = es;
-  uv_check_start(&es->check, on_check);
-  uv_unref((uv_handle_t *)&es->check);
-  uv_prepare_init(srv->loop, &es->prepare);
-  es->prepare.data = es;
-  uv_prepare_start(&es->prepare, on_prepare);
-  uv_unref((uv_handle_t *)&es->prepare);
+  turn_init(&es->flush, srv->loop, flush_session, es);
   *out = es;
   return 0;
 }
@@ -870,8 +847,7 @@ void eio_server_free(eio_server *es) {
     free(p);
   }
   es->closing_handles = 2;
-  uv_close((uv_handle_t *)&es->check, on_es_handle_closed);
-  uv_close((uv_handle_t *)&es->prepare, on_es_handle_closed);
+  turn_close(&es->flush, on_es_handle_closed);
 }
 
 const char *eio_sid(eio_session *s) { return s->sid; }

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "mw.h"
+#include "turn.h"
 
 struct http_req;
 struct http_res;
@@ -103,11 +104,11 @@ struct mw_conn {
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
-  mw_conn *dirty_next;     /* in srv->dirty while it has unflushed items */
+  turn_item flush;         /* marked in srv->flush while it has unflushed items */
   mw_conn *prev, *next;    /* all connections */
   char addr[48];
   uint8_t pending_closes;
-  bool dirty, closing, ending, reading, shut;
+  bool closing, ending, reading, shut;
   bool eof;                /* the peer closed its side */
   struct iplimit_entry *ip; /* its address's count (iplimit.c), or NULL */
 };
@@ -121,11 +122,9 @@ struct mw_server {
     uv_pipe_t pipe;
   } fcgi_listener;
   bool fcgi_inited, fcgi_unix, fcgi_listening;
-  uv_check_t check;
-  uv_prepare_t prepare;
+  turn_list flush;         /* connections with writes to flush at the end of the turn */
   uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
   struct iplimit *iplimit; /* connections per client address (HTTP listener) */
-  mw_conn *dirty;
   mw_conn *conns;
   int nconns;
   bool listening, stopping;
