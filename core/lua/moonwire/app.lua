@@ -5,6 +5,7 @@
 local core = require "moonwire.core"
 local view = require "moonwire.view"
 local json = require "moonwire.json"
+local escape = require "moonwire.escape"
 
 local app = {}
 
@@ -12,15 +13,8 @@ view.root = core.root .. "/views"
 
 -- ---------------------------------------------------------------- helpers
 
-local function url_decode(s, plus)
-  if plus then s = s:gsub("+", " ") end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local url_decode, url_encode, escape_html = escape.url_decode, escape.url, escape.html
 app.url_decode = url_decode
-
-local function url_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
 app.url_encode = url_encode
 
 -- "a=1&b=2&b=3" → { a = "1", b = { "2", "3" } } (a repeated key becomes an array)
@@ -61,12 +55,6 @@ local function parse_cookies(header)
     end
   end
   return t
-end
-
-local function escape_html(s)
-  return (tostring(s):gsub("[&<>\"']", {
-    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
-  }))
 end
 
 -- ---------------------------------------------------------------- routes

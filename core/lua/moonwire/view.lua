@@ -32,15 +32,7 @@ function view.clear_cache()
   compiled, missing = {}, {}
 end
 
-local ESCAPES = {
-  ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
-}
-
-function view.escape(v)
-  if v == nil then return "" end
-  if type(v) ~= "string" then v = tostring(v) end
-  return (v:gsub("[&<>\"']", ESCAPES))
-end
+view.escape = require("moonwire.escape").html
 local escape = view.escape
 
 local function tostr(v)
