@@ -854,4 +854,3 @@ const char *eio_sid(eio_session *s) { return s->sid; }
 const char *eio_transport(eio_session *s) { return s->ws ? "websocket" : "polling"; }
 void *eio_userdata(eio_session *s) { return s->ud; }
 void eio_set_userdata(eio_session *s, void *ud) { s->ud = ud; }
-eio_server *eio_session_server(eio_session *s) { return s->es; }

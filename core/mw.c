@@ -72,14 +72,6 @@ void mw_str_free(mw_str *s) {
   s->len = s->cap = 0;
 }
 
-char *mw_str_steal(mw_str *s, size_t *len) {
-  char *p = s->p;
-  if (len) *len = s->len;
-  s->p = NULL;
-  s->len = s->cap = 0;
-  return p;
-}
-
 /* Small buffers (response heads and short bodies, WebSocket frames) are
  * made and freed by the hundred per loop turn: a burst of requests is
  * answered, then written, then freed together, more than libc's per-thread
