@@ -177,7 +177,6 @@ struct fcgi_conn {
   bool paused;            /* reading stopped until the answers queued so far are written */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
-  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* Replies queued past this stop the reading until they are written: a peer
@@ -247,11 +246,7 @@ static void end_request(mw_conn *c, unsigned id, int protocol_status) {
 /* Answers wait in the queue: until they have left, the send timeout
  * (between writes that make progress) limits the web server; the
  * keep-alive timer starts on the drain (fcgi_on_drain). */
-static void arm_send_timeout(fcgi_conn *fc) {
-  mw_conn *c = fc->c;
-  fc->sent_mark = mw_conn_sent(c);
-  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-}
+static void arm_send_timeout(fcgi_conn *fc) { mw_conn_arm_send_timeout(fc->c); }
 
 /* After a request: the connection waits for the next one only when the web
  * server asked for that (FCGI_KEEP_CONN). Returns nonzero when it ends. */
@@ -838,14 +833,7 @@ static void fcgi_on_timeout(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
   /* Answers still leaving: another send timeout as long as some left
    * since the last look. */
-  if (c->wq_len && fc) {
-    uint64_t sent = mw_conn_sent(c);
-    if (sent != fc->sent_mark) {
-      fc->sent_mark = sent;
-      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-      return;
-    }
-  }
+  if (fc && mw_conn_send_progressed(c)) return;
   fcgi_txn *t = fc->txn;
   /* A body too slow (--body-timeout between records, --body-deadline in
    * all) gets 408, as over HTTP; parameters that never end, or an idle

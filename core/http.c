@@ -457,7 +457,6 @@ struct http_conn {
   bool held;              /* the next request waits until the queue drains */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
-  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* After a response, pipelined requests are answered at once while the
@@ -529,11 +528,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len);
  * timeout limits the client, counted from the last write that made
  * progress (nginx's send_timeout); the keep-alive timer starts only once
  * the queue has drained (http_on_drain). */
-static void arm_send_timeout(http_conn *hc) {
-  mw_conn *c = hc->c;
-  hc->sent_mark = mw_conn_sent(c);
-  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-}
+static void arm_send_timeout(http_conn *hc) { mw_conn_arm_send_timeout(hc->c); }
 
 /* Ends the connection after what is queued, which still has the send
  * timeout to leave in. */
@@ -1206,14 +1201,7 @@ static void http_on_timeout(mw_conn *c) {
   http_conn *hc = c->proto_data;
   /* A response still leaving: the client has another send timeout as long
    * as it took some of it since the last look. */
-  if (c->wq_len && hc) {
-    uint64_t sent = mw_conn_sent(c);
-    if (sent != hc->sent_mark) {
-      hc->sent_mark = sent;
-      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-      return;
-    }
-  }
+  if (hc && mw_conn_send_progressed(c)) return;
   http_txn *t = hc->txn;
   /* A request that did not arrive in time (its headers within
    * --header-timeout, its body within --body-timeout between reads and

@@ -492,6 +492,17 @@ void mw_server_close(mw_server *srv) {
   srv->iplimit = NULL;
 }
 
+void mw_conn_arm_send_timeout(mw_conn *c) {
+  c->send_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+}
+
+bool mw_conn_send_progressed(mw_conn *c) {
+  if (!c->wq_len || mw_conn_sent(c) == c->send_mark) return false;
+  mw_conn_arm_send_timeout(c);
+  return true;
+}
+
 /* ---- write queue ---- */
 
 static void mark_dirty(mw_conn *c) { turn_mark(&c->srv->flush, &c->flush); }

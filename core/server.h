@@ -104,6 +104,7 @@ struct mw_conn {
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
+  uint64_t send_mark;      /* mw_conn_sent when the send timeout was last armed */
   turn_item flush;         /* marked in srv->flush while it has unflushed items */
   mw_conn *prev, *next;    /* all connections */
   char addr[48];
@@ -180,6 +181,15 @@ void mw_conn_flush(mw_conn *c);
  * the part of a large write libuv has written: it grows while the peer
  * reads, so a timeout can tell a slow reader from one that stopped. */
 uint64_t mw_conn_sent(const mw_conn *c);
+/* The send timeout (cfg.send_timeout_ms) counts between writes that make
+ * progress, as nginx's send_timeout does: a slow reader that takes some
+ * bytes in each period keeps its connection. This arms it, from what has
+ * left so far. */
+void mw_conn_arm_send_timeout(mw_conn *c);
+/* For a protocol's on_timeout: true when bytes still wait and some have
+ * left since the send timeout was armed; it is then armed again, and the
+ * timeout is not one. */
+bool mw_conn_send_progressed(mw_conn *c);
 /* Arms (or re-arms) c's timer; 0 stops it. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
 /* Stops or restarts reading (back-pressure while a response is pending). */

@@ -10,6 +10,8 @@
  *   - ending: the queue leaves, then a half-close; the connection lingers,
  *     discarding what the peer still sends, until the peer closes or the
  *     linger time is over;
+ *   - the send timeout counts between writes that make progress: a slow
+ *     reader keeps its connection, one that stops reading times out;
  *   - closing releases what is queued at once; drain is reported. */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +32,7 @@ static mw_server srv;
 
 static struct {
   int reads, eofs, timeouts, drains, closes;
+  int progressed; /* timeouts that found the send under way */
   size_t read_bytes;
   uint64_t timeout_at; /* loop time of the last on_timeout */
   uint64_t drain_at;   /* loop time of the last on_drain */
@@ -44,6 +47,10 @@ static void p_eof(mw_conn *c) {
   mw_conn_close(c);
 }
 static void p_timeout(mw_conn *c) {
+  if (mw_conn_send_progressed(c)) {
+    P.progressed++;
+    return;
+  }
   P.timeouts++;
   P.timeout_at = uv_now(c->srv->loop);
 }
@@ -275,6 +282,40 @@ static void test_peer_eof_reaches_the_protocol(void) {
   close(peer);
 }
 
+/* ---- the send timeout ---- */
+
+static void test_send_timeout_counts_between_progress(void) {
+  int peer;
+  mw_conn *c = pair(SOCK_STREAM, &peer);
+  CHECK(c != NULL);
+  if (!c) return;
+  srv.cfg.send_timeout_ms = 200;
+  mw_buf *big = mw_buf_new(8 << 20);
+  memset(big->data, 'x', big->len);
+  mw_conn_write(c, big, 0, big->len);
+  turn(); /* the kernel takes what it can; the rest waits in a uv_write */
+  CHECK(c->wq_len == 1 && c->inflight == 1);
+  mw_conn_arm_send_timeout(c);
+  /* A slow reader: a little every few milliseconds, for several periods. */
+  static char buf[16384];
+  size_t got = 0;
+  for (int i = 0; i < 150 && srv.nconns; i++) {
+    turn();
+    ssize_t r = recv(peer, buf, sizeof buf, 0);
+    if (r > 0) got += (size_t)r;
+    usleep(5000);
+  }
+  CHECK(got > 0 && got < big->len);
+  CHECK(P.progressed > 0 && P.timeouts == 0);
+  /* It stops reading: the next period finds nothing left, a timeout. */
+  RUN_UNTIL(P.timeouts == 1, 5000);
+  CHECK(P.timeouts == 1);
+  srv.cfg.send_timeout_ms = 60000;
+  mw_conn_close(c);
+  RUN_UNTIL(srv.nconns == 0, 1000);
+  close(peer);
+}
+
 /* ---- closing ---- */
 
 static void test_close_releases_the_queue_now(void) {
@@ -312,6 +353,7 @@ int main(void) {
   test_end_half_closes_then_lingers_until_the_peer_closes();
   test_linger_ends_without_the_peer();
   test_peer_eof_reaches_the_protocol();
+  test_send_timeout_counts_between_progress();
   test_close_releases_the_queue_now();
 
   mw_server_close(&srv);
