@@ -109,8 +109,8 @@ int fcgi_nv_next(const char *buf, size_t len, size_t *pos, fcgi_nv *nv) {
   if (*pos >= len) return 0;
   const uint8_t *b = (const uint8_t *)buf;
   size_t p = *pos, nlen, vlen;
-  if (nv_len(b, len, &p, &nlen) || nv_len(b, len, &p, &vlen)) return -1;
-  if (nlen > len - p || vlen > len - p - nlen) return -1;
+  if (nv_len(b, len, &p, &nlen) || nv_len(b, len, &p, &vlen)) return -EINVAL;
+  if (nlen > len - p || vlen > len - p - nlen) return -EINVAL;
   nv->name = buf + p;
   nv->name_len = nlen;
   nv->value = buf + p + nlen;
