@@ -80,6 +80,7 @@ struct rclient {
   pending *waiting;  /* sent to Redis */
   pending *deferred; /* to be told "not connected" on the next loop turn */
   rclient *next_live;
+  rclient **handle; /* the Lua handle's pointer to this client: cleared on close */
 };
 
 static rclient *live; /* every open client, for l_redis_stop_all */
@@ -478,6 +479,11 @@ static void on_defer(uv_timer_t *t);
 static void client_close(rclient *c) {
   if (c->closed) return;
   c->closed = true;
+  /* The handle goes stale now (its methods raise "the client is closed"),
+   * not when c is freed: a close from l_redis_stop_all leaves no handle
+   * pointing at freed memory for its __gc. */
+  if (c->handle) *c->handle = NULL;
+  c->handle = NULL;
   for (rclient **p = &live; *p; p = &(*p)->next_live) {
     if (*p == c) {
       *p = c->next_live;
@@ -729,6 +735,7 @@ static int r_new(lua_State *L) {
   live = c;
   ud_t *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->c = c;
+  c->handle = &u->c;
   luaL_setmetatable(L, CLIENT_MT);
   connect_both(c);
   return 1;
