@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "pool.h"
+
 /* Bytes of one body waiting for the disk past which its connection stops
  * reading (one read may add up to 64 KiB more), and under which it reads
  * again. */
@@ -166,13 +168,6 @@ const char *http_req_body(const http_req *req, size_t *len) {
 #define ARENA_MAX ((size_t)1 << 30)
 #define ARENA_RELEASE 16 /* chunks touched before a release is worth a system call */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CHUNK_HEAP_ONLY 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CHUNK_HEAP_ONLY 1
-#endif
-#endif
 
 typedef struct chunk {
   struct chunk *next;
@@ -212,7 +207,7 @@ static void arena_release(void) {
 
 static chunk *chunk_new(void) {
   chunk *c = NULL;
-#ifndef CHUNK_HEAP_ONLY
+#if !MW_SANITIZED
   if (!arena.base) {
     size_t size = ARENA_MAX;
     arena.base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

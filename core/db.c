@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
+
 #define DB_CACHE_SIZE 64
 /* Reader connections, each on its own thread. Two clients each running a
  * long query in a loop still leave two for everyone else. */
@@ -387,15 +389,6 @@ void mw_db_link_remove(mw_db_link *link) {
 
 /* ---- the statement cache (per connection, its thread only) ---- */
 
-static uint64_t db_hash(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211u;
-  }
-  return h;
-}
-
 /* Skips blanks, comments and semicolons from p; returns where the next
  * token starts (end when none). Lexical on purpose: preparing the rest
  * could fail for a reason (a table the first statement creates) that
@@ -441,7 +434,7 @@ static int db_prepare(db_conn *c, const char *sql, size_t len, sqlite3_stmt **ou
   if (multi) *multi = 0;
   if (len == (size_t)-1) len = strlen(sql);
   if (c->active) db_release(c, c->active);
-  uint64_t h = db_hash(sql, len);
+  uint64_t h = mw_hash64(sql, len);
   c->tick++;
   for (int i = 0; i < DB_CACHE_SIZE; i++) {
     db_cached *e = &c->cache[i];

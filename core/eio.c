@@ -9,8 +9,12 @@
 #include <string.h>
 #include <uv.h>
 
+#include "b64.h"
 #include "eio_packet.h"
+#include "hash.h"
+#include "pct.h"
 #include "server.h"
+#include "turn.h"
 #include "ws.h"
 
 #define EIO_BUCKETS 4096
@@ -20,7 +24,7 @@ struct eio_session {
   eio_server *es;
   eio_session *hnext;       /* hash chain */
   eio_session *prev, *next; /* every session of the server */
-  eio_session *dirty_next;  /* polling output waiting for the end of the turn */
+  turn_item flush;          /* marked while polling output waits for the end of the turn */
   uv_timer_t timer;         /* heartbeat */
   ws_conn *ws;              /* the websocket transport, once in use */
   ws_conn *probe;           /* a websocket being probed for the upgrade */
@@ -28,7 +32,7 @@ struct eio_session {
   mw_str outq;              /* polling payload waiting for a GET */
   void *ud;
   uint64_t ping_mark;       /* websocket: the ping has left once the connection wrote this much */
-  bool awaiting_pong, closed, dirty, probed;
+  bool awaiting_pong, closed, probed;
   bool ping_queued;         /* polling: the ping still waits in outq for a GET */
   bool overflow;            /* over max_buffered: closes at the end of the loop turn */
   bool rate_warned;         /* said once this second that its messages are dropped */
@@ -59,10 +63,8 @@ struct eio_server {
   void *ud;
   eio_session *buckets[EIO_BUCKETS];
   eio_session *all;
-  eio_session *dirty;
   eio_pending *pending;
-  uv_check_t check;
-  uv_prepare_t prepare;
+  turn_list flush;          /* polling sessions with output for their GET */
   int nsessions;
   int closing_handles;
 };
@@ -79,26 +81,15 @@ void eio_options_defaults(eio_options *o, const char *path) {
 }
 
 void eio_random_id(char out[21]) {
-  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   unsigned char raw[15];
   if (RAND_bytes(raw, sizeof raw) != 1) abort(); /* no randomness: no safe ids */
-  for (int i = 0, j = 0; i < 15; i += 3) {
-    uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
-    out[j++] = alphabet[(v >> 18) & 63];
-    out[j++] = alphabet[(v >> 12) & 63];
-    out[j++] = alphabet[(v >> 6) & 63];
-    out[j++] = alphabet[v & 63];
-  }
+  b64_write(out, raw, sizeof raw, true);
   out[20] = '\0';
 }
 
 /* ---- the session table ---- */
 
-static uint32_t hash_sid(const char *sid, size_t len) {
-  uint32_t h = 2166136261u;
-  for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)sid[i]) * 16777619u;
-  return h % EIO_BUCKETS;
-}
+static uint32_t hash_sid(const char *sid, size_t len) { return mw_hash32(sid, len) % EIO_BUCKETS; }
 
 static eio_session *find(eio_server *es, const char *sid, size_t len) {
   if (len != 20) return NULL;
@@ -115,12 +106,7 @@ static void unlink_session(eio_session *s) {
   if (s->prev) s->prev->next = s->next;
   else es->all = s->next;
   if (s->next) s->next->prev = s->prev;
-  if (s->dirty) {
-    eio_session **dp = &es->dirty;
-    while (*dp != s) dp = &(*dp)->dirty_next;
-    *dp = s->dirty_next;
-    s->dirty = false;
-  }
+  turn_unmark(&es->flush, &s->flush);
   es->nsessions--;
 }
 
@@ -191,39 +177,34 @@ static void answer_payload(http_res *res, const char *data, size_t len) {
   http_res_end(res, data, len);
 }
 
-/* Finds key in a query string and percent-decodes its value into out. */
-static bool query_get(const char *q, size_t qlen, const char *key, char *out, size_t cap) {
+/* Finds key in a query string and decodes its value into out (cap bytes)
+ * as engine.io reads it (form decoding: '+' a space, a malformed escape
+ * kept as it is). The value is compared by its length: an escaped NUL is a
+ * byte of it, not its end. Returns the value's length; -1 when key is
+ * absent, -2 when its value does not fit (cut short, it could match). */
+static ssize_t query_get(const char *q, size_t qlen, const char *key, char *out, size_t cap) {
   size_t klen = strlen(key);
   const char *end = q + qlen;
   while (q < end) {
     const char *amp = memchr(q, '&', (size_t)(end - q));
     const char *pe = amp ? amp : end;
     if ((size_t)(pe - q) > klen && memcmp(q, key, klen) == 0 && q[klen] == '=') {
-      size_t n = 0;
-      for (const char *p = q + klen + 1; p < pe && n + 1 < cap; p++) {
-        if (*p == '%' && pe - p > 2) {
-          char hex[3] = {p[1], p[2], 0};
-          out[n++] = (char)strtol(hex, NULL, 16);
-          p += 2;
-        } else {
-          out[n++] = *p == '+' ? ' ' : *p;
-        }
-      }
-      out[n] = '\0';
-      return true;
+      ssize_t n = pct_decode(q + klen + 1, (size_t)(pe - q - klen - 1), out, cap, PCT_PLUS);
+      return n < 0 ? -2 : n;
     }
     q = pe + 1;
   }
-  return false;
+  return -1;
+}
+
+static bool query_is(const char *v, ssize_t n, const char *lit) {
+  return n >= 0 && (size_t)n == strlen(lit) && memcmp(v, lit, (size_t)n) == 0;
 }
 
 /* ---- sending ---- */
 
 static void mark_dirty(eio_session *s) {
-  if (s->dirty || s->closed) return;
-  s->dirty = true;
-  s->dirty_next = s->es->dirty;
-  s->es->dirty = s;
+  if (!s->closed) turn_mark(&s->es->flush, &s->flush);
 }
 
 /* Answers the pending GET with whatever is queued. */
@@ -238,18 +219,11 @@ static void flush_poll(eio_session *s) {
 
 static void session_close(eio_session *s, const char *reason, bool send_close);
 
-static void flush_dirty(eio_server *es) {
-  while (es->dirty) {
-    eio_session *s = es->dirty;
-    es->dirty = s->dirty_next;
-    s->dirty = false;
-    if (s->overflow) session_close(s, "transport error", false); /* see room_for */
-    else flush_poll(s);
-  }
+static void flush_session(turn_list *l, turn_item *it) {
+  eio_session *s = (eio_session *)((char *)it - offsetof(eio_session, flush));
+  if (s->overflow) session_close(s, "transport error", false); /* see room_for */
+  else flush_poll(s);
 }
-
-static void on_check(uv_check_t *h) { flush_dirty(h->data); }
-static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
 size_t eio_buffered(eio_session *s) {
   if (s->closed) return 0;
@@ -261,7 +235,7 @@ size_t eio_buffered(eio_session *s) {
  * max_buffered it is closed and what it holds is released now. The close
  * itself comes later, never in the middle of a broadcast that is walking
  * the sockets: a WebSocket's connection reports it from its close callback,
- * a polling session from the end of the loop turn (flush_dirty). */
+ * a polling session from the end of the loop turn (flush_session). */
 static bool room_for(eio_session *s) {
   if (s->overflow) return false;
   size_t cap = s->es->opt.max_buffered, held = eio_buffered(s);
@@ -524,7 +498,7 @@ static void replay_over_ws(ws_conn *ws, const mw_str *pending) {
     if (pe > p) {
       if (*p == 'b') {
         mw_str_reset(&scratch);
-        if (eio_base64_decode(&scratch, p + 1, (size_t)(pe - p - 1)) == 0)
+        if (b64_decode(&scratch, p + 1, (size_t)(pe - p - 1)) == 0)
           ws_send(ws, scratch.p ? scratch.p : "", scratch.len, true);
       } else if (*p != '0' + EIO_NOOP) {
         ws_send(ws, p, (size_t)(pe - p), false);
@@ -756,16 +730,17 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     http_res_end(res, "", 0);
     return 0;
   }
-  char eio[8] = "", transport[16] = "", sid[32] = "";
-  query_get(req->query, req->query_len, "EIO", eio, sizeof eio);
-  query_get(req->query, req->query_len, "transport", transport, sizeof transport);
-  bool has_sid = query_get(req->query, req->query_len, "sid", sid, sizeof sid);
-  if (strcmp(eio, "4") != 0) {
+  char eio[8], transport[16], sid[32];
+  ssize_t eio_len = query_get(req->query, req->query_len, "EIO", eio, sizeof eio);
+  ssize_t transport_len = query_get(req->query, req->query_len, "transport", transport, sizeof transport);
+  ssize_t sid_len = query_get(req->query, req->query_len, "sid", sid, sizeof sid);
+  bool has_sid = sid_len != -1;
+  if (!query_is(eio, eio_len, "4")) {
     answer_error(res, 400, 5, "Unsupported protocol version");
     return 0;
   }
-  bool websocket = strcmp(transport, "websocket") == 0;
-  bool polling = strcmp(transport, "polling") == 0;
+  bool websocket = query_is(transport, transport_len, "websocket");
+  bool polling = query_is(transport, transport_len, "polling");
   if ((!websocket && !polling) || (websocket && !es->opt.websocket) || (polling && !es->opt.polling)) {
     answer_error(res, 400, 0, "Transport unknown");
     return 0;
@@ -782,7 +757,7 @@ int eio_handle_http(eio_server *es, const http_req *req, http_res *res) {
     handshake(es, req, res, websocket);
     return 0;
   }
-  eio_session *s = find(es, sid, strlen(sid));
+  eio_session *s = sid_len < 0 ? NULL : find(es, sid, (size_t)sid_len);
   if (s && s->lingering && !websocket && req->method_id == HTTP_GET) { /* its last poll: the close packet */
     add_cors(es, req, res);
     answer_payload(res, s->outq.p, s->outq.len);
@@ -845,14 +820,7 @@ int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o
   es->h = *h;
   es->ud = ud;
   eio_server_configure(es, o);
-  uv_check_init(srv->loop, &es->check);
-  es->check.data = es;
-  uv_check_start(&es->check, on_check);
-  uv_unref((uv_handle_t *)&es->check);
-  uv_prepare_init(srv->loop, &es->prepare);
-  es->prepare.data = es;
-  uv_prepare_start(&es->prepare, on_prepare);
-  uv_unref((uv_handle_t *)&es->prepare);
+  turn_init(&es->flush, srv->loop, flush_session, es);
   *out = es;
   return 0;
 }
@@ -880,12 +848,10 @@ void eio_server_free(eio_server *es) {
     free(p);
   }
   es->closing_handles = 2;
-  uv_close((uv_handle_t *)&es->check, on_es_handle_closed);
-  uv_close((uv_handle_t *)&es->prepare, on_es_handle_closed);
+  turn_close(&es->flush, on_es_handle_closed);
 }
 
 const char *eio_sid(eio_session *s) { return s->sid; }
 const char *eio_transport(eio_session *s) { return s->ws ? "websocket" : "polling"; }
 void *eio_userdata(eio_session *s) { return s->ud; }
 void eio_set_userdata(eio_session *s, void *ud) { s->ud = ud; }
-eio_server *eio_session_server(eio_session *s) { return s->es; }

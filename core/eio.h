@@ -109,7 +109,6 @@ const char *eio_sid(eio_session *s);
 const char *eio_transport(eio_session *s); /* "polling" or "websocket" */
 void *eio_userdata(eio_session *s);
 void eio_set_userdata(eio_session *s, void *ud);
-eio_server *eio_session_server(eio_session *s);
 
 /* URL-safe random id (base64url of 15 random bytes: 20 chars + NUL). */
 void eio_random_id(char out[21]);

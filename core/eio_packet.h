@@ -52,15 +52,4 @@ int eio_payload_decode(const char *s, size_t len, mw_str *scratch, eio_packet_cb
  * -ENOMEM. On error out is unchanged. data is borrowed. */
 int eio_payload_append(mw_str *out, int type, const char *data, size_t len, bool binary);
 
-/* Standard base64 (RFC 4648 §4) with padding, appended to out. Returns 0 or
- * -ENOMEM (out unchanged). */
-int eio_base64_encode(mw_str *out, const void *data, size_t len);
-
-/* Decodes canonical base64 and appends the bytes to out. Strict: the length
- * must be a multiple of 4, only the alphabet and one or two final '=' are
- * allowed, and the unused bits before the padding must be zero (every real
- * encoder writes them so), so one byte string has exactly one encoding.
- * Returns 0, -EINVAL or -ENOMEM; on error out is unchanged. */
-int eio_base64_decode(mw_str *out, const char *s, size_t len);
-
 #endif

@@ -13,6 +13,7 @@
 
 #include "body.h"
 #include "http.h"
+#include "pool.h"
 #include "server.h"
 
 /* ---- records ---- */
@@ -108,8 +109,8 @@ int fcgi_nv_next(const char *buf, size_t len, size_t *pos, fcgi_nv *nv) {
   if (*pos >= len) return 0;
   const uint8_t *b = (const uint8_t *)buf;
   size_t p = *pos, nlen, vlen;
-  if (nv_len(b, len, &p, &nlen) || nv_len(b, len, &p, &vlen)) return -1;
-  if (nlen > len - p || vlen > len - p - nlen) return -1;
+  if (nv_len(b, len, &p, &nlen) || nv_len(b, len, &p, &vlen)) return -EINVAL;
+  if (nlen > len - p || vlen > len - p - nlen) return -EINVAL;
   nv->name = buf + p;
   nv->name_len = nlen;
   nv->value = buf + p + nlen;
@@ -177,7 +178,6 @@ struct fcgi_conn {
   bool paused;            /* reading stopped until the answers queued so far are written */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
-  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* Replies queued past this stop the reading until they are written: a peer
@@ -185,25 +185,13 @@ struct fcgi_conn {
 #define FCGI_WQ_HIGH (1024 * 1024)
 
 /* Finished requests are kept, buffers and all, for the next ones (as http.c
- * does); sanitizer builds keep none, so that use after the end is caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FCGI_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FCGI_SPARES 0
-#endif
-#endif
-#ifndef FCGI_SPARES
-#define FCGI_SPARES 16
-#endif
+ * does; pool.h: none in sanitizer builds). */
 #define FCGI_SPARE_BYTES 16384
-
-static fcgi_txn *spare[FCGI_SPARES + 1];
-static int nspare;
+MW_POOL_DEFINE(txn_spares, 16);
 
 static fcgi_txn *txn_new(void) {
-  if (!nspare) return calloc(1, sizeof(fcgi_txn));
-  fcgi_txn *t = spare[--nspare];
+  fcgi_txn *t = mw_pool_take(&txn_spares);
+  if (!t) return calloc(1, sizeof(fcgi_txn));
   fcgi_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->params = kept.params;
@@ -222,12 +210,9 @@ static fcgi_txn *txn_new(void) {
 
 static void txn_free(fcgi_txn *t) {
   body_release(&t->body); /* its temporary files go */
-  if (nspare < FCGI_SPARES && t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES &&
-      t->url.cap <= FCGI_SPARE_BYTES && t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 &&
-      t->hcap <= 64) {
-    spare[nspare++] = t;
+  if (t->params.cap <= FCGI_SPARE_BYTES && t->body.mem.cap <= FCGI_SPARE_BYTES && t->url.cap <= FCGI_SPARE_BYTES &&
+      t->res.hbuf.cap <= FCGI_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64 && mw_pool_keep(&txn_spares, t))
     return;
-  }
   mw_str_free(&t->params);
   body_dispose(&t->body);
   mw_str_free(&t->url);
@@ -248,15 +233,7 @@ static void txn_release(fcgi_txn *t) {
   }
 }
 
-/* Same line as the HTTP access log: method, url, status, time, body bytes. */
-static void access_log(mw_server *srv, fcgi_txn *t) {
-  if (srv->cfg.quiet) return;
-  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
-  const char *url = t->req.url ? t->req.url : "-";
-  size_t ulen = t->req.url ? t->req.url_len : 1;
-  printf("%s %.*s %d %.3f ms - %zu\n", t->req.method ? t->req.method : "-", (int)(ulen > 200 ? 200 : ulen), url,
-         t->res.status, ms, t->res.bytes_sent);
-}
+static void access_log(mw_server *srv, fcgi_txn *t) { http_access_log(srv, &t->req, &t->res); }
 
 /* ---- writing ---- */
 
@@ -270,11 +247,7 @@ static void end_request(mw_conn *c, unsigned id, int protocol_status) {
 /* Answers wait in the queue: until they have left, the send timeout
  * (between writes that make progress) limits the web server; the
  * keep-alive timer starts on the drain (fcgi_on_drain). */
-static void arm_send_timeout(fcgi_conn *fc) {
-  mw_conn *c = fc->c;
-  fc->sent_mark = mw_conn_sent(c);
-  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-}
+static void arm_send_timeout(fcgi_conn *fc) { mw_conn_arm_send_timeout(fc->c); }
 
 /* After a request: the connection waits for the next one only when the web
  * server asked for that (FCGI_KEEP_CONN). Returns nonzero when it ends. */
@@ -861,14 +834,7 @@ static void fcgi_on_timeout(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
   /* Answers still leaving: another send timeout as long as some left
    * since the last look. */
-  if (c->wq_len && fc) {
-    uint64_t sent = mw_conn_sent(c);
-    if (sent != fc->sent_mark) {
-      fc->sent_mark = sent;
-      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-      return;
-    }
-  }
+  if (fc && mw_conn_send_progressed(c)) return;
   fcgi_txn *t = fc->txn;
   /* A body too slow (--body-timeout between records, --body-deadline in
    * all) gets 408, as over HTTP; parameters that never end, or an idle

@@ -81,7 +81,8 @@ typedef struct fcgi_nv {
 } fcgi_nv;
 
 /* Reads the pair at *pos in buf (len bytes) and moves *pos past it. Returns 1,
- * 0 at the end of buf, or -1 when a length runs past the end (*pos stays). */
+ * 0 at the end of buf, or -EINVAL when a length runs past the end (*pos
+ * stays). */
 int fcgi_nv_next(const char *buf, size_t len, size_t *pos, fcgi_nv *nv);
 /* Appends a pair, lengths in their 1- or 4-byte forms. Returns 0 or -ENOMEM
  * (-EINVAL for a length over 2^31 - 1). */

@@ -13,6 +13,7 @@
 
 #include "body.h"
 #include "compress.h"
+#include "pool.h"
 #include "server.h"
 
 /* ---- responses ---- */
@@ -457,7 +458,6 @@ struct http_conn {
   bool held;              /* the next request waits until the queue drains */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
-  uint64_t sent_mark;     /* mw_conn_sent when the send timeout was last (re)armed */
 };
 
 /* After a response, pipelined requests are answered at once while the
@@ -467,26 +467,13 @@ struct http_conn {
 /* Finished transactions are kept, buffers and all, for the next requests:
  * a small request then allocates nothing while it is parsed. The spares are
  * server-wide (the loop is single-threaded) and few, so an idle connection
- * still holds no transaction. Sanitizer builds keep none, so that a
- * transaction used after its end is caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define TXN_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TXN_SPARES 0
-#endif
-#endif
-#ifndef TXN_SPARES
-#define TXN_SPARES 16
-#endif
+ * still holds no transaction (pool.h: none in sanitizer builds). */
 #define TXN_SPARE_BYTES 16384 /* a transaction whose buffers grew past this is freed */
-
-static http_txn *txn_spare[TXN_SPARES + 1];
-static int ntxn_spare;
+MW_POOL_DEFINE(txn_spares, 16);
 
 static http_txn *txn_new(void) {
-  if (!ntxn_spare) return calloc(1, sizeof(http_txn));
-  http_txn *t = txn_spare[--ntxn_spare];
+  http_txn *t = mw_pool_take(&txn_spares);
+  if (!t) return calloc(1, sizeof(http_txn));
   http_txn kept = *t;
   memset(t, 0, sizeof *t);
   t->raw = kept.raw;
@@ -505,11 +492,9 @@ static http_txn *txn_new(void) {
 
 static void txn_free(http_txn *t) {
   body_release(&t->body); /* its temporary files go */
-  if (ntxn_spare < TXN_SPARES && t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES &&
-      t->res.hbuf.cap <= TXN_SPARE_BYTES && t->res.fcap <= 64 && t->hcap <= 64) {
-    txn_spare[ntxn_spare++] = t;
+  if (t->raw.cap <= TXN_SPARE_BYTES && t->body.mem.cap <= TXN_SPARE_BYTES && t->res.hbuf.cap <= TXN_SPARE_BYTES &&
+      t->res.fcap <= 64 && t->hcap <= 64 && mw_pool_keep(&txn_spares, t))
     return;
-  }
   mw_str_free(&t->raw);
   body_dispose(&t->body);
   free(t->hoff);
@@ -521,20 +506,22 @@ static void txn_free(http_txn *t) {
 static bool log_tty = false;
 static int log_checked = 0;
 
-static void access_log(mw_server *srv, http_txn *t) {
+void http_access_log(mw_server *srv, const http_req *req, const http_res *res) {
   if (srv->cfg.quiet) return;
   if (!log_checked) {
     log_checked = 1;
     log_tty = isatty(STDOUT_FILENO);
   }
-  double ms = (double)(mw_now_ns() - t->req.start_ns) / 1e6;
-  int st = t->res.status;
+  double ms = (double)(mw_now_ns() - req->start_ns) / 1e6;
+  int st = res->status;
   const char *color = "";
   if (log_tty) color = st >= 500 ? "\x1b[31m" : st >= 400 ? "\x1b[33m" : st >= 300 ? "\x1b[36m" : "\x1b[32m";
-  printf("%s%s %.*s %s%d%s %.3f ms - %zu%s\n", log_tty ? "\x1b[0m" : "", t->req.method,
-         (int)t->req.url_len, t->req.url ? t->req.url : "", color, st, log_tty ? "\x1b[0m" : "",
-         ms, t->res.bytes_sent, "");
+  printf("%s%s %.*s %s%d%s %.3f ms - %zu\n", log_tty ? "\x1b[0m" : "", req->method ? req->method : "-",
+         req->url ? (int)req->url_len : 1, req->url ? req->url : "-", color, st, log_tty ? "\x1b[0m" : "", ms,
+         res->bytes_sent);
 }
+
+static void access_log(mw_server *srv, http_txn *t) { http_access_log(srv, &t->req, &t->res); }
 
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
@@ -542,11 +529,7 @@ static void http_feed(http_conn *hc, const char *data, size_t len);
  * timeout limits the client, counted from the last write that made
  * progress (nginx's send_timeout); the keep-alive timer starts only once
  * the queue has drained (http_on_drain). */
-static void arm_send_timeout(http_conn *hc) {
-  mw_conn *c = hc->c;
-  hc->sent_mark = mw_conn_sent(c);
-  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-}
+static void arm_send_timeout(http_conn *hc) { mw_conn_arm_send_timeout(hc->c); }
 
 /* Ends the connection after what is queued, which still has the send
  * timeout to leave in. */
@@ -1231,14 +1214,7 @@ static void http_on_timeout(mw_conn *c) {
   http_conn *hc = c->proto_data;
   /* A response still leaving: the client has another send timeout as long
    * as it took some of it since the last look. */
-  if (c->wq_len && hc) {
-    uint64_t sent = mw_conn_sent(c);
-    if (sent != hc->sent_mark) {
-      hc->sent_mark = sent;
-      mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
-      return;
-    }
-  }
+  if (hc && mw_conn_send_progressed(c)) return;
   http_txn *t = hc->txn;
   /* A request that did not arrive in time (its headers within
    * --header-timeout, its body within --body-timeout between reads and

@@ -139,6 +139,12 @@ void http_res_init(http_res *res, const http_req *req, const http_carrier *c, vo
 void http_res_reuse(http_res *res, const http_req *req, const http_carrier *c, void *data);
 void http_res_dispose(http_res *res);
 
+/* The access log's line for a finished exchange (unless --quiet): method,
+ * target, status, time since the request began, body bytes sent; coloured
+ * by status on a terminal. The same line for every carrier. Borrows both. */
+struct mw_server;
+void http_access_log(struct mw_server *srv, const http_req *req, const http_res *res);
+
 /* Adds a header. Returns 0, or -EINVAL when name or value holds CR, LF or
  * NUL (header injection) or name a colon, or -ENOMEM. Content-Length,
  * Transfer-Encoding, Connection and Date are written by the carrier and

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "mw.h"
 
 #define IPLIMIT_BUCKETS 4096 /* a power of two */
@@ -70,11 +71,7 @@ static bool make_key(const iplimit *l, const struct sockaddr *sa, uint8_t key[9]
   return false; /* a Unix socket */
 }
 
-static uint32_t hash_key(const uint8_t *k, uint8_t len) {
-  uint32_t h = 2166136261u;
-  for (uint8_t i = 0; i < len; i++) h = (h ^ k[i]) * 16777619u;
-  return h & (IPLIMIT_BUCKETS - 1);
-}
+static uint32_t hash_key(const uint8_t *k, uint8_t len) { return mw_hash32(k, len) & (IPLIMIT_BUCKETS - 1); }
 
 int iplimit_enter(iplimit *l, const struct sockaddr *sa, uint64_t now_ms, iplimit_entry **out) {
   *out = NULL;

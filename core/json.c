@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pct.h"
+#include "utf8.h"
+
 /* ---- numbers */
 
 /* strtod reads the decimal point of the current locale (an app may call
@@ -338,40 +341,6 @@ size_t json_format_double(double x, char *out) {
 
 /* ---- UTF-8 */
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0 with *bad set to the length of
- * its maximal subpart: the bytes that one U+FFFD replaces (WHATWG). */
-static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
-  unsigned char c = s[0];
-  if (c < 0x80) return 1;
-  unsigned char lo = 0x80, hi = 0xBF;
-  size_t len;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;      /* overlong */
-    else if (c == 0xED) hi = 0x9F; /* surrogates */
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;      /* overlong */
-    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
-  } else {
-    *bad = 1;
-    return 0;
-  }
-  if (n < 2 || s[1] < lo || s[1] > hi) {
-    *bad = 1;
-    return 0;
-  }
-  for (size_t i = 2; i < len; i++) {
-    if (i >= n || s[i] < 0x80 || s[i] > 0xBF) {
-      *bad = i;
-      return 0;
-    }
-  }
-  return len;
-}
-
 static const char REPLACEMENT[3] = {(char)0xEF, (char)0xBF, (char)0xBD}; /* U+FFFD */
 
 static size_t utf8_put(char *out, uint32_t cp) {
@@ -515,12 +484,9 @@ static json_token close_container(json_reader *r) {
 static int hex4(const unsigned char *p, uint32_t *out) {
   uint32_t v = 0;
   for (int i = 0; i < 4; i++) {
-    unsigned char c = p[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-    else return -1;
+    int d = pct_hex(p[i]);
+    if (d < 0) return -1;
+    v = v << 4 | (uint32_t)d;
   }
   *out = v;
   return 0;

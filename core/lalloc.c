@@ -6,21 +6,11 @@
 #include <string.h>
 
 #include "lcall.h"
+#include "pool.h"
 
 /* Sanitizer builds recycle nothing (a block used after Lua freed it must
  * reach ASan), but keep the ceiling. */
-#if defined(__SANITIZE_ADDRESS__)
-#define LALLOC_RECYCLE 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LALLOC_RECYCLE 0
-#endif
-#endif
-#ifndef LALLOC_RECYCLE
-#define LALLOC_RECYCLE 1
-#endif
-
-static bool small(size_t n) { return LALLOC_RECYCLE && n >= sizeof(void *) && n <= LALLOC_SMALL; }
+static bool small(size_t n) { return !MW_SANITIZED && n >= sizeof(void *) && n <= LALLOC_SMALL; }
 
 static void put(lalloc *a, void *b, size_t n) {
   if (a->pooled + n > LALLOC_POOL_BYTES) {

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "pct.h"
+#include "utf8.h"
+
 enum {
   ST_PREAMBLE, /* before the first delimiter: ignored */
   ST_AFTER,    /* just after a delimiter: "--" (the last one) or CRLF */
@@ -112,13 +115,6 @@ static const char *skip_ws(const char *s, const char *end) {
   return s;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 typedef struct span {
   const char *p;
   size_t len;
@@ -153,21 +149,18 @@ static int param_value(mp_parser *p, const char **s, const char *end, span *out)
 }
 
 /* filename*=UTF-8''%e2%82%ac.txt (RFC 8187): decoded in place. Other
- * charsets are left out (false): filename= then stands. */
+ * charsets, a malformed escape, or bytes that are not UTF-8 make it
+ * unusable (false): filename= then stands (RFC 6266 §4.3: a recipient
+ * ignores a parameter it cannot read). */
 static bool ext_value(span *v) {
   static const char utf8[] = "utf-8''";
   if (v->len < sizeof utf8 - 1 || !mw_ieq(v->p, sizeof utf8 - 1, utf8)) return false;
   char *o = (char *)v->p;
-  const char *s = v->p + sizeof utf8 - 1, *end = v->p + v->len;
-  while (s < end) {
-    if (*s == '%' && end - s >= 3 && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-      *o++ = (char)(hexval(s[1]) << 4 | hexval(s[2]));
-      s += 3;
-    } else {
-      *o++ = *s++;
-    }
-  }
-  v->len = (size_t)(o - v->p);
+  const char *s = v->p + sizeof utf8 - 1;
+  size_t slen = v->len - (sizeof utf8 - 1);
+  ssize_t n = pct_decode(s, slen, o, slen, PCT_STRICT);
+  if (n < 0 || !utf8_valid(o, (size_t)n)) return false;
+  v->len = (size_t)n;
   return true;
 }
 

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "pool.h"
+
 int mw_str_reserve(mw_str *s, size_t extra) {
   if (s->len + extra + 1 <= s->cap) return 0;
   size_t cap = s->cap ? s->cap : 64;
@@ -70,39 +72,24 @@ void mw_str_free(mw_str *s) {
   s->len = s->cap = 0;
 }
 
-char *mw_str_steal(mw_str *s, size_t *len) {
-  char *p = s->p;
-  if (len) *len = s->len;
-  s->p = NULL;
-  s->len = s->cap = 0;
-  return p;
-}
-
 /* Small buffers (response heads and short bodies, WebSocket frames) are
  * made and freed by the hundred per loop turn: a burst of requests is
  * answered, then written, then freed together, more than libc's per-thread
  * cache keeps, so most went through malloc's slower paths. Buffers of up to
  * 64, 128 and 256 bytes are kept (BUF_SPARES of each) for the next ones.
- * Sanitizer builds keep none, so a buffer used after its last unref is
- * caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define BUF_SPARES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define BUF_SPARES 0
-#endif
-#endif
-#ifndef BUF_SPARES
+ * Sanitizer builds keep none (pool.h), so a buffer used after its last
+ * unref is caught. */
 #define BUF_SPARES 256
-#endif
 #define BUF_CLASSES 3 /* room of class k (1..3): 32 << k bytes */
 
-static mw_buf *buf_spare[BUF_CLASSES + 1][BUF_SPARES + 1];
-static int nbuf_spare[BUF_CLASSES + 1];
+MW_POOL_DEFINE(buf_spares1, BUF_SPARES);
+MW_POOL_DEFINE(buf_spares2, BUF_SPARES);
+MW_POOL_DEFINE(buf_spares3, BUF_SPARES);
+static mw_pool *const buf_spares[BUF_CLASSES + 1] = {NULL, &buf_spares1, &buf_spares2, &buf_spares3};
 
 mw_buf *mw_buf_new(size_t len) {
   uint8_t k = 0;
-  if (BUF_SPARES) {
+  if (!MW_SANITIZED) {
     for (uint8_t c = 1; c <= BUF_CLASSES; c++) {
       if (len + 1 <= (size_t)32 << c) {
         k = c;
@@ -110,9 +97,8 @@ mw_buf *mw_buf_new(size_t len) {
       }
     }
   }
-  mw_buf *b;
-  if (k && nbuf_spare[k]) b = buf_spare[k][--nbuf_spare[k]];
-  else b = malloc(sizeof *b + (k ? (size_t)32 << k : len + 1));
+  mw_buf *b = k ? mw_pool_take(buf_spares[k]) : NULL;
+  if (!b) b = malloc(sizeof *b + (k ? (size_t)32 << k : len + 1));
   if (!b) return NULL;
   b->refs = 1;
   b->size_class = k;
@@ -129,10 +115,7 @@ mw_buf *mw_buf_from(const void *data, size_t len) {
 
 void mw_buf_unref(mw_buf *b) {
   if (!b || --b->refs) return;
-  if (b->size_class && nbuf_spare[b->size_class] < BUF_SPARES) {
-    buf_spare[b->size_class][nbuf_spare[b->size_class]++] = b;
-    return;
-  }
+  if (b->size_class && mw_pool_keep(buf_spares[b->size_class], b)) return;
   mw_released_bytes += b->len;
   free(b);
 }

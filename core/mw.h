@@ -33,8 +33,6 @@ int mw_str_appendf(mw_str *s, const char *fmt, ...)
 int mw_str_vappendf(mw_str *s, const char *fmt, va_list ap);
 void mw_str_reset(mw_str *s); /* len = 0, keeps memory */
 void mw_str_free(mw_str *s);  /* frees memory, back to {0} */
-/* Hands the bytes to the caller (who frees them) and leaves s empty. */
-char *mw_str_steal(mw_str *s, size_t *len);
 
 /* An immutable, refcounted byte buffer. A broadcast or a cached file is one
  * mw_buf that every recipient's write queue references; the last unref frees. */

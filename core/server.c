@@ -17,9 +17,7 @@
 #define MW_TRIM_EVERY_MS 2000
 #define MW_TRIM_AFTER (8u << 20) /* bytes released since the last trim */
 
-static void flush_dirty(mw_server *srv);
-
-static void on_check(uv_check_t *h) { flush_dirty(h->data); }
+static void flush_conn(turn_list *l, turn_item *it);
 
 /* glibc keeps the pages of freed memory in its heap: after a storm's
  * clients leave, hundreds of MB would stay resident. A trim walks the heap,
@@ -29,7 +27,6 @@ static void on_trim(uv_timer_t *t) {
   if (mw_released_bytes >= MW_TRIM_AFTER) mw_release_memory();
   iplimit_sweep(srv->iplimit, uv_now(srv->loop));
 }
-static void on_prepare(uv_prepare_t *h) { flush_dirty(h->data); }
 
 int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
   memset(srv, 0, sizeof *srv);
@@ -42,18 +39,11 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
     free(srv->readbuf);
     return -ENOMEM;
   }
-  uv_check_init(loop, &srv->check);
-  srv->check.data = srv;
-  uv_check_start(&srv->check, on_check);
-  uv_prepare_init(loop, &srv->prepare);
-  srv->prepare.data = srv;
-  uv_prepare_start(&srv->prepare, on_prepare);
+  turn_init(&srv->flush, loop, flush_conn, srv);
   uv_timer_init(loop, &srv->trim);
   srv->trim.data = srv;
   uv_timer_start(&srv->trim, on_trim, MW_TRIM_EVERY_MS, MW_TRIM_EVERY_MS);
   /* These handles must not keep the loop alive on their own. */
-  uv_unref((uv_handle_t *)&srv->check);
-  uv_unref((uv_handle_t *)&srv->prepare);
   uv_unref((uv_handle_t *)&srv->trim);
   return 0;
 }
@@ -63,11 +53,7 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
 static void conn_free(mw_conn *c) {
   mw_server *srv = c->srv;
   if (c->proto && c->proto->on_close) c->proto->on_close(c);
-  if (c->dirty) { /* closed after its last flush: unlink it */
-    mw_conn **pp = &srv->dirty;
-    while (*pp != c) pp = &(*pp)->dirty_next;
-    *pp = c->dirty_next;
-  }
+  turn_unmark(&srv->flush, &c->flush); /* closed after its last flush */
   for (uint32_t i = 0; i < c->wq_len; i++) mw_buf_unref(c->wq[i].buf);
   mw_released_bytes += c->wq_cap * sizeof *c->wq;
   free(c->wq);
@@ -445,8 +431,7 @@ void mw_server_stop(mw_server *srv) {
 void mw_server_close(mw_server *srv) {
   srv->spare_waiting = NULL;
   close_listeners(srv);
-  uv_close((uv_handle_t *)&srv->check, NULL);
-  uv_close((uv_handle_t *)&srv->prepare, NULL);
+  turn_close(&srv->flush, NULL);
   uv_close((uv_handle_t *)&srv->trim, NULL);
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
@@ -455,14 +440,20 @@ void mw_server_close(mw_server *srv) {
   srv->iplimit = NULL;
 }
 
+void mw_conn_arm_send_timeout(mw_conn *c) {
+  c->send_mark = mw_conn_sent(c);
+  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+}
+
+bool mw_conn_send_progressed(mw_conn *c) {
+  if (!c->wq_len || mw_conn_sent(c) == c->send_mark) return false;
+  mw_conn_arm_send_timeout(c);
+  return true;
+}
+
 /* ---- write queue ---- */
 
-static void mark_dirty(mw_conn *c) {
-  if (c->dirty) return;
-  c->dirty = true;
-  c->dirty_next = c->srv->dirty;
-  c->srv->dirty = c;
-}
+static void mark_dirty(mw_conn *c) { turn_mark(&c->srv->flush, &c->flush); }
 
 void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
   if (c->closing || c->shut || len == 0) {
@@ -627,14 +618,9 @@ void mw_conn_flush(mw_conn *c) {
   }
 }
 
-static void flush_dirty(mw_server *srv) {
-  while (srv->dirty) {
-    mw_conn *c = srv->dirty;
-    srv->dirty = c->dirty_next;
-    c->dirty = false;
-    c->dirty_next = NULL;
-    if (!c->closing) mw_conn_flush(c);
-  }
+static void flush_conn(turn_list *l, turn_item *it) {
+  mw_conn *c = (mw_conn *)((char *)it - offsetof(mw_conn, flush));
+  if (!c->closing) mw_conn_flush(c);
 }
 
 void mw_conn_end(mw_conn *c) {

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "mw.h"
+#include "turn.h"
 
 struct http_req;
 struct http_res;
@@ -59,11 +60,12 @@ struct mw_conn {
   uv_write_t wreq;
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
-  mw_conn *dirty_next;     /* in srv->dirty while it has unflushed items */
+  uint64_t send_mark;      /* mw_conn_sent when the send timeout was last armed */
+  turn_item flush;         /* marked in srv->flush while it has unflushed items */
   mw_conn *prev, *next;    /* all connections */
   char addr[48];
   uint8_t pending_closes;
-  bool dirty, closing, ending, reading, shut;
+  bool closing, ending, reading, shut;
   bool eof;                /* the peer closed its side */
   struct iplimit_entry *ip; /* its address's count (iplimit.c), or NULL */
 };
@@ -101,11 +103,9 @@ struct mw_server {
   mw_config cfg;            /* a copy; the protocols read their settings here */
   mw_listener listeners[MW_MAX_LISTENERS];
   int nlisteners;
-  uv_check_t check;
-  uv_prepare_t prepare;
+  turn_list flush;         /* connections with writes to flush at the end of the turn */
   uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
   struct iplimit *iplimit; /* connections per client address (listeners with a refuse) */
-  mw_conn *dirty;
   mw_conn *conns;
   int nconns;
   bool stopping;
@@ -161,6 +161,15 @@ void mw_conn_flush(mw_conn *c);
  * the part of a large write libuv has written: it grows while the peer
  * reads, so a timeout can tell a slow reader from one that stopped. */
 uint64_t mw_conn_sent(const mw_conn *c);
+/* The send timeout (cfg.send_timeout_ms) counts between writes that make
+ * progress, as nginx's send_timeout does: a slow reader that takes some
+ * bytes in each period keeps its connection. This arms it, from what has
+ * left so far. */
+void mw_conn_arm_send_timeout(mw_conn *c);
+/* For a protocol's on_timeout: true when bytes still wait and some have
+ * left since the send timeout was armed; it is then armed again, and the
+ * timeout is not one. */
+bool mw_conn_send_progressed(mw_conn *c);
 /* Arms (or re-arms) c's timer; 0 stops it. */
 void mw_conn_set_timeout(mw_conn *c, uint64_t ms);
 /* Stops or restarts reading (back-pressure while a response is pending). */

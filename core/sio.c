@@ -9,6 +9,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "hash.h"
 #include "server.h"
 #include "sio_packet.h"
 
@@ -79,12 +80,6 @@ struct sio_server {
 
 /* ---- namespaces and rooms ---- */
 
-static uint32_t hash_bytes(const char *s, size_t len) {
-  uint32_t h = 2166136261u;
-  for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-  return h;
-}
-
 static sio_nsp *nsp_new(sio_server *io, const char *name, size_t len, bool adopted) {
   sio_nsp *n = calloc(1, sizeof *n);
   if (!n) return NULL;
@@ -126,7 +121,7 @@ void sio_set_dynamic(sio_server *io, bool on) { io->dynamic = on; }
 const char *sio_nsp_name(sio_nsp *n) { return n->name; }
 
 static room *room_find(sio_nsp *n, const char *name, size_t len) {
-  for (room *r = n->buckets[hash_bytes(name, len) & (n->nbuckets - 1)]; r; r = r->hnext)
+  for (room *r = n->buckets[mw_hash32(name, len) & (n->nbuckets - 1)]; r; r = r->hnext)
     if (r->len == len && memcmp(r->name, name, len) == 0) return r;
   return NULL;
 }
@@ -138,7 +133,7 @@ static void rooms_grow(sio_nsp *n) {
   for (uint32_t i = 0; i < n->nbuckets; i++) {
     for (room *r = n->buckets[i], *next; r; r = next) {
       next = r->hnext;
-      uint32_t k = hash_bytes(r->name, r->len) & (nb - 1);
+      uint32_t k = mw_hash32(r->name, r->len) & (nb - 1);
       r->hnext = b[k];
       b[k] = r;
     }
@@ -149,7 +144,7 @@ static void rooms_grow(sio_nsp *n) {
 }
 
 static void room_free(sio_nsp *n, room *r) {
-  room **pp = &n->buckets[hash_bytes(r->name, r->len) & (n->nbuckets - 1)];
+  room **pp = &n->buckets[mw_hash32(r->name, r->len) & (n->nbuckets - 1)];
   while (*pp != r) pp = &(*pp)->hnext;
   *pp = r->hnext;
   n->nrooms--;
@@ -173,7 +168,7 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     r->name[len] = '\0';
     r->len = len;
     if (n->nrooms >= n->nbuckets) rooms_grow(n);
-    uint32_t k = hash_bytes(name, len) & (n->nbuckets - 1);
+    uint32_t k = mw_hash32(name, len) & (n->nbuckets - 1);
     r->hnext = n->buckets[k];
     n->buckets[k] = r;
     n->nrooms++;

@@ -8,30 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- UTF-8 */
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 table: no
- * overlongs, no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  if (c < 0x80) return 1;
-  unsigned char lo = 0x80, hi = 0xBF;
-  size_t len;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;      /* overlong */
-    else if (c == 0xED) hi = 0x9F; /* surrogates */
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;      /* overlong */
-    else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
-  } else return 0;
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-  return len;
-}
+#include "pct.h"
+#include "utf8.h"
 
 /* ---- JSON */
 
@@ -46,10 +24,6 @@ static void json_ws(jscan *j) {
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return;
     j->pos++;
   }
-}
-
-static bool is_hex(unsigned char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
 static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -71,7 +45,7 @@ static int json_string(jscan *j) {
         /* Any four hex digits: JSON.parse takes lone surrogates, so do we. */
         if (j->len - j->pos < 6) return -EINVAL;
         for (size_t k = 2; k < 6; k++)
-          if (!is_hex(j->s[j->pos + k])) return -EINVAL;
+          if (pct_hex(j->s[j->pos + k]) < 0) return -EINVAL;
         j->pos += 6;
       } else if (e && strchr("\"\\/bfnrt", e)) {
         j->pos += 2;
@@ -80,7 +54,7 @@ static int json_string(jscan *j) {
       }
       continue;
     }
-    size_t n = utf8_seq(j->s + j->pos, j->len - j->pos);
+    size_t n = utf8_seq(j->s + j->pos, j->len - j->pos, NULL);
     if (!n) return -EINVAL;
     j->pos += n;
   }
@@ -212,12 +186,6 @@ static int json_first_element(const char *s, size_t len, const char **tok, size_
   return 0;
 }
 
-static int hexval(unsigned char c) {
-  if (c <= '9') return c - '0';
-  if (c <= 'F') return c - 'A' + 10;
-  return c - 'a' + 10;
-}
-
 /* Whether a valid JSON string token decodes to the ASCII string lit. Escapes
  * are decoded because JSON.parse decodes them: "connec\u0074" is "connect". */
 static bool json_string_equals(const char *tok, size_t len, const char *lit) {
@@ -228,7 +196,7 @@ static bool json_string_equals(const char *tok, size_t len, const char *lit) {
     if (c == '\\') {
       unsigned char e = s[i + 1];
       if (e == 'u') {
-        c = (unsigned)(hexval(s[i + 2]) << 12 | hexval(s[i + 3]) << 8 | hexval(s[i + 4]) << 4 | hexval(s[i + 5]));
+        c = (unsigned)(pct_hex(s[i + 2]) << 12 | pct_hex(s[i + 3]) << 8 | pct_hex(s[i + 4]) << 4 | pct_hex(s[i + 5]));
         i += 6;
       } else {
         static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
@@ -260,7 +228,7 @@ static bool nsp_valid(const char *nsp, size_t len) {
     unsigned char c = s[i];
     if (c < 0x20 || c == 0x7F || c == ',') return false;
     if (c == 0xC2 && i + 1 < len && s[i + 1] < 0xA0) return false; /* C1 controls */
-    size_t n = utf8_seq(s + i, len - i);
+    size_t n = utf8_seq(s + i, len - i, NULL);
     if (!n) return false;
     i += n;
   }

@@ -23,6 +23,8 @@
 #include <llhttp.h>
 
 #include "compress.h"
+#include "hash.h"
+#include "pct.h"
 
 #define ST_CACHE_FILE_MAX (256 * 1024)        /* larger files are streamed from disk each time */
 #define ST_CACHE_TOTAL_MAX (32 * 1024 * 1024) /* bytes, entries' overhead included */
@@ -42,13 +44,6 @@
 
 /* ---- path normalisation ---- */
 
-static int st_hex(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 int static_normalize(const char *path, size_t len, char *out, size_t cap) {
   if (len == 0 || path[0] != '/') return -400;
   /* First, malformed anywhere is 400, whatever else the path holds. */
@@ -56,7 +51,7 @@ int static_normalize(const char *path, size_t len, char *out, size_t cap) {
     if (path[i] == '\0') return -400;
     if (path[i] != '%') continue;
     if (i + 2 >= len) return -400;
-    int hi = st_hex((unsigned char)path[i + 1]), lo = st_hex((unsigned char)path[i + 2]);
+    int hi = pct_hex((unsigned char)path[i + 1]), lo = pct_hex((unsigned char)path[i + 2]);
     if (hi < 0 || lo < 0 || (hi | lo) == 0) return -400; /* %00 is a NUL */
     i += 2;
   }
@@ -68,20 +63,13 @@ int static_normalize(const char *path, size_t len, char *out, size_t cap) {
     while (j < len && path[j] != '/') j++;
     /* Decode the segment right after the prefix and its separator; it is
      * only kept (by adding the '/') when it is an ordinary name. */
-    size_t start = n ? n + 1 : 0, k = start;
-    for (size_t p = i; p < j; p++) {
-      unsigned char c = (unsigned char)path[p];
-      if (c == '%') {
-        c = (unsigned char)(st_hex((unsigned char)path[p + 1]) << 4 | st_hex((unsigned char)path[p + 2]));
-        p += 2;
-        /* An encoded slash is never a separator, and a file name cannot hold it. */
-        if (c == '/') return -404;
-      }
-      if (c == '\\') return -404; /* a separator elsewhere: never let it through */
-      if (k + 1 >= cap) return -414;
-      out[k++] = (char)c;
-    }
-    size_t seg = k - start;
+    size_t start = n ? n + 1 : 0;
+    ssize_t seg_len = pct_decode(path + i, j - i, out + start, cap - 1 - start, PCT_STRICT);
+    if (seg_len < 0) return -414; /* the escapes were checked above: it did not fit */
+    size_t seg = (size_t)seg_len, k = start + seg;
+    /* A slash here was encoded: never a separator, and a file name cannot
+     * hold it; a backslash is a separator elsewhere: never let it through. */
+    if (memchr(out + start, '/', seg) || memchr(out + start, '\\', seg)) return -404;
     const char *s = out + start;
     if (seg == 0 || (seg == 1 && s[0] == '.')) {
       /* empty or ".": nothing */
@@ -146,15 +134,6 @@ static size_t st_mime_n;
 static bool st_mime_from_file;
 static pthread_once_t st_mime_once = PTHREAD_ONCE_INIT;
 
-static uint64_t st_fnv(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211u;
-  }
-  return h;
-}
-
 /* Lower-cases s (len bytes) into out; false when too long. */
 static bool st_lower(const char *s, size_t len, char out[ST_MIME_EXT_MAX + 1]) {
   if (len == 0 || len > ST_MIME_EXT_MAX) return false;
@@ -171,7 +150,7 @@ static bool st_lower(const char *s, size_t len, char out[ST_MIME_EXT_MAX + 1]) {
 static bool st_mime_add(const char *ext, size_t elen, const char *type) {
   char key[ST_MIME_EXT_MAX + 1];
   if (!st_mime_tab || st_mime_n >= ST_MIME_SLOTS / 2 || !st_lower(ext, elen, key)) return false;
-  size_t i = st_fnv(key, elen) & (ST_MIME_SLOTS - 1);
+  size_t i = mw_hash64(key, elen) & (ST_MIME_SLOTS - 1);
   while (st_mime_tab[i].ext) {
     if (strcmp(st_mime_tab[i].ext, key) == 0) return false;
     i = (i + 1) & (ST_MIME_SLOTS - 1);
@@ -277,7 +256,7 @@ const char *static_mime(const char *name, size_t len) {
   char key[ST_MIME_EXT_MAX + 1];
   if (dot < len && st_mime_tab && st_lower(name + dot + 1, len - dot - 1, key)) {
     size_t klen = len - dot - 1;
-    for (size_t i = st_fnv(key, klen) & (ST_MIME_SLOTS - 1); st_mime_tab[i].ext; i = (i + 1) & (ST_MIME_SLOTS - 1))
+    for (size_t i = mw_hash64(key, klen) & (ST_MIME_SLOTS - 1); st_mime_tab[i].ext; i = (i + 1) & (ST_MIME_SLOTS - 1))
       if (strcmp(st_mime_tab[i].ext, key) == 0) return st_mime_tab[i].type;
   }
   return "application/octet-stream";
@@ -483,7 +462,7 @@ static bool st_same_file(const st_entry *e, const struct stat *sb) {
 /* The entry for key made from the file sb describes; a stale one is dropped. */
 static st_entry *st_cache_get(mw_static *st, const char *key, const struct stat *sb) {
   size_t klen = strlen(key);
-  st_entry *e = st_find(st, key, klen, st_fnv(key, klen));
+  st_entry *e = st_find(st, key, klen, mw_hash64(key, klen));
   if (!e) return NULL;
   if (!st_same_file(e, sb)) {
     st_remove(st, e);
@@ -505,7 +484,7 @@ static bool st_racy(const struct stat *sb) { return (int64_t)sb->st_mtim.tv_sec 
 static void st_cache_put(mw_static *st, const char *key, const struct stat *sb, mw_buf *body) {
   if (st_racy(sb)) return;
   size_t klen = strlen(key);
-  uint64_t h = st_fnv(key, klen);
+  uint64_t h = mw_hash64(key, klen);
   st_entry *old = st_find(st, key, klen, h);
   if (old) st_remove(st, old);
   size_t cost = sizeof(st_entry) + klen + 1 + (body ? body->len : 0);

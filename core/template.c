@@ -4,6 +4,7 @@
  * followed by the newlines the text held, and tag contents are copied as is. */
 #include "template.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -210,7 +211,7 @@ static int tmpl_fail(char *err, size_t errlen, int *errline, int line, const cha
     va_end(ap);
   }
   if (errline) *errline = line;
-  return -1;
+  return -EINVAL;
 }
 
 int tmpl_compile_ex(const char *src, size_t len, mw_str *out, char *err, size_t errlen,
@@ -294,7 +295,7 @@ int tmpl_compile_ex(const char *src, size_t len, mw_str *out, char *err, size_t 
   tmpl_puts(&g, TMPL_EPILOGUE);
   if (g.oom) {
     if (err && errlen) snprintf(err, errlen, "out of memory");
-    return -1;
+    return -ENOMEM;
   }
   return 0;
 }

@@ -27,8 +27,9 @@
 struct lua_State;
 
 /* Appends the Lua source for the template src (len bytes, may hold NULs) to
- * out. Returns 0, or -1 with a NUL-terminated message in err (such as
- * "unclosed <% tag opened at line 12"); out may then hold a partial chunk. */
+ * out. Returns 0, or -EINVAL (or -ENOMEM) with a NUL-terminated message in
+ * err (such as "unclosed <% tag opened at line 12"); out may then hold a
+ * partial chunk. */
 int tmpl_compile(const char *src, size_t len, mw_str *out, char *err, size_t errlen);
 
 /* As tmpl_compile, and on error also stores the template line the error is

@@ -21,7 +21,9 @@
 #include <string.h>
 #include <wslay/wslay.h>
 
+#include "b64.h"
 #include "server.h"
+#include "utf8.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_CLOSE_WAIT_MS 2000
@@ -68,42 +70,6 @@ struct ws_conn {
 
 /* ---- UTF-8 ---- */
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above
- * U+10FFFF, no truncated sequence. wslay 1.1 checks text frames too; this
- * keeps the guarantee on_message promises independent of wslay's version and
- * configuration. Exported for the unit test (not part of ws.h). */
-bool ws_utf8_valid(const char *s, size_t len);
-bool ws_utf8_valid(const char *s, size_t len) {
-  const uint8_t *p = (const uint8_t *)s, *end = p + len;
-  while (p < end) {
-    uint8_t b = *p;
-    if (b < 0x80) {
-      p++;
-      continue;
-    }
-    size_t n;
-    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (b >= 0xC2 && b <= 0xDF) n = 1;
-    else if (b >= 0xE0 && b <= 0xEF) {
-      n = 2;
-      if (b == 0xE0) lo = 0xA0;      /* overlong */
-      else if (b == 0xED) hi = 0x9F; /* surrogates */
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      n = 3;
-      if (b == 0xF0) lo = 0x90;      /* overlong */
-      else if (b == 0xF4) hi = 0x8F; /* above U+10FFFF */
-    } else {
-      return false; /* continuation byte, C0/C1 overlong, F5..FF */
-    }
-    if ((size_t)(end - p) <= n) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (size_t i = 2; i <= n; i++)
-      if ((p[i] & 0xC0) != 0x80) return false;
-    p += n + 1;
-  }
-  return true;
-}
-
 /* ---- handshake ---- */
 
 static void trim(const char **p, size_t *len) {
@@ -141,11 +107,6 @@ static int header_count(const http_req *req, const char *name) {
   return n;
 }
 
-static bool is_b64(char ch) {
-  return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '+' ||
-         ch == '/';
-}
-
 /* Borrows req; writes accept only when it returns 0. */
 int ws_handshake_check(const http_req *req, char accept[29]) {
   if (!req->method || strcmp(req->method, "GET") != 0) return 400;
@@ -163,14 +124,15 @@ int ws_handshake_check(const http_req *req, char accept[29]) {
   /* 16 bytes in base64: 22 alphabet characters and "==". */
   if (klen != 24 || k[22] != '=' || k[23] != '=') return 400;
   for (size_t i = 0; i < 22; i++)
-    if (!is_b64(k[i])) return 400;
+    if (b64_value((unsigned char)k[i]) < 0) return 400;
   char buf[24 + sizeof WS_GUID];
   memcpy(buf, k, 24);
   memcpy(buf + 24, WS_GUID, sizeof WS_GUID - 1);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
   if (!EVP_Digest(buf, sizeof buf - 1, md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) return 500;
-  EVP_EncodeBlock((unsigned char *)accept, md, 20); /* 28 characters and a NUL */
+  b64_write(accept, md, 20, false); /* 28 characters */
+  accept[28] = '\0';
   return 0;
 }
 
@@ -351,7 +313,7 @@ static void on_wslay_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
   if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME) return; /* ping/pong */
   const char *msg = arg->msg ? (const char *)arg->msg : "";
   bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-  if (!binary && !ws_utf8_valid(msg, arg->msg_length)) {
+  if (!binary && !utf8_valid(msg, arg->msg_length)) {
     fail(ws, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA);
     return;
   }
@@ -549,7 +511,7 @@ void ws_close(ws_conn *ws, uint16_t code, const char *reason) {
     rlen = 123;
     while (rlen && ((uint8_t)reason[rlen] & 0xC0) == 0x80) rlen--;
   }
-  if (rlen && !ws_utf8_valid(reason, rlen)) rlen = 0; /* the peer would fail us with 1007 */
+  if (rlen && !utf8_valid(reason, rlen)) rlen = 0; /* the peer would fail us with 1007 */
   if (!take(ws)) {
     finish(ws, true);
     return;

@@ -8,13 +8,12 @@
 
 #include "http.h"
 #include "server.h"
+#include "utf8.h"
 #include "ws.h"
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
 static http_handler app_handler;
-
-bool ws_utf8_valid(const char *s, size_t len); /* ws.c, for tests */
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -23,7 +22,7 @@ static int closes; /* on_close calls for the current input */
 /* Echoes, and lets the message pick a few server actions, so sends and
  * closes from inside wslay's callbacks get exercised. */
 static void on_message(void *ud, ws_conn *ws, const char *data, size_t len, bool binary) {
-  if (!binary && !ws_utf8_valid(data, len)) abort(); /* the promise to on_message */
+  if (!binary && !utf8_valid(data, len)) abort(); /* the promise to on_message */
   if (len >= 5 && memcmp(data, "close", 5) == 0) {
     char reason[200]; /* the rest of the message, cut (ws_close cuts to 123) */
     size_t rl = len - 5 < sizeof reason - 1 ? len - 5 : sizeof reason - 1;

@@ -277,6 +277,52 @@ static void test_close_between_polls(void) {
   done(c3);
 }
 
+/* The query is decoded as engine.io decodes it: a malformed escape stays as
+ * it is and an escaped NUL is a byte of the value, so a session id with
+ * either after it names no session, and the protocol version and transport
+ * are matched whole. */
+static void test_query_decoding(void) {
+  reset(ALLOW, NULL);
+  opened = NULL;
+  mw_conn *c = conn("10.0.0.10");
+  feed(c, poll_hs);
+  char *q = queued(c);
+  const char *at = strstr(q, "0{\"sid\":\"");
+  char sid[21] = "";
+  if (at) snprintf(sid, sizeof sid, "%.20s", at + 9);
+  free(q);
+  done(c);
+  CHECK(at != NULL && opened != NULL);
+  static const char *const tails[] = {"%zz", "%00", "%0", "%"};
+  for (size_t i = 0; i < MW_ARRAY_LEN(tails); i++) {
+    char get[256];
+    snprintf(get, sizeof get, "GET /socket.io/?EIO=4&transport=polling&sid=%s%s HTTP/1.1\r\nHost: t\r\n\r\n", sid,
+             tails[i]);
+    mw_conn *c2 = conn("10.0.0.10");
+    feed(c2, get);
+    CHECK(queued_has(c2, "HTTP/1.1 400"));
+    CHECK(queued_has(c2, "Session ID unknown"));
+    done(c2);
+  }
+  static const char *const bad[] = {
+      "GET /socket.io/?EIO=4%00&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+      "GET /socket.io/?EIO=4&transport=polling%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+      "GET /socket.io/?EIO=4&transport=pollingpollingpolling HTTP/1.1\r\nHost: t\r\n\r\n",
+  };
+  for (size_t i = 0; i < MW_ARRAY_LEN(bad); i++) {
+    mw_conn *c3 = conn("10.0.0.10");
+    feed(c3, bad[i]);
+    CHECK(queued_has(c3, "HTTP/1.1 400"));
+    done(c3);
+  }
+  /* What is well-formed still decodes: %34 is '4', '+' is a space. */
+  mw_conn *c4 = conn("10.0.0.10");
+  feed(c4, "GET /socket.io/?EIO=%34&transport=p%6Flling HTTP/1.1\r\nHost: t\r\n\r\n");
+  CHECK(queued_has(c4, "HTTP/1.1 200"));
+  CHECK(queued_has(c4, "0{\"sid\":\""));
+  done(c4);
+}
+
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
@@ -298,6 +344,7 @@ int main(void) {
   test_answered_later();
   test_client_gone();
   test_close_between_polls();
+  test_query_decoding();
   test_free_answers_pending();
 
   if (es) eio_server_free(es);

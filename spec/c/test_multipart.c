@@ -171,6 +171,9 @@ static void test_part_headers(void) {
       {"Content-Disposition: form-data; name=f; filename=\"plain.txt\"; filename*=UTF-8''%e2%82%ac%20rates.txt",
        "[f|\xe2\x82\xac rates.txt|text/plain]v."},
       {"Content-Disposition: form-data; name=f; filename*=iso-8859-1''x.txt; filename=y.txt", "[f|y.txt|text/plain]v."},
+      /* a malformed escape or bytes that are not UTF-8: filename= stands */
+      {"Content-Disposition: form-data; name=f; filename=\"y.txt\"; filename*=UTF-8''%zz%41.txt", "[f|y.txt|text/plain]v."},
+      {"Content-Disposition: form-data; name=f; filename=\"y.txt\"; filename*=UTF-8''%ff.txt", "[f|y.txt|text/plain]v."},
       {"X-Other: 1\r\nCONTENT-DISPOSITION: form-data; NAME=up;", "[up|-|text/plain]v."},
       {"Content-Disposition: form-data; name=\"\xc3\xa9t\xc3\xa9\"; filename=\"\xe6\x97\xa5.txt\"",
        "[\xc3\xa9t\xc3\xa9|\xe6\x97\xa5.txt|text/plain]v."},

@@ -200,7 +200,7 @@ static const char *SCRIPT =
     "local a = assert(r.new(auth_url, {}))\n"
     "check(wait(3000, function() return a:connected() end), 'AUTH with the password')\n"
     "a:close()\n"
-    "local wrong = assert(r.new(auth_url:gsub('sesame', 'wrong'), {}))\n"
+    "wrong = assert(r.new(auth_url:gsub('sesame', 'wrong'), {}))\n"
     "wait(500, function() return false end)\n"
     "check(not wrong:connected(), 'a wrong password does not connect')\n"
     /* left open on purpose: the shutdown closes it */
@@ -441,10 +441,15 @@ int main(void) {
     failed++;
     fprintf(stderr, "script error: %s\n", lua_tostring(L, -1));
   }
-  /* The shutdown: every client closes, and the loop ends with no handle left. */
+  /* The shutdown: every client closes, and the loop ends with no handle
+   * left. The loop runs before the VM goes, as in the server (the clients
+   * are freed then): the handle left in Lua is stale, and raises. */
   l_redis_stop_all(L);
-  lua_close(L);
   uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(luaL_dostring(L, "return wrong:publish('ch', 'x')") != LUA_OK &&
+        strstr(lua_tostring(L, -1), "the client is closed"));
+  CHECK(luaL_dostring(L, "return wrong:connected()") == LUA_OK && !lua_toboolean(L, -1));
+  lua_close(L); /* its __gc finds nothing to close */
   CHECK(uv_loop_close(&loop) == 0);
   stop_redis(&redis_pid);
   stop_redis(&auth_pid);

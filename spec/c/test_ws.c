@@ -7,10 +7,8 @@
 
 #include "http.h"
 #include "server.h"
+#include "utf8.h"
 #include "ws.h"
-
-/* Exported by ws.c for this test; not part of ws.h. */
-bool ws_utf8_valid(const char *s, size_t len);
 
 #include "check.h"
 
@@ -561,28 +559,6 @@ static void test_invalid_utf8(void) {
   expect_close_frame(true, 8, "\x03\xe8\xc0\xaf", 4, true, 1007, "close reason");
 }
 
-static void test_utf8_validator(void) {
-  CHECK(ws_utf8_valid("", 0));
-  CHECK(ws_utf8_valid("plain ascii", 11));
-  CHECK(ws_utf8_valid("\x00", 1));
-  CHECK(ws_utf8_valid("\xc2\x80\xdf\xbf", 4));             /* U+0080, U+07FF */
-  CHECK(ws_utf8_valid("\xe0\xa0\x80\xef\xbf\xbf", 6));     /* U+0800, U+FFFF */
-  CHECK(ws_utf8_valid("\xed\x9f\xbf\xee\x80\x80", 6));     /* around the surrogates */
-  CHECK(ws_utf8_valid("\xf0\x90\x80\x80\xf4\x8f\xbf\xbf", 8)); /* U+10000, U+10FFFF */
-  CHECK(!ws_utf8_valid("\xc1\xbf", 2));
-  CHECK(!ws_utf8_valid("\xc2", 1));
-  CHECK(!ws_utf8_valid("\xc2\xc0", 2));
-  CHECK(!ws_utf8_valid("\xe0\x9f\xbf", 3));
-  CHECK(!ws_utf8_valid("\xed\xbf\xbf", 3));
-  CHECK(!ws_utf8_valid("\xef\xbf", 2));
-  CHECK(!ws_utf8_valid("\xe1\x80\x7f", 3));
-  CHECK(!ws_utf8_valid("\xf0\x8f\xbf\xbf", 4));
-  CHECK(!ws_utf8_valid("\xf4\x90\x80\x80", 4));
-  CHECK(!ws_utf8_valid("\xf5\x80\x80\x80", 4));
-  CHECK(!ws_utf8_valid("\xf1\x80\x80", 3));
-  CHECK(!ws_utf8_valid("\xf1\x80\x80\xc0", 4));
-}
-
 static void test_protocol_errors(void) {
   expect_close_frame(true, 1, "hello", 5, false, 1002, "unmasked");
   uint8_t rsv[] = {0xc1, 0x80, 1, 2, 3, 4}; /* RSV1 set, empty masked text */
@@ -774,7 +750,7 @@ static void test_server_close(void) {
   ws_close(S.ws, 1000, reason);
   out = take(c, &n);
   CHECK(parse(out, n, f, 4) == 1 && f[0].opcode == 8 && f[0].len == 2 + 122);
-  CHECK(ws_utf8_valid((const char *)f[0].p + 2, f[0].len - 2));
+  CHECK(utf8_valid((const char *)f[0].p + 2, f[0].len - 2));
   free(out);
   done(c);
 }
@@ -907,7 +883,6 @@ int main(void) {
   test_ping_pong();
   test_client_close();
   test_invalid_utf8();
-  test_utf8_validator();
   test_protocol_errors();
   test_too_big();
   test_frames_with_the_request();

@@ -25,9 +25,7 @@ end
 local Server = {}
 Server.__index = Server
 
-local function urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
-end
+local urlencode = require("moonwire.escape").url
 
 local function encode_form(t)
   local keys, parts = {}, {}

@@ -32,7 +32,7 @@ function view.clear_cache()
   compiled, missing = {}, {}
 end
 
-view.escape = require("moonwire.app.text").escape_html
+view.escape = require("moonwire.escape").html
 local escape = view.escape
 
 local function tostr(v)

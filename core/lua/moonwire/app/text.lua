@@ -1,17 +1,16 @@
--- moonwire.app.text: the web's text forms: percent-encoding, form bodies
--- (application/x-www-form-urlencoded), Cookie headers, hex, HTML escaping.
+-- moonwire.app.text: the web's text forms: form bodies
+-- (application/x-www-form-urlencoded), Cookie headers, hex; with
+-- moonwire.escape's percent-encoding and HTML escaping.
+local escape = require "moonwire.escape"
+
 local M = {}
 
-local function url_decode(s, plus)
-  if plus then s = s:gsub("+", " ") end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+-- Percent-encoding and HTML escaping are moonwire.escape's (one copy for
+-- the framework); the names here are the ones app.lua has always used.
+local url_decode = escape.url_decode
 M.url_decode = url_decode
-
-local function url_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
-M.url_encode = url_encode
+M.url_encode = escape.url
+M.escape_html = escape.html
 
 -- "a=1&b=2&b=3" → { a = "1", b = { "2", "3" } } (a repeated key becomes an array)
 local function parse_urlencoded(s)
@@ -47,18 +46,6 @@ function M.parse_cookies(header)
     end
   end
   return t
-end
-
-local ESCAPES = {
-  ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
-}
-
--- v as HTML text or an attribute value ("" for nil); templates use it for
--- <%= %> (view.escape is this function).
-function M.escape_html(v)
-  if v == nil then return "" end
-  if type(v) ~= "string" then v = tostring(v) end
-  return (v:gsub("[&<>\"']", ESCAPES))
 end
 
 return M
