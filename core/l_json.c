@@ -4,6 +4,8 @@
  * face; moonwire.io uses packet() and decode_args() for Socket.IO.
  *
  *   encode(v) → text | nil, message
+ *   encode_sorted(v) → the same with every object's keys in byte order
+ *                      (for tests and the fuzzer: one text per value)
  *   decode(text) → v | nil, message
  *   packet(kind, nsp, id, args, n, binary_mt) → text, attachments | nil, message
  *   decode_args(text, attachments, binary_mt) → args, n | nil, message
@@ -103,6 +105,7 @@ typedef struct jenc {
   int array_mt, binary_mt; /* stack indexes; binary_mt 0 outside packets */
   int atts;                /* stack index of the attachments table (nil until the first) */
   lua_Integer natts;
+  bool sorted;
   int args_from;           /* packets: the index of the first argument in args (2 for an event) */
   const char *err;
   char errbuf[320];
@@ -113,11 +116,12 @@ static int encode_value(jenc *e, int idx, int depth);
 
 /* Sets what a call needs (the path and error buffers, 2 KB, are written
  * only when used). */
-static void enc_init(jenc *e, mw_str *out, int args_from) {
+static void enc_init(jenc *e, mw_str *out, bool sorted, int args_from) {
   e->L = NULL;
   e->out = out;
   e->array_mt = e->binary_mt = e->atts = 0;
   e->natts = 0;
+  e->sorted = sorted;
   e->args_from = args_from;
   e->err = NULL;
 }
@@ -235,6 +239,77 @@ static int put_key(jenc *e, int depth) {
   return put_char(e, depth, ':');
 }
 
+typedef struct jkey {
+  int type; /* LUA_TSTRING or LUA_TNUMBER */
+  const char *s;
+  size_t len;
+  lua_Integer i;
+  lua_Number d;
+  bool is_int;
+  char num[JSON_NUMBER_MAX];
+} jkey;
+
+static const char *key_text(const jkey *k, size_t *len) {
+  *len = k->len;
+  return k->type == LUA_TSTRING ? k->s : k->num;
+}
+
+static int key_cmp(const void *a, const void *b) {
+  size_t la, lb;
+  const char *sa = key_text(a, &la), *sb = key_text(b, &lb);
+  int c = memcmp(sa, sb, la < lb ? la : lb);
+  return c ? c : (la > lb) - (la < lb);
+}
+
+/* Objects for encode_sorted: the keys gathered (in a userdata, so an error
+ * frees them), sorted, and written in that order. */
+static int put_object_sorted(jenc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  size_t count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+  }
+  jkey *keys = lua_newuserdatauv(L, (count ? count : 1) * sizeof *keys, 0);
+  int kidx = lua_gettop(L);
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    jkey *k = &keys[n++];
+    k->type = lua_type(L, -1);
+    if (k->type == LUA_TSTRING) {
+      k->s = lua_tolstring(L, -1, &k->len);
+    } else if (k->type == LUA_TNUMBER) {
+      k->is_int = lua_isinteger(L, -1);
+      if (k->is_int) k->i = lua_tointeger(L, -1), k->len = json_format_int((int64_t)k->i, k->num);
+      else k->d = lua_tonumber(L, -1), k->len = json_format_double((double)k->d, k->num);
+    } else {
+      lua_pushnil(L); /* put_key wants the key below a value */
+      int r = put_key(e, depth);
+      lua_pop(L, 3);
+      return r;
+    }
+  }
+  qsort(keys, count, sizeof *keys, key_cmp);
+  if (put_char(e, depth, '{')) return -1;
+  for (size_t i = 0; i < count; i++) {
+    jkey *k = &keys[i];
+    if (i && put_char(e, depth, ',')) return -1;
+    if (k->type == LUA_TSTRING) lua_pushlstring(L, k->s, k->len);
+    else if (k->is_int) lua_pushinteger(L, k->i);
+    else lua_pushnumber(L, k->d);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, idx);
+    int r = put_key(e, depth) || encode_value(e, lua_gettop(L), depth + 1);
+    lua_pop(L, 2);
+    if (r) return -1;
+  }
+  lua_remove(L, kidx);
+  return put_char(e, depth, '}');
+}
+
 static int encode_table(jenc *e, int idx, int depth) {
   lua_State *L = e->L;
   if (depth >= json_max_depth()) {
@@ -286,6 +361,7 @@ static int encode_table(jenc *e, int idx, int depth) {
     }
     return put_char(e, depth, ']');
   }
+  if (e->sorted) return put_object_sorted(e, idx, depth);
   if (put_char(e, depth, '{')) return -1;
   bool first = true;
   lua_pushnil(L);
@@ -338,17 +414,19 @@ static int encode_run(lua_State *L) {
   return 1;
 }
 
-static int l_encode(lua_State *L) {
+static int encode_with(lua_State *L, bool sorted) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   jbufs b;
   bufs_take(L, &b);
   jenc e;
-  enc_init(&e, b.out, 0);
+  enc_init(&e, b.out, sorted, 0);
   lua_pushvalue(L, lua_upvalueindex(2));
   return run_protected(L, encode_run, &e, &b, 2);
 }
 
+static int l_encode(lua_State *L) { return encode_with(L, false); }
+static int l_encode_sorted(lua_State *L) { return encode_with(L, true); }
 
 /* Under pcall: 1 ctx, 2 args, 3 array_mt, 4 binary_mt, 5 attachments (nil).
  * The JSON goes after room left for the head, which is written in front
@@ -433,7 +511,7 @@ static int l_packet(lua_State *L) {
   lua_settop(L, 6);
   jbufs b;
   bufs_take(L, &b);
-  enc_init(&p.e, b.out, p.kind == 2 ? 2 : 1);
+  enc_init(&p.e, b.out, false, p.kind == 2 ? 2 : 1);
   lua_pushvalue(L, 4);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_pushvalue(L, 6);
@@ -641,7 +719,7 @@ static int state_gc(lua_State *L) {
 }
 
 int luaopen_moonwire_json_c(lua_State *L) {
-  static const luaL_Reg fns[] = {{"encode", l_encode}, {"decode", l_decode},
+  static const luaL_Reg fns[] = {{"encode", l_encode}, {"encode_sorted", l_encode_sorted}, {"decode", l_decode},
                                  {"packet", l_packet}, {"decode_args", l_decode_args}, {NULL, NULL}};
   luaL_newlibtable(L, fns);
   jstate *st = lua_newuserdatauv(L, sizeof *st, 0);

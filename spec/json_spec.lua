@@ -223,3 +223,11 @@ describe("moonwire.json in the app", function()
     assert.matches("^application/json", headers["content-type"])
   end)
 end)
+
+describe("moonwire.json_c.encode_sorted (what fuzz_json compares encodings with)", function()
+  it("writes every object's keys in byte order, nested ones too", function()
+    local c = require "moonwire.json_c"
+    assert.equal('{"a":2,"b":{"x":1,"y":[{"m":1,"n":2}]}}',
+      c.encode_sorted({ b = { y = json.array({ { n = 2, m = 1 } }), x = 1 }, a = 2 }))
+  end)
+end)
