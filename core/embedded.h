@@ -1,5 +1,5 @@
-/* embedded.h — the framework's own Lua modules (core/lua) and browser
- * scripts (core/client), compiled into the binary by cmake/embed.cmake. */
+/* embedded.h — the framework's own Lua modules (core/embedded/lua) and browser
+ * scripts (core/embedded/client), compiled into the binary by cmake/embed.cmake. */
 #ifndef MW_EMBEDDED_H
 #define MW_EMBEDDED_H
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* l_io.c — moonwire.io_c: what core/lua/moonwire/io.lua and engine.lua need
+/* l_io.c — moonwire.io_c: what core/embedded/lua/moonwire/io.lua and engine.lua need
  * from sio.c and eio.c. Sockets are handles (userdata) that go stale when
  * their C socket is gone; each is bound to the Lua socket object. */
 #include "l_io.h"

@@ -1,6 +1,6 @@
 /* l_json.c — moonwire.json_c: Lua values to JSON text and back, on json.c,
  * written for Lua 5.4 (integers exact, floats as JavaScript prints them,
- * arrays marked). moonwire.json (core/lua/moonwire/json.lua) is the public
+ * arrays marked). moonwire.json (core/embedded/lua/moonwire/json.lua) is the public
  * face; moonwire.io uses packet() and decode_args() for Socket.IO.
  *
  *   encode(v) → text | nil, message

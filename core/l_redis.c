@@ -1,5 +1,5 @@
 /* l_redis.c — moonwire.redis_c: the Redis pub/sub client (redis.c) for the
- * Redis adapter (core/lua/moonwire/adapter.lua).
+ * Redis adapter (core/embedded/lua/moonwire/adapter.lua).
  *
  *   local r = require "moonwire.redis_c"
  *   local client, err = r.new(url, { message = fn(channel, payload, pattern), state = fn(up) })

@@ -1,5 +1,5 @@
 /* l_redis.h — moonwire.redis_c: a Redis pub/sub client for the Redis
- * adapter (core/lua/moonwire/adapter.lua), over the client of redis.h. */
+ * adapter (core/embedded/lua/moonwire/adapter.lua), over the client of redis.h. */
 #ifndef MW_L_REDIS_H
 #define MW_L_REDIS_H
 

@@ -1,6 +1,6 @@
 /* l_testing.c — moonwire.testing_c: runs the real server inside a test
  * process (busted) on its own libuv loop, on an ephemeral loopback port, and
- * talks to it over real sockets. The Lua side is core/lua/moonwire/testing.lua. */
+ * talks to it over real sockets. The Lua side is core/embedded/lua/moonwire/testing.lua. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>

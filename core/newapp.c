@@ -1,5 +1,5 @@
 /* newapp.c — see newapp.h. The skeleton's files are embedded from
- * core/skeleton; {{NAME}}, {{MOONWIRE}}, {{LUA_DIR}} and {{LIB_DIR}} in them
+ * core/embedded/skeleton; {{NAME}}, {{MOONWIRE}}, {{LUA_DIR}} and {{LIB_DIR}} in them
  * become the app's name, this binary and where moonwire.testing lives. */
 #include "newapp.h"
 
@@ -88,7 +88,7 @@ int mw_new_app(const char *dir) {
   const char *name = strrchr(root, '/') ? strrchr(root, '/') + 1 : root;
   const char *keys[][2] = {{"NAME", name},
                            {"MOONWIRE", exe},
-                           {"LUA_DIR", MW_SOURCE_DIR "/core/lua"},
+                           {"LUA_DIR", MW_SOURCE_DIR "/core/embedded/lua"},
                            {"LIB_DIR", libdir},
                            {NULL, NULL}};
 

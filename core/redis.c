@@ -1,6 +1,6 @@
 /* redis.c — a Redis pub/sub client on the server's libuv loop (hiredis
  * and its event hooks), with no Lua: moonwire.redis_c (l_redis.c) is its
- * binding, for the Redis adapter (core/lua/moonwire/adapter.lua).
+ * binding, for the Redis adapter (core/embedded/lua/moonwire/adapter.lua).
  *
  * hiredis's async API runs on the loop through the event hooks below.
  * Two connections, as socket.io's adapter uses two clients: one publishes

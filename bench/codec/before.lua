@@ -1,8 +1,8 @@
 -- bench/codec/before.lua: the JSON path of a Socket.IO packet as moonwire
 -- had it before its own codec, for the codec figure of `make bench`
 -- (bench/codec/codec.lua) to compare against: lua-cjson 2.1.0 under the
--- old moonwire.json (core/lua/moonwire/json.lua) and the old packet
--- encode/decode of moonwire.io (core/lua/moonwire/io.lua), as they were.
+-- old moonwire.json (core/embedded/lua/moonwire/json.lua) and the old packet
+-- encode/decode of moonwire.io (core/embedded/lua/moonwire/io.lua), as they were.
 -- Returns { encode = encode(nsp, kind, args, n, id), decode = decode(json, atts), Binary }.
 local cjson = require "cjson.safe"
 local null = cjson.null

@@ -1,5 +1,5 @@
 /* test_template.c — the template compiler (template.c), its Lua binding
- * (l_template.c) and the view runtime (core/lua/moonwire/view.lua). Templates
+ * (l_template.c) and the view runtime (core/embedded/lua/moonwire/view.lua). Templates
  * are compiled and then run in a real Lua state, so the tests check what a
  * page renders, not what the generated code looks like. */
 #include "template.h"
@@ -447,8 +447,8 @@ static void test_view_lua(void) {
   luaL_requiref(TL, "moonwire.template_c", luaopen_moonwire_template_c, 0);
   lua_pop(TL, 1);
   /* view.lua's own requires (moonwire.escape) come from the source tree. */
-  int ok = luaL_dostring(TL, "package.path = '" MW_SOURCE_DIR "/core/lua/?.lua;' .. package.path") == LUA_OK;
-  ok = ok && luaL_loadfile(TL, MW_SOURCE_DIR "/core/lua/moonwire/view.lua") == LUA_OK;
+  int ok = luaL_dostring(TL, "package.path = '" MW_SOURCE_DIR "/core/embedded/lua/?.lua;' .. package.path") == LUA_OK;
+  ok = ok && luaL_loadfile(TL, MW_SOURCE_DIR "/core/embedded/lua/moonwire/view.lua") == LUA_OK;
   if (ok) {
     lua_pushliteral(TL, "moonwire.view");
     ok = lua_pcall(TL, 1, 1, 0) == LUA_OK;
