@@ -38,6 +38,8 @@ typedef struct allow_hook {
 struct l_io {
   lua_State *L;
   struct mw_server *srv;
+  l_io_opts cli;  /* the command line's settings, over the app's */
+  bool dev;       /* cross-origin requests allowed */
   sio_server *io;
   eio_server *engine;
   int cb_ref;     /* io.lua's callbacks */
@@ -637,23 +639,23 @@ static void read_options(lua_State *L, int idx, eio_options *o, sio_options *so)
 
 /* Command-line options override what the app sets. */
 static void apply_cli(l_io *x, eio_options *o, sio_options *so) {
-  const mw_config *cfg = &x->srv->cfg;
-  if (cfg->io_path) snprintf(o->path, sizeof o->path, "%s", cfg->io_path);
-  if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
-  if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
-  if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
-  if (cfg->max_backpressure) o->max_buffered = cfg->max_backpressure;
-  if (cfg->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cfg->max_packet_rate;
-  if (cfg->transports) {
-    o->polling = strstr(cfg->transports, "polling") != NULL;
-    o->websocket = strstr(cfg->transports, "websocket") != NULL;
+  const l_io_opts *cli = &x->cli;
+  if (cli->path) snprintf(o->path, sizeof o->path, "%s", cli->path);
+  if (cli->ping_interval) o->ping_interval = cli->ping_interval;
+  if (cli->ping_timeout) o->ping_timeout = cli->ping_timeout;
+  if (cli->max_http_buffer) o->max_payload = cli->max_http_buffer;
+  if (cli->max_backpressure) o->max_buffered = cli->max_backpressure;
+  if (cli->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cli->max_packet_rate;
+  if (cli->transports) {
+    o->polling = strstr(cli->transports, "polling") != NULL;
+    o->websocket = strstr(cli->transports, "websocket") != NULL;
   }
-  if (cfg->norigins) {
-    o->origins = (char **)cfg->origins;
-    o->norigins = cfg->norigins;
+  if (cli->norigins) {
+    o->origins = (char **)cli->origins;
+    o->norigins = cli->norigins;
   }
-  if (so && cfg->connect_timeout) so->connect_timeout = cfg->connect_timeout;
-  if (so && cfg->attachment_timeout) so->attachment_timeout = cfg->attachment_timeout;
+  if (so && cli->connect_timeout) so->connect_timeout = cli->connect_timeout;
+  if (so && cli->attachment_timeout) so->attachment_timeout = cli->attachment_timeout;
 }
 
 static int l_configure(lua_State *L) {
@@ -777,7 +779,7 @@ static int l_engine_configure(lua_State *L) {
   if (x->engine) o = *eio_server_options(x->engine);
   else {
     eio_options_defaults(&o, "/engine.io/");
-    o.same_origin = !x->srv->cfg.dev;
+    o.same_origin = !x->dev;
   }
   int top = lua_gettop(L);
   read_options(L, 1, &o, NULL);
@@ -800,17 +802,19 @@ static int open_io_c(lua_State *L) {
   return 1;
 }
 
-int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
+int l_io_new(l_io **out, lua_State *L, struct mw_server *srv, const l_io_opts *cli, bool dev) {
   l_io *x = calloc(1, sizeof *x);
   if (!x) return -1;
   x->L = L;
   x->srv = srv;
+  x->cli = *cli;
+  x->dev = dev;
   x->cb_ref = x->engine_cb = LUA_NOREF;
   x->allow = (allow_hook){x, LUA_NOREF, "io allowRequest"};
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
-  o.same_origin = !srv->cfg.dev;
+  o.same_origin = !dev;
   sio_options so;
   sio_options_defaults(&so);
   apply_cli(x, &o, &so);
