@@ -439,7 +439,7 @@ typedef struct http_txn {
   int err_status;         /* 400/413/431 decided while parsing */
   const char *err_why;    /* and why, for the client (NULL: the status says it) */
   uint64_t body_deadline; /* loop time the whole body is due by; 0: none */
-  bool field_open, value_open, headers_done;
+  bool field_open, headers_done;
   bool has_body;          /* body_begin was called */
   bool body_wait;         /* complete, waiting for the disk before dispatch */
   bool asterisk;          /* OPTIONS * */

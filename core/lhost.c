@@ -436,7 +436,6 @@ int lhost_new(lhost **out, mw_server *srv, const lhost_opts *o, mw_db *db, mw_st
 
 bool lhost_ok(lhost *h) { return h->ok; }
 int lhost_advance_clock(lhost *h, uint64_t ms) { return l_timer_advance(h->L, ms); }
-lua_State *lhost_state(lhost *h) { return h->L; }
 
 void lhost_stop(lhost *h) {
   if (!h) return;

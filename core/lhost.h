@@ -3,7 +3,6 @@
 #ifndef MW_LHOST_H
 #define MW_LHOST_H
 
-#include <lua.h>
 
 #include "http.h"
 #include "l_io.h"
@@ -42,7 +41,6 @@ bool lhost_ok(lhost *h);
 /* What answers the requests of the HTTP and FastCGI listeners (in their
  * http_site). Lives as long as h. */
 const http_handler *lhost_handler(lhost *h);
-lua_State *lhost_state(lhost *h);
 /* Test clock (lhost_opts.test_clock): moves the app's timers on by ms. -1 on the
  * real clock. */
 int lhost_advance_clock(lhost *h, uint64_t ms);
