@@ -17,8 +17,6 @@
 #include "mw.h"
 #include "turn.h"
 
-struct http_req;
-struct http_res;
 typedef struct mw_server mw_server;
 typedef struct mw_conn mw_conn;
 
