@@ -24,7 +24,7 @@ build:
 
 # Starts the example app on http://localhost:$(PORT) in dev mode.
 run: deps build
-	$(BUILD)/moonwire --root . --dev --port $(PORT)
+	@$(BUILD)/moonwire --root . --dev --port $(PORT)
 
 # Every test: C units, busted specs, Node end-to-end (through ctest).
 test: deps build

@@ -29,8 +29,8 @@ static size_t io_pending;
 
 size_t body_io_pending(void) { return io_pending; }
 
-static const char *tmp_dir(const mw_config *cfg) {
-  if (cfg->tmp_dir && *cfg->tmp_dir) return cfg->tmp_dir;
+static const char *tmp_dir(const http_opts *opts) {
+  if (opts->tmp_dir && *opts->tmp_dir) return opts->tmp_dir;
   const char *t = getenv("TMPDIR");
   return t && *t ? t : "/tmp";
 }
@@ -311,7 +311,7 @@ struct body_sink {
   bool listed;
   http_body *b;          /* NULL once released: it then winds down and frees itself */
   uv_loop_t *loop;
-  const mw_config *cfg;
+  const http_opts *opts;
   uv_fs_t req;           /* the one filesystem request in flight */
   bool busy;
   chunks inflight;       /* the bytes being written */
@@ -346,14 +346,14 @@ static int refuse(http_body *b, int status, const char *fmt, ...) {
 }
 
 /* The bodies still arriving, and whether they are all held back because
- * more than a quarter of cfg.body_memory waits for the disk: then every
+ * more than a quarter of --body-memory waits for the disk: then every
  * one of them stops reading (not only the one whose read crossed the line,
  * which would let each connection add a read's worth first), until the
  * disk has caught up to half of that. Only bytes the disk will take
- * count: bodies held in memory (at most cfg.body_memory, see body_begin)
+ * count: bodies held in memory (at most --body-memory, see body_begin)
  * cannot hold uploads back. A quarter: with 1,000 uploads arriving at
  * once, a lower bound on what waits made the disk take them twice as fast
- * (fewer pages touched) as with all of cfg.body_memory. */
+ * (fewer pages touched) as with all of --body-memory. */
 static body_sink *receiving;
 static bool throttled;
 
@@ -377,7 +377,7 @@ static void hold(body_sink *s, size_t n) {
   s->held += n;
   gauge += n;
   waiting += n;
-  if (throttled || waiting <= s->cfg->body_memory / 4) return;
+  if (throttled || waiting <= s->opts->body_memory / 4) return;
   throttled = true;
   for (body_sink *t = receiving; t; t = t->next) {
     if (t == s || t->paused) continue; /* s is told by body_feed's return */
@@ -394,8 +394,8 @@ static void unhold(body_sink *s, size_t n) {
 
 /* After the disk caught up: the bodies held back read again, but for
  * except (its on_fs decides for it). */
-static void unthrottle(const mw_config *cfg, body_sink *except) {
-  if (!throttled || waiting > cfg->body_memory / 8) return;
+static void unthrottle(const http_opts *opts, body_sink *except) {
+  if (!throttled || waiting > opts->body_memory / 8) return;
   throttled = false;
   for (body_sink *t = receiving, *n; t; t = n) {
     n = t->next;
@@ -406,14 +406,14 @@ static void unthrottle(const mw_config *cfg, body_sink *except) {
 }
 
 /* A new name in the temporary directory: prefix and 16 random hex digits. */
-static char *temp_name(const mw_config *cfg, const char *prefix) {
+static char *temp_name(const http_opts *opts, const char *prefix) {
   unsigned char rnd[8];
   if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL)) {
     uint64_t t = mw_now_ns() ^ (uint64_t)getpid() << 32;
     memcpy(rnd, &t, sizeof rnd);
   }
   mw_str s = {0};
-  mw_str_appendf(&s, "%s/%s", tmp_dir(cfg), prefix);
+  mw_str_appendf(&s, "%s/%s", tmp_dir(opts), prefix);
   for (size_t i = 0; i < sizeof rnd; i++) mw_str_appendf(&s, "%02x", rnd[i]);
   return s.p;
 }
@@ -509,7 +509,7 @@ static void on_fs(uv_fs_t *req) {
       o->fd = (int)res;
       if (o->spool && s->file) s->file->fd = o->fd;
     } else if (res == UV_EEXIST && b) { /* a name already taken: another one */
-      char *path = temp_name(s->cfg, o->spool ? "moonwire-body-" : "moonwire-upload-");
+      char *path = temp_name(s->opts, o->spool ? "moonwire-body-" : "moonwire-upload-");
       if (path && o->spool) {
         free(o->path);
         o->path = path;
@@ -525,7 +525,7 @@ static void on_fs(uv_fs_t *req) {
       s->failed = true;
       if (b) {
         refuse(b, 500, "the request body could not be stored: a temporary file cannot be created in %s: %s",
-               tmp_dir(s->cfg), uv_strerror((int)res));
+               tmp_dir(s->opts), uv_strerror((int)res));
         mw_log(MW_LOG_ERROR, "%s", b->why);
       }
     }
@@ -540,7 +540,7 @@ static void on_fs(uv_fs_t *req) {
       s->failed = true;
       if (b) {
         refuse(b, 500, "the request body could not be stored: %s", res ? uv_strerror((int)res) : "nothing written");
-        mw_log(MW_LOG_ERROR, "writing a request body to %s: %s", tmp_dir(s->cfg), b->why);
+        mw_log(MW_LOG_ERROR, "writing a request body to %s: %s", tmp_dir(s->opts), b->why);
       }
     } else {
       o->off += (uint64_t)res;
@@ -550,13 +550,13 @@ static void on_fs(uv_fs_t *req) {
   }
   /* UV_FS_CLOSE: the upload was taken off the queue when it began. */
   if (!b) { /* released while this was in flight */
-    const mw_config *cfg = s->cfg;
+    const http_opts *opts = s->opts;
     sink_destroy(s);
-    unthrottle(cfg, NULL);
+    unthrottle(opts, NULL);
     return;
   }
   pump(s);
-  unthrottle(s->cfg, s);
+  unthrottle(s->opts, s);
   /* At most one event, last: the carrier may release the body in it. */
   if (s->failed) {
     if (!s->told) {
@@ -605,7 +605,7 @@ static body_sink *sink_new(http_body *b) {
   if (!s) return NULL;
   s->b = b;
   s->loop = b->loop;
-  s->cfg = b->cfg;
+  s->opts = b->opts;
   s->cur = -1;
   b->sink = s;
   list_add(s);
@@ -616,7 +616,7 @@ static body_sink *sink_new(http_body *b) {
  * memory is its first bytes. */
 static int start_spool(http_body *b) {
   body_sink *s = sink_new(b);
-  char *path = s ? temp_name(b->cfg, "moonwire-body-") : NULL;
+  char *path = s ? temp_name(b->opts, "moonwire-body-") : NULL;
   body_out *o = path ? out_new(s, true, path) : NULL;
   if (o) {
     s->file = calloc(1, sizeof *s->file);
@@ -644,7 +644,7 @@ static int start_spool(http_body *b) {
 static int mp_on_part(void *ud, const mp_part *p) {
   body_sink *s = ud;
   http_body *b = s->b;
-  const mw_config *cfg = s->cfg;
+  const http_opts *opts = s->opts;
   s->skip = false;
   s->cur_out = NULL;
   s->cur = -1;
@@ -653,12 +653,12 @@ static int mp_on_part(void *ud, const mp_part *p) {
     s->skip = true;
     return 0;
   }
-  if (file && ++s->nfiles > cfg->upload_max_files) {
-    refuse(b, 413, "more than %zu files in the form (--upload-max-files)", cfg->upload_max_files);
+  if (file && ++s->nfiles > opts->upload_max_files) {
+    refuse(b, 413, "more than %zu files in the form (--upload-max-files)", opts->upload_max_files);
     return REFUSED;
   }
-  if (!file && ++s->nfields > cfg->upload_max_fields) {
-    refuse(b, 413, "more than %zu fields in the form (--upload-max-fields)", cfg->upload_max_fields);
+  if (!file && ++s->nfields > opts->upload_max_fields) {
+    refuse(b, 413, "more than %zu fields in the form (--upload-max-fields)", opts->upload_max_fields);
     return REFUSED;
   }
   if (s->nparts == s->pcap) {
@@ -695,7 +695,7 @@ static int mp_on_part(void *ud, const mp_part *p) {
     hp->filename_len = p->filename_len;
     hp->type = t;
     hp->type_len = tlen;
-    char *path = temp_name(cfg, "moonwire-upload-");
+    char *path = temp_name(opts, "moonwire-upload-");
     body_out *o = path ? out_new(s, false, path) : NULL;
     if (!o) {
       free(path);
@@ -719,7 +719,7 @@ static int mp_on_data(void *ud, const char *data, size_t len) {
   if (s->skip || s->cur < 0) return 0;
   http_part *hp = &s->parts[s->cur];
   if (s->cur_out) {
-    size_t max = s->cfg->upload_max_file_size;
+    size_t max = s->opts->upload_max_file_size;
     if (max && hp->size + len > max) {
       refuse(b, 413, "the file in field '%.*s' is over %zu bytes (--upload-max-file-size)", (int)hp->name_len,
              hp->name, max);
@@ -732,9 +732,9 @@ static int mp_on_data(void *ud, const char *data, size_t len) {
     }
     return 0;
   }
-  if (s->field.len + len > s->cfg->upload_max_field_size) {
+  if (s->field.len + len > s->opts->upload_max_field_size) {
     refuse(b, 413, "field '%.*s' is over %zu bytes (--upload-max-field-size)", (int)hp->name_len, hp->name,
-           s->cfg->upload_max_field_size);
+           s->opts->upload_max_field_size);
     return REFUSED;
   }
   if (mw_str_append(&s->field, data, len)) {
@@ -774,20 +774,20 @@ static const mp_callbacks mp_cb = {mp_on_part, mp_on_data, mp_on_part_end};
 
 /* ---- the body ---- */
 
-int body_begin(http_body *b, uv_loop_t *loop, const mw_config *cfg, const http_req *req, int64_t length,
+int body_begin(http_body *b, uv_loop_t *loop, const http_opts *opts, const http_req *req, int64_t length,
                const body_events *ev, void *ud) {
   b->len = 0;
   b->counted = 0;
   b->sink = NULL;
-  b->cfg = cfg;
+  b->opts = opts;
   b->loop = loop;
   b->ev = ev;
   b->ud = ud;
   b->status = 0;
   b->why[0] = '\0';
   mw_str_reset(&b->mem);
-  if (length > 0 && (uint64_t)length > cfg->max_body)
-    return refuse(b, 413, "the body is over %zu bytes (--max-body)", cfg->max_body);
+  if (length > 0 && (uint64_t)length > opts->max_body)
+    return refuse(b, 413, "the body is over %zu bytes (--max-body)", opts->max_body);
   if (length == 0) return BODY_OK;
   size_t ctlen = 0;
   const char *ct = http_req_header(req, "content-type", &ctlen);
@@ -799,23 +799,23 @@ int body_begin(http_body *b, uv_loop_t *loop, const mw_config *cfg, const http_r
     body_sink *s = sink_new(b);
     if (!s) return refuse(b, 500, "out of memory");
     s->multipart = true;
-    mp_init(&s->mp, bnd, blen, cfg->upload_max_part_header, &mp_cb, s);
+    mp_init(&s->mp, bnd, blen, opts->upload_max_part_header, &mp_cb, s);
     return BODY_OK;
   }
   /* Known to be larger than the buffer, or no room left in memory: to
    * disk from the first byte (as nginx does). */
-  if (length > 0 && ((uint64_t)length > cfg->body_buffer || gauge + (uint64_t)length > cfg->body_memory))
+  if (length > 0 && ((uint64_t)length > opts->body_buffer || gauge + (uint64_t)length > opts->body_memory))
     return start_spool(b);
   return BODY_OK;
 }
 
 int body_feed(http_body *b, const char *data, size_t len) {
   if (b->status) return BODY_FAIL;
-  if (b->len + len > b->cfg->max_body) return refuse(b, 413, "the body is over %zu bytes (--max-body)", b->cfg->max_body);
+  if (b->len + len > b->opts->max_body) return refuse(b, 413, "the body is over %zu bytes (--max-body)", b->opts->max_body);
   b->len += len;
   body_sink *s = b->sink;
   if (!s) {
-    if (b->mem.len + len <= b->cfg->body_buffer && gauge + len <= b->cfg->body_memory) {
+    if (b->mem.len + len <= b->opts->body_buffer && gauge + len <= b->opts->body_memory) {
       if (mw_str_append(&b->mem, data, len)) return refuse(b, 500, "out of memory");
       b->counted += len;
       gauge += len;
@@ -830,7 +830,7 @@ int body_feed(http_body *b, const char *data, size_t len) {
     if (r == REFUSED) return BODY_FAIL;
     if (r == MP_EHEADER)
       return refuse(b, 413, "a part's headers are over %zu bytes (--upload-max-part-header)",
-                    b->cfg->upload_max_part_header);
+                    b->opts->upload_max_part_header);
     if (r == MP_ENOMEM) return refuse(b, 500, "out of memory");
     if (r) return refuse(b, 400, "malformed multipart/form-data body");
   } else if (out_append(s, s->tail, data, len)) {
@@ -899,9 +899,9 @@ void body_release(http_body *b) {
   if (!s) return;
   list_remove(s);
   s->b = NULL;
-  const mw_config *cfg = s->cfg;
+  const http_opts *opts = s->opts;
   if (!s->busy) sink_destroy(s);
-  unthrottle(cfg, NULL); /* what it held is gone */
+  unthrottle(opts, NULL); /* what it held is gone */
 }
 
 void body_dispose(http_body *b) {

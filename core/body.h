@@ -1,9 +1,9 @@
 /* body.h — a request body while it arrives, for every carrier (HTTP/1 and
  * FastCGI).
  *
- * A body up to cfg.body_buffer bytes is held in memory. A larger one (or
- * any, once cfg.body_memory bytes of bodies are held across all
- * connections) is spooled to an unlinked temporary file in cfg.tmp_dir. A
+ * A body up to o->body_buffer bytes is held in memory. A larger one (or
+ * any, once o->body_memory bytes of bodies are held across all
+ * connections) is spooled to an unlinked temporary file in o->tmp_dir. A
  * multipart/form-data body is parsed as it comes (multipart.c): its fields
  * are kept in memory, each file is written to a temporary file of its own,
  * removed after the response. The disk is used off the loop (libuv's
@@ -62,9 +62,9 @@ typedef struct body_sink body_sink;
 typedef struct http_body {
   mw_str mem;                /* the body while it is held in memory */
   uint64_t len;              /* bytes received so far */
-  size_t counted;            /* of mem, counted against cfg.body_memory */
+  size_t counted;            /* of mem, counted against opts->body_memory */
   body_sink *sink;           /* spooling or multipart; NULL: in memory */
-  const mw_config *cfg;
+  const http_opts *opts;     /* borrowed: the listener's */
   uv_loop_t *loop;
   const body_events *ev;
   void *ud;
@@ -77,8 +77,9 @@ enum { BODY_OK = 0, BODY_WAIT = 1, BODY_FAIL = -1 };
 /* Starts the body of req (its headers are parsed; they are borrowed until
  * body_end). length is the Content-Length, or -1 when it is not known
  * (chunked). Returns BODY_OK, or BODY_FAIL (413 for a length over
- * cfg.max_body, 400 for multipart/form-data without a boundary). */
-int body_begin(http_body *b, uv_loop_t *loop, const mw_config *cfg, const http_req *req, int64_t length,
+ * o->max_body, 400 for multipart/form-data without a boundary). Borrows o
+ * until body_release. */
+int body_begin(http_body *b, uv_loop_t *loop, const http_opts *o, const http_req *req, int64_t length,
                const body_events *ev, void *ud);
 /* The next bytes of the body (borrowed). Returns BODY_OK, BODY_WAIT (stop
  * reading until ev->resume), or BODY_FAIL. */

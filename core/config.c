@@ -25,7 +25,7 @@ static int set_redis(mw_config *cfg, const char *val, FILE *err) {
     fprintf(err, "moonwire: --redis %s: %s\n", val, bad);
     return -EINVAL;
   }
-  cfg->redis = val;
+  cfg->app.redis = val;
   return 0;
 }
 
@@ -38,7 +38,7 @@ static int set_io_path(mw_config *cfg, const char *val, FILE *err) {
     return -EINVAL;
   }
   snprintf(io_path, sizeof io_path, "%s%s", val, val[len - 1] == '/' ? "" : "/");
-  cfg->io_path = io_path;
+  cfg->app.io.path = io_path;
   return 0;
 }
 
@@ -47,16 +47,16 @@ static int set_transports(mw_config *cfg, const char *val, FILE *err) {
     fprintf(err, "moonwire: --transports takes polling, websocket or both\n");
     return -EINVAL;
   }
-  cfg->transports = val;
+  cfg->app.io.transports = val;
   return 0;
 }
 
 static int add_origin(mw_config *cfg, const char *val, FILE *err) {
-  if (cfg->norigins == MW_CONFIG_MAX_ORIGINS) {
-    fprintf(err, "moonwire: at most %d --cors-origin\n", MW_CONFIG_MAX_ORIGINS);
+  if (cfg->app.io.norigins == L_IO_MAX_ORIGINS) {
+    fprintf(err, "moonwire: at most %d --cors-origin\n", L_IO_MAX_ORIGINS);
     return -EINVAL;
   }
-  cfg->origins[cfg->norigins++] = val;
+  cfg->app.io.origins[cfg->app.io.norigins++] = val;
   return 0;
 }
 
@@ -76,7 +76,7 @@ static int add_origin(mw_config *cfg, const char *val, FILE *err) {
 
 const mw_config_opt mw_config_opts[] = {
     SECTION(NULL),
-    STR("--root", "DIR", root, ".", "app directory (default: the current directory)"),
+    STR("--root", "DIR", app.root, ".", "app directory (default: the current directory)"),
     NUM("--port", "N", port, 0, 65535, 3000, "TCP port (default: $PORT, else %D; 0 picks a free one)"),
     STR("--host", "ADDR", host, "127.0.0.1", "bind address (default 127.0.0.1; 0.0.0.0 for the LAN)"),
     STR("--db", "PATH", db_path, NULL, "SQLite file (default: ROOT/data/moonwire.db, created on first run)"),
@@ -84,55 +84,55 @@ const mw_config_opt mw_config_opts[] = {
         "a write waits this long for a lock another process holds (default %D)"),
     NUM("--db-statement-timeout", "MS", db_statement_timeout_ms, 0, MW_MAX_MS, MW_DB_STATEMENT_TIMEOUT_MS,
         "a statement running longer is interrupted (default %D; 0: no limit)"),
-    ON("--dev", dev, true, "development mode: error details in pages (the default)"),
-    OFF("--production", dev, true, "production mode: plain error pages, no file watching"),
-    ON("--watch", watch, false, "reload scripts/, views/ and public/ when they change (on in dev mode)"),
-    ON("--quiet", quiet, false, "no access log on stdout"),
-    NUM("--max-body", "BYTES", max_body, 0, 1LL << 40, 1024 * 1024,
+    ON("--dev", app.dev, true, "development mode: error details in pages (the default)"),
+    OFF("--production", app.dev, true, "production mode: plain error pages, no file watching"),
+    ON("--watch", app.watch, false, "reload scripts/, views/ and public/ when they change (on in dev mode)"),
+    ON("--quiet", http.quiet, false, "no access log on stdout"),
+    NUM("--max-body", "BYTES", http.max_body, 0, 1LL << 40, 1024 * 1024,
         "request body limit (default %D); larger bodies get 413"),
-    NUM("--max-header-size", "BYTES", max_header_size, 1024, 1 << 20, HTTP_MAX_HEADER_BYTES,
+    NUM("--max-header-size", "BYTES", http.max_header_size, 1024, 1 << 20, HTTP_MAX_HEADER_BYTES,
         "request line and headers, in all (default %D); 431 past it"),
-    NUM("--header-timeout", "MS", header_timeout_ms, 1, MW_MAX_MS, 10000,
+    NUM("--header-timeout", "MS", http.header_timeout_ms, 1, MW_MAX_MS, 10000,
         "time allowed to send request headers (default %D)"),
-    NUM("--body-timeout", "MS", body_timeout_ms, 1, MW_MAX_MS, 60000,
+    NUM("--body-timeout", "MS", http.body_timeout_ms, 1, MW_MAX_MS, 60000,
         "longest wait between two reads of a request body (default %D); 408 past it"),
-    NUM("--body-deadline", "MS", body_deadline_ms, 0, MW_MAX_MS, 300000,
+    NUM("--body-deadline", "MS", http.body_deadline_ms, 0, MW_MAX_MS, 300000,
         "time allowed for a whole request body (default %D; 0: none); 408 past it"),
-    NUM("--body-buffer", "BYTES", body_buffer, 0, 1LL << 32, 64 * 1024,
+    NUM("--body-buffer", "BYTES", http.body_buffer, 0, 1LL << 32, 64 * 1024,
         "bodies up to this are held in memory, larger ones go to a temporary file (default %D)"),
-    NUM("--body-memory", "BYTES", body_memory, 0, 1LL << 40, 64 * 1024 * 1024,
+    NUM("--body-memory", "BYTES", http.body_memory, 0, 1LL << 40, 64 * 1024 * 1024,
         "request body bytes held in memory across all connections (default %D): past it\n"
         "bodies go to disk; reading pauses while a quarter of it waits for the disk"),
-    STR("--tmp-dir", "DIR", tmp_dir, NULL,
+    STR("--tmp-dir", "DIR", http.tmp_dir, NULL,
         "where request bodies and uploaded files are written (default: $TMPDIR, else /tmp)"),
-    NUM("--upload-max-files", "N", upload_max_files, 0, 1000000, 100,
+    NUM("--upload-max-files", "N", http.upload_max_files, 0, 1000000, 100,
         "multipart/form-data: files per request (default %D); 413 past it"),
-    NUM("--upload-max-file-size", "BYTES", upload_max_file_size, 0, 1LL << 40, 0,
+    NUM("--upload-max-file-size", "BYTES", http.upload_max_file_size, 0, 1LL << 40, 0,
         "bytes of one uploaded file (default: only --max-body); 413 past it"),
-    NUM("--upload-max-fields", "N", upload_max_fields, 0, 1000000, 1000,
+    NUM("--upload-max-fields", "N", http.upload_max_fields, 0, 1000000, 1000,
         "multipart/form-data: fields per request (default %D); 413 past it"),
-    NUM("--upload-max-field-size", "BYTES", upload_max_field_size, 0, 1LL << 32, 1024 * 1024,
+    NUM("--upload-max-field-size", "BYTES", http.upload_max_field_size, 0, 1LL << 32, 1024 * 1024,
         "bytes of one field's value (default %D); 413 past it"),
-    NUM("--upload-max-part-header", "BYTES", upload_max_part_header, 1, 1 << 20, 16 * 1024,
+    NUM("--upload-max-part-header", "BYTES", http.upload_max_part_header, 1, 1 << 20, 16 * 1024,
         "bytes of one part's headers (default %D); 413 past it"),
-    NUM("--keepalive-timeout", "MS", keepalive_timeout_ms, 1, MW_MAX_MS, 5000,
+    NUM("--keepalive-timeout", "MS", http.keepalive_timeout_ms, 1, MW_MAX_MS, 5000,
         "idle keep-alive connections close after this (default %D)"),
-    NUM("--handler-budget", "MS", handler_budget_ms, 0, MW_MAX_MS, 2000,
+    NUM("--handler-budget", "MS", app.handler_budget_ms, 0, MW_MAX_MS, 2000,
         "a route, socket handler or timer that runs longer is stopped (default %D; 0: no limit)"),
-    {.flag = "--lua-memory", .arg = "MB", .field = FIELD(lua_memory), .size = FSIZE(lua_memory), .shift = 20,
+    {.flag = "--lua-memory", .arg = "MB", .field = FIELD(app.lua_memory), .size = FSIZE(app.lua_memory), .shift = 20,
      .kind = MW_CFG_NUM, .min = 0, .max = 1 << 20, .def = 1024,
      .help = "the Lua VM's memory ceiling (default %D; 0: none)"},
-    NUM("--max-conns-per-ip", "N", max_conns_per_ip, 0, 1000000000, 1000,
+    NUM("--max-conns-per-ip", "N", server.ip.max_conns, 0, 1000000000, 1000,
         "connections one client address may hold (default %D; 0: no limit)"),
-    NUM("--max-conn-rate-per-ip", "N", max_conn_rate_per_ip, 0, 1000000000, 200,
+    NUM("--max-conn-rate-per-ip", "N", server.ip.max_rate, 0, 1000000000, 200,
         "new connections per second from one address (default %D; 0: no limit)"),
-    ON("--limit-loopback", limit_loopback, false,
+    ON("--limit-loopback", server.ip.loopback, false,
        "apply those two to loopback clients too (off: a proxy on this machine is one address)"),
-    NUM("--send-timeout", "MS", send_timeout_ms, 1, MW_MAX_MS, 60000,
+    NUM("--send-timeout", "MS", server.send_timeout_ms, 1, MW_MAX_MS, 60000,
         "a client that takes no byte of a response for this long is dropped (default %D)"),
-    NUM("--compress-min", "BYTES", compress_min, 1, 1LL << 40, 1024,
+    NUM("--compress-min", "BYTES", http.compress_min, 1, 1LL << 40, 1024,
         "smallest text response gzip/brotli compresses (default %D)"),
-    OFF("--no-compress", compress, true, "no compression (neither on the fly nor precompressed .gz/.br twins)"),
+    OFF("--no-compress", http.compress, true, "no compression (neither on the fly nor precompressed .gz/.br twins)"),
     STR("--fastcgi", "ADDR", fastcgi, NULL,
         "also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port"),
     FN("--redis", "URL", set_redis,
@@ -140,22 +140,22 @@ const mw_config_opt mw_config_opts[] = {
 
     SECTION("Socket.IO (these win over io.configure in the app)"),
     FN("--io-path", "PATH", set_io_path, "where Socket.IO answers (default /socket.io/)"),
-    OPT("--ping-interval", "MS", ping_interval, 1, MW_MAX_MS, EIO_DEFAULT_PING_INTERVAL_MS, 0,
+    OPT("--ping-interval", "MS", app.io.ping_interval, 1, MW_MAX_MS, EIO_DEFAULT_PING_INTERVAL_MS, 0,
         "heartbeat interval (default %D)"),
-    OPT("--ping-timeout", "MS", ping_timeout, 1, MW_MAX_MS, EIO_DEFAULT_PING_TIMEOUT_MS, 0,
+    OPT("--ping-timeout", "MS", app.io.ping_timeout, 1, MW_MAX_MS, EIO_DEFAULT_PING_TIMEOUT_MS, 0,
         "a client that does not answer a ping within this is closed (default %D)"),
-    OPT("--max-http-buffer-size", "N", max_http_buffer, 1, 1000000000, EIO_DEFAULT_MAX_PAYLOAD, 0,
+    OPT("--max-http-buffer-size", "N", app.io.max_http_buffer, 1, 1000000000, EIO_DEFAULT_MAX_PAYLOAD, 0,
         "largest message in bytes (default %D)"),
     NUM("--max-json-depth", "N", max_json_depth, 1, JSON_MAX_DEPTH, JSON_MAX_DEPTH,
         "arrays and objects nested in a JSON value, at most (default %D, the most)"),
-    OPT("--max-backpressure", "N", max_backpressure, 1024, 1LL << 40, EIO_DEFAULT_MAX_BUFFERED, 0,
+    OPT("--max-backpressure", "N", app.io.max_backpressure, 1024, 1LL << 40, EIO_DEFAULT_MAX_BUFFERED, 0,
         "bytes queued for a client that stops reading before it is closed (default %D)"),
-    OPT("--max-packet-rate", "N", max_packet_rate, 0, 1000000000, EIO_DEFAULT_MAX_PACKET_RATE, -1,
+    OPT("--max-packet-rate", "N", app.io.max_packet_rate, 0, 1000000000, EIO_DEFAULT_MAX_PACKET_RATE, -1,
         "packets per second a client may send; more are dropped, twice as many close it (default %D; 0: no "
         "limit)"),
-    OPT("--connect-timeout", "MS", connect_timeout, 1, MW_MAX_MS, SIO_DEFAULT_CONNECT_TIMEOUT_MS, 0,
+    OPT("--connect-timeout", "MS", app.io.connect_timeout, 1, MW_MAX_MS, SIO_DEFAULT_CONNECT_TIMEOUT_MS, 0,
         "a session that never joins a namespace closes after this (default %D)"),
-    OPT("--attachment-timeout", "MS", attachment_timeout, 1, MW_MAX_MS, SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS, 0,
+    OPT("--attachment-timeout", "MS", app.io.attachment_timeout, 1, MW_MAX_MS, SIO_DEFAULT_ATTACHMENT_TIMEOUT_MS, 0,
         "a binary packet's attachments must all arrive within this (default %D)"),
     FN("--transports", "LIST", set_transports, "polling,websocket (default both)"),
     FN("--cors-origin", "ORIGIN", add_origin, "allow this Origin (repeatable); a WebSocket from any other gets 403"),
@@ -289,27 +289,27 @@ void mw_config_usage(FILE *out) {
 
 int mw_config_resolve(mw_config *cfg, FILE *err) {
   static char root[PATH_MAX], db[PATH_MAX + 32], tmp[PATH_MAX];
-  if (!realpath(cfg->root, root)) {
+  if (!realpath(cfg->app.root, root)) {
     int e = errno;
-    fprintf(err, "moonwire: --root %s: %s\n", cfg->root, strerror(e));
+    fprintf(err, "moonwire: --root %s: %s\n", cfg->app.root, strerror(e));
     return -e;
   }
-  cfg->root = root;
+  cfg->app.root = root;
   if (!cfg->db_path) {
     snprintf(db, sizeof db, "%s/data/moonwire.db", root);
     cfg->db_path = db;
   }
-  cfg->watch = cfg->dev || cfg->watch;
+  cfg->app.watch = cfg->app.dev || cfg->app.watch;
   /* Large bodies and uploads are written there: say it now if it cannot be. */
-  const char *tdir = cfg->tmp_dir ? cfg->tmp_dir : getenv("TMPDIR");
+  const char *tdir = cfg->http.tmp_dir ? cfg->http.tmp_dir : getenv("TMPDIR");
   if (!tdir || !*tdir) tdir = "/tmp";
   struct stat st;
   if (stat(tdir, &st) != 0 || !S_ISDIR(st.st_mode) || access(tdir, W_OK | X_OK) != 0) {
     fprintf(err, "moonwire: %s %s: not a directory this process can write to\n",
-            cfg->tmp_dir ? "--tmp-dir" : "the temporary directory", tdir);
-    if (cfg->tmp_dir) return -EINVAL;
+            cfg->http.tmp_dir ? "--tmp-dir" : "the temporary directory", tdir);
+    if (cfg->http.tmp_dir) return -EINVAL;
   } else if (realpath(tdir, tmp)) {
-    cfg->tmp_dir = tmp;
+    cfg->http.tmp_dir = tmp;
   }
   return 0;
 }

@@ -12,53 +12,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MW_CONFIG_MAX_ORIGINS 16
+#include "http.h"
+#include "lhost.h"
+#include "server.h"
 
+/* Each part goes to the unit that follows it: the server, the HTTP and
+ * FastCGI listeners (in their http_site), the app host; main.c uses the
+ * rest. */
 typedef struct mw_config {
-  const char *root;       /* the app directory (scripts/, views/, public/) */
   const char *host;       /* bind address */
   int port;               /* 0 = ephemeral */
   const char *db_path;    /* SQLite file */
   uint32_t db_busy_timeout_ms, db_statement_timeout_ms; /* mw_db_opts */
-  bool dev;               /* dev mode: error details in pages */
-  bool quiet;             /* no access log */
-  bool watch;             /* reload scripts/, views/, public/ when they change */
-  bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
-  size_t max_body;        /* request body limit, bytes */
-  uint64_t header_timeout_ms;
-  size_t max_header_size;  /* request line plus headers, bytes (431 past it) */
-  /* Request bodies (body.c): held in memory up to body_buffer bytes, else
-   * spooled to a temporary file in tmp_dir; at most body_memory bytes of
-   * bodies held in memory across all connections. */
-  size_t body_buffer, body_memory;
-  const char *tmp_dir;
-  uint64_t body_timeout_ms;  /* between two reads of a body (408 past it) */
-  uint64_t body_deadline_ms; /* for a whole body, from its headers; 0: none */
-  /* multipart/form-data: files, fields, bytes of one file (0: only
-   * max_body), of one field, of one part's headers. */
-  size_t upload_max_files, upload_max_fields, upload_max_file_size, upload_max_field_size, upload_max_part_header;
-  uint64_t keepalive_timeout_ms;
-  uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
-  size_t lua_memory;          /* the Lua VM's memory ceiling in bytes (0: none) */
-  uint32_t max_conns_per_ip;  /* connections one client address may hold (0: no limit) */
-  uint32_t max_conn_rate_per_ip; /* new connections per second from one address (0: no limit) */
-  bool limit_loopback;        /* apply those to loopback addresses too */
-  uint64_t send_timeout_ms;   /* a response that stops leaving for this long is dropped (nginx send_timeout) */
-  bool compress;              /* gzip/brotli for text responses (--no-compress turns it off) */
-  size_t compress_min;        /* smallest body compressed, bytes */
-  /* Socket.IO options from the command line; 0/NULL = not given (the app's
-   * io.configure or socket.io's defaults apply). */
-  const char *io_path;
-  uint64_t ping_interval, ping_timeout, connect_timeout, attachment_timeout;
-  size_t max_http_buffer;
-  size_t max_backpressure;  /* bytes queued for a client that stops reading (0: not given) */
-  int64_t max_packet_rate;  /* packets per second per session (-1: not given, 0: no limit) */
-  int max_json_depth;       /* json_set_max_depth */
-  const char *transports;
-  const char *origins[MW_CONFIG_MAX_ORIGINS];
-  int norigins;
+  int max_json_depth;     /* json_set_max_depth */
   const char *fastcgi;    /* FastCGI listen address, "unix:/path" or "host:port"; NULL: none */
-  const char *redis;      /* --redis URL for the Redis adapter; NULL: none */
+  mw_server_opts server;  /* connections, whatever their protocol */
+  http_opts http;         /* requests and responses */
+  lhost_opts app;         /* the app: its root, dev mode, Lua, Socket.IO, Redis */
 } mw_config;
 
 typedef enum mw_config_kind {
@@ -76,7 +46,7 @@ typedef struct mw_config_opt mw_config_opt;
 struct mw_config_opt {
   const char *flag;     /* "--port" */
   const char *arg;      /* what follows it in --help ("N"), NULL for switches */
-  size_t field;         /* offsetof(mw_config, ...) */
+  size_t field;         /* offsetof(mw_config, ...), a field of one of its parts */
   uint8_t size;         /* MW_CFG_NUM: the field's size in bytes (4 or 8) */
   uint8_t shift;        /* MW_CFG_NUM: the value given is multiplied by 2^shift (MB → bytes) */
   mw_config_kind kind;

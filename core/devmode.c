@@ -14,10 +14,11 @@ static const char DEV_TAG[] = "<script src=\"/__moonwire/dev.js\"></script>";
 
 /* A page that says nothing for two pings is closed: every 15 s, or every
  * --ping-interval when given (tests make it short). */
-#define DEV_PING_MS(d) ((d)->srv->cfg.ping_interval ? (d)->srv->cfg.ping_interval : 15000)
+#define DEV_PING_MS 15000
 
-void devmode_init(devmode *d, mw_server *srv, lua_State *L) {
-  *d = (devmode){.srv = srv, .L = L, .reload_ref = LUA_NOREF, .boot = mw_now_ns()};
+void devmode_init(devmode *d, mw_server *srv, lua_State *L, bool on, uint64_t ping_ms) {
+  *d = (devmode){.srv = srv, .on = on, .ping_ms = ping_ms ? ping_ms : DEV_PING_MS, .L = L,
+                 .reload_ref = LUA_NOREF, .boot = mw_now_ns()};
 }
 
 /* Dev mode's details (tracebacks, the page helper, the live socket) are for
@@ -27,7 +28,7 @@ static bool is_loopback(const char *addr) {
   return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 || strncmp(addr, "::ffff:127.", 11) == 0);
 }
 
-bool devmode_client(const devmode *d, const http_req *req) { return d->srv->cfg.dev && is_loopback(req->remote_addr); }
+bool devmode_client(const devmode *d, const http_req *req) { return d->on && is_loopback(req->remote_addr); }
 
 /* Whether the response being built says Content-Type: text/html. */
 static bool is_html(const http_res *res) {
@@ -90,7 +91,7 @@ static void on_ping(uv_timer_t *t) {
   devmode *d = t->data;
   uint64_t now = uv_now(d->srv->loop);
   for (int i = d->npages - 1; i >= 0; i--) {
-    if (now - d->pages[i].seen > 2 * DEV_PING_MS(d)) ws_close(d->pages[i].ws, 1001, "no answer");
+    if (now - d->pages[i].seen > 2 * d->ping_ms) ws_close(d->pages[i].ws, 1001, "no answer");
     else page_send(d->pages[i].ws, "{\"type\":\"ping\"}");
   }
 }
@@ -119,7 +120,7 @@ static void live_accept(devmode *d, const http_req *req, http_res *res) {
   if (!d->ping && (d->ping = malloc(sizeof *d->ping))) {
     uv_timer_init(d->srv->loop, d->ping);
     d->ping->data = d;
-    uv_timer_start(d->ping, on_ping, DEV_PING_MS(d), DEV_PING_MS(d));
+    uv_timer_start(d->ping, on_ping, d->ping_ms, d->ping_ms);
     uv_unref((uv_handle_t *)d->ping);
   }
   lua_pushinteger(d->L, (lua_Integer)d->boot);

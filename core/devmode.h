@@ -28,6 +28,8 @@ typedef struct devmode_page {
  * it holds. */
 typedef struct devmode {
   mw_server *srv;
+  bool on;                /* dev mode (--dev) */
+  uint64_t ping_ms;       /* the pages' heartbeat */
   lua_State *L;
   int reload_ref;         /* moonwire.reload, set by the host once it loaded (LUA_NOREF before) */
   devmode_page pages[64]; /* pages listening on /__moonwire/live */
@@ -36,8 +38,9 @@ typedef struct devmode {
   uint64_t boot;          /* tells pages the server restarted */
 } devmode;
 
-/* Borrows srv and L (the VM's main thread): both outlive d. */
-void devmode_init(devmode *d, mw_server *srv, lua_State *L);
+/* Borrows srv and L (the VM's main thread): both outlive d. on: dev mode
+ * is on; ping_ms: the heartbeat (0: every 15 s). */
+void devmode_init(devmode *d, mw_server *srv, lua_State *L, bool on, uint64_t ping_ms);
 /* True when dev mode is on and req comes from this machine. */
 bool devmode_client(const devmode *d, const http_req *req);
 /* GET /__moonwire/dev.js and the /__moonwire/live WebSocket: 0 when it

@@ -171,7 +171,7 @@ typedef struct fcgi_txn {
 
 struct fcgi_conn {
   mw_conn *c;
-  const http_handler *handler; /* what answers its requests (the listener's user data); NULL: 404 */
+  const http_site *site;  /* the listener's user data (borrowed): who answers, under which settings */
   fcgi_parser parser;
   fcgi_txn *txn;          /* the active request: arriving, or waiting for its answer */
   bool peer_eof;
@@ -233,7 +233,7 @@ static void txn_release(fcgi_txn *t) {
   }
 }
 
-static void access_log(mw_server *srv, fcgi_txn *t) { http_access_log(srv, &t->req, &t->res); }
+static void access_log(fcgi_conn *fc, fcgi_txn *t) { http_access_log(&fc->site->opts, &t->req, &t->res); }
 
 /* ---- writing ---- */
 
@@ -259,7 +259,7 @@ static int next_request(fcgi_conn *fc, bool keep) {
     return 1;
   }
   if (c->wq_len) arm_send_timeout(fc);
-  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  else mw_conn_set_timeout(c, fc->site->opts.keepalive_timeout_ms);
   return 0;
 }
 
@@ -357,7 +357,7 @@ static void fcgi_end(http_res *res) {
     return;
   }
   if (res->aborted) { /* no END_REQUEST: the web server sees the response cut short */
-    access_log(fc->c->srv, t);
+    access_log(fc, t);
     fc->txn = NULL;
     txn_free(t);
     mw_conn_end(fc->c);
@@ -368,7 +368,7 @@ static void fcgi_end(http_res *res) {
   fcgi_put_header(tail + FCGI_HEADER_LEN, FCGI_END_REQUEST, t->id, 8, 0);
   memset(tail + 2 * FCGI_HEADER_LEN, 0, 8); /* appStatus 0, FCGI_REQUEST_COMPLETE */
   mw_conn_write_copy(fc->c, tail, sizeof tail);
-  access_log(fc->c->srv, t);
+  access_log(fc, t);
   bool keep = t->keep_conn && !t->refused;
   fc->txn = NULL;
   fc->sending = false;
@@ -378,9 +378,9 @@ static void fcgi_end(http_res *res) {
 
 static const http_carrier fcgi_carrier = {fcgi_head, fcgi_body, fcgi_end, fcgi_queued};
 
-static void res_start(fcgi_txn *t, mw_server *srv) {
+static void res_start(fcgi_txn *t, const http_opts *o) {
   http_res_reuse(&t->res, &t->req, &fcgi_carrier, t);
-  t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
+  t->res.compress_min = o->compress ? o->compress_min : 0;
 }
 
 /* ---- reading ---- */
@@ -402,7 +402,7 @@ static int malformed(fcgi_conn *fc) {
 static int refuse(fcgi_conn *fc, int status, const char *why) {
   fcgi_txn *t = fc->txn;
   t->refused = true;
-  res_start(t, fc->c->srv);
+  res_start(t, &fc->site->opts);
   char body[320];
   if (why && *why) snprintf(body, sizeof body, "%d %s: %s\n", status, http_status_text(status), why);
   else snprintf(body, sizeof body, "%d %s\n", status, http_status_text(status));
@@ -508,7 +508,7 @@ static int make_url(fcgi_txn *t, const fcgi_nv *uri, const fcgi_nv *script, cons
 /* Makes t->req from the CGI variables. Returns 0, or the status that refuses
  * the request: 400 for a bad one, 431 when its url and headers are over
  * HTTP's limit, 413 when CONTENT_LENGTH is over --max-body. */
-static int build_request(fcgi_txn *t, mw_server *srv) {
+static int build_request(fcgi_txn *t, const http_opts *o) {
   static const fcgi_nv none = {"", 0, "", 0};
   fcgi_nv nv, method = none, uri = none, script = none, pinfo = none, qs = none;
   bool has_uri = false;
@@ -556,8 +556,8 @@ static int build_request(fcgi_txn *t, mw_server *srv) {
   }
   if ((st = make_url(t, has_uri ? &uri : NULL, &script, &pinfo, &qs))) return st;
   if (!r->method) return 400;
-  if (r->url_len + header_bytes > srv->cfg.max_header_size) return 431;
-  if (t->has_length && t->content_length > srv->cfg.max_body) return 413;
+  if (r->url_len + header_bytes > o->max_header_size) return 431;
+  if (t->has_length && t->content_length > o->max_body) return 413;
   return 0;
 }
 
@@ -567,7 +567,7 @@ static int build_request(fcgi_txn *t, mw_server *srv) {
 static void arm_body_timer(fcgi_conn *fc, bool reading) {
   fcgi_txn *t = fc->txn;
   mw_conn *c = fc->c;
-  uint64_t ms = reading ? c->srv->cfg.body_timeout_ms : 0;
+  uint64_t ms = reading ? fc->site->opts.body_timeout_ms : 0;
   if (t->body_deadline) {
     uint64_t now = uv_now(c->srv->loop);
     uint64_t left = t->body_deadline > now ? t->body_deadline - now : 1;
@@ -579,7 +579,6 @@ static void arm_body_timer(fcgi_conn *fc, bool reading) {
 /* Hands the complete request to the handler. */
 static int serve(fcgi_conn *fc) {
   fcgi_txn *t = fc->txn;
-  mw_server *srv = fc->c->srv;
   if (fc->body_paused) { /* the body is all there: the next request may come */
     fc->body_paused = false;
     if (!fc->paused && !fc->peer_eof) mw_conn_resume(fc->c);
@@ -587,9 +586,9 @@ static int serve(fcgi_conn *fc) {
   t->dispatched = true;
   body_fill(&t->body, &t->req);
   mw_conn_set_timeout(fc->c, 0);
-  res_start(t, srv);
+  res_start(t, &fc->site->opts);
   /* The handler may answer now (t is freed then) or later. */
-  if (fc->handler) fc->handler->handle(fc->handler->ud, &t->req, &t->res);
+  if (fc->site->handler.handle) fc->site->handler.handle(fc->site->handler.ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
   return 0;
 }
@@ -671,12 +670,12 @@ static int begin_request(fcgi_conn *fc, const fcgi_record *r) {
   t->req.remote_addr = t->addr;
   fc->txn = t;
   /* Its parameters are its headers: --header-timeout for all of them. */
-  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  mw_conn_set_timeout(c, fc->site->opts.header_timeout_ms);
   return 0;
 }
 
-static size_t fcgi_max_params(const mw_server *srv) {
-  size_t n = srv->cfg.max_header_size + 48 * 1024;
+static size_t fcgi_max_params(const http_opts *o) {
+  size_t n = o->max_header_size + 48 * 1024;
   return n > FCGI_MAX_PARAMS_BYTES ? n : FCGI_MAX_PARAMS_BYTES;
 }
 
@@ -686,18 +685,18 @@ static int on_params(fcgi_conn *fc, const fcgi_record *r) {
   if (t->params_done) return malformed(fc); /* the stream went on after its end */
   if (r->len == 0) {
     t->params_done = true;
-    int st = build_request(t, c->srv);
+    int st = build_request(t, &fc->site->opts);
     if (st) return refuse(fc, st, NULL);
     mw_server *srv = c->srv;
     int64_t length = t->has_length ? (int64_t)t->content_length : -1;
-    if (body_begin(&t->body, srv->loop, &srv->cfg, &t->req, length, &fcgi_body_events, t) != BODY_OK)
+    if (body_begin(&t->body, srv->loop, &fc->site->opts, &t->req, length, &fcgi_body_events, t) != BODY_OK)
       return refuse(fc, t->body.status, t->body.why);
-    uint64_t dl = srv->cfg.body_deadline_ms;
+    uint64_t dl = fc->site->opts.body_deadline_ms;
     t->body_deadline = dl ? uv_now(srv->loop) + dl : 0;
     arm_body_timer(fc, true);
     return 0;
   }
-  if (t->params.len + r->len > fcgi_max_params(fc->c->srv)) return refuse(fc, 431, NULL);
+  if (t->params.len + r->len > fcgi_max_params(&fc->site->opts)) return refuse(fc, 431, NULL);
   if (mw_str_append(&t->params, r->content, r->len)) return refuse(fc, 500, NULL);
   return 0;
 }
@@ -807,7 +806,7 @@ static void fcgi_on_read(mw_conn *c, const char *data, size_t len) {
 
 static void fcgi_on_drain(mw_conn *c) {
   fcgi_conn *fc = c->proto_data;
-  if (!fc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms); /* idle from now */
+  if (!fc->txn) mw_conn_set_timeout(c, fc->site->opts.keepalive_timeout_ms); /* idle from now */
   if (fc->sending) { /* a streamed response: its producer sets the pace again */
     fc->sending = false;
     mw_conn_set_timeout(c, 0);
@@ -878,8 +877,8 @@ void fcgi_conn_attach(mw_conn *c, void *ud) {
     return;
   }
   fc->c = c;
-  fc->handler = ud;
+  fc->site = ud;
   c->proto = &fcgi_proto;
   c->proto_data = fc;
-  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  mw_conn_set_timeout(c, fc->site->opts.header_timeout_ms);
 }

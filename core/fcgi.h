@@ -96,8 +96,7 @@ int fcgi_nv_append(mw_str *s, const char *name, size_t nlen, const char *value, 
 
 struct mw_conn;
 /* Makes c speak FastCGI: the --fastcgi listener's attach function
- * (mw_attach_fn; ud is the http_handler that answers its requests, as for
- * HTTP). Tests and fuzzers attach it to a connection without a socket. */
+ * (mw_attach_fn; ud is the http_site, borrowed, as for HTTP). Tests and fuzzers attach it to a connection without a socket. */
 void fcgi_conn_attach(struct mw_conn *c, void *ud);
 
 #endif

@@ -439,7 +439,7 @@ typedef struct http_txn {
   int err_status;         /* 400/413/431 decided while parsing */
   const char *err_why;    /* and why, for the client (NULL: the status says it) */
   uint64_t body_deadline; /* loop time the whole body is due by; 0: none */
-  bool field_open, value_open, headers_done;
+  bool field_open, headers_done;
   bool has_body;          /* body_begin was called */
   bool body_wait;         /* complete, waiting for the disk before dispatch */
   bool asterisk;          /* OPTIONS * */
@@ -447,7 +447,7 @@ typedef struct http_txn {
 
 struct http_conn {
   mw_conn *c;
-  const http_handler *handler; /* what answers its requests (the listener's user data); NULL: 404 */
+  const http_site *site;  /* the listener's user data (borrowed): who answers, under which settings */
   llhttp_t parser;
   http_txn *txn;          /* being parsed, or dispatched and unanswered */
   mw_str stash;           /* bytes received while a response was pending */
@@ -506,8 +506,8 @@ static void txn_free(http_txn *t) {
 static bool log_tty = false;
 static int log_checked = 0;
 
-void http_access_log(mw_server *srv, const http_req *req, const http_res *res) {
-  if (srv->cfg.quiet) return;
+void http_access_log(const http_opts *o, const http_req *req, const http_res *res) {
+  if (o->quiet) return;
   if (!log_checked) {
     log_checked = 1;
     log_tty = isatty(STDOUT_FILENO);
@@ -521,7 +521,7 @@ void http_access_log(mw_server *srv, const http_req *req, const http_res *res) {
          res->bytes_sent);
 }
 
-static void access_log(mw_server *srv, http_txn *t) { http_access_log(srv, &t->req, &t->res); }
+static void access_log(http_conn *hc, http_txn *t) { http_access_log(&hc->site->opts, &t->req, &t->res); }
 
 static void http_feed(http_conn *hc, const char *data, size_t len);
 
@@ -561,7 +561,7 @@ static void continue_after_response(http_conn *hc) {
     }
   }
   if (c->wq_len) arm_send_timeout(hc);
-  else mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  else mw_conn_set_timeout(c, hc->site->opts.keepalive_timeout_ms);
   /* A large response holds the next request back until it has left: a
    * client that pipelines without reading cannot pile answers up. */
   hc->held = c->wq_bytes > HTTP_PIPELINE_QUEUE;
@@ -698,7 +698,7 @@ static void tcp_end(http_res *res) {
     mw_buf *last = const_buf(&last_chunk_buf, "0\r\n\r\n");
     if (last) mw_conn_write(c, last, 0, 5);
   }
-  access_log(c->srv, t);
+  access_log(hc, t);
   bool keep = res->keep_alive && !t->err_status;
   hc->txn = NULL;
   hc->busy = false;
@@ -718,7 +718,7 @@ static http_txn *cur(llhttp_t *p) { return ((http_conn *)p->data)->txn; }
 
 static int add_header_bytes(http_txn *t, size_t n) {
   t->hdr_bytes += n;
-  if (t->hdr_bytes > t->hc->c->srv->cfg.max_header_size) {
+  if (t->hdr_bytes > t->hc->site->opts.max_header_size) {
     t->err_status = 431;
     return -1;
   }
@@ -733,7 +733,7 @@ static int on_message_begin(llhttp_t *p) {
   t->req.start_ns = mw_now_ns();
   t->req.remote_addr = hc->c->addr;
   hc->txn = t;
-  mw_conn_set_timeout(hc->c, hc->c->srv->cfg.header_timeout_ms);
+  mw_conn_set_timeout(hc->c, hc->site->opts.header_timeout_ms);
   return 0;
 }
 
@@ -788,7 +788,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 static void arm_body_timer(http_conn *hc, bool reading) {
   http_txn *t = hc->txn;
   mw_conn *c = hc->c;
-  uint64_t ms = reading ? c->srv->cfg.body_timeout_ms : 0;
+  uint64_t ms = reading ? hc->site->opts.body_timeout_ms : 0;
   if (t->body_deadline) {
     uint64_t now = uv_now(c->srv->loop);
     uint64_t left = t->body_deadline > now ? t->body_deadline - now : 1;
@@ -959,7 +959,7 @@ static int on_headers_complete(llhttp_t *p) {
     t->has_body = true;
     /* An oversized Content-Length is refused at once, before a byte of the
      * body is read (nginx does the same). */
-    if (body_begin(&t->body, srv->loop, &srv->cfg, r, length, &http_body_events, t) != BODY_OK) {
+    if (body_begin(&t->body, srv->loop, &hc->site->opts, r, length, &http_body_events, t) != BODY_OK) {
       t->err_status = t->body.status;
       t->err_why = t->body.why;
       return -1;
@@ -967,7 +967,7 @@ static int on_headers_complete(llhttp_t *p) {
     /* The client waits for this before it sends the body (curl for a
      * second, then sends anyway). */
     if (expect_continue) mw_conn_write_copy(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    uint64_t dl = srv->cfg.body_deadline_ms;
+    uint64_t dl = hc->site->opts.body_deadline_ms;
     t->body_deadline = dl ? uv_now(srv->loop) + dl : 0;
     arm_body_timer(hc, true);
   }
@@ -1037,7 +1037,7 @@ static void reject(http_conn *hc, int status) {
   size_t blen = strlen(body);
   mw_buf *head = http1_head(1, status, &fields, false, (int64_t)blen, false, body, blen);
   if (head) mw_conn_write(c, head, 0, head->len);
-  if (t && !c->srv->cfg.quiet) {
+  if (t && !hc->site->opts.quiet) {
     if (!t->headers_done) { /* log what we know */
       t->req.method = llhttp_method_name(hc->parser.method);
       t->req.url = t->raw.p;
@@ -1045,8 +1045,8 @@ static void reject(http_conn *hc, int status) {
     }
     t->res.status = status;
     t->res.bytes_sent = strlen(body);
-    access_log(c->srv, t);
-  } else if (!c->srv->cfg.quiet) {
+    access_log(hc, t);
+  } else if (!hc->site->opts.quiet) {
     printf("- - %d - - %zu\n", status, strlen(body));
   }
   if (t) {
@@ -1077,10 +1077,10 @@ static void serve(http_conn *hc) {
     t->req.body_len = 0;
   }
   http_res_reuse(&t->res, &t->req, &http_tcp_carrier, t);
-  t->res.compress_min = srv->cfg.compress ? srv->cfg.compress_min : 0;
+  t->res.compress_min = hc->site->opts.compress ? hc->site->opts.compress_min : 0;
   if (srv->stopping) t->res.keep_alive = false;
   if (t->asterisk) answer_asterisk(&t->res);
-  else if (t->hc->handler) t->hc->handler->handle(t->hc->handler->ud, &t->req, &t->res);
+  else if (hc->site->handler.handle) hc->site->handler.handle(hc->site->handler.ud, &t->req, &t->res);
   else http_res_simple(&t->res, 404, "text/plain; charset=utf-8", "Not Found\n");
 }
 
@@ -1179,7 +1179,7 @@ mw_conn *http_res_upgrade(http_res *res, const char *head, size_t len, mw_str *r
   res->done = true;
   res->status = 101;
   mw_conn_write_copy(c, head, len);
-  access_log(c->srv, t);
+  access_log(hc, t);
   hc->txn = NULL;
   hc->busy = false;
   txn_free(t);
@@ -1243,7 +1243,7 @@ static void http_on_drain(mw_conn *c) {
   }
   /* Idle: the keep-alive timer starts now. A request being parsed keeps
    * the header timeout it has. */
-  if (!hc->txn) mw_conn_set_timeout(c, c->srv->cfg.keepalive_timeout_ms);
+  if (!hc->txn) mw_conn_set_timeout(c, hc->site->opts.keepalive_timeout_ms);
   if (hc->held) {
     hc->held = false;
     if (!hc->in_feed) next_requests(hc);
@@ -1295,12 +1295,12 @@ void http_conn_attach(mw_conn *c, void *ud) {
     return;
   }
   hc->c = c;
-  hc->handler = ud;
+  hc->site = ud;
   llhttp_init(&hc->parser, HTTP_REQUEST, &http_settings);
   hc->parser.data = hc;
   c->proto = &http_proto;
   c->proto_data = hc;
-  mw_conn_set_timeout(c, c->srv->cfg.header_timeout_ms);
+  mw_conn_set_timeout(c, hc->site->opts.header_timeout_ms);
 }
 
 void http_conn_refuse(mw_conn *c, void *ud) {

@@ -13,8 +13,31 @@
 #include "mw.h"
 
 /* The request line plus headers of one request, at most (431 past it):
- * the default of --max-header-size (mw_config.max_header_size). */
+ * the default of --max-header-size (http_opts.max_header_size). */
 #define HTTP_MAX_HEADER_BYTES (16 * 1024)
+
+/* The settings HTTP follows on every carrier (http.c, fcgi.c) and for
+ * request bodies (body.c); config.c fills them from the command line, and
+ * a listener gets them in its http_site. Strings are borrowed. */
+typedef struct http_opts {
+  size_t max_header_size;      /* request line plus headers, bytes (431 past it) */
+  size_t max_body;             /* request body limit, bytes (413 past it) */
+  uint64_t header_timeout_ms;  /* for the request line and headers */
+  uint64_t keepalive_timeout_ms;
+  /* Request bodies (body.c): held in memory up to body_buffer bytes, else
+   * spooled to a temporary file in tmp_dir; at most body_memory bytes of
+   * bodies held in memory across all connections. */
+  size_t body_buffer, body_memory;
+  const char *tmp_dir;         /* NULL: $TMPDIR, else /tmp */
+  uint64_t body_timeout_ms;    /* between two reads of a body (408 past it) */
+  uint64_t body_deadline_ms;   /* for a whole body, from its headers; 0: none */
+  /* multipart/form-data: files, fields, bytes of one file (0: only
+   * max_body), of one field, of one part's headers. */
+  size_t upload_max_files, upload_max_fields, upload_max_file_size, upload_max_field_size, upload_max_part_header;
+  bool compress;               /* gzip/brotli for text responses */
+  size_t compress_min;         /* smallest body compressed, bytes */
+  bool quiet;                  /* no access log */
+} http_opts;
 
 typedef struct http_header {
   const char *name;
@@ -139,11 +162,10 @@ void http_res_init(http_res *res, const http_req *req, const http_carrier *c, vo
 void http_res_reuse(http_res *res, const http_req *req, const http_carrier *c, void *data);
 void http_res_dispose(http_res *res);
 
-/* The access log's line for a finished exchange (unless --quiet): method,
+/* The access log's line for a finished exchange (unless o->quiet): method,
  * target, status, time since the request began, body bytes sent; coloured
- * by status on a terminal. The same line for every carrier. Borrows both. */
-struct mw_server;
-void http_access_log(struct mw_server *srv, const http_req *req, const http_res *res);
+ * by status on a terminal. The same line for every carrier. Borrows all. */
+void http_access_log(const http_opts *o, const http_req *req, const http_res *res);
 
 /* Adds a header. Returns 0, or -EINVAL when name or value holds CR, LF or
  * NUL (header injection) or name a colon, or -ENOMEM. Content-Length,
@@ -224,20 +246,26 @@ int64_t http_parse_date(const char *s, size_t len);
 struct mw_conn;
 struct mw_server;
 
-/* Makes c speak HTTP/1.x: the HTTP listener's attach function (mw_attach_fn).
- * ud is the http_handler that answers its requests (it must outlive the
- * connection; NULL: every request gets 404). */
-void http_conn_attach(struct mw_conn *c, void *ud);
-/* The HTTP listener's refuse (mw_listen_opts): a client over the limits per
- * address gets a 503 with Retry-After, and the connection ends. */
-void http_conn_refuse(struct mw_conn *c, void *ud);
-
-/* What answers requests (the app host's, lhost_handler): handed to a
- * listener as its user data. handle() must eventually finish res (now or
- * later); it may not free req before that. */
+/* What answers requests (the app host's, lhost_handler). handle() must
+ * eventually finish res (now or later); it may not free req before that. */
 typedef struct http_handler {
   void (*handle)(void *ud, const http_req *req, http_res *res);
   void *ud;
 } http_handler;
+
+/* What an HTTP or FastCGI listener is given as its user data: who answers
+ * (handler.handle NULL: every request gets 404) and under which settings.
+ * Borrowed by every connection it accepts: it must outlive them. */
+typedef struct http_site {
+  http_handler handler;
+  http_opts opts;
+} http_site;
+
+/* Makes c speak HTTP/1.x: the HTTP listener's attach function (mw_attach_fn).
+ * ud is the http_site (borrowed). */
+void http_conn_attach(struct mw_conn *c, void *ud);
+/* The HTTP listener's refuse (mw_listen_opts): a client over the limits per
+ * address gets a 503 with Retry-After, and the connection ends. */
+void http_conn_refuse(struct mw_conn *c, void *ud);
 
 #endif

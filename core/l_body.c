@@ -10,6 +10,9 @@
 #include "body.h"
 #include "lcall.h"
 
+/* The most one read of a spooled body returns (req:read(off, n)). */
+#define L_BODY_READ_MAX (64 * 1024 * 1024)
+
 /* A read in flight: its Lua callback, and the VM to call it in. */
 typedef struct l_read {
   struct l_read *prev, *next;
@@ -55,7 +58,7 @@ int l_body_read(lua_State *L, const http_req *req, int arg) {
   lua_Integer off = luaL_checkinteger(L, arg), n = luaL_checkinteger(L, arg + 1);
   luaL_checktype(L, arg + 2, LUA_TFUNCTION);
   luaL_argcheck(L, off >= 0, arg, "offset must be >= 0");
-  luaL_argcheck(L, n >= 0 && n <= 64 * 1024 * 1024, arg + 1, "length must be 0..64 MiB");
+  luaL_argcheck(L, n >= 0 && n <= L_BODY_READ_MAX, arg + 1, "length must be 0..64 MiB");
   l_read *lr = calloc(1, sizeof *lr);
   if (!lr) return luaL_error(L, "out of memory");
   /* The callback runs in the main thread: L is the handler's coroutine,
@@ -81,7 +84,7 @@ int l_body_read_now(lua_State *L, const http_req *req, int arg) {
   body_file *f = spool_of(L, req);
   lua_Integer off = luaL_checkinteger(L, arg), n = luaL_checkinteger(L, arg + 1);
   luaL_argcheck(L, off >= 0, arg, "offset must be >= 0");
-  luaL_argcheck(L, n >= 0 && n <= 64 * 1024 * 1024, arg + 1, "length must be 0..64 MiB");
+  luaL_argcheck(L, n >= 0 && n <= L_BODY_READ_MAX, arg + 1, "length must be 0..64 MiB");
   if ((uint64_t)off >= f->size) n = 0;
   else if ((uint64_t)n > f->size - (uint64_t)off) n = (lua_Integer)(f->size - (uint64_t)off);
   luaL_Buffer b;

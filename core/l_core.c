@@ -11,9 +11,9 @@
 #include <time.h>
 
 #include "l_exchange.h"
+#include "lhost.h" /* lhost_opts */
 #include "lmodule.h"
 #include "mw.h"
-#include "server.h"
 
 static int core_log(lua_State *L) {
   static const char *levels[] = {"error", "warn", "info", "debug", NULL};
@@ -73,15 +73,15 @@ int luaopen_moonwire_core(lua_State *L) {
                                  {"headers", l_exchange_headers}, {"random", core_random}, {"hmac", core_hmac},
                                  {"equal", core_equal},   {NULL, NULL}};
   luaL_newlib(L, fns);
-  const mw_server *srv = lmodule_env_of(L)->srv;
-  lua_pushstring(L, srv->cfg.root);
+  const lhost_opts *o = lmodule_env_of(L)->opts;
+  lua_pushstring(L, o->root);
   lua_setfield(L, -2, "root");
-  lua_pushboolean(L, srv->cfg.dev);
+  lua_pushboolean(L, o->dev);
   lua_setfield(L, -2, "dev");
   lua_pushstring(L, MW_VERSION);
   lua_setfield(L, -2, "version");
-  if (srv->cfg.redis) {
-    lua_pushstring(L, srv->cfg.redis);
+  if (o->redis) {
+    lua_pushstring(L, o->redis);
     lua_setfield(L, -2, "redis");
   }
   return 1;

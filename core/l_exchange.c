@@ -181,8 +181,19 @@ static bool ex_fresh(const http_res *res) {
   return false;
 }
 
-/* ex:finish(status, body, headers, etag) → true, or false if already
- * answered. headers is a table name → value (a value may be an array for
+/* A response answered already (or being sent by static.c for
+ * res:sendFile): the exchange is stale, and using it is the route's
+ * mistake (a second res:send). Raises, naming the line that called the
+ * Lua method (level 2: the route, past response.lua's method). */
+static int ex_stale(lua_State *L, const char *what) {
+  luaL_where(L, 2);
+  lua_pushfstring(L, "%s: the response was already sent", what);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/* ex:finish(status, body, headers, etag); raises when already answered
+ * (ex_stale). headers is a table name → value (a value may be an array for
  * repeats). etag: give a GET or HEAD's 2xx body a weak ETag unless it has
  * one; either way, a client whose copy is fresh gets 304 (as Express's
  * res.send). A streamed response ends with its last piece. */
@@ -191,18 +202,14 @@ static int ex_finish(lua_State *L) {
   int status = ex_status(L, 2);
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 3, "", &blen);
-  if (!ex->res) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+  if (!ex->res) return ex_stale(L, "res:send");
   http_res *res = ex->res;
   if (ex->streaming) { /* res:send on a streamed response: the last piece */
     if (blen) http_res_write_copy(res, body, blen);
     ex->res = NULL;
     ex->streaming = false;
     http_res_finish(res);
-    lua_pushboolean(L, 1);
-    return 1;
+    return 0;
   }
   res->status = status;
   ex_headers(L, res, 4);
@@ -227,8 +234,7 @@ static int ex_finish(lua_State *L) {
   }
   http_res_end(res, body, blen);
   mw_str_free(&page);
-  lua_pushboolean(L, 1);
-  return 1;
+  return 0;
 }
 
 static int ex_done(lua_State *L) {
@@ -237,21 +243,18 @@ static int ex_done(lua_State *L) {
   return 1;
 }
 
-/* ex:begin(status, headers) → true: the head goes out, the body follows in
- * pieces (chunked on HTTP/1.1). false when already answered. */
+/* ex:begin(status, headers): the head goes out, the body follows in
+ * pieces (chunked on HTTP/1.1). Raises when already answered or begun
+ * (ex_stale). */
 static int ex_begin(lua_State *L) {
   l_exchange *ex = check_ex(L);
   int status = ex_status(L, 2);
-  if (!ex->res || ex->streaming) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+  if (!ex->res || ex->streaming) return ex_stale(L, "res:write");
   ex->res->status = status;
   ex_headers(L, ex->res, 3);
   ex->streaming = true;
   http_res_begin(ex->res, HTTP_LEN_STREAM);
-  lua_pushboolean(L, 1);
-  return 1;
+  return 0;
 }
 
 /* A route writes on while the queue holds less than this; past it,
@@ -364,7 +367,9 @@ static int ex_wait(lua_State *L) {
   return 0;
 }
 
-/* ex:abort(): ends a streamed response cut short (the route failed). */
+/* ex:abort(): ends a streamed response cut short (the route failed). Like
+ * a close, it may come twice: on anything but an open stream it does
+ * nothing. */
 static int ex_abort(lua_State *L) {
   l_exchange *ex = check_ex(L);
   if (ex->res && ex->streaming) {
@@ -403,7 +408,7 @@ static void on_sendfile_done(void *ud, const http_req *req, http_res *res, int r
 
 /* ex:sendfile(status, headers, root, path, dotfiles, cache_control, fn) →
  * true (fn hears how it went), or nil and why at once (the response is
- * still the route's). */
+ * still the route's). Raises when already answered (ex_stale). */
 static int ex_sendfile(lua_State *L) {
   l_exchange *ex = check_ex(L);
   int status = ex_status(L, 2);
@@ -413,11 +418,7 @@ static int ex_sendfile(lua_State *L) {
   bool dotfiles = lua_toboolean(L, 6);
   const char *cc = luaL_optstring(L, 7, NULL);
   luaL_checktype(L, 8, LUA_TFUNCTION);
-  if (!ex->res || ex->streaming) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "the response was already sent");
-    return 2;
-  }
+  if (!ex->res || ex->streaming) return ex_stale(L, "res:sendFile");
   if (strlen(path) != plen) { /* a NUL in it */
     lua_pushnil(L);
     lua_pushliteral(L, "not found");

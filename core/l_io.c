@@ -1,6 +1,17 @@
 /* l_io.c — moonwire.io_c: what core/embedded/lua/moonwire/io.lua and engine.lua need
  * from sio.c and eio.c. Sockets are handles (userdata) that go stale when
- * their C socket is gone; each is bound to the Lua socket object. */
+ * their C socket is gone; each is bound to the Lua socket object.
+ *
+ * A stale handle is not misuse: a client may leave at any moment, and a
+ * handler, a timer or an awaited middleware still holding its socket
+ * cannot know (socket.io drops what is sent to a disconnected socket, and
+ * its join, leave and disconnect do nothing then). So on a stale handle
+ * every action (bind, accept, set_id, reject, send, join, leave,
+ * disconnect, close_transport; an engine socket's send and close) does
+ * nothing and returns false, where it returns true once done; every query
+ * answers as for a closed socket (id nil, connected false, rooms {},
+ * buffered 0, transport "closed"). Misuse (a wrong argument type, too many
+ * attachments or rooms) raises, as everywhere. */
 #include "l_io.h"
 
 #include <lauxlib.h>
@@ -38,6 +49,8 @@ typedef struct allow_hook {
 struct l_io {
   lua_State *L;
   struct mw_server *srv;
+  l_io_opts cli;  /* the command line's settings, over the app's */
+  bool dev;       /* cross-origin requests allowed */
   sio_server *io;
   eio_server *engine;
   int cb_ref;     /* io.lua's callbacks */
@@ -185,14 +198,21 @@ static sio_socket *check_sock(lua_State *L) {
   return h->s;
 }
 
+/* An action's answer: true when it was done, false when the socket is gone. */
+static int done(lua_State *L, bool yes) {
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+/* h:bind(socket) → true: socket is what the events of h come to. */
 static int s_bind(lua_State *L) {
   sock_handle *h = luaL_checkudata(L, 1, SOCK_MT);
   luaL_checktype(L, 2, LUA_TTABLE);
-  if (!h->s) return 0;
+  if (!h->s) return done(L, false);
   luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
   lua_pushvalue(L, 2);
   h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
+  return done(L, true);
 }
 
 static int s_id(lua_State *L) {
@@ -202,44 +222,51 @@ static int s_id(lua_State *L) {
   return 1;
 }
 
-/* h:accept([pid]) → true, or false when the socket is gone. */
+/* h:accept([pid]) → true: the client hears it is connected. */
 static int s_accept(lua_State *L) {
   sio_socket *s = check_sock(L);
   const char *pid = luaL_optstring(L, 2, NULL);
   if (s) sio_accept_pid(s, pid);
-  lua_pushboolean(L, s != NULL);
-  return 1;
+  return done(L, s != NULL);
 }
 
-/* h:set_id(id) → true, or false and why (before accept: a recovered session). */
+/* h:set_id(id) → true, or false and why: "in use", "invalid", "gone"
+ * (before accept: a recovered session). */
 static int s_set_id(lua_State *L) {
   sio_socket *s = check_sock(L);
   const char *id = luaL_checkstring(L, 2);
-  int r = s ? sio_socket_set_id(s, id) : -EINVAL;
+  if (!s) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "gone");
+    return 2;
+  }
+  int r = sio_socket_set_id(s, id);
   lua_pushboolean(L, r == 0);
   if (r == 0) return 1;
   lua_pushstring(L, r == -EEXIST ? "in use" : "invalid");
   return 2;
 }
 
+/* h:close_transport() → true: the connection under the socket closes. */
 static int s_close_transport(lua_State *L) {
   sio_socket *s = check_sock(L);
   if (s) sio_close_transport(s);
-  return 0;
+  return done(L, s != NULL);
 }
 
+/* h:reject(json) → true: the connect is refused with json; h is stale
+ * from now on. */
 static int s_reject(lua_State *L) {
   sock_handle *h = luaL_checkudata(L, 1, SOCK_MT);
   size_t len;
   const char *json = luaL_checklstring(L, 2, &len);
-  if (h->s) {
-    sio_socket *s = h->s;
-    h->s = NULL;
-    luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
-    h->ref = LUA_NOREF;
-    sio_reject(s, json, len);
-  }
-  return 0;
+  if (!h->s) return done(L, false);
+  sio_socket *s = h->s;
+  h->s = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+  h->ref = LUA_NOREF;
+  sio_reject(s, json, len);
+  return done(L, true);
 }
 
 /* Reads an optional array of binary attachments at idx. */
@@ -269,8 +296,7 @@ static int s_send(lua_State *L) {
   mw_str atts[MAX_ATTS];
   int n = get_atts(L, 3, atts, MAX_ATTS);
   if (s) sio_send(s, packet, len, atts, n, lua_toboolean(L, 4));
-  lua_pushboolean(L, s != NULL);
-  return 1;
+  return done(L, s != NULL);
 }
 
 static int s_join(lua_State *L) {
@@ -278,7 +304,7 @@ static int s_join(lua_State *L) {
   size_t len;
   const char *room = luaL_checklstring(L, 2, &len);
   if (s) sio_join(s, room, len);
-  return 0;
+  return done(L, s != NULL);
 }
 
 static int s_leave(lua_State *L) {
@@ -286,7 +312,7 @@ static int s_leave(lua_State *L) {
   size_t len;
   const char *room = luaL_checklstring(L, 2, &len);
   if (s) sio_leave(s, room, len);
-  return 0;
+  return done(L, s != NULL);
 }
 
 static void add_room(void *ud, const char *room, size_t len) {
@@ -306,7 +332,7 @@ static int s_rooms(lua_State *L) {
 static int s_disconnect(lua_State *L) {
   sio_socket *s = check_sock(L);
   if (s) sio_disconnect(s, lua_toboolean(L, 2));
-  return 0;
+  return done(L, s != NULL);
 }
 
 static int s_connected(lua_State *L) {
@@ -637,23 +663,23 @@ static void read_options(lua_State *L, int idx, eio_options *o, sio_options *so)
 
 /* Command-line options override what the app sets. */
 static void apply_cli(l_io *x, eio_options *o, sio_options *so) {
-  const mw_config *cfg = &x->srv->cfg;
-  if (cfg->io_path) snprintf(o->path, sizeof o->path, "%s", cfg->io_path);
-  if (cfg->ping_interval) o->ping_interval = cfg->ping_interval;
-  if (cfg->ping_timeout) o->ping_timeout = cfg->ping_timeout;
-  if (cfg->max_http_buffer) o->max_payload = cfg->max_http_buffer;
-  if (cfg->max_backpressure) o->max_buffered = cfg->max_backpressure;
-  if (cfg->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cfg->max_packet_rate;
-  if (cfg->transports) {
-    o->polling = strstr(cfg->transports, "polling") != NULL;
-    o->websocket = strstr(cfg->transports, "websocket") != NULL;
+  const l_io_opts *cli = &x->cli;
+  if (cli->path) snprintf(o->path, sizeof o->path, "%s", cli->path);
+  if (cli->ping_interval) o->ping_interval = cli->ping_interval;
+  if (cli->ping_timeout) o->ping_timeout = cli->ping_timeout;
+  if (cli->max_http_buffer) o->max_payload = cli->max_http_buffer;
+  if (cli->max_backpressure) o->max_buffered = cli->max_backpressure;
+  if (cli->max_packet_rate >= 0) o->max_packet_rate = (uint32_t)cli->max_packet_rate;
+  if (cli->transports) {
+    o->polling = strstr(cli->transports, "polling") != NULL;
+    o->websocket = strstr(cli->transports, "websocket") != NULL;
   }
-  if (cfg->norigins) {
-    o->origins = (char **)cfg->origins;
-    o->norigins = cfg->norigins;
+  if (cli->norigins) {
+    o->origins = (char **)cli->origins;
+    o->norigins = cli->norigins;
   }
-  if (so && cfg->connect_timeout) so->connect_timeout = cfg->connect_timeout;
-  if (so && cfg->attachment_timeout) so->attachment_timeout = cfg->attachment_timeout;
+  if (so && cli->connect_timeout) so->connect_timeout = cli->connect_timeout;
+  if (so && cli->attachment_timeout) so->attachment_timeout = cli->attachment_timeout;
 }
 
 static int l_configure(lua_State *L) {
@@ -744,15 +770,16 @@ static int e_send(lua_State *L) {
   engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  if (h->s) eio_send(h->s, data, len, lua_toboolean(L, 3));
-  lua_pushboolean(L, h->s != NULL);
-  return 1;
+  eio_session *s = h->s; /* h goes stale in a callback the call may run */
+  if (s) eio_send(s, data, len, lua_toboolean(L, 3));
+  return done(L, s != NULL);
 }
 
 static int e_close(lua_State *L) {
   engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
-  if (h->s) eio_close(h->s, "forced close");
-  return 0;
+  eio_session *s = h->s;
+  if (s) eio_close(s, "forced close");
+  return done(L, s != NULL);
 }
 
 static int e_id(lua_State *L) {
@@ -777,7 +804,7 @@ static int l_engine_configure(lua_State *L) {
   if (x->engine) o = *eio_server_options(x->engine);
   else {
     eio_options_defaults(&o, "/engine.io/");
-    o.same_origin = !x->srv->cfg.dev;
+    o.same_origin = !x->dev;
   }
   int top = lua_gettop(L);
   read_options(L, 1, &o, NULL);
@@ -800,17 +827,19 @@ static int open_io_c(lua_State *L) {
   return 1;
 }
 
-int l_io_new(l_io **out, lua_State *L, struct mw_server *srv) {
+int l_io_new(l_io **out, lua_State *L, struct mw_server *srv, const l_io_opts *cli, bool dev) {
   l_io *x = calloc(1, sizeof *x);
   if (!x) return -1;
   x->L = L;
   x->srv = srv;
+  x->cli = *cli;
+  x->dev = dev;
   x->cb_ref = x->engine_cb = LUA_NOREF;
   x->allow = (allow_hook){x, LUA_NOREF, "io allowRequest"};
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
-  o.same_origin = !srv->cfg.dev;
+  o.same_origin = !dev;
   sio_options so;
   sio_options_defaults(&so);
   apply_cli(x, &o, &so);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "config.h"
 #include "db.h"
 #include "lhost.h"
 #include "server.h"
@@ -18,6 +19,7 @@
 typedef struct tserver {
   uv_loop_t loop;
   mw_server srv;
+  http_site site;           /* the listener's user data */
   mw_db *db;
   mw_static *st;
   lhost *host;
@@ -42,25 +44,25 @@ static int t_start(lua_State *L) {
   mw_config cfg;
   mw_config_defaults(&cfg);
   cfg.port = 0;
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   lua_getfield(L, 1, "root");
   if (!realpath(luaL_checkstring(L, -1), t->root)) return luaL_error(L, "root: %s", strerror(errno));
   lua_getfield(L, 1, "db");
   snprintf(t->db_path, sizeof t->db_path, "%s", luaL_checkstring(L, -1));
   lua_getfield(L, 1, "dev");
-  cfg.dev = lua_isnil(L, -1) ? true : lua_toboolean(L, -1);
+  cfg.app.dev = lua_isnil(L, -1) ? true : lua_toboolean(L, -1);
   lua_getfield(L, 1, "quiet");
-  if (!lua_isnil(L, -1)) cfg.quiet = lua_toboolean(L, -1);
+  if (!lua_isnil(L, -1)) cfg.http.quiet = lua_toboolean(L, -1);
   lua_getfield(L, 1, "max_body");
-  if (!lua_isnil(L, -1)) cfg.max_body = (size_t)luaL_checkinteger(L, -1);
+  if (!lua_isnil(L, -1)) cfg.http.max_body = (size_t)luaL_checkinteger(L, -1);
   lua_getfield(L, 1, "handler_budget");
-  if (!lua_isnil(L, -1)) cfg.handler_budget_ms = (uint64_t)luaL_checkinteger(L, -1);
+  if (!lua_isnil(L, -1)) cfg.app.handler_budget_ms = (uint64_t)luaL_checkinteger(L, -1);
   lua_getfield(L, 1, "lua_memory");
-  if (!lua_isnil(L, -1)) cfg.lua_memory = (size_t)luaL_checkinteger(L, -1) << 20;
+  if (!lua_isnil(L, -1)) cfg.app.lua_memory = (size_t)luaL_checkinteger(L, -1) << 20;
   lua_pop(L, 2);
   lua_getfield(L, 1, "clock");
   const char *clock = luaL_optstring(L, -1, "real");
-  if (!strcmp(clock, "test")) cfg.test_clock = true;
+  if (!strcmp(clock, "test")) cfg.app.test_clock = true;
   else if (strcmp(clock, "real")) return luaL_error(L, "clock: \"real\" or \"test\", not \"%s\"", clock);
   mw_db_opts db_opts;
   mw_db_opts_default(&db_opts);
@@ -69,7 +71,7 @@ static int t_start(lua_State *L) {
   lua_getfield(L, 1, "db_statement_timeout");
   if (!lua_isnil(L, -1)) db_opts.statement_timeout_ms = (uint32_t)luaL_checkinteger(L, -1);
   lua_pop(L, 8);
-  cfg.root = t->root;
+  cfg.app.root = t->root;
   cfg.db_path = t->db_path;
   uv_loop_init(&t->loop);
   char err[256];
@@ -79,10 +81,10 @@ static int t_start(lua_State *L) {
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", t->root);
   if (static_new(&t->st, &t->loop, pub)) return luaL_error(L, "public/: cannot set up");
-  if (mw_server_init(&t->srv, &t->loop, &cfg)) return luaL_error(L, "out of memory");
-  if (lhost_new(&t->host, &t->srv, t->db, t->st) == -ENOMEM) return luaL_error(L, "out of memory");
-  int r = mw_server_listen(&t->srv, "127.0.0.1:0",
-                           &(mw_listen_opts){http_conn_attach, (void *)lhost_handler(t->host), http_conn_refuse}, NULL);
+  if (mw_server_init(&t->srv, &t->loop, &cfg.server)) return luaL_error(L, "out of memory");
+  if (lhost_new(&t->host, &t->srv, &cfg.app, t->db, t->st) == -ENOMEM) return luaL_error(L, "out of memory");
+  t->site = (http_site){*lhost_handler(t->host), cfg.http};
+  int r = mw_server_listen(&t->srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, &t->site, http_conn_refuse}, NULL);
   if (r) return luaL_error(L, "listen: %s", uv_strerror(r));
   t->running = true;
   lua_pushboolean(L, lhost_ok(t->host));

@@ -10,7 +10,7 @@
  * coroutine that happened to create the timer.
  *
  * Two clocks drive them. The real one is libuv's: each timer is a uv_timer_t.
- * The test clock (the server's cfg.test_clock) never moves by itself: time
+ * The test clock (lhost_opts.test_clock) never moves by itself: time
  * only passes in l_timer_advance, which fires every timer that falls due, in
  * order of due time (then of creation), each at its own instant — so a spec
  * can run an app's 10-second timer a hundred times in no time at all.
@@ -24,6 +24,7 @@
 
 #include "l_timer.h"
 #include "lcall.h"
+#include "lhost.h" /* lhost_opts */
 #include "lmodule.h"
 #include "lrunner.h"
 #include "server.h"
@@ -188,7 +189,7 @@ int luaopen_moonwire_timer(lua_State *L) {
                                  {"_stop_generation", l_stop_generation},
                                  {NULL, NULL}};
   static const luaL_Reg methods[] = {{"stop", h_stop}, {"active", h_active}, {NULL, NULL}};
-  const mw_server *srv = lmodule_env_of(L)->srv;
+  const lmodule_env *env = lmodule_env_of(L);
   tstate *st = state_of(L);
   if (!st) {
     luaL_newmetatable(L, TIMER_MT);
@@ -196,7 +197,7 @@ int luaopen_moonwire_timer(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     st = lua_newuserdatauv(L, sizeof *st, 0);
-    *st = (tstate){.loop = srv->loop, .test_clock = srv->cfg.test_clock};
+    *st = (tstate){.loop = env->srv->loop, .test_clock = env->opts->test_clock};
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     st->L = lua_tothread(L, -1);
     lua_pop(L, 1);

@@ -8,7 +8,7 @@
 
 /* The loader of moonwire.timer (lmodule.h: its upvalue is the host's
  * lmodule_env): timer.after(ms, fn), timer.every(ms, fn) → handle:stop().
- * With the server's cfg.test_clock the timers follow a clock that only
+ * With lhost_opts.test_clock the timers follow a clock that only
  * l_timer_advance moves. */
 int luaopen_moonwire_timer(lua_State *L);
 /* Stops every timer of L (shutdown). */

@@ -36,6 +36,7 @@
 struct lhost {
   lua_State *L;
   mw_server *srv;
+  lhost_opts opts;        /* a copy */
   http_handler handler; /* lhost_handle and this host: the listeners' user data */
   mw_db *db;
   mw_static *st;
@@ -232,7 +233,7 @@ static void find_client_dir(lhost *h) {
   const char *rel = "node_modules/socket.io-client/dist";
   char exe[4096];
   size_t len = sizeof exe;
-  snprintf(h->client_dir, sizeof h->client_dir, "%s/%s", h->srv->cfg.root, rel);
+  snprintf(h->client_dir, sizeof h->client_dir, "%s/%s", h->opts.root, rel);
   if (access(h->client_dir, R_OK) == 0) return;
   /* build/moonwire: the project's own node_modules sits one level up. */
   if (uv_exepath(exe, &len) == 0) {
@@ -353,13 +354,15 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
 
 /* ---- creation ---- */
 
-int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
+int lhost_new(lhost **out, mw_server *srv, const lhost_opts *o, mw_db *db, mw_static *st) {
   lhost *h = calloc(1, sizeof *h);
   if (!h) return -ENOMEM;
   h->srv = srv;
+  h->opts = *o;
+  o = &h->opts;
   h->db = db;
   h->st = st;
-  h->env = (lmodule_env){.srv = srv, .db = db};
+  h->env = (lmodule_env){.srv = srv, .opts = o, .db = db};
   h->dispatch_ref = h->not_found_ref = h->reload_ref = LUA_NOREF;
   lua_State *L = luaL_newstate();
   if (!L) {
@@ -367,16 +370,16 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
     return -ENOMEM;
   }
   h->L = L;
-  lalloc_use(L, &h->alloc, srv->cfg.lua_memory);
+  lalloc_use(L, &h->alloc, o->lua_memory);
   luaL_openlibs(L);
   lcall_init(L);
-  if (srv->cfg.handler_budget_ms) h->watchdog = lcall_watchdog_start(srv->cfg.handler_budget_ms) == 0;
-  lua_pushstring(L, srv->cfg.root);
+  if (o->handler_budget_ms) h->watchdog = lcall_watchdog_start(o->handler_budget_ms) == 0;
+  lua_pushstring(L, o->root);
   lua_setfield(L, LUA_REGISTRYINDEX, "moonwire.root");
   install_searchers(L);
   preload_builtins(h);
-  devmode_init(&h->dev, srv, L);
-  if (l_io_new(&h->io, L, srv) || l_exchanges_new(&h->ex, L, srv->loop, st)) {
+  devmode_init(&h->dev, srv, L, o->dev, o->io.ping_interval);
+  if (l_io_new(&h->io, L, srv, &o->io, o->dev) || l_exchanges_new(&h->ex, L, srv->loop, st)) {
     lua_close(L);
     lalloc_drain(&h->alloc);
     if (h->watchdog) lcall_watchdog_stop();
@@ -411,8 +414,8 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
   }
   h->reload_ref = h->dev.reload_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-  if (srv->cfg.watch) {
-    int r = mw_watch_start(&h->watch, srv->loop, srv->cfg.root, 30, on_files_changed, h);
+  if (o->watch) {
+    int r = mw_watch_start(&h->watch, srv->loop, o->root, 30, on_files_changed, h);
     if (r) mw_log(MW_LOG_WARN, "watch: cannot watch the app's files: %s", uv_strerror(r));
   }
 
@@ -433,7 +436,6 @@ int lhost_new(lhost **out, mw_server *srv, mw_db *db, mw_static *st) {
 
 bool lhost_ok(lhost *h) { return h->ok; }
 int lhost_advance_clock(lhost *h, uint64_t ms) { return l_timer_advance(h->L, ms); }
-lua_State *lhost_state(lhost *h) { return h->L; }
 
 void lhost_stop(lhost *h) {
   if (!h) return;

@@ -8,12 +8,14 @@
 
 struct mw_server;
 struct mw_db;
+struct lhost_opts;
 
 /* What the host hands its modules: a loader finds it as its first upvalue
  * (lmodule_env_of). Borrowed: it lives as long as the VM. */
 typedef struct lmodule_env {
-  struct mw_server *srv; /* the loop, the configuration */
-  struct mw_db *db;      /* the app's database (may be NULL) */
+  struct mw_server *srv;        /* the loop */
+  const struct lhost_opts *opts; /* the app's settings (lhost.h) */
+  struct mw_db *db;             /* the app's database (may be NULL) */
 } lmodule_env;
 
 typedef struct lmodule {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "config.h"
 #include "db.h"
 #include "fcgi.h"
 #include "http.h"
@@ -24,6 +25,7 @@
 typedef struct app {
   uv_loop_t *loop;
   mw_server srv;
+  http_site site;    /* the listeners' user data */
   mw_db *db;
   mw_static *st;
   lhost *host;
@@ -57,7 +59,7 @@ static void on_grace(uv_timer_t *t) {
 static void on_signal(uv_signal_t *s, int signum) {
   app *a = s->data;
   if (a->srv.stopping) return;
-  if (!a->srv.cfg.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  if (!a->site.opts.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
   lhost_stop(a->host); /* realtime sessions end first: their pending polls are answered */
   mw_db_stop(a->db, MW_DB_STOP_WAIT_MS);
   uv_signal_stop(&a->sigint);
@@ -107,13 +109,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   char pub[PATH_MAX + 16];
-  snprintf(pub, sizeof pub, "%s/public", cfg.root);
+  snprintf(pub, sizeof pub, "%s/public", cfg.app.root);
   if (static_new(&a.st, a.loop, pub)) {
     fprintf(stderr, "moonwire: cannot set up %s\n", pub);
     return 1;
   }
-  if (mw_server_init(&a.srv, a.loop, &cfg)) return 1;
-  if (lhost_new(&a.host, &a.srv, a.db, a.st) == -ENOMEM) return 1;
+  if (mw_server_init(&a.srv, a.loop, &cfg.server)) return 1;
+  if (lhost_new(&a.host, &a.srv, &cfg.app, a.db, a.st) == -ENOMEM) return 1;
+  a.site = (http_site){*lhost_handler(a.host), cfg.http};
   if (!lhost_ok(a.host))
     mw_log(MW_LOG_ERROR, "the app did not load; fix the error above (routes answer 500 meanwhile)");
   /* Two listeners, one protocol each: HTTP, limited per client address,
@@ -122,7 +125,7 @@ int main(int argc, char **argv) {
   char http_addr[128];
   snprintf(http_addr, sizeof http_addr, bracket, cfg.host, cfg.port);
   mw_listener *http;
-  r = mw_server_listen(&a.srv, http_addr, &(mw_listen_opts){http_conn_attach, (void *)lhost_handler(a.host), http_conn_refuse}, &http);
+  r = mw_server_listen(&a.srv, http_addr, &(mw_listen_opts){http_conn_attach, &a.site, http_conn_refuse}, &http);
   if (r) {
     fprintf(stderr, "moonwire: cannot listen on %s:%d: %s\n", cfg.host, cfg.port, uv_strerror(r));
     return 1;
@@ -130,7 +133,7 @@ int main(int argc, char **argv) {
   if (cfg.fastcgi) {
     /* Printed before the HTTP line, which tells that everything is ready. */
     mw_listener *fcgi;
-    r = mw_server_listen(&a.srv, cfg.fastcgi, &(mw_listen_opts){fcgi_conn_attach, (void *)lhost_handler(a.host), NULL}, &fcgi);
+    r = mw_server_listen(&a.srv, cfg.fastcgi, &(mw_listen_opts){fcgi_conn_attach, &a.site, NULL}, &fcgi);
     if (r) {
       fprintf(stderr, "moonwire: cannot listen for FastCGI on %s: %s\n", cfg.fastcgi,
               r == UV_EINVAL ? "expected unix:/path or IP:port (127.0.0.1:9000, [::1]:9000)" : uv_strerror(r));
@@ -150,12 +153,12 @@ int main(int argc, char **argv) {
 
   printf("moonwire listening on http://");
   printf(bracket, cfg.host, mw_listener_port(http));
-  printf(" (%s mode)\n", cfg.dev ? "dev" : "production");
+  printf(" (%s mode)\n", cfg.app.dev ? "dev" : "production");
 
   uv_run(a.loop, UV_RUN_DEFAULT);
   static_free(a.st);
   int cr = uv_loop_close(a.loop);
   if (cr) mw_log(MW_LOG_WARN, "loop closed with handles open: %s", uv_strerror(cr));
-  if (!cfg.quiet) printf("moonwire: stopped\n");
+  if (!cfg.http.quiet) printf("moonwire: stopped\n");
   return a.exit_code;
 }

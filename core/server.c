@@ -28,14 +28,13 @@ static void on_trim(uv_timer_t *t) {
   iplimit_sweep(srv->iplimit, uv_now(srv->loop));
 }
 
-int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg) {
+int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_server_opts *o) {
   memset(srv, 0, sizeof *srv);
   srv->loop = loop;
-  srv->cfg = *cfg;
+  srv->opts = *o;
   srv->readbuf = malloc(MW_READBUF_SIZE);
   if (!srv->readbuf) return -ENOMEM;
-  iplimit_options lo = {cfg->max_conns_per_ip, cfg->max_conn_rate_per_ip, cfg->limit_loopback};
-  if ((lo.max_conns || lo.max_rate) && !(srv->iplimit = iplimit_new(&lo))) {
+  if ((o->ip.max_conns || o->ip.max_rate) && !(srv->iplimit = iplimit_new(&o->ip))) {
     free(srv->readbuf);
     return -ENOMEM;
   }
@@ -442,7 +441,7 @@ void mw_server_close(mw_server *srv) {
 
 void mw_conn_arm_send_timeout(mw_conn *c) {
   c->send_mark = mw_conn_sent(c);
-  mw_conn_set_timeout(c, c->srv->cfg.send_timeout_ms);
+  mw_conn_set_timeout(c, c->srv->opts.send_timeout_ms);
 }
 
 bool mw_conn_send_progressed(mw_conn *c) {

@@ -13,12 +13,10 @@
 
 #include <uv.h>
 
-#include "config.h"
+#include "iplimit.h"
 #include "mw.h"
 #include "turn.h"
 
-struct http_req;
-struct http_res;
 typedef struct mw_server mw_server;
 typedef struct mw_conn mw_conn;
 
@@ -98,9 +96,17 @@ typedef struct mw_listener {
 
 #define MW_MAX_LISTENERS 4
 
+/* What the server itself follows: the limits on connections, whatever
+ * their protocol (config.c fills it from the command line). The protocols'
+ * settings go to their listeners (http_site), the app's to the app host. */
+typedef struct mw_server_opts {
+  iplimit_options ip;       /* per client address, on listeners with a refuse */
+  uint64_t send_timeout_ms; /* a response that stops leaving for this long is dropped (nginx send_timeout) */
+} mw_server_opts;
+
 struct mw_server {
   uv_loop_t *loop;
-  mw_config cfg;            /* a copy; the protocols read their settings here */
+  mw_server_opts opts;     /* a copy */
   mw_listener listeners[MW_MAX_LISTENERS];
   int nlisteners;
   turn_list flush;         /* connections with writes to flush at the end of the turn */
@@ -121,8 +127,9 @@ struct mw_server {
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
 };
 
-/* Sets up the server on loop (nothing is listened on yet). Returns 0 or -errno. */
-int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_config *cfg);
+/* Sets up the server on loop (nothing is listened on yet); copies o.
+ * Returns 0 or -errno. */
+int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_server_opts *o);
 /* Binds and listens on addr: "host:port", "[v6]:port" (port 0 picks a free
  * one) or "unix:/path" (a socket file left at the path by an earlier run is
  * replaced; the listener removes it when it closes). Every connection it
@@ -161,7 +168,7 @@ void mw_conn_flush(mw_conn *c);
  * the part of a large write libuv has written: it grows while the peer
  * reads, so a timeout can tell a slow reader from one that stopped. */
 uint64_t mw_conn_sent(const mw_conn *c);
-/* The send timeout (cfg.send_timeout_ms) counts between writes that make
+/* The send timeout (opts.send_timeout_ms) counts between writes that make
  * progress, as nginx's send_timeout does: a slow reader that takes some
  * bytes in each period keeps its connection. This arms it, from what has
  * left so far. */

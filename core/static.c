@@ -958,13 +958,9 @@ static void st_finish(st_req *r) {
   st_done(r);
 }
 
-static void st_on_read(uv_fs_t *fs) {
-  st_req *r = fs->data;
-  ssize_t n = fs->result;
-  uv_fs_req_cleanup(fs);
-  r->reading = false;
-  mw_buf *b = r->rbuf;
-  r->rbuf = NULL;
+/* A chunk of a streamed file read on the threadpool: n bytes in b, or an
+ * error. */
+static void st_got_chunk(st_req *r, mw_buf *b, ssize_t n) {
   if (st_gone(r)) {
     st_abandon(r);
     return;
@@ -982,6 +978,38 @@ static void st_on_read(uv_fs_t *fs) {
     return;
   }
   st_pump(r);
+}
+
+static void st_got_whole(st_req *r, mw_buf *b, ssize_t n);
+
+/* A read on the threadpool is done: its buffer goes back to what it was
+ * read for, a chunk of a stream or a small file read whole. */
+static void st_on_read(uv_fs_t *fs) {
+  st_req *r = fs->data;
+  ssize_t n = fs->result;
+  uv_fs_req_cleanup(fs);
+  r->reading = false;
+  mw_buf *b = r->rbuf;
+  r->rbuf = NULL;
+  if (r->whole) st_got_whole(r, b, n);
+  else st_got_chunk(r, b, n);
+}
+
+/* Reads len bytes at pos of fd into b on the threadpool; st_on_read hands
+ * b on (whole: to st_got_whole, else st_got_chunk). Returns 0, or a libuv
+ * error and b is the caller's again. */
+static int st_read_async(st_req *r, int fd, mw_buf *b, size_t len, uint64_t pos, bool whole) {
+  uv_buf_t iov = uv_buf_init(b->data, (unsigned)len);
+  r->rbuf = b;
+  r->reading = true;
+  r->whole = whole;
+  r->fs.data = r;
+  int e = uv_fs_read(r->st->loop, &r->fs, fd, &iov, 1, (int64_t)pos, st_on_read);
+  if (e) {
+    r->reading = false;
+    r->rbuf = NULL;
+  }
+  return e;
 }
 
 /* preadv2 with RWF_NOWAIT (Linux 4.14): -1 not tried yet, 0 refused by
@@ -1054,14 +1082,8 @@ static void st_pump(st_req *r) {
       st_finish(r); /* short of its Content-Length: the connection ends after it */
       return;
     }
-    uv_buf_t iov = uv_buf_init(b->data, (unsigned)want);
-    r->rbuf = b;
-    r->reading = true;
-    r->fs.data = r;
-    int e = uv_fs_read(r->st->loop, &r->fs, r->sfd, &iov, 1, (int64_t)r->pos, st_on_read);
+    int e = st_read_async(r, r->sfd, b, want, r->pos, false);
     if (e) {
-      r->reading = false;
-      r->rbuf = NULL;
       mw_log(MW_LOG_ERROR, "static: reading %s: %s", r->real, uv_strerror(e));
       st_finish(r);
     }
@@ -1095,16 +1117,6 @@ static void st_got_whole(st_req *r, mw_buf *b, ssize_t n) {
   if (r->pos < end) http_res_write(r->res, b, (size_t)r->pos, (size_t)(end - r->pos));
   else mw_buf_unref(b);
   st_finish(r);
-}
-
-static void st_on_read_whole(uv_fs_t *fs) {
-  st_req *r = fs->data;
-  ssize_t n = fs->result;
-  uv_fs_req_cleanup(fs);
-  r->reading = false;
-  mw_buf *b = r->rbuf;
-  r->rbuf = NULL;
-  st_got_whole(r, b, n);
 }
 
 /* Sends [a, b) of the file behind fd (r->fd or the twin): from the cache,
@@ -1148,14 +1160,7 @@ static void st_send_fd(st_req *r, int fd, const struct stat *sb, uint64_t a, uin
       st_got_whole(r, buf, got);
       return;
     }
-    uv_buf_t iov = uv_buf_init(buf->data, (unsigned)sb->st_size);
-    r->rbuf = buf;
-    r->reading = true;
-    r->fs.data = r;
-    int e = uv_fs_read(r->st->loop, &r->fs, fd, &iov, 1, 0, st_on_read_whole);
-    if (e) {
-      r->reading = false;
-      r->rbuf = NULL;
+    if (st_read_async(r, fd, buf, (size_t)sb->st_size, 0, true)) {
       mw_buf_unref(buf);
       st_finish(r);
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "http.h"
 #include "server.h"
 #include "utf8.h"
@@ -13,7 +14,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -57,10 +58,10 @@ static void handler(void *ud, const http_req *req, http_res *res) { ws_accept(re
 static void setup(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   uv_loop_init(&loop);
-  if (mw_server_init(&srv, &loop, &cfg)) abort();
-  app_handler = (http_handler){handler, NULL};
+  if (mw_server_init(&srv, &loop, &cfg.server)) abort();
+  app_site = (http_site){{handler, NULL}, cfg.http};
 }
 
 static const char upgrade[] = "GET /chat HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -72,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setup();
     ready = 1;
   }
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   if (!c) return 0;
   closes = 0;
   c->proto->on_read(c, upgrade, sizeof upgrade - 1);

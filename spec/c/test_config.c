@@ -33,14 +33,14 @@ static void test_defaults(void) {
   mw_config cfg;
   const char *argv[] = {"moonwire", NULL};
   CHECK(parse(&cfg, argv) == 0);
-  CHECK(!strcmp(cfg.root, ".") && !strcmp(cfg.host, "127.0.0.1") && cfg.port == 3000);
-  CHECK(cfg.dev && !cfg.quiet && !cfg.watch && cfg.compress);
-  CHECK(cfg.max_body == 1024 * 1024 && cfg.max_header_size == 16384);
-  CHECK(cfg.lua_memory == (size_t)1024 << 20);
-  CHECK(cfg.db_path == NULL && cfg.tmp_dir == NULL && cfg.redis == NULL && cfg.fastcgi == NULL);
+  CHECK(!strcmp(cfg.app.root, ".") && !strcmp(cfg.host, "127.0.0.1") && cfg.port == 3000);
+  CHECK(cfg.app.dev && !cfg.http.quiet && !cfg.app.watch && cfg.http.compress);
+  CHECK(cfg.http.max_body == 1024 * 1024 && cfg.http.max_header_size == 16384);
+  CHECK(cfg.app.lua_memory == (size_t)1024 << 20);
+  CHECK(cfg.db_path == NULL && cfg.http.tmp_dir == NULL && cfg.app.redis == NULL && cfg.fastcgi == NULL);
   /* Socket.IO's: not given, so the app's io.configure can set them */
-  CHECK(cfg.ping_interval == 0 && cfg.connect_timeout == 0 && cfg.max_packet_rate == -1);
-  CHECK(cfg.max_json_depth == 64 && cfg.norigins == 0 && err_text[0] == '\0');
+  CHECK(cfg.app.io.ping_interval == 0 && cfg.app.io.connect_timeout == 0 && cfg.app.io.max_packet_rate == -1);
+  CHECK(cfg.max_json_depth == 64 && cfg.app.io.norigins == 0 && err_text[0] == '\0');
 }
 
 static void test_good(void) {
@@ -50,12 +50,12 @@ static void test_good(void) {
                         "--max-packet-rate", "0", "--connect-timeout", "1000", "--io-path", "/rt",
                         "--max-conns-per-ip", "7", "--db-busy-timeout", "250", "--watch", NULL};
   CHECK(parse(&cfg, argv) == 0);
-  CHECK(!strcmp(cfg.root, "/srv/app") && cfg.port == 0 && !strcmp(cfg.host, "::1"));
-  CHECK(!cfg.dev && cfg.quiet && cfg.watch && !cfg.compress);
-  CHECK(cfg.max_body == 2048 && cfg.lua_memory == (size_t)16 << 20);
-  CHECK(cfg.max_packet_rate == 0 && cfg.connect_timeout == 1000);
-  CHECK(!strcmp(cfg.io_path, "/rt/")); /* the trailing slash socket.io's path has */
-  CHECK(cfg.max_conns_per_ip == 7 && cfg.db_busy_timeout_ms == 250);
+  CHECK(!strcmp(cfg.app.root, "/srv/app") && cfg.port == 0 && !strcmp(cfg.host, "::1"));
+  CHECK(!cfg.app.dev && cfg.http.quiet && cfg.app.watch && !cfg.http.compress);
+  CHECK(cfg.http.max_body == 2048 && cfg.app.lua_memory == (size_t)16 << 20);
+  CHECK(cfg.app.io.max_packet_rate == 0 && cfg.app.io.connect_timeout == 1000);
+  CHECK(!strcmp(cfg.app.io.path, "/rt/")); /* the trailing slash socket.io's path has */
+  CHECK(cfg.server.ip.max_conns == 7 && cfg.db_busy_timeout_ms == 250);
   CHECK(err_text[0] == '\0');
 }
 
@@ -95,11 +95,11 @@ static void test_origins(void) {
   mw_config cfg;
   const char *two[] = {"moonwire", "--cors-origin", "http://a.test", "--cors-origin", "http://b.test", NULL};
   CHECK(parse(&cfg, two) == 0);
-  CHECK(cfg.norigins == 2 && !strcmp(cfg.origins[0], "http://a.test") && !strcmp(cfg.origins[1], "http://b.test"));
-  const char *many[2 + 2 * (MW_CONFIG_MAX_ORIGINS + 1)];
+  CHECK(cfg.app.io.norigins == 2 && !strcmp(cfg.app.io.origins[0], "http://a.test") && !strcmp(cfg.app.io.origins[1], "http://b.test"));
+  const char *many[2 + 2 * (L_IO_MAX_ORIGINS + 1)];
   int n = 0;
   many[n++] = "moonwire";
-  for (int i = 0; i <= MW_CONFIG_MAX_ORIGINS; i++) {
+  for (int i = 0; i <= L_IO_MAX_ORIGINS; i++) {
     many[n++] = "--cors-origin";
     many[n++] = "http://c.test";
   }

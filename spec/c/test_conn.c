@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "server.h"
 
 #include "check.h"
@@ -292,7 +293,7 @@ static void test_send_timeout_counts_between_progress(void) {
   mw_conn *c = pair(SOCK_STREAM, &peer);
   CHECK(c != NULL);
   if (!c) return;
-  srv.cfg.send_timeout_ms = 200;
+  srv.opts.send_timeout_ms = 200;
   mw_buf *big = mw_buf_new(8 << 20);
   memset(big->data, 'x', big->len);
   mw_conn_write(c, big, 0, big->len);
@@ -313,7 +314,7 @@ static void test_send_timeout_counts_between_progress(void) {
   /* It stops reading: the next period finds nothing left, a timeout. */
   RUN_UNTIL(P.timeouts == 1, 5000);
   CHECK(P.timeouts == 1);
-  srv.cfg.send_timeout_ms = 60000;
+  srv.opts.send_timeout_ms = 60000;
   mw_conn_close(c);
   RUN_UNTIL(srv.nconns == 0, 1000);
   close(peer);
@@ -346,9 +347,8 @@ int main(void) {
   uv_loop_init(&loop);
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
   mw_log_level = -1;
-  if (mw_server_init(&srv, &loop, &cfg)) return 1;
+  if (mw_server_init(&srv, &loop, &cfg.server)) return 1;
 
   test_one_write_per_turn();
   test_timer_writes_leave_before_the_loop_blocks();

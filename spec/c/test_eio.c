@@ -8,13 +8,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "config.h"
 #include "eio.h"
 #include "http.h"
 #include "server.h"
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -77,7 +78,7 @@ static bool queued_has(mw_conn *c, const char *needle) {
 }
 
 static mw_conn *conn(const char *addr) {
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   snprintf(c->addr, sizeof c->addr, "%s", addr);
   return c;
 }
@@ -326,10 +327,10 @@ static void test_query_decoding(void) {
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   uv_loop_init(&loop);
-  mw_server_init(&srv, &loop, &cfg);
-  app_handler = (http_handler){handler, NULL};
+  mw_server_init(&srv, &loop, &cfg.server);
+  app_site = (http_site){{handler, NULL}, cfg.http};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
   static char *origins[] = {"http://ok.example"};

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "config.h"
 #include "fcgi.h"
 #include "http.h"
 #include "server.h"
@@ -19,7 +20,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -208,7 +209,7 @@ static void handler(void *ud, const http_req *req, http_res *res) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv, false, fcgi_conn_attach, &app_handler);
+  return mw_conn_new(&srv, false, fcgi_conn_attach, &app_site);
 }
 
 static void feed(mw_conn *c, const mw_str *s) { c->proto->on_read(c, s->p, s->len); }
@@ -588,7 +589,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new(&srv, true, fcgi_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, true, fcgi_conn_attach, &app_site);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got_bytes);
@@ -661,8 +662,8 @@ static void sdone(void) {
 }
 
 static void test_spooled_and_multipart(void) {
-  srv.cfg.body_buffer = 100;
-  srv.cfg.max_body = 100000;
+  app_site.opts.body_buffer = 100;
+  app_site.opts.max_body = 100000;
   mw_conn *c = sconn();
   mw_str s = {0};
   char big[3000];
@@ -701,8 +702,8 @@ static void test_spooled_and_multipart(void) {
   mw_str_free(&a);
   sdone();
   mw_str_free(&s);
-  srv.cfg.body_buffer = 64 * 1024;
-  srv.cfg.max_body = 1000;
+  app_site.opts.body_buffer = 64 * 1024;
+  app_site.opts.max_body = 1000;
 }
 
 /* Writes all of s to the server through the socket (the server reading it
@@ -733,7 +734,7 @@ static bool two_answers(void) {
 /* A body large enough that reading pauses while it goes to disk: once it
  * is there, the connection reads again, and the next request is served. */
 static void test_keep_conn_after_spooled_body(void) {
-  srv.cfg.max_body = 1000000;
+  app_site.opts.max_body = 1000000;
   mw_conn *c = sconn();
   mw_conn_resume(c);
   mw_str s = {0}, body = {0};
@@ -762,12 +763,12 @@ static void test_keep_conn_after_spooled_body(void) {
   mw_str_free(&params);
   mw_str_free(&body);
   mw_str_free(&s);
-  srv.cfg.max_body = 1000;
+  app_site.opts.max_body = 1000;
 }
 
 /* STDIN must keep coming: --body-timeout between records, 408 past it. */
 static void test_body_timeout(void) {
-  srv.cfg.body_timeout_ms = 60;
+  app_site.opts.body_timeout_ms = 60;
   mw_conn *c = sconn();
   mw_str s = {0};
   begin(&s, 1, true);
@@ -784,7 +785,7 @@ static void test_body_timeout(void) {
   CHECK(strncmp(a.p, "Status: 408 ", 12) == 0 && strstr(a.p, "did not arrive in time") && S.count == 0);
   mw_str_free(&a);
   sdone();
-  srv.cfg.body_timeout_ms = 60000;
+  app_site.opts.body_timeout_ms = 60000;
   /* STDIN before the end of PARAMS: 400. */
   c = sconn();
   mw_str_reset(&s);
@@ -799,7 +800,7 @@ static void test_body_timeout(void) {
   sdone();
   /* PARAMS are the headers: --header-timeout for all of them, however
    * steadily they trickle in. */
-  srv.cfg.header_timeout_ms = 150;
+  app_site.opts.header_timeout_ms = 150;
   c = sconn();
   mw_conn_resume(c);
   mw_str_reset(&s);
@@ -814,7 +815,7 @@ static void test_body_timeout(void) {
   }
   CHECK(run_until(closed_by_server, 1000) && sent < 50);
   sdone();
-  srv.cfg.header_timeout_ms = 10000;
+  app_site.opts.header_timeout_ms = 10000;
   mw_str_free(&params);
   mw_str_free(&s);
 }
@@ -822,7 +823,7 @@ static void test_body_timeout(void) {
 /* Shutdown: an idle connection goes, one whose answer is awaited ends after it. */
 static void test_stop(void) {
   mw_conn *idle = conn();
-  mw_conn *busy = mw_conn_new(&srv, false, fcgi_conn_attach, &app_handler);
+  mw_conn *busy = mw_conn_new(&srv, false, fcgi_conn_attach, &app_site);
   S.defer = true;
   mw_str s = {0};
   const char *vars[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", "/poll", NULL};
@@ -843,14 +844,14 @@ static void test_stop(void) {
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
-  cfg.max_body = 1000;
+  cfg.http.quiet = true;
+  cfg.http.max_body = 1000;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/moonwire-test-fcgi-XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
-  cfg.tmp_dir = tmpdir;
+  cfg.http.tmp_dir = tmpdir;
   uv_loop_init(&loop);
-  mw_server_init(&srv, &loop, &cfg);
-  app_handler = (http_handler){handler, NULL};
+  mw_server_init(&srv, &loop, &cfg.server);
+  app_site = (http_site){{handler, NULL}, cfg.http};
 
   test_parser_whole_and_split();
   test_parser_errors();

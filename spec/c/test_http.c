@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "config.h"
 #include "http.h"
 #include "server.h"
 
@@ -20,7 +21,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -102,7 +103,7 @@ static char *queued(mw_conn *c) {
 
 static mw_conn *conn(void) {
   memset(&S, 0, sizeof S);
-  return mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  return mw_conn_new(&srv, false, http_conn_attach, &app_site);
 }
 
 static void feed(mw_conn *c, const char *s) { c->proto->on_read(c, s, strlen(s)); }
@@ -312,7 +313,7 @@ static void test_header_limit_is_431(void) {
 }
 
 static void test_body_limit_is_413(void) {
-  srv.cfg.max_body = 10;
+  app_site.opts.max_body = 10;
   mw_conn *c = conn();
   feed(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n");
   char *out = queued(c);
@@ -331,7 +332,7 @@ static void test_body_limit_is_413(void) {
   feed(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789");
   CHECK(S.count == 1);
   done(c);
-  srv.cfg.max_body = 1024 * 1024;
+  app_site.opts.max_body = 1024 * 1024;
 }
 
 static void test_upgrade_request_is_answered_then_closed(void) {
@@ -531,7 +532,7 @@ static mw_conn *sconn(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, true, http_conn_attach, &app_site);
   uv_pipe_open(&c->pipe, sv[0]);
   peer = sv[1];
   mw_str_reset(&got);
@@ -599,7 +600,7 @@ static void test_expect_continue(void) {
   free(out);
   done(c);
   /* A body over --max-body: 413 at once, no 100, the connection ends. */
-  srv.cfg.max_body = 10;
+  app_site.opts.max_body = 10;
   c = conn();
   feed(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n");
   out = queued(c);
@@ -608,7 +609,7 @@ static void test_expect_continue(void) {
   CHECK(c->ending);
   free(out);
   done(c);
-  srv.cfg.max_body = 1024 * 1024;
+  app_site.opts.max_body = 1024 * 1024;
   /* Any other expectation: 417. */
   c = conn();
   feed(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx");
@@ -700,7 +701,7 @@ static void test_host_and_targets(void) {
 /* A body over --body-buffer goes to an unlinked file; the handler gets it
  * once all of it is there, and nothing is left behind. */
 static void test_spooled_body(void) {
-  srv.cfg.body_buffer = 64;
+  app_site.opts.body_buffer = 64;
   char body[3000];
   for (size_t i = 0; i < sizeof body; i++) body[i] = (char)('a' + i % 26);
   for (int chunked = 0; chunked < 2; chunked++) {
@@ -731,7 +732,7 @@ static void test_spooled_body(void) {
     sdone();
   }
   CHECK(body_memory_held() == 0);
-  srv.cfg.body_buffer = 64 * 1024;
+  app_site.opts.body_buffer = 64 * 1024;
 }
 
 static const char FORM[] = "--XyZ\r\n"
@@ -795,11 +796,11 @@ static void test_multipart(void) {
     size_t *limit, value;
     const char *why;
   } limits[] = {
-      {&srv.cfg.upload_max_files, 1, "--upload-max-files"},
-      {&srv.cfg.upload_max_file_size, 20, "--upload-max-file-size"},
-      {&srv.cfg.upload_max_fields, 0, "--upload-max-fields"},
-      {&srv.cfg.upload_max_field_size, 5, "--upload-max-field-size"},
-      {&srv.cfg.upload_max_part_header, 60, "--upload-max-part-header"},
+      {&app_site.opts.upload_max_files, 1, "--upload-max-files"},
+      {&app_site.opts.upload_max_file_size, 20, "--upload-max-file-size"},
+      {&app_site.opts.upload_max_fields, 0, "--upload-max-fields"},
+      {&app_site.opts.upload_max_field_size, 5, "--upload-max-field-size"},
+      {&app_site.opts.upload_max_part_header, 60, "--upload-max-part-header"},
   };
   for (size_t i = 0; i < MW_ARRAY_LEN(limits); i++) {
     size_t kept = *limits[i].limit;
@@ -820,7 +821,7 @@ static void test_multipart(void) {
 /* A body gets --body-timeout between reads and --body-deadline in all;
  * past either, 408 and the end of the connection. */
 static void test_body_timeouts(void) {
-  srv.cfg.body_timeout_ms = 60;
+  app_site.opts.body_timeout_ms = 60;
   mw_conn *c = sconn();
   feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab");
   CHECK(run_until(ended, c, 3000));
@@ -828,8 +829,8 @@ static void test_body_timeouts(void) {
   CHECK(strncmp(out, "HTTP/1.1 408 Request Timeout\r\n", 30) == 0 && strstr(out, "body") && S.count == 0);
   sdone();
   /* Each byte in time, but the whole too slow. */
-  srv.cfg.body_timeout_ms = 1000;
-  srv.cfg.body_deadline_ms = 150;
+  app_site.opts.body_timeout_ms = 1000;
+  app_site.opts.body_deadline_ms = 150;
   c = sconn();
   feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n");
   int sent = 0;
@@ -842,8 +843,8 @@ static void test_body_timeouts(void) {
   CHECK(strncmp(received(), "HTTP/1.1 408 ", 13) == 0);
   sdone();
   /* Steady and in time: served. */
-  srv.cfg.body_timeout_ms = 200;
-  srv.cfg.body_deadline_ms = 5000;
+  app_site.opts.body_timeout_ms = 200;
+  app_site.opts.body_deadline_ms = 5000;
   c = sconn();
   feed(c, "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n");
   for (int i = 0; i < 5; i++) {
@@ -852,10 +853,10 @@ static void test_body_timeouts(void) {
   }
   CHECK(S.count == 1 && strcmp(S.body, "yyyyy") == 0);
   sdone();
-  srv.cfg.body_timeout_ms = 60000;
-  srv.cfg.body_deadline_ms = 300000;
+  app_site.opts.body_timeout_ms = 60000;
+  app_site.opts.body_deadline_ms = 300000;
   /* The header timeout stays a deadline: headers trickled in never get it back. */
-  srv.cfg.header_timeout_ms = 100;
+  app_site.opts.header_timeout_ms = 100;
   c = sconn();
   const char *head = "GET / HTTP/1.1\r\nHost: h\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
   for (size_t i = 0; head[i] && !ended(c); i++) {
@@ -866,7 +867,7 @@ static void test_body_timeouts(void) {
   out = received();
   CHECK(strncmp(out, "HTTP/1.1 408 ", 13) == 0 && strstr(out, "headers"));
   sdone();
-  srv.cfg.header_timeout_ms = 10000;
+  app_site.opts.header_timeout_ms = 10000;
 }
 
 /* A body large enough that reading pauses while it goes to disk: the
@@ -889,7 +890,7 @@ static void test_keep_alive_after_spooled_body(void) {
 
 /* A client gone while its body is on its way to disk: nothing is left. */
 static void test_gone_mid_body(void) {
-  srv.cfg.body_buffer = 16;
+  app_site.opts.body_buffer = 16;
   mw_conn *c = sconn();
   mw_str req = {0};
   mw_str_appendz(&req, "POST /form HTTP/1.1\r\nHost: h\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
@@ -909,19 +910,19 @@ static void test_gone_mid_body(void) {
   sdone();
   CHECK(body_memory_held() == 0);
   mw_str_free(&req);
-  srv.cfg.body_buffer = 64 * 1024;
+  app_site.opts.body_buffer = 64 * 1024;
 }
 
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/moonwire-test-http-XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
-  cfg.tmp_dir = tmpdir;
+  cfg.http.tmp_dir = tmpdir;
   uv_loop_init(&loop);
-  mw_server_init(&srv, &loop, &cfg);
-  app_handler = (http_handler){handler, NULL};
+  mw_server_init(&srv, &loop, &cfg.server);
+  app_site = (http_site){{handler, NULL}, cfg.http};
 
   test_simple_get();
   test_byte_by_byte();

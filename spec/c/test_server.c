@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "http.h"
 #include "server.h"
 
@@ -26,7 +27,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 /* ---- allocation failure on demand ---- */
 
@@ -218,17 +219,17 @@ int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
   cfg.port = 0;
-  cfg.quiet = true;
-  cfg.header_timeout_ms = 300;
+  cfg.http.quiet = true;
+  cfg.http.header_timeout_ms = 300;
   mw_log_level = -1;
   mw_listener *l;
-  if (mw_server_init(&srv, &loop, &cfg) ||
-      mw_server_listen(&srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, &app_handler, http_conn_refuse}, &l)) {
+  app_site = (http_site){{handler, NULL}, cfg.http};
+  if (mw_server_init(&srv, &loop, &cfg.server) ||
+      mw_server_listen(&srv, "127.0.0.1:0", &(mw_listen_opts){http_conn_attach, &app_site, http_conn_refuse}, &l)) {
     fprintf(stderr, "cannot listen\n");
     return 1;
   }
   port = mw_listener_port(l);
-  app_handler = (http_handler){handler, NULL};
 
   test_serves_and_ends();
   test_accept_survives_failed_allocation();

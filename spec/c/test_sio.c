@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "config.h"
 #include "eio.h"
 #include "http.h"
 #include "server.h"
@@ -14,7 +15,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -54,7 +55,7 @@ static mw_conn *client(sio_socket **out) {
   static const char up[] = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: t\r\n"
                            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   c->proto->on_read(c, up, sizeof up - 1);
   last = NULL;
   send_frame(c, "40");
@@ -164,10 +165,10 @@ static void test_trial_namespaces_and_recovery(void) {
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   uv_loop_init(&loop);
-  mw_server_init(&srv, &loop, &cfg);
-  app_handler = (http_handler){handler, NULL};
+  mw_server_init(&srv, &loop, &cfg.server);
+  app_site = (http_site){{handler, NULL}, cfg.http};
   eio_options o;
   eio_options_defaults(&o, "/socket.io/");
   if (sio_server_new(&io, &srv, &o, &h, NULL)) return 1;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "http.h"
 #include "server.h"
 #include "utf8.h"
@@ -14,7 +15,7 @@
 
 /* What answers the requests of the connections made here (their attach
  * function's user data). */
-static http_handler app_handler;
+static http_site app_site;
 
 static uv_loop_t loop;
 static mw_server srv;
@@ -201,7 +202,7 @@ static mw_conn *ws_conn_new(void) {
   S.max_msg = max;
   S.echo = echo;
   S.close_on_msg = com;
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -215,7 +216,7 @@ static mw_conn *ws_conn_new(void) {
 
 static void test_handshake(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -271,7 +272,7 @@ static void test_handshake_check(void) {
 /* Each must be answered with status and never reach WebSocket. */
 static void bad_handshake(const char *request, const char *status, const char *expect, bool ends) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   feed(c, request, strlen(request));
   CHECK(S.accepts == 1);
   CHECK(S.ws == NULL);
@@ -390,7 +391,7 @@ static int held(void) {
 
 /* One more WebSocket on the same handler, without resetting S. */
 static mw_conn *another_conn(void) {
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c, r.p, r.len);
@@ -608,7 +609,7 @@ static void test_too_big(void) {
 
 static void test_frames_with_the_request(void) {
   reset();
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "early", 5, true);
@@ -626,7 +627,7 @@ static void test_frames_with_the_request(void) {
 
   /* The early frames close it: ws_accept returns NULL, on_close has run. */
   reset();
-  c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   upgrade_request(&r, RFC_KEY, NULL);
   frame(&r, true, 1, "hi", 2, true);
   frame(&r, true, 8, "\x03\xe8", 2, true);
@@ -669,7 +670,7 @@ static void test_send(void) {
   free(big);
 
   /* A broadcast: framed once, one buffer in two queues. */
-  mw_conn *c2 = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c2 = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, NULL);
   feed(c2, r.p, r.len);
@@ -808,7 +809,7 @@ static void test_accept_details(void) {
   /* Headers the handler added go out with the 101. */
   reset();
   S.subprotocol = true;
-  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  mw_conn *c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   mw_str r = {0};
   upgrade_request(&r, RFC_KEY, "Sec-WebSocket-Protocol: chat, superchat\r\n");
   feed(c, r.p, r.len);
@@ -821,7 +822,7 @@ static void test_accept_details(void) {
   /* A server that is stopping answers, then closes with 1001 at once. */
   reset();
   srv.stopping = true;
-  c = mw_conn_new(&srv, false, http_conn_attach, &app_handler);
+  c = mw_conn_new(&srv, false, http_conn_attach, &app_site);
   feed(c, r.p, r.len);
   mw_str_free(&r);
   srv.stopping = false;
@@ -868,10 +869,10 @@ static void test_set_userdata(void) {
 int main(void) {
   mw_config cfg;
   mw_config_defaults(&cfg);
-  cfg.quiet = true;
+  cfg.http.quiet = true;
   uv_loop_init(&loop);
-  mw_server_init(&srv, &loop, &cfg);
-  app_handler = (http_handler){handler, NULL};
+  mw_server_init(&srv, &loop, &cfg.server);
+  app_site = (http_site){{handler, NULL}, cfg.http};
 
   test_handshake();
   test_handshake_check();

@@ -65,6 +65,8 @@ end
 -- "connection" handlers run.
 local function connected(ns, socket, session)
   local h = socket._h
+  -- false: the client left while the middlewares ran (a stale handle's
+  -- actions say so rather than raise, core/l_io.c).
   if not h:accept(rawget(socket, "pid")) then return end
   if session then
     for _, r in ipairs(session.rooms) do

@@ -102,9 +102,7 @@ function Response:send(body)
   if not bodiless and headers["Content-Type"] == nil and not has_type(self) then
     headers["Content-Type"] = "text/html; charset=utf-8"
   end
-  if not self._ex:finish(status, body, headers, settings.get("etag")) then
-    error("res:send: the response was already sent", 2)
-  end
+  self._ex:finish(status, body, headers, settings.get("etag")) -- raises when already sent
   self.finished = true
   return self
 end
@@ -123,7 +121,7 @@ function Response:write(chunk)
     if headers["Content-Type"] == nil and not has_type(self) then
       headers["Content-Type"] = "text/html; charset=utf-8"
     end
-    if not ex:begin(self.statusCode, headers) then error("res:write: the response was already sent", 2) end
+    ex:begin(self.statusCode, headers) -- raises when already sent
     self._streaming = true
   end
   local ok, err = ex:write(chunk)

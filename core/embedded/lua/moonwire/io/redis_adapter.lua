@@ -76,10 +76,14 @@ end
 -- local_: the local adapter it wraps. host: what moonwire.io lends it
 -- (namespaces, Binary, random_id). cfg: { url, key, requestsTimeout,
 -- publishOnSpecificResponseChannel }.
+-- socket.io's redis adapter's defaults.
+local DEFAULT_KEY = "socket.io"
+local DEFAULT_REQUESTS_TIMEOUT_MS = 5000
+
 function M.new(local_, host, cfg)
   local a = setmetatable({
-    local_ = local_, host = host, url = cfg.url, key = cfg.key or "socket.io",
-    timeout = cfg.requestsTimeout or 5000, specific = cfg.publishOnSpecificResponseChannel == true,
+    local_ = local_, host = host, url = cfg.url, key = cfg.key or DEFAULT_KEY,
+    timeout = cfg.requestsTimeout or DEFAULT_REQUESTS_TIMEOUT_MS, specific = cfg.publishOnSpecificResponseChannel == true,
     uid = host.random_id():sub(1, 6),
     chans = {}, by_channel = {}, by_pattern = {},
     requests = {}, ack_requests = {},
@@ -95,8 +99,8 @@ function M.new(local_, host, cfg)
 end
 
 function Adapter:same(cfg)
-  return self.url == cfg.url and self.key == (cfg.key or "socket.io")
-    and self.timeout == (cfg.requestsTimeout or 5000) and self.specific == (cfg.publishOnSpecificResponseChannel == true)
+  return self.url == cfg.url and self.key == (cfg.key or DEFAULT_KEY)
+    and self.timeout == (cfg.requestsTimeout or DEFAULT_REQUESTS_TIMEOUT_MS) and self.specific == (cfg.publishOnSpecificResponseChannel == true)
 end
 
 -- Stops for good: requests still waiting end with an error.
