@@ -387,6 +387,40 @@ static int l_db_query(lua_State *L) { return l_db_call(L, MW_DB_QUERY); }
 /* db.row(sql, ...) -> first row or nil */
 static int l_db_row(lua_State *L) { return l_db_call(L, MW_DB_ROW); }
 
+/* A write of db._post has finished: nobody waits for it; a failure is
+ * logged, as nobody else would hear of it. */
+static void l_db_post_done(mw_db_job *job) {
+  if (job->rc != SQLITE_OK)
+    mw_log(MW_LOG_ERROR, "db: a write made in the background failed: %s (in: %.*s)",
+           job->err.p ? job->err.p : "out of memory", (int)(job->sql_len > L_DB_SQL_SHOWN ? L_DB_SQL_SHOWN : job->sql_len),
+           job->in.p);
+}
+
+/* db._post(sql, ...): a write nobody waits for, for the framework's own
+ * bookkeeping (the recovery log): queued for the writer thread, where
+ * queued writes commit together (group commit), behind any handler's open
+ * transaction; the caller goes on at once and a failure is logged. Before
+ * the database threads run, or without them, it runs now. Raises on misuse
+ * only. */
+static int l_db_post(lua_State *L) {
+  mw_db *db = l_db_get(L);
+  size_t len;
+  const char *sql = l_db_checksql(L, &len);
+  mw_db_job *job = l_db_job(L, db, MW_DB_EXEC, sql, len);
+  job->flags = MW_DB_WRITER;
+  job->owner = job; /* no handler's: it waits for any open transaction */
+  if (mw_db_started(db)) {
+    job->done = l_db_post_done;
+    mw_db_submit(db, job);
+    return 0;
+  }
+  job->owner = l_db_sync_owner(L, l_db_box_of(L), db);
+  mw_db_run_sync(db, job);
+  l_db_post_done(job);
+  mw_db_job_free(db, job);
+  return 0;
+}
+
 /* ---- db.transaction ---- */
 
 static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx);
@@ -667,6 +701,7 @@ int l_db_push(lua_State *L, mw_db *db) {
       {"on_commit", l_db_on_commit},
       {"in_transaction", l_db_in_transaction},
       {"rollback", l_db_rollback},
+      {"_post", l_db_post},
       {NULL, NULL},
   };
   lua_createtable(L, 0, (int)MW_ARRAY_LEN(funcs) - 1);
