@@ -33,6 +33,7 @@ typedef struct l_db_box {
   mw_db_link link;
   lua_State *main; /* the state's main thread: completions resume from it */
   l_db_tx *live; /* the transaction of this state holding the writer, if any */
+  int posted;    /* writes of db._post queued or running */
 } l_db_box;
 
 /* A db.transaction call, a to-be-closed value on its coroutine's stack: if
@@ -390,6 +391,8 @@ static int l_db_row(lua_State *L) { return l_db_call(L, MW_DB_ROW); }
 /* A write of db._post has finished: nobody waits for it; a failure is
  * logged, as nobody else would hear of it. */
 static void l_db_post_done(mw_db_job *job) {
+  l_db_box *b = job->ud;
+  if (b) b->posted--;
   if (job->rc != SQLITE_OK)
     mw_log(MW_LOG_ERROR, "db: a write made in the background failed: %s (in: %.*s)",
            job->err.p ? job->err.p : "out of memory", (int)(job->sql_len > L_DB_SQL_SHOWN ? L_DB_SQL_SHOWN : job->sql_len),
@@ -401,8 +404,9 @@ static void l_db_post_done(mw_db_job *job) {
  * queued writes commit together (group commit), behind any handler's open
  * transaction; the caller goes on at once and a failure is logged. Before
  * the database threads run, or without them, it runs now. Raises on misuse
- * only. */
+ * only. The caller caps its own backlog with db._backlog(). */
 static int l_db_post(lua_State *L) {
+  l_db_box *b = l_db_box_of(L);
   mw_db *db = l_db_get(L);
   size_t len;
   const char *sql = l_db_checksql(L, &len);
@@ -411,14 +415,22 @@ static int l_db_post(lua_State *L) {
   job->owner = job; /* no handler's: it waits for any open transaction */
   if (mw_db_started(db)) {
     job->done = l_db_post_done;
+    job->ud = b; /* mw_db_forget drops the callback when the module goes */
+    b->posted++;
     mw_db_submit(db, job);
     return 0;
   }
-  job->owner = l_db_sync_owner(L, l_db_box_of(L), db);
+  job->owner = l_db_sync_owner(L, b, db);
   mw_db_run_sync(db, job);
   l_db_post_done(job);
   mw_db_job_free(db, job);
   return 0;
+}
+
+/* db._backlog() -> how many writes of db._post are queued or running. */
+static int l_db_backlog(lua_State *L) {
+  lua_pushinteger(L, l_db_box_of(L)->posted);
+  return 1;
 }
 
 /* ---- db.transaction ---- */
@@ -702,6 +714,7 @@ int l_db_push(lua_State *L, mw_db *db) {
       {"in_transaction", l_db_in_transaction},
       {"rollback", l_db_rollback},
       {"_post", l_db_post},
+      {"_backlog", l_db_backlog},
       {NULL, NULL},
   };
   lua_createtable(L, 0, (int)MW_ARRAY_LEN(funcs) - 1);

@@ -55,6 +55,19 @@ async function rows(srv) {
   return JSON.parse(res.body);
 }
 
+// The rows once the writes queued for the database have run: the same
+// count twice, 200 ms apart.
+async function settled(srv) {
+  let last = await rows(srv);
+  for (let i = 0; i < 50; i++) {
+    await delay(200);
+    const now = await rows(srv);
+    if (JSON.stringify(now) === JSON.stringify(last)) return now;
+    last = now;
+  }
+  return last;
+}
+
 // The values of every 'news' event, without the offset recovery adds.
 const values = (got) => got.map((args) => args[0]);
 
@@ -159,6 +172,29 @@ describe('connection state recovery across a restart (store = "sqlite")', () => 
     await stop(first);
     const second = await start(t, db, { env });
     assert.deepEqual(await rows(second), { packets: 5, sessions: 0 });
+    await stop(second);
+  });
+
+  test('the writes waiting for the database are capped (maxPackets); the log read back stops at the hole this leaves', T, async (t) => {
+    const db = tempDbPath();
+    const env = { RECOVERY_MAX_PACKETS: '5' };
+    const first = await start(t, db, { env });
+    // While a transaction holds the writer, 40 packets are logged: 5 of
+    // them wait for the database, the others stay in memory only.
+    const held = request(first.url, '/hold?ms=500', { method: 'POST' });
+    await delay(100);
+    await publish(first, 'sports', 1, 40);
+    assert.equal((await held).status, 200);
+    assert.deepEqual(await settled(first), { packets: 5, sessions: 0 });
+    assert.match(first.stderr() + first.stdout(), /recovery: 5 writes are waiting for the database \(maxPackets\)/);
+    // Caught up: written again.
+    await publish(first, 'sports', 41);
+    assert.deepEqual(await settled(first), { packets: 6, sessions: 0 });
+    assert.match(first.stderr() + first.stdout(), /recovery: the database caught up/);
+    await stop(first);
+    const second = await start(t, db, { env });
+    assert.deepEqual(await rows(second), { packets: 1, sessions: 0 }, 'only the packet after the hole is kept');
+    assert.match(second.stderr() + second.stdout(), /recovery: the packet log read back stops at a hole \(seq 40 is missing\)/);
     await stop(second);
   });
 

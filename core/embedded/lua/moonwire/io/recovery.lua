@@ -36,6 +36,7 @@ local sweeper
 -- The sqlite store: on, whether this process has read the tables, and the
 -- seq below which the packets table has been pruned.
 local persist = false
+local behind = false -- the database's backlog is past its cap: packets are not written meanwhile
 local loaded = false
 local pruned_below = 0
 local PRUNE_EVERY = 256 -- dropped packets between two DELETEs of the table
@@ -205,8 +206,12 @@ local function load()
     .. " ORDER BY seq DESC LIMIT ?", recovery.max_packets)
   local kept, bytes, expect = {}, 0, top
   for _, row in ipairs(rows) do
+    if row.seq ~= expect then
+      core.log("warn", "recovery: the packet log read back stops at a hole (seq " .. tostring(expect)
+        .. " is missing): clients with an older offset get a new session")
+      break
+    end
     local e, why = entry_of(row)
-    if e and row.seq ~= expect then why, e = "the packets before it are missing (seq " .. tostring(expect) .. ")", nil end
     if not e then
       garbled(PACKETS, row.seq, why .. "; clients with an older offset get a new session")
       break
@@ -232,8 +237,8 @@ local function load()
     post_packet(plog.last, e)
   end
   for _, s in pairs(sessions) do post_session(s) end
-  pruned_below = 0
-  prune_table(true)
+  db.exec("DELETE FROM " .. PACKETS .. " WHERE seq < ?", plog.first)
+  pruned_below = plog.first
   loaded = true
   if #kept > 0 or next(sessions) then
     local n = 0
@@ -319,7 +324,24 @@ function M.store(e, packet, atts)
   plog[plog.last] = e
   plog.byid[e.id] = plog.last
   plog.bytes = plog.bytes + size
-  if persist then post_packet(plog.last, e) end
+  if persist then
+    -- The writes queued for the database are capped like the log: when the
+    -- disk falls behind, packets are kept in memory only until it catches
+    -- up. The hole this leaves in the table ends the log read back at the
+    -- next start there, so nobody is recovered without a packet.
+    local backlog = db._backlog()
+    if backlog < recovery.max_packets and not (behind and backlog > recovery.max_packets // 2) then
+      if behind then
+        behind = false
+        core.log("warn", "recovery: the database caught up; packets are written to it again")
+      end
+      post_packet(plog.last, e)
+    elseif not behind then
+      behind = true
+      core.log("warn", "recovery: " .. backlog .. " writes are waiting for the database (maxPackets); "
+        .. "packets are kept in memory only until it catches up, and a restart meanwhile recovers fewer clients")
+    end
+  end
   while plog.last - plog.first + 1 > recovery.max_packets or plog.bytes > recovery.max_bytes do
     plog_drop_first()
   end
