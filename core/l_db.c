@@ -33,6 +33,7 @@ typedef struct l_db_box {
   mw_db_link link;
   lua_State *main; /* the state's main thread: completions resume from it */
   l_db_tx *live; /* the transaction of this state holding the writer, if any */
+  int posted;    /* writes of db._post queued or running */
 } l_db_box;
 
 /* A db.transaction call, a to-be-closed value on its coroutine's stack: if
@@ -44,7 +45,17 @@ struct l_db_tx {
   lua_State *owner; /* the coroutine whose transaction it is (kept alive by the userdata's user value) */
   int step;
   bool async, nested, open;
+  /* db.on_commit's functions (outermost transaction only): a registry
+   * reference to their list, LUA_NOREF until the first one. */
+  int outbox;
+  /* A savepoint: how many the outer transaction's list held when it began
+   * (its rollback drops those added since). */
+  int mark;
 };
+
+/* db.rollback() raises this (its address): the innermost db.transaction
+ * catches it, rolls back and returns without raising. */
+static const char l_db_rollback_key = 0;
 
 enum { TX_BEGUN = 1, TX_RAN, TX_COMMITTED, TX_UNDONE };
 
@@ -377,6 +388,51 @@ static int l_db_query(lua_State *L) { return l_db_call(L, MW_DB_QUERY); }
 /* db.row(sql, ...) -> first row or nil */
 static int l_db_row(lua_State *L) { return l_db_call(L, MW_DB_ROW); }
 
+/* A write of db._post has finished: nobody waits for it; a failure is
+ * logged, as nobody else would hear of it. */
+static void l_db_post_done(mw_db_job *job) {
+  l_db_box *b = job->ud;
+  if (b) b->posted--;
+  if (job->rc != SQLITE_OK)
+    mw_log(MW_LOG_ERROR, "db: a write made in the background failed: %s (in: %.*s)",
+           job->err.p ? job->err.p : "out of memory", (int)(job->sql_len > L_DB_SQL_SHOWN ? L_DB_SQL_SHOWN : job->sql_len),
+           job->in.p);
+}
+
+/* db._post(sql, ...): a write nobody waits for, for the framework's own
+ * bookkeeping (the recovery log): queued for the writer thread, where
+ * queued writes commit together (group commit), behind any handler's open
+ * transaction; the caller goes on at once and a failure is logged. Before
+ * the database threads run, or without them, it runs now. Raises on misuse
+ * only. The caller caps its own backlog with db._backlog(). */
+static int l_db_post(lua_State *L) {
+  l_db_box *b = l_db_box_of(L);
+  mw_db *db = l_db_get(L);
+  size_t len;
+  const char *sql = l_db_checksql(L, &len);
+  mw_db_job *job = l_db_job(L, db, MW_DB_EXEC, sql, len);
+  job->flags = MW_DB_WRITER;
+  job->owner = job; /* no handler's: it waits for any open transaction */
+  if (mw_db_started(db)) {
+    job->done = l_db_post_done;
+    job->ud = b; /* mw_db_forget drops the callback when the module goes */
+    b->posted++;
+    mw_db_submit(db, job);
+    return 0;
+  }
+  job->owner = l_db_sync_owner(L, b, db);
+  mw_db_run_sync(db, job);
+  l_db_post_done(job);
+  mw_db_job_free(db, job);
+  return 0;
+}
+
+/* db._backlog() -> how many writes of db._post are queued or running. */
+static int l_db_backlog(lua_State *L) {
+  lua_pushinteger(L, l_db_box_of(L)->posted);
+  return 1;
+}
+
 /* ---- db.transaction ---- */
 
 static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx);
@@ -408,6 +464,63 @@ static void l_db_tx_over(l_db_tx *tx) {
   if (tx->box && tx->box->live == tx) tx->box->live = NULL;
 }
 
+/* The open transaction the code running in L belongs to, or NULL: the
+ * handler's own, or the one of the coroutine that resumed L (a coroutine of
+ * the app's own, run inside the transaction: as for its statements). */
+static l_db_tx *l_db_current(lua_State *L, l_db_box *b) {
+  l_db_tx *tx = b->live;
+  if (!tx || !tx->open) return NULL;
+  if (tx->owner == L) return tx;
+  lua_Debug ar;
+  if (lua_status(tx->owner) == LUA_OK && lua_getstack(tx->owner, 0, &ar)) return tx; /* "normal" */
+  return NULL;
+}
+
+/* How many functions the outer transaction's list holds. */
+static int l_db_outbox_len(lua_State *L, const l_db_tx *outer) {
+  if (!outer || outer->outbox == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, outer->outbox);
+  int n = (int)lua_rawlen(L, -1);
+  lua_pop(L, 1);
+  return n;
+}
+
+/* A transaction rolled back: its db.on_commit functions never run. A
+ * savepoint drops those added since it began, the outermost all of them. */
+static void l_db_outbox_drop(lua_State *L, l_db_tx *tx) {
+  if (!tx->nested) {
+    if (tx->outbox != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, tx->outbox);
+    tx->outbox = LUA_NOREF;
+    return;
+  }
+  l_db_tx *outer = tx->box ? tx->box->live : NULL;
+  if (!outer || outer->owner != tx->owner || outer->outbox == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, outer->outbox);
+  for (int i = (int)lua_rawlen(L, -1); i > tx->mark; i--) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+}
+
+/* The outermost transaction committed (and is over): its db.on_commit
+ * functions run now, in order, each under its own protected call (one that
+ * fails is logged; the others still run). */
+static void l_db_outbox_run(lua_State *L, l_db_tx *tx) {
+  if (tx->outbox == LUA_NOREF) return;
+  int ref = tx->outbox;
+  tx->outbox = LUA_NOREF;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  int list = lua_gettop(L);
+  int n = (int)lua_rawlen(L, list);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    if (lcall_pcall(L, 0, 0, "db.on_commit") != LUA_OK) lua_pop(L, 1);
+  }
+  lua_settop(L, list - 1);
+}
+
 static const char *l_db_tx_undo(const l_db_tx *tx) {
   return tx->nested ? "ROLLBACK TO mw_tx; RELEASE mw_tx" : "ROLLBACK";
 }
@@ -431,6 +544,7 @@ static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx) {
     if (!tx->async) mw_db_job_free(tx->link.db, job);
     tx->open = true;
     if (!tx->nested && tx->box) tx->box->live = tx;
+    if (tx->nested && tx->box) tx->mark = l_db_outbox_len(L, tx->box->live);
     tx->step = TX_RAN;
     lua_pushvalue(L, 1);
     /* In a handler fn may wait (its statements do); elsewhere it runs
@@ -452,13 +566,17 @@ static int l_db_tx_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (!tx->async) mw_db_job_free(tx->link.db, job);
     l_db_tx_over(tx);
-    return lua_gettop(L) - 2;
+    int nres = lua_gettop(L) - 2;
+    if (!tx->nested) l_db_outbox_run(L, tx);
+    return nres;
   case TX_UNDONE:
   default:
     /* Errors of the rollback are ignored: the original error matters more,
      * and SQLite may already have rolled back by itself. */
     if (!tx->async && job) mw_db_job_free(tx->link.db, job);
+    l_db_outbox_drop(L, tx);
     l_db_tx_over(tx);
+    if (lua_touserdata(L, -1) == (void *)&l_db_rollback_key) return 0; /* db.rollback(): no error */
     return lua_error(L); /* the same value fn raised */
   }
 }
@@ -492,6 +610,9 @@ static int l_db_tx_gc(lua_State *L) {
       mw_db_job_free(db, job);
     }
   }
+  if (tx->open) l_db_outbox_drop(L, tx);
+  else if (tx->outbox != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, tx->outbox);
+  tx->outbox = LUA_NOREF;
   l_db_tx_over(tx);
   mw_db_link_remove(&tx->link);
   return 0;
@@ -508,6 +629,7 @@ static int l_db_transaction(lua_State *L) {
   lua_settop(L, 1);
   l_db_tx *tx = lua_newuserdatauv(L, sizeof *tx, 1); /* 2 */
   memset(tx, 0, sizeof *tx);
+  tx->outbox = LUA_NOREF;
   if (luaL_newmetatable(L, L_DB_TX_MT)) {
     lua_pushcfunction(L, l_db_tx_gc);
     lua_setfield(L, -2, "__gc");
@@ -530,6 +652,46 @@ static int l_db_transaction(lua_State *L) {
                      TX_BEGUN);
 }
 
+/* db.on_commit(fn): fn runs once the transaction the running code is in
+ * (its outermost one) has committed, after the COMMIT; it is dropped when
+ * that transaction, or the savepoint fn was given in, rolls back. Outside
+ * a transaction fn runs at once. Returns true when fn waits for a commit. */
+static int l_db_on_commit(lua_State *L) {
+  l_db_box *b = l_db_box_of(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  l_db_tx *tx = l_db_current(L, b);
+  if (!tx) {
+    lua_call(L, 0, 0);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (tx->outbox == LUA_NOREF) {
+    lua_newtable(L);
+    tx->outbox = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tx->outbox);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* db.in_transaction() -> whether the running code is inside db.transaction. */
+static int l_db_in_transaction(lua_State *L) {
+  lua_pushboolean(L, l_db_current(L, l_db_box_of(L)) != NULL);
+  return 1;
+}
+
+/* db.rollback(): leaves the innermost db.transaction's fn at once; that
+ * transaction (or savepoint) is rolled back and db.transaction returns
+ * nothing, without an error. Raises when not inside a transaction. */
+static int l_db_rollback(lua_State *L) {
+  if (!l_db_current(L, l_db_box_of(L))) return luaL_error(L, "db.rollback: not inside db.transaction(fn)");
+  lua_pushlightuserdata(L, (void *)&l_db_rollback_key);
+  return lua_error(L);
+}
+
 /* ---- the module ---- */
 
 static int l_db_gc(lua_State *L) {
@@ -548,6 +710,11 @@ int l_db_push(lua_State *L, mw_db *db) {
       {"query", l_db_query},
       {"row", l_db_row},
       {"transaction", l_db_transaction},
+      {"on_commit", l_db_on_commit},
+      {"in_transaction", l_db_in_transaction},
+      {"rollback", l_db_rollback},
+      {"_post", l_db_post},
+      {"_backlog", l_db_backlog},
       {NULL, NULL},
   };
   lua_createtable(L, 0, (int)MW_ARRAY_LEN(funcs) - 1);

@@ -311,6 +311,10 @@ io.on("connection", function(socket)
     local offset, offset_err = check_offset(clientOffset)
     if offset_err then return ack({ error = offset_err }) end
 
+    -- One statement, outside db.transaction on purpose: db.exec returns once
+    -- its row is committed, so the broadcast below already leaves only for a
+    -- stored message, and a burst of messages shares one sync to disk
+    -- (group commit), which a transaction per message would not.
     local msg, new = store(nickname, body, offset)
     if new then
       -- serverOffset (the second value) is the message id: each page keeps

@@ -143,35 +143,43 @@ end)
 -- ---------------------------------------------------------------- changes
 
 -- Every change goes through these three functions, whether it comes from a
--- form or from the API, so the open pages hear about all of them.
+-- form or from the API, so the open pages hear about all of them. Each
+-- writes and announces in one db.transaction: the announcement leaves once
+-- the change is committed, and never for a change rolled back.
 
 -- Adds a pet (name and species already checked) and returns it.
 local function add_pet(fields)
-  local _, id = db.exec("INSERT INTO pets (name, species, status_at) VALUES (?, ?, ?)",
-    fields.name, fields.species, now())
-  local pet = find_pet(id)
-  live:to("index"):emit("pet added", pet)
-  return pet
+  return db.transaction(function()
+    local _, id = db.exec("INSERT INTO pets (name, species, status_at) VALUES (?, ?, ?)",
+      fields.name, fields.species, now())
+    local pet = find_pet(id)
+    live:to("index"):emit("pet added", pet)
+    return pet
+  end)
 end
 
 -- Changes a pet's name and species; returns the pet, or nil when there is
 -- no pet with this id.
 local function update_pet(id, fields)
-  local changed = db.exec("UPDATE pets SET name = ?, species = ? WHERE id = ?",
-    fields.name, fields.species, id)
-  if changed == 0 then return nil end
-  local pet = find_pet(id)
-  -- to(a):to(b) reaches the sockets in either room, each of them once.
-  live:to("index"):to("pet:" .. id):emit("pet updated", pet)
-  return pet
+  return db.transaction(function()
+    local changed = db.exec("UPDATE pets SET name = ?, species = ? WHERE id = ?",
+      fields.name, fields.species, id)
+    if changed == 0 then return nil end
+    local pet = find_pet(id)
+    -- to(a):to(b) reaches the sockets in either room, each of them once.
+    live:to("index"):to("pet:" .. id):emit("pet updated", pet)
+    return pet
+  end)
 end
 
 -- Removes a pet; returns false when there was none with this id.
 local function remove_pet(id)
-  local changed = db.exec("DELETE FROM pets WHERE id = ?", id)
-  if changed == 0 then return false end
-  live:to("index"):to("pet:" .. id):emit("pet removed", { id = id })
-  return true
+  return db.transaction(function()
+    local changed = db.exec("DELETE FROM pets WHERE id = ?", id)
+    if changed == 0 then return false end
+    live:to("index"):to("pet:" .. id):emit("pet removed", { id = id })
+    return true
+  end)
 end
 
 -- ---------------------------------------------------------------- checking input
@@ -429,20 +437,17 @@ local function another_status(current)
 end
 
 -- On every tick, each pet gets a new status. They are all written in one
--- transaction (one disk write instead of one per pet), and only then sent
--- out, so a page never shows a status the database does not have. Each
--- change goes to the list page and to that pet's page.
+-- transaction (one disk write instead of one per pet), and the emits inside
+-- it leave once it has committed, so a page never shows a status the
+-- database does not have. Each change goes to the list page and to that
+-- pet's page.
 timer.every(status_interval(), function()
   local at = now()
-  local changes = {}
   db.transaction(function()
     for _, pet in ipairs(db.query("SELECT id, status FROM pets")) do
       local status = another_status(pet.status)
       db.exec("UPDATE pets SET status = ?, status_at = ? WHERE id = ?", status, at, pet.id)
-      changes[#changes + 1] = { id = pet.id, status = status, status_at = at }
+      live:to("index"):to("pet:" .. pet.id):emit("status", { id = pet.id, status = status, status_at = at })
     end
   end)
-  for _, change in ipairs(changes) do
-    live:to("index"):to("pet:" .. change.id):emit("status", change)
-  end
 end)

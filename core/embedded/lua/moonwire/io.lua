@@ -253,7 +253,7 @@ function io.serverSideEmitWithAck(event, ...) return main:serverSideEmitWithAck(
 io.sockets = main
 
 -- io.configure{ path, pingInterval, pingTimeout, maxHttpBufferSize, connectTimeout, transports, cors = { origin },
---   connectionStateRecovery = { maxDisconnectionDuration, skipMiddlewares, maxPackets, maxBytes },
+--   connectionStateRecovery = { maxDisconnectionDuration, skipMiddlewares, maxPackets, maxBytes, store },
 --   adapter = { redis = url, ... } }
 function io.configure(opts)
   assert(type(opts) == "table", "io.configure: expects a table of options")

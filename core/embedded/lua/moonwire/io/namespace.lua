@@ -7,6 +7,7 @@
 -- the other servers too.
 local c = require "moonwire.io_c"
 local core = require "moonwire.core"
+local db = require "moonwire.db"
 local json = require "moonwire.json"
 local runner = require "moonwire.runner"
 local packet = require "moonwire.io.packet"
@@ -14,6 +15,23 @@ local packet = require "moonwire.io.packet"
 local M = {}
 local null = json.null
 local call = runner.call
+
+-- Emits inside db.transaction(fn) wait for its commit (db.on_commit) and
+-- are dropped when it rolls back: a client never hears of a row that is
+-- not there. Outside a transaction they go out at once.
+local in_transaction, on_commit = db.in_transaction, db.on_commit
+M.in_transaction = in_transaction
+
+-- Runs fn(...) once the running transaction commits; the values are taken
+-- as they are then.
+local function after_commit(fn, ...)
+  local args = table.pack(...)
+  on_commit(function() fn(table.unpack(args, 1, args.n)) end)
+  return true
+end
+M.after_commit = after_commit
+M.NO_WAIT_IN_TX = "emitWithAck: inside db.transaction a packet leaves only once the transaction commits, "
+  .. "so its answer cannot be waited for there; emit with a callback, or wait after db.transaction returns"
 
 local namespaces = {}
 local parents = {} -- dynamic namespaces: { matcher, ... } in the order io.of made them
@@ -280,6 +298,7 @@ end
 function Operator:emit(event, ...)
   assert(type(event) == "string", "emit: the event name must be a string")
   if packet.RESERVED[event] then error("emit: '" .. event .. "' is a reserved event name", 2) end
+  if in_transaction() then return after_commit(Operator.emit, self, event, ...) end
   local n = select("#", ...)
   local args = { event, ... }
   n = n + 1
@@ -294,6 +313,9 @@ end
 
 -- local err, responses = io.timeout(ms):emitWithAck(event, ...)
 function Operator:emitWithAck(event, ...)
+  if in_transaction() then
+    error(M.NO_WAIT_IN_TX, 2)
+  end
   local wake, wait = runner.waiter("emitWithAck")
   local n = select("#", ...)
   local args = { ... }

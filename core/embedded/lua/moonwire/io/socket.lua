@@ -177,6 +177,7 @@ end
 local function emit_to(s, flags, event, ...)
   assert(type(event) == "string", "emit: the event name must be a string")
   if packet.RESERVED[event] then error("emit: '" .. event .. "' is a reserved event name", 3) end
+  if namespace.in_transaction() then return namespace.after_commit(emit_to, s, flags, event, ...) end
   local n = select("#", ...)
   local args = { event, ... }
   n = n + 1
@@ -202,6 +203,7 @@ end
 -- the running handler. err is nil, "operation has timed out" or "socket has
 -- been disconnected"; then come the values the client acked with.
 local function emit_with_ack(s, flags, event, ...)
+  if namespace.in_transaction() then error(namespace.NO_WAIT_IN_TX, 3) end
   local wake, wait = runner.waiter("emitWithAck")
   local n = select("#", ...)
   local args = { ... }
