@@ -23,6 +23,7 @@ typedef struct mw_config {
   bool dev;               /* dev mode: error details in pages */
   bool quiet;             /* no access log */
   bool watch;             /* reload scripts/, views/, public/ when they change */
+  bool seed;              /* run scripts/seeds.lua once the app has loaded at start */
   bool test_clock;        /* app timers follow a clock only tests move (moonwire.testing) */
   size_t max_body;        /* request body limit, bytes */
   uint64_t header_timeout_ms;

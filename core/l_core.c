@@ -78,6 +78,8 @@ int luaopen_moonwire_core(lua_State *L) {
   lua_setfield(L, -2, "root");
   lua_pushboolean(L, srv->cfg.dev);
   lua_setfield(L, -2, "dev");
+  lua_pushboolean(L, srv->cfg.seed);
+  lua_setfield(L, -2, "seed");
   lua_pushstring(L, MW_VERSION);
   lua_setfield(L, -2, "version");
   if (srv->cfg.redis) {

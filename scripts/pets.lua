@@ -48,20 +48,9 @@ local log   = require "moonwire.log" -- the server's log, on stderr
 local timer = require "moonwire.timer"
 local trim  = require("text").trim -- scripts/text.lua
 
--- Created on load, so a brand-new database file works straight away.
--- A pet starts asleep; status_at says when its status last changed.
--- AUTOINCREMENT: the id of a removed pet is never given to a new one, so an
--- old link (or a page left open) never shows a different pet.
-db.exec [[
-  CREATE TABLE IF NOT EXISTS pets (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    name       TEXT NOT NULL,
-    species    TEXT NOT NULL,
-    status     TEXT NOT NULL DEFAULT 'sleeping',
-    status_at  TEXT,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-  )
-]]
+-- The table pets is made by scripts/migrations/002_pets.sql, applied at
+-- start before this file runs; scripts/seeds.lua adds a few pets to an
+-- empty store when the server starts with --seed (make run does).
 
 -- The species the form offers. Kept short on purpose: a fixed list gives
 -- tidy data and a simple rule to check.
