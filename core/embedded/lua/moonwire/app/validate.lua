@@ -24,11 +24,14 @@
 --             message (a string) fails
 --   label     the field's name in messages (default: "pet_name" → "Pet name")
 --   message   one message for whichever rule fails
+--   messages  a message per rule: { required = "...", one_of = "..." }
+--             (also single: a list where one value was expected; text:
+--             bytes that are not UTF-8)
 local M = {}
 
 local RULES = {
   required = true, min = true, max = true, number = true, integer = true, one_of = true, pattern = true,
-  custom = true, label = true, message = true,
+  custom = true, label = true, message = true, messages = true,
 }
 
 local function label_of(field, rule)
@@ -44,10 +47,10 @@ local function check_field(field, value, rule, values)
   local label = label_of(field, rule)
   if type(value) == "string" then value = trim(value) end
   if value == nil or value == "" then
-    if rule.required then return label .. " is required." end
+    if rule.required then return label .. " is required.", "required" end
     return nil
   end
-  if type(value) == "table" then return label .. " must be a single value." end
+  if type(value) == "table" then return label .. " must be a single value.", "single" end
   if type(value) == "boolean" then value = tostring(value) end
   local numeric = rule.number or rule.integer
   local n
@@ -57,19 +60,19 @@ local function check_field(field, value, rule, values)
     elseif value:match("^[+-]?%d+%.?%d*$") or value:match("^[+-]?%.%d+$") then
       n = tonumber(value)
     end
-    if n == nil or n ~= n then return label .. " must be a number." end
-    if rule.integer and math.type(n) ~= "integer" and n ~= math.floor(n) then return label .. " must be a whole number." end
-    if rule.min and n < rule.min then return label .. " must be at least " .. rule.min .. "." end
-    if rule.max and n > rule.max then return label .. " must be at most " .. rule.max .. "." end
+    if n == nil or n ~= n then return label .. " must be a number.", rule.integer and "integer" or "number" end
+    if rule.integer and math.type(n) ~= "integer" and n ~= math.floor(n) then return label .. " must be a whole number.", "integer" end
+    if rule.min and n < rule.min then return label .. " must be at least " .. rule.min .. ".", "min" end
+    if rule.max and n > rule.max then return label .. " must be at most " .. rule.max .. ".", "max" end
   else
     if type(value) ~= "string" then value = tostring(value) end
     local len = utf8.len(value)
-    if not len then return label .. " must be plain text." end
+    if not len then return label .. " must be plain text.", "text" end
     if rule.min and len < rule.min then
-      return label .. " must be at least " .. rule.min .. (rule.min == 1 and " character." or " characters.")
+      return label .. " must be at least " .. rule.min .. (rule.min == 1 and " character." or " characters."), "min"
     end
     if rule.max and len > rule.max then
-      return label .. " must be at most " .. rule.max .. (rule.max == 1 and " character." or " characters.")
+      return label .. " must be at most " .. rule.max .. (rule.max == 1 and " character." or " characters."), "max"
     end
   end
   if rule.one_of then
@@ -77,13 +80,13 @@ local function check_field(field, value, rule, values)
     for _, allowed in ipairs(rule.one_of) do
       if allowed == value or tostring(allowed) == tostring(value) then found = true break end
     end
-    if not found then return label .. " must be one of: " .. table.concat(rule.one_of, ", ") .. "." end
+    if not found then return label .. " must be one of: " .. table.concat(rule.one_of, ", ") .. ".", "one_of" end
   end
-  if rule.pattern and not tostring(value):find(rule.pattern) then return label .. " is not in the expected form." end
+  if rule.pattern and not tostring(value):find(rule.pattern) then return label .. " is not in the expected form.", "pattern" end
   if rule.custom then
     local ok = rule.custom(n or value, values)
-    if ok == false then return label .. " is not valid." end
-    if type(ok) == "string" then return ok end
+    if ok == false then return label .. " is not valid.", "custom" end
+    if type(ok) == "string" then return ok, "custom" end
   end
   return nil
 end
@@ -102,10 +105,10 @@ function M.check(values, rules)
     end
     if rule.one_of ~= nil and type(rule.one_of) ~= "table" then error("app.validate: one_of of " .. tostring(field) .. " must be a list", 2) end
     if rule.custom ~= nil and type(rule.custom) ~= "function" then error("app.validate: custom of " .. tostring(field) .. " must be a function", 2) end
-    local msg = check_field(field, values[field], rule, values)
+    local msg, which = check_field(field, values[field], rule, values)
     if msg then
       errors = errors or {}
-      errors[field] = rule.message or msg
+      errors[field] = rule.messages and rule.messages[which] or rule.message or msg
     end
   end
   return errors
