@@ -232,24 +232,36 @@ int migrate_status(const char *path, const char *dir, FILE *out, char *err, size
       st = NULL;
   }
   size_t pending = 0, applied = 0;
-  /* Recorded ones first (a file since removed shows as such), then the rest. */
-  char **seen = calloc(l.n + 1, sizeof *seen);
+  /* In the order they run; then any recorded one whose file is gone. */
+  sqlite3_stmt *one = NULL;
+  if (st && sqlite3_prepare_v2(db, "SELECT applied_at FROM " MIGRATE_TABLE " WHERE name = ?", -1, &one, NULL) != SQLITE_OK)
+    one = NULL;
+  for (size_t i = 0; i < l.n; i++) {
+    const char *at = NULL;
+    if (one) {
+      sqlite3_reset(one);
+      sqlite3_bind_text(one, 1, l.names[i], -1, SQLITE_STATIC);
+      if (sqlite3_step(one) == SQLITE_ROW) at = (const char *)sqlite3_column_text(one, 0);
+    }
+    if (at) {
+      fprintf(out, "applied  %s  %s\n", l.names[i], at);
+      applied++;
+    } else {
+      fprintf(out, "pending  %s\n", l.names[i]);
+      pending++;
+    }
+  }
+  sqlite3_finalize(one);
   while (st && sqlite3_step(st) == SQLITE_ROW) {
     const char *name = (const char *)sqlite3_column_text(st, 0);
-    const char *at = (const char *)sqlite3_column_text(st, 1);
     bool have = false;
-    for (size_t i = 0; i < l.n && !have; i++)
-      if (!strcmp(l.names[i], name)) have = seen && (seen[i] = l.names[i]);
-    fprintf(out, "applied  %s  %s%s\n", name, at ? at : "", have ? "" : "  (its file is gone)");
+    for (size_t i = 0; i < l.n && !have; i++) have = !strcmp(l.names[i], name);
+    if (have) continue;
+    const char *at = (const char *)sqlite3_column_text(st, 1);
+    fprintf(out, "applied  %s  %s  (its file is gone)\n", name, at ? at : "");
     applied++;
   }
-  for (size_t i = 0; i < l.n; i++) {
-    if (seen && seen[i]) continue;
-    fprintf(out, "pending  %s\n", l.names[i]);
-    pending++;
-  }
   fprintf(out, "%zu applied, %zu pending\n", applied, pending);
-  free(seen);
   sqlite3_finalize(st);
   sqlite3_close(db);
   list_free(&l);
