@@ -71,11 +71,18 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "new")) {
-    if (argc != 3) {
-      fprintf(stderr, "usage: moonwire new DIR\n");
+    const char *dir = NULL, *template = NULL;
+    bool bad = false;
+    for (int i = 2; i < argc && !bad; i++) {
+      if (!strcmp(argv[i], "--template") && i + 1 < argc) template = argv[++i];
+      else if (argv[i][0] != '-' && !dir) dir = argv[i];
+      else bad = true;
+    }
+    if (bad || !dir) {
+      fprintf(stderr, "usage: moonwire new DIR [--template chat|pets]\n");
       return 2;
     }
-    return mw_new_app(argv[2]);
+    return mw_new_app(dir, template);
   }
   if (argc >= 2 && !strcmp(argv[1], "migrate")) return migrate_command(argc - 1, argv + 1);
   mw_config cfg;
