@@ -108,10 +108,11 @@ static int read_file(const char *path, char **out, char *err, size_t errlen) {
     return -e;
   }
   struct stat st;
-  if (fstat(fileno(f), &st) || st.st_size > MIGRATE_MAX_FILE) {
+  if (fstat(fileno(f), &st)) {
+    int e = errno;
     fclose(f);
-    snprintf(err, errlen, "%s: larger than %d bytes", path, MIGRATE_MAX_FILE);
-    return -EFBIG;
+    snprintf(err, errlen, "%s: %s", path, strerror(e));
+    return -e;
   }
   char *buf = malloc((size_t)st.st_size + 1);
   if (!buf) {

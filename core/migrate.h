@@ -11,9 +11,6 @@
 
 #include "config.h"
 
-/* The largest migration file read (a schema, not a data dump). */
-#define MIGRATE_MAX_FILE (16 * 1024 * 1024)
-
 /* Applies every migration under dir (borrowed; a missing dir means none)
  * that db (borrowed, the caller's thread only) has not recorded, in the
  * order of their numbers, each with its record in one transaction, and

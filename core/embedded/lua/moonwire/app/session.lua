@@ -18,8 +18,8 @@
 --     maxSize = 4096,          -- bytes of the Set-Cookie value, at most
 --   } }
 --
--- Without secret or keys the key is $MOONWIRE_SECRET, else app.configure's
--- secret; in dev mode with none of them a random one is made at start (a
+-- Without secret or keys the key is app.configure's secret, else
+-- $MOONWIRE_SECRET (as for CSRF tokens); in dev mode with none of them a random one is made at start (a
 -- restart forgets every session), in production it is an error.
 local core = require "moonwire.core"
 local json = require "moonwire.json"
@@ -45,10 +45,10 @@ end
 local function keys(o)
   if o.keys then return o.keys end
   if o.secret then return { o.secret } end
-  local env = os.getenv("MOONWIRE_SECRET")
-  if env and #env >= 16 then return { env } end
   local s = settings.get("secret")
   if s then return { s } end
+  local env = os.getenv("MOONWIRE_SECRET")
+  if env and #env >= 16 then return { env } end
   if not core.dev then error(NO_SECRET, 0) end
   if not made_key then
     made_key = core.random(32)
