@@ -81,20 +81,10 @@ static int core_b64encode(lua_State *L) {
 static int core_b64decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  if (len % 4 == 1) return luaL_pushfail(L), 1;
-  mw_str std = {0}, out = {0};
-  int r = mw_str_reserve(&std, len + 3);
-  for (size_t i = 0; !r && i < len; i++) {
-    char c = s[i];
-    if (c == '+' || c == '/' || c == '=') r = -EINVAL; /* not base64url */
-    else mw_str_appendc(&std, c == '-' ? '+' : c == '_' ? '/' : c);
-  }
-  while (!r && std.len % 4) mw_str_appendc(&std, '=');
-  if (!r) r = b64_decode(&out, std.p ? std.p : "", std.len);
-  mw_str_free(&std);
+  mw_str out = {0};
+  int r = b64_decode_url(&out, s, len);
+  if (r == -ENOMEM) return luaL_error(L, "out of memory");
   if (r) {
-    mw_str_free(&out);
-    if (r == -ENOMEM) return luaL_error(L, "out of memory");
     luaL_pushfail(L);
     return 1;
   }
