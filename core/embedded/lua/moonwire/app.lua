@@ -183,7 +183,7 @@ function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheade
     end
     return false
   end
-  req.params = params
+  rawset(req, "params", params) -- not through Request's __newindex (req.session's)
   local res = response.new(ex)
   rawset(req, "_res", res)
   rawset(res, "_req", req)

@@ -91,14 +91,15 @@ local function has_type(res)
   return false
 end
 
--- res:send(body): a string is sent as HTML unless a Content-Type is set; a
--- table is sent as JSON. On a response being streamed (res:write), the
--- last piece.
 -- req.session's cookie joins the head when the session was used.
 local function save_session(res)
   local req = rawget(res, "_req")
   if req and rawget(req, "_sess") then session.save(req, res) end
 end
+
+-- res:send(body): a string is sent as HTML unless a Content-Type is set; a
+-- table is sent as JSON. On a response being streamed (res:write), the
+-- last piece.
 
 function Response:send(body)
   if not self._streaming then save_session(self) end
