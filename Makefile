@@ -22,9 +22,10 @@ build:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
-# Starts the example app on http://localhost:$(PORT) in dev mode.
+# Starts the example app on http://localhost:$(PORT) in dev mode; an empty
+# pet store gets a few pets (scripts/seeds.lua).
 run: deps build
-	@$(BUILD)/moonwire --root . --dev --port $(PORT)
+	@$(BUILD)/moonwire --root . --dev --seed --port $(PORT)
 
 # Every test: C units, busted specs, Node end-to-end (through ctest).
 test: deps build

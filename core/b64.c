@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 static const char alphabet[2][65] = {
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
@@ -96,4 +97,22 @@ int b64_decode(mw_str *out, const char *s, size_t len) {
   out->len += n;
   out->p[out->len] = '\0';
   return 0;
+}
+
+int b64_decode_url(mw_str *out, const char *s, size_t len) {
+  if (len % 4 == 1) return -EINVAL;
+  /* Into the standard alphabet with its padding, then the strict decoder. */
+  size_t padded = len + (len % 4 ? 4 - len % 4 : 0);
+  char small[256], *std = padded <= sizeof small ? small : malloc(padded);
+  if (!std) return -ENOMEM;
+  int r = 0;
+  for (size_t i = 0; i < len && !r; i++) {
+    char c = s[i];
+    if (c == '+' || c == '/' || c == '=') r = -EINVAL;
+    else std[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+  }
+  for (size_t i = len; i < padded; i++) std[i] = '=';
+  if (!r) r = b64_decode(out, std, padded);
+  if (std != small) free(std);
+  return r;
 }

@@ -32,4 +32,11 @@ int b64_encode(mw_str *out, const void *data, size_t len);
  * Returns 0, -EINVAL or -ENOMEM; on error out is unchanged. */
 int b64_decode(mw_str *out, const char *s, size_t len);
 
+/* Decodes base64url without padding (§5, what b64_write writes with url
+ * set: signed cookies carry it) and appends the bytes to out. As strict as
+ * b64_decode: only the url alphabet, no '=', a length that is not 1 more
+ * than a multiple of 4, and zero unused bits. Returns 0, -EINVAL or
+ * -ENOMEM; on error out is unchanged. */
+int b64_decode_url(mw_str *out, const char *s, size_t len);
+
 #endif

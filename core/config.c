@@ -88,6 +88,7 @@ const mw_config_opt mw_config_opts[] = {
     OFF("--production", app.dev, true, "production mode: plain error pages, no file watching"),
     ON("--watch", app.watch, false, "reload scripts/, views/ and public/ when they change (on in dev mode)"),
     ON("--quiet", http.quiet, false, "no access log on stdout"),
+    ON("--seed", app.seed, false, "run scripts/seeds.lua once the app has loaded at start (make run does)"),
     NUM("--max-body", "BYTES", http.max_body, 0, 1LL << 40, 1024 * 1024,
         "request body limit (default %D); larger bodies get 413"),
     NUM("--max-header-size", "BYTES", http.max_header_size, 1024, 1 << 20, HTTP_MAX_HEADER_BYTES,
@@ -258,11 +259,14 @@ int mw_config_parse(mw_config *cfg, int argc, char **argv, FILE *out, FILE *err)
 
 void mw_config_usage(FILE *out) {
   fputs("usage: moonwire [options]\n"
-        "       moonwire new DIR\n"
+        "       moonwire new DIR [--template chat|pets]\n"
+        "       moonwire migrate [--status] [--root DIR] [--db PATH]\n"
         "\n"
         "Serves the app in --root: scripts/app.lua (routes and handlers), views/\n"
         "(templates) and public/ (static files). `moonwire new DIR` creates a\n"
-        "minimal app to start from.\n",
+        "minimal app to start from (or one of the examples). At start, and with\n"
+        "`moonwire migrate`, scripts/migrations/NNN_name.sql are applied in order;\n"
+        "`moonwire migrate --status` lists them.\n",
         out);
   for (size_t i = 0; i < mw_config_nopts; i++) {
     const mw_config_opt *o = &mw_config_opts[i];

@@ -17,5 +17,9 @@ extern const mw_embedded mw_embedded_lua[];
 extern const mw_embedded mw_embedded_client[];
 /* What `moonwire new DIR` writes: file is the path inside the new app. */
 extern const mw_embedded mw_embedded_skeleton[];
+/* `moonwire new DIR --template NAME`: module is the template's name, file the
+ * path inside the new app; a file starting with '+' is the template's own
+ * (core/embedded/templates/NAME/), where {{NAME}} and such are filled. */
+extern const mw_embedded mw_embedded_templates[];
 
 #endif

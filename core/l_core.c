@@ -8,7 +8,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <errno.h>
 #include <time.h>
+
+#include "b64.h"
 
 #include "l_exchange.h"
 #include "lhost.h" /* lhost_opts */
@@ -58,6 +61,38 @@ static int core_hmac(lua_State *L) {
   return 1;
 }
 
+/* b64encode(s) → s in base64url without padding (RFC 4648 §5): signed
+ * cookies carry it as it is, with no percent-encoding. */
+static int core_b64encode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  bool ok;
+  size_t n = b64_encoded_len(len, &ok);
+  if (!ok) return luaL_error(L, "b64encode: too long");
+  luaL_Buffer b;
+  char *dst = luaL_buffinitsize(L, &b, n);
+  b64_write(dst, s, len, true);
+  luaL_pushresultsize(&b, (n - (len % 3 ? 3 - len % 3 : 0)));
+  return 1;
+}
+
+/* b64decode(s) → the bytes of base64url text s (no padding), or nil when s
+ * is not the canonical encoding of any. */
+static int core_b64decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  mw_str out = {0};
+  int r = b64_decode_url(&out, s, len);
+  if (r == -ENOMEM) return luaL_error(L, "out of memory");
+  if (r) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushlstring(L, out.p ? out.p : "", out.len);
+  mw_str_free(&out);
+  return 1;
+}
+
 /* equal(a, b) → whether two strings are equal, in a time that does not
  * tell where they differ (for tokens). */
 static int core_equal(lua_State *L) {
@@ -71,13 +106,16 @@ static int core_equal(lua_State *L) {
 int luaopen_moonwire_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"log", core_log},       {"now", core_now},   {"time", core_time},
                                  {"headers", l_exchange_headers}, {"random", core_random}, {"hmac", core_hmac},
-                                 {"equal", core_equal},   {NULL, NULL}};
+                                 {"equal", core_equal},   {"b64encode", core_b64encode},
+                                 {"b64decode", core_b64decode}, {NULL, NULL}};
   luaL_newlib(L, fns);
   const lhost_opts *o = lmodule_env_of(L)->opts;
   lua_pushstring(L, o->root);
   lua_setfield(L, -2, "root");
   lua_pushboolean(L, o->dev);
   lua_setfield(L, -2, "dev");
+  lua_pushboolean(L, o->seed);
+  lua_setfield(L, -2, "seed");
   lua_pushstring(L, MW_VERSION);
   lua_setfield(L, -2, "version");
   if (o->redis) {

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "migrate.h"
 #include "lhost.h"
 #include "server.h"
 #include "static.h"
@@ -53,6 +54,9 @@ static int t_start(lua_State *L) {
   cfg.app.dev = lua_isnil(L, -1) ? true : lua_toboolean(L, -1);
   lua_getfield(L, 1, "quiet");
   if (!lua_isnil(L, -1)) cfg.http.quiet = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "seed");
+  cfg.app.seed = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, 1, "max_body");
   if (!lua_isnil(L, -1)) cfg.http.max_body = (size_t)luaL_checkinteger(L, -1);
   lua_getfield(L, 1, "handler_budget");
@@ -74,9 +78,16 @@ static int t_start(lua_State *L) {
   cfg.app.root = t->root;
   cfg.db_path = t->db_path;
   uv_loop_init(&t->loop);
-  char err[256];
+  char err[1024];
   if (mw_db_open(&t->db, t->db_path, err, sizeof err)) return luaL_error(L, "db: %s", err);
   mw_db_configure(t->db, &db_opts);
+  char mdir[PATH_MAX + 32];
+  snprintf(mdir, sizeof mdir, "%s/scripts/migrations", t->root);
+  if (migrate_run(mw_db_handle(t->db), mdir, err, sizeof err)) {
+    mw_db_close(t->db);
+    t->db = NULL;
+    return luaL_error(L, "migration failed: %s", err);
+  }
   if (mw_db_start(t->db, &t->loop)) return luaL_error(L, "db: cannot start its threads");
   char pub[PATH_MAX + 16];
   snprintf(pub, sizeof pub, "%s/public", t->root);

@@ -18,6 +18,7 @@ typedef struct lhost_opts {
   const char *root;           /* the app directory (scripts/, views/, public/) */
   bool dev;                   /* dev mode: error details, the page helper (for loopback clients) */
   bool watch;                 /* reload scripts/, views/, public/ when they change */
+  bool seed;                  /* run scripts/seeds.lua once the app has loaded at start */
   bool test_clock;            /* app timers follow a clock only tests move (moonwire.testing) */
   uint64_t handler_budget_ms; /* a call into Lua runs at most this long (0: no limit) */
   size_t lua_memory;          /* the VM's memory ceiling in bytes (0: none) */

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "json.h"
 #include "lhost.h"
+#include "migrate.h"
 #include "newapp.h"
 #include "server.h"
 #include "static.h"
@@ -72,12 +73,20 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "new")) {
-    if (argc != 3) {
-      fprintf(stderr, "usage: moonwire new DIR\n");
+    const char *dir = NULL, *template = NULL;
+    bool bad = false;
+    for (int i = 2; i < argc && !bad; i++) {
+      if (!strcmp(argv[i], "--template") && i + 1 < argc) template = argv[++i];
+      else if (argv[i][0] != '-' && !dir) dir = argv[i];
+      else bad = true;
+    }
+    if (bad || !dir) {
+      fprintf(stderr, "usage: moonwire new DIR [--template chat|pets]\n");
       return 2;
     }
-    return mw_new_app(argv[2]);
+    return mw_new_app(dir, template);
   }
+  if (argc >= 2 && !strcmp(argv[1], "migrate")) return migrate_command(argc - 1, argv + 1);
   mw_config cfg;
   mw_config_defaults(&cfg);
   int r = mw_config_parse(&cfg, argc, argv, stdout, stderr);
@@ -103,6 +112,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   mw_db_configure(a.db, &(mw_db_opts){cfg.db_busy_timeout_ms, cfg.db_statement_timeout_ms});
+  /* The schema first: the app's scripts expect it at their first line. */
+  char mdir[PATH_MAX + 32];
+  snprintf(mdir, sizeof mdir, "%s/scripts/migrations", cfg.app.root);
+  if (migrate_run(mw_db_handle(a.db), mdir, err, sizeof err)) {
+    fprintf(stderr, "moonwire: migration failed, not starting: %s\n", err);
+    mw_db_close(a.db);
+    return 1;
+  }
   r = mw_db_start(a.db, a.loop);
   if (r) {
     fprintf(stderr, "moonwire: --db %s: cannot start the database threads: %s\n", cfg.db_path, strerror(-r));

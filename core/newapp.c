@@ -65,7 +65,37 @@ static void fill(mw_str *out, const char *text, size_t len, const char *keys[][2
   }
 }
 
-int mw_new_app(const char *dir) {
+/* Writes root/rel (dir/rel in what is printed) with data, {{KEY}}s filled
+ * when keys is given. Returns 0, or 1 after saying why. */
+static int write_file(const char *root, const char *dir, const char *rel, const char *data, size_t len,
+                      const char *keys[][2]) {
+  char path[PATH_MAX * 2];
+  snprintf(path, sizeof path, "%s/%s", root, rel);
+  mw_str text = {0};
+  if (keys) fill(&text, data, len, keys);
+  else mw_str_append(&text, data, len);
+  FILE *f = make_parents(path) == 0 ? fopen(path, "wx") : NULL;
+  if (!f || fwrite(text.p, 1, text.len, f) != text.len) {
+    fprintf(stderr, "moonwire new: cannot write %s: %s\n", path, strerror(errno));
+    if (f) fclose(f);
+    mw_str_free(&text);
+    return 1;
+  }
+  fclose(f);
+  mw_str_free(&text);
+  printf("  created %s/%s\n", dir, rel);
+  return 0;
+}
+
+int mw_new_app(const char *dir, const char *template) {
+  if (template) {
+    bool known = false;
+    for (const mw_embedded *e = mw_embedded_templates; e->module && !known; e++) known = !strcmp(e->module, template);
+    if (!known) {
+      fprintf(stderr, "moonwire new: no template \"%s\" (there are: chat, pets)\n", template);
+      return 2;
+    }
+  }
   struct stat sb;
   if (stat(dir, &sb) == 0 && !(S_ISDIR(sb.st_mode) && is_empty_dir(dir))) {
     fprintf(stderr, "moonwire new: %s already exists and is not an empty directory\n", dir);
@@ -92,24 +122,19 @@ int mw_new_app(const char *dir) {
                            {"LIB_DIR", libdir},
                            {NULL, NULL}};
 
+  /* With a template, the skeleton gives only its top-level files (Makefile,
+   * README.md, .busted, .gitignore); the app itself is the template's. */
   for (const mw_embedded *e = mw_embedded_skeleton; e->module; e++) {
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", root, e->file);
-    mw_str text = {0};
-    fill(&text, e->data, e->len, keys);
-    FILE *f = make_parents(path) == 0 ? fopen(path, "wx") : NULL;
-    if (!f || fwrite(text.p, 1, text.len, f) != text.len) {
-      fprintf(stderr, "moonwire new: cannot write %s: %s\n", path, strerror(errno));
-      if (f) fclose(f);
-      mw_str_free(&text);
-      return 1;
-    }
-    fclose(f);
-    mw_str_free(&text);
-    printf("  created %s/%s\n", dir, e->file);
+    if (template && strchr(e->file, '/')) continue;
+    if (write_file(root, dir, e->file, e->data, e->len, keys)) return 1;
   }
-  printf("\nA new moonwire app in %s. Next:\n\n  cd %s\n  make run     # http://localhost:3000\n  make test    # "
+  for (const mw_embedded *e = template ? mw_embedded_templates : NULL; e && e->module; e++) {
+    if (strcmp(e->module, template)) continue;
+    bool own = e->file[0] == '+'; /* the template's own file: {{KEY}}s are filled */
+    if (write_file(root, dir, e->file + own, e->data, e->len, own ? keys : NULL)) return 1;
+  }
+  printf("\nA new moonwire app in %s%s%s. Next:\n\n  cd %s\n  make run     # http://localhost:3000\n  make test    # "
          "the specs, with busted\n",
-         dir, dir);
+         dir, template ? ", from the example " : "", template ? template : "", dir);
   return 0;
 }

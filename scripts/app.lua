@@ -8,7 +8,10 @@ local app = require "moonwire.app"
 
 -- Forms carry a token (req:csrfToken(), csrf_field in views) that a page of
 -- another site cannot have: a POST without it gets 403.
-app.configure { csrf = true }
+-- req.session lives in a cookie signed with $MOONWIRE_SECRET (the pet store
+-- keeps its flash messages there); in dev mode without one a key is made at
+-- start, in production the app refuses to load without it.
+app.configure { csrf = true, session = {} }
 
 require "chat"
 require "pets"

@@ -37,19 +37,9 @@ local json  = require "moonwire.json"
 local timer = require "moonwire.timer"
 local trim  = require("text").trim -- scripts/text.lua
 
--- Every public message is stored, so that a page opened later (or a page
--- that lost its connection for a while) can catch up. client_offset is the
--- id the browser gave the message: UNIQUE, so a message sent twice (the
--- browser retries when an answer is slow to come) is stored once.
-db.exec [[
-  CREATE TABLE IF NOT EXISTS messages (
-    id            INTEGER PRIMARY KEY,
-    client_offset TEXT UNIQUE,
-    nickname      TEXT NOT NULL,
-    text          TEXT NOT NULL,
-    created_at    TEXT NOT NULL
-  )
-]]
+-- Every public message is stored (the table messages, made by
+-- scripts/migrations/001_messages.sql), so that a page opened later (or a
+-- page that lost its connection for a while) can catch up.
 
 local NICKNAME_MAX = 32   -- characters, not bytes
 local TEXT_MAX     = 2000 -- characters, not bytes

@@ -28,15 +28,7 @@ local trim = require("text").trim -- scripts/text.lua
 -- The socket.io namespace the pages connect to: io("/feed") in public/feed.js.
 local feed = io.of("/feed")
 
-db.exec [[
-  CREATE TABLE IF NOT EXISTS feed_items (
-    id         INTEGER PRIMARY KEY,
-    text       TEXT NOT NULL,
-    tag        TEXT,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
-  );
-  CREATE INDEX IF NOT EXISTS feed_items_by_tag ON feed_items (tag, id);
-]]
+-- The table feed_items: scripts/migrations/003_feed_items.sql.
 
 local LIMIT    = 50  -- items in a list or on the page
 local TEXT_MAX = 500 -- characters, not bytes

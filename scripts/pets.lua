@@ -48,20 +48,9 @@ local log   = require "moonwire.log" -- the server's log, on stderr
 local timer = require "moonwire.timer"
 local trim  = require("text").trim -- scripts/text.lua
 
--- Created on load, so a brand-new database file works straight away.
--- A pet starts asleep; status_at says when its status last changed.
--- AUTOINCREMENT: the id of a removed pet is never given to a new one, so an
--- old link (or a page left open) never shows a different pet.
-db.exec [[
-  CREATE TABLE IF NOT EXISTS pets (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    name       TEXT NOT NULL,
-    species    TEXT NOT NULL,
-    status     TEXT NOT NULL DEFAULT 'sleeping',
-    status_at  TEXT,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
-  )
-]]
+-- The table pets is made by scripts/migrations/002_pets.sql, applied at
+-- start before this file runs; scripts/seeds.lua adds a few pets to an
+-- empty store when the server starts with --seed (make run does).
 
 -- The species the form offers. Kept short on purpose: a fixed list gives
 -- tidy data and a simple rule to check.
@@ -184,13 +173,6 @@ end
 
 -- ---------------------------------------------------------------- checking input
 
-local function is_species(value)
-  for _, s in ipairs(SPECIES) do
-    if s == value then return true end
-  end
-  return false
-end
-
 -- A form field as a trimmed string ("" when missing or not a plain value).
 local function field(form, name)
   local value = form and form[name]
@@ -198,28 +180,20 @@ local function field(form, name)
   return trim(value)
 end
 
+-- The rules a pet's fields must follow (app.validate: the messages by
+-- field, for the form to show next to each input).
+local RULES = {
+  name = { required = true, max = NAME_MAX },
+  species = { required = true, one_of = SPECIES, messages = { one_of = "Choose a species from the list." } },
+}
+
 -- Checks a submitted pet. Returns a table of messages keyed by field name,
--- or nil when everything is fine. The API can send any JSON value, so the
--- name is checked to be a string first.
+-- or nil when everything is fine. The API can send any JSON value: only
+-- text is a name, and only one of the listed strings a species.
 local function validate(pet)
-  local errors = {}
-
-  if type(pet.name) ~= "string" then
-    errors.name = "Name must be text."
-  elseif pet.name == "" then
-    errors.name = "Name is required."
-  elseif not utf8.len(pet.name) then -- utf8.len is nil when the bytes are not valid UTF-8
-    errors.name = "Name must be plain text."
-  elseif utf8.len(pet.name) > NAME_MAX then
-    errors.name = "Name must be at most " .. NAME_MAX .. " characters."
-  end
-
-  if pet.species == "" or pet.species == nil then
-    errors.species = "Species is required."
-  elseif not is_species(pet.species) then
-    errors.species = "Choose a species from the list."
-  end
-
+  local errors = app.validate(pet, RULES) or {}
+  if pet.name ~= nil and type(pet.name) ~= "string" then errors.name = "Name must be text." end
+  if pet.species ~= nil and type(pet.species) ~= "string" then errors.species = RULES.species.messages.one_of end
   if next(errors) then return errors end
   return nil
 end
@@ -271,8 +245,10 @@ local function form_fields(req)
   return { name = field(req.form, "name"), species = field(req.form, "species") }
 end
 
+-- flash: the messages the last change left for this page (req:flash),
+-- shown once by views/layout.html.
 app.get("/pets", function(req, res)
-  res:render("pets/index", { title = "Pets", pets = all_pets() })
+  res:render("pets/index", { title = "Pets", pets = all_pets(), flash = req:flash() })
 end)
 
 -- Registered before /pets/:id so that "new" is never taken for an id.
@@ -290,6 +266,7 @@ app.post("/pets", function(req, res)
     return render_new(res, fields, errors)
   end
   local pet = add_pet(fields)
+  req:flash("notice", pet.name .. " the " .. pet.species .. " was added.")
   -- 303 tells the browser to GET the new page, so reloading it does not post twice.
   res:redirect("/pets/" .. pet.id, 303)
 end)
@@ -297,7 +274,7 @@ end)
 app.get("/pets/:id", function(req, res)
   local pet = pet_from_url(req, res)
   if not pet then return end
-  res:render("pets/show", { title = pet.name, pet = pet, utc = utc })
+  res:render("pets/show", { title = pet.name, pet = pet, utc = utc, flash = req:flash() })
 end)
 
 -- The edit form, filled in with the pet as it is.
@@ -318,6 +295,7 @@ local function save_edit(req, res)
     return render_edit(res, saved, fields, errors)
   end
   update_pet(saved.id, fields)
+  req:flash("notice", "Your changes were saved.")
   res:redirect("/pets/" .. saved.id, 303)
 end
 app.put("/pets/:id", save_edit)
@@ -326,7 +304,9 @@ app.patch("/pets/:id", save_edit)
 -- The Delete button on a pet's page posts here with _method=DELETE.
 app.delete("/pets/:id", function(req, res)
   local id = parse_id(req.params.id)
-  if not (id and remove_pet(id)) then return not_found(res) end
+  local pet = id and find_pet(id)
+  if not (pet and remove_pet(id)) then return not_found(res) end
+  req:flash("notice", pet.name .. " was removed.")
   res:redirect("/pets", 303)
 end)
 

@@ -63,4 +63,38 @@ describe("the pet store", function()
     page:close()
     list:close()
   end)
+
+  -- The session cookie a response sets, as a Cookie header for the next request.
+  local function cookie_of(headers)
+    local value = (headers["set-cookie"] or ""):match("mw_session=([^;,]*)")
+    return value and { cookie = "mw_session=" .. value } or nil
+  end
+
+  it("says once, on the pet's page, that the pet was added (a flash message)", function()
+    local status, _, headers = srv:post("/pets", { form = { name = "Tom", species = "cat" } })
+    assert.equal(303, status)
+    local cookie = assert(cookie_of(headers), "the flash message rides in the session cookie")
+    local page_status, page, page_headers = srv:get(headers.location, { headers = cookie })
+    assert.equal(200, page_status)
+    assert.matches('<p class="flash flash%-notice" role="status">Tom the cat was added%.</p>', page)
+    local again = select(2, srv:get(headers.location, { headers = cookie_of(page_headers) or {} }))
+    assert.is_nil(again:find("was added", 1, true), "shown once")
+  end)
+
+  it("shows each field's message with what was typed, and answers 422", function()
+    local status, page = srv:post("/pets", { form = { name = string.rep("n", 41), species = "dragon" } })
+    assert.equal(422, status)
+    assert.matches('value="' .. string.rep("n", 41) .. '"', page, 1, true)
+    assert.matches('<p class="error" id="name%-error">Name must be at most 40 characters%.</p>', page)
+    assert.matches('<p class="error" id="species%-error">Choose a species from the list%.</p>', page)
+  end)
+
+  it("starts empty, and --seed gives an empty store a few pets, once", function()
+    local _, body = srv:get("/api/pets")
+    assert.same({}, testing.json(body))
+    srv:stop()
+    srv = testing.start { root = ".", clock = "test", seed = true }
+    local _, seeded = srv:get("/api/pets")
+    assert.equal(5, #testing.json(seeded))
+  end)
 end)

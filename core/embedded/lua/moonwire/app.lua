@@ -4,6 +4,7 @@
 -- the response. The rest lives beside it under moonwire.app.*:
 --   router    the route table          request   req        response  res
 --   settings  app.set's values          csrf      CSRF tokens
+--   session   req.session, req:flash    validate  app.validate
 --   text      URL encoding, form bodies, cookies, HTML escaping
 -- and the coroutines handlers run in are moonwire.runner.
 local core = require "moonwire.core"
@@ -13,6 +14,8 @@ local runner = require "moonwire.runner"
 local router = require "moonwire.app.router"
 local settings = require "moonwire.app.settings"
 local csrf = require "moonwire.app.csrf"
+local session = require "moonwire.app.session"
+local validate = require "moonwire.app.validate"
 local text = require "moonwire.app.text"
 local request = require "moonwire.app.request"
 local response = require "moonwire.app.response"
@@ -53,8 +56,8 @@ function app.set(name, value)
   return app
 end
 
--- app.configure{ csrf = true, secret = "...", etag = false }: several
--- settings at once.
+-- app.configure{ csrf = true, secret = "...", etag = false, session = {...} }:
+-- several settings at once.
 function app.configure(opts)
   assert(type(opts) == "table", "app.configure: expects a table of options")
   if opts.secret ~= nil and opts.secret ~= false then
@@ -62,10 +65,14 @@ function app.configure(opts)
   end
   for k, v in pairs(opts) do
     if k == "csrf" then v = v and true or false end
+    if k == "session" then session.check(v) end
     settings.set(k, v, 2)
   end
   return app
 end
+
+-- app.validate(values, rules): field errors, see moonwire.app.validate.
+app.validate = validate.check
 
 -- Hot reload (moonwire.reload): hands over the route tables and settings
 -- and installs empty ones for the next generation; _restore_routes puts
@@ -111,6 +118,7 @@ local function error_page(req, res, err)
     return
   end
   if res.finished or res._ex:done() then return end
+  rawset(req, "_sess", nil) -- what the failed handler did to the session is not kept
   res.headers = {}
   res.statusCode = 500
   -- Dev mode's details are for this machine's own browser only.
@@ -175,7 +183,7 @@ function app._dispatch(ex, method, url, rawpath, querystring, body, ip, rawheade
     end
     return false
   end
-  req.params = params
+  rawset(req, "params", params) -- not through Request's __newindex (req.session's)
   local res = response.new(ex)
   rawset(req, "_res", res)
   rawset(res, "_req", req)

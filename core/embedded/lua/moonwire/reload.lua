@@ -75,7 +75,21 @@ function reload.run()
   timer._stop_generation(old)
   io_reload.reattach()
   engine._reattach()
+  if new == 1 and core.seed then reload.seed() end
   return true
+end
+
+-- --seed: scripts/seeds.lua runs once, after the first generation has
+-- loaded (the migrations have run before it); it decides itself whether
+-- there is anything to add. An error in it is logged; the app serves on.
+function reload.seed()
+  local chunk, err = loadfile(core.root .. "/scripts/seeds.lua")
+  if not chunk and err:find("No such file", 1, true) then return end
+  if chunk then
+    local ok, e = xpcall(chunk, traceback)
+    err = not ok and e or nil
+  end
+  if err then core.log("error", "scripts/seeds.lua: " .. tostring(err)) end
 end
 
 -- The core's file watcher calls this once a burst of changes settles.

@@ -43,7 +43,9 @@ testing.encode_form = encode_form
 -- process before the app loads, for os.getenv; false unsets one),
 -- handler_budget (ms, as --handler-budget), lua_memory (MiB, as --lua-memory),
 -- db_busy_timeout and db_statement_timeout (ms, as the flags
--- --db-busy-timeout and --db-statement-timeout).
+-- --db-busy-timeout and --db-statement-timeout), seed (true: run
+-- scripts/seeds.lua after the app loads, as --seed). The app's
+-- scripts/migrations run first, as at a real start.
 function testing.start(opts)
   opts = opts or {}
   local db = os.tmpname()
@@ -55,7 +57,7 @@ function testing.start(opts)
     c.setenv(name, value or nil)
   end
   local srv, loaded = c.start {
-    root = opts.root or ".", db = db, dev = opts.dev, max_body = opts.max_body, quiet = opts.quiet,
+    root = opts.root or ".", db = db, dev = opts.dev, seed = opts.seed, max_body = opts.max_body, quiet = opts.quiet,
     clock = opts.clock, handler_budget = opts.handler_budget, lua_memory = opts.lua_memory,
     db_busy_timeout = opts.db_busy_timeout, db_statement_timeout = opts.db_statement_timeout,
   }

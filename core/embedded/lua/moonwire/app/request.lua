@@ -5,6 +5,7 @@ local core = require "moonwire.core"
 local json = require "moonwire.json"
 local runner = require "moonwire.runner"
 local csrf = require "moonwire.app.csrf"
+local session = require "moonwire.app.session"
 local text = require "moonwire.app.text"
 
 local M = {}
@@ -100,6 +101,9 @@ Request.__index = function(req, k)
     v = text.url_decode(req.rawpath)
   elseif k == "cookies" then
     v = text.parse_cookies(req.headers.cookie)
+  elseif k == "session" then
+    -- Set to nil after it was read: an empty one (the cookie is cleared).
+    v = rawget(req, "_sess") and {} or session.load(req)
   elseif k == "params" then
     v = {}
   elseif k == "headers" then
@@ -114,6 +118,13 @@ Request.__index = function(req, k)
   return v
 end
 
+-- req.session = nil (or a new table) before reading it: the cookie it
+-- replaces must be known, to be cleared.
+Request.__newindex = function(req, k, v)
+  if k == "session" and not rawget(req, "_sess") then session.load(req) end
+  rawset(req, k, v)
+end
+
 function Request.get(req, name) return req.headers[name:lower()] end
 
 function Request.bodyReader(req)
@@ -124,6 +135,9 @@ function Request.bodyReader(req)
   if not size then return setmetatable({ body = "", size = 0, pos = 0 }, Reader) end
   return setmetatable({ ex = ex, size = size, pos = 0 }, Reader)
 end
+
+-- req:flash(kind[, message]): see moonwire.app.session.
+function Request:flash(kind, message) return session.flash(self, kind, message) end
 
 -- req:csrfToken(): see moonwire.app.csrf.
 function Request:csrfToken() return csrf.token(self) end

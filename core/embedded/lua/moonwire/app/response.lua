@@ -7,6 +7,7 @@ local view = require "moonwire.view"
 local runner = require "moonwire.runner"
 local settings = require "moonwire.app.settings"
 local text = require "moonwire.app.text"
+local session = require "moonwire.app.session"
 
 local M = {}
 
@@ -90,10 +91,18 @@ local function has_type(res)
   return false
 end
 
+-- req.session's cookie joins the head when the session was used.
+local function save_session(res)
+  local req = rawget(res, "_req")
+  if req and rawget(req, "_sess") then session.save(req, res) end
+end
+
 -- res:send(body): a string is sent as HTML unless a Content-Type is set; a
 -- table is sent as JSON. On a response being streamed (res:write), the
 -- last piece.
+
 function Response:send(body)
+  if not self._streaming then save_session(self) end
   local t = type(body)
   if t == "table" and not self._streaming then return self:json(body) end
   if body == nil then body = "" elseif t ~= "string" then body = tostring(body) end
@@ -117,6 +126,7 @@ function Response:write(chunk)
   if type(chunk) ~= "string" then chunk = tostring(chunk) end
   local ex = self._ex
   if not self._streaming then
+    save_session(self)
     local headers = self.headers
     if headers["Content-Type"] == nil and not has_type(self) then
       headers["Content-Type"] = "text/html; charset=utf-8"
@@ -165,6 +175,7 @@ function Response:sendFile(path, opts)
   if self.finished then error("res:sendFile: the response was already sent", 2) end
   assert(type(path) == "string", "res:sendFile: path must be a string")
   opts = opts or {}
+  save_session(self)
   local root = opts.root or core.root
   if root:sub(1, 1) ~= "/" then root = core.root .. "/" .. root end
   local cc = opts.cacheControl

@@ -2,11 +2,12 @@
 -- (true: a GET route's response gets a weak ETag and 304 when the client's
 -- copy is fresh), "csrf" (forms must carry req:csrfToken(), see
 -- moonwire.app.csrf), "secret" (what signs those tokens; false:
--- $MOONWIRE_SECRET, else one made at start). Each generation of the app
+-- $MOONWIRE_SECRET, else one made at start), "session" (req.session's
+-- cookie and keys, see moonwire.app.session). Each generation of the app
 -- sets its own (a reload starts from the defaults).
 local M = {}
 
-local DEFAULTS = { etag = true, csrf = false, secret = false }
+local DEFAULTS = { etag = true, csrf = false, secret = false, session = false }
 local settings = setmetatable({}, { __index = DEFAULTS })
 
 -- The value of a setting now.
