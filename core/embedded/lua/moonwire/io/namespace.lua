@@ -15,6 +15,14 @@ local M = {}
 local null = json.null
 local call = runner.call
 
+-- Who watches the sockets (moonwire.io.admin, the Admin UI), or nil; each
+-- is called where it happens: connected(socket) after the "connection"
+-- handlers, disconnected(socket, reason) with its rooms still on,
+-- joined(socket, room) / left(socket, room), received(socket, args, n)
+-- for an incoming event, sent(socket, args, n) for a socket's own emit and
+-- broadcast(ns, opts, args, n) for one through the local adapter.
+M.watch = nil
+
 local namespaces = {}
 local parents = {} -- dynamic namespaces: { matcher, ... } in the order io.of made them
 M.namespaces, M.parents = namespaces, parents
