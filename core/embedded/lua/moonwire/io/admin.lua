@@ -22,6 +22,9 @@
 --   serverId        the host's name
 --   mode            "development" (every socket, room and event is told)
 --                   or "production" (server stats only)
+--   sessionDuration seconds a login session (the UI's sessionId) is good
+--                   for, 86400; maxSessions: how many are kept, 1000 (past
+--                   it the oldest is forgotten)
 --   serve           a path ("/admin") where moonwire serves the UI itself
 --                   from uiDir (default the package's build in
 --                   node_modules/@socket.io/admin-ui/ui/dist)
@@ -45,8 +48,8 @@ local array, null = json.array, json.null
 local EVENT = packet.EVENT
 
 local STATS_INTERVAL = 2000
-local SESSION_TTL = 86400 * 1000 -- ms a login session is good for (RedisStore's sessionDuration)
-local MAX_SESSIONS = 1000        -- login sessions kept; the oldest goes first
+local SESSION_DURATION = 86400 -- s a login session is good for (RedisStore's sessionDuration)
+local MAX_SESSIONS = 1000       -- login sessions kept; past it the oldest is forgotten
 
 -- ---------------------------------------------------------------- state kept across reloads
 
@@ -159,9 +162,11 @@ local function aggregated(now, st)
   return out
 end
 
-local function server_stats(cfg)
+-- With consume, the events since the last stats go in (and are gone for
+-- the next); without, none (what a newly connected UI is sent at once).
+local function server_stats(cfg, consume)
   local st = c.stats()
-  local events = aggregated(core.time(), st)
+  local events = consume and aggregated(core.time(), st) or array({})
   local names = {}
   for name in pairs(namespace.namespaces) do names[#names + 1] = name end
   table.sort(names)
@@ -180,7 +185,7 @@ local function emit_stats()
     aggregated(core.time(), c.stats()) -- moves the counters on: the next UI sees what came after it
     return
   end
-  tell(ns, "server_stats", server_stats(cfg))
+  tell(ns, "server_stats", server_stats(cfg, true))
 end
 
 -- ---------------------------------------------------------------- what the io core tells
@@ -271,11 +276,11 @@ local function digest(v) return core.hmac(hmac_key, tostring(v)) end
 
 local function same(a, b) return type(a) == "string" and core.equal(digest(a), digest(b)) end
 
-local function new_session()
+local function new_session(cfg)
   local id = (core.random(16):gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
-  sessions[id] = core.time() + SESSION_TTL
+  sessions[id] = core.time() + cfg.sessionDuration * 1000
   session_order[#session_order + 1] = id
-  while #session_order > MAX_SESSIONS do sessions[table.remove(session_order, 1)] = nil end
+  while #session_order > cfg.maxSessions do sessions[table.remove(session_order, 1)] = nil end
   return id
 end
 
@@ -299,7 +304,7 @@ local function middleware(cfg)
     if session_ok(auth.sessionId) then return next() end
     local function finish(ok)
       if not ok then return next({ message = "invalid credentials" }) end
-      rawset(socket, "_admin_session", new_session())
+      rawset(socket, "_admin_session", new_session(cfg))
       next()
     end
     local good_user = same(auth.username, cfg.auth.username)
@@ -394,7 +399,13 @@ end
 
 -- ---------------------------------------------------------------- configure
 
-local function fail(msg) error("io.configure: adminUI: " .. msg, 4) end
+-- Outside --dev a server whose Admin UI is not set up right does not start
+-- (it could be open to anyone); under --dev the load fails as any error does.
+local function fail(msg)
+  msg = "io.configure: adminUI: " .. msg
+  if not core.dev then debug.getregistry()["moonwire.refuse_start"] = msg end
+  error(msg, 5) -- at the caller of io.configure
+end
 
 local function check(opts)
   if opts == false then return nil end
@@ -426,6 +437,14 @@ local function check(opts)
   cfg.readonly = opts.readonly == true
   if opts.serverId ~= nil and type(opts.serverId) ~= "string" then fail("serverId must be a string") end
   cfg.serverId = opts.serverId
+  local function count(k, default)
+    local v = opts[k]
+    if v == nil then return default end
+    if math.type(v) ~= "integer" or v < 1 then fail(k .. " must be a whole number above 0") end
+    return v
+  end
+  cfg.sessionDuration = count("sessionDuration", SESSION_DURATION)
+  cfg.maxSessions = count("maxSessions", MAX_SESSIONS)
   local mode = opts.mode or "development"
   if mode ~= "development" and mode ~= "production" then fail("mode is \"development\" or \"production\"") end
   cfg.mode = mode
