@@ -10,12 +10,13 @@
 // Run from spec/e2e/ with `node --test admin.test.mjs`.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import bcrypt from 'bcryptjs';
 
-import { FIXTURES, REPO_ROOT, delay, request, startServer } from './helpers.mjs';
+import { FIXTURES, REPO_ROOT, delay, makeAppRoot, request, startServer } from './helpers.mjs';
 import { WAIT, ask, client, connect, connected, next, record, setup, until } from './sio.mjs';
 
 const FIXTURE = path.join(FIXTURES, 'admin');
@@ -227,6 +228,37 @@ describe('what the UI hears', () => {
     for (const ev of ['all_sockets', 'socket_connected', 'event_received', 'room_joined']) {
       assert.deepEqual(a.got(ev), [], ev);
     }
+  });
+});
+
+describe('hot reload', () => {
+  test('a reload keeps the UI logged in under the new settings; one without adminUI stops telling it', T, async (t) => {
+    const root = makeAppRoot(FIXTURE);
+    const srv = await setup(t, {
+      root, env: { ADMIN_USER: LOGIN.username, ADMIN_PASSWORD: LOGIN.password, ADMIN_SERVER_ID: 'before' },
+    });
+    const a = await admin(srv);
+    await a.waitFor('server_stats', (s) => s.serverId === 'before');
+    const app = path.join(root, 'scripts/app.lua');
+    const text = fs.readFileSync(app, 'utf8');
+    fs.writeFileSync(app, text.replace('serverId = os.getenv("ADMIN_SERVER_ID")', 'serverId = "after"'));
+    await a.waitFor('config', () => a.got('config').length === 2, 'config again', 5000);
+    const first = a.heard.findIndex(([ev, s]) => ev === 'server_stats' && s.serverId === 'after');
+    await until(() => a.got('server_stats').filter((s) => s[0].serverId === 'after').length >= 3, '3 stats', 8000);
+    const later = a.heard.slice(first).filter(([ev]) => ev === 'server_stats').map(([, s]) => s.serverId);
+    assert.deepEqual([...new Set(later)], ['after'], 'the old generation\'s timer stopped');
+    assert.ok(a.connected);
+    // The UI's events still come.
+    const c = await connect(srv);
+    await a.waitFor('socket_connected', (s) => s.id === c.id);
+    // A generation without adminUI: nothing more is told.
+    fs.writeFileSync(app, text.replace('adminUI = {', 'adminUI_removed = {'));
+    await until(() => srv.stderr().match(/generation \d+ loaded/g)?.length === 2, 'the second reload', 5000);
+    const heard = a.heard.length;
+    const d = await connect(srv);
+    await ask(d, 'ping', 1);
+    await delay(2500); // longer than a stats tick
+    assert.deepEqual(a.heard.slice(heard), []);
   });
 });
 
