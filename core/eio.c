@@ -39,6 +39,7 @@ struct eio_session {
   uint32_t rate_count;      /* packets received in the second that began at rate_window */
   uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
+  bool polling;   /* counted in stats.polling: opened on polling and not upgraded or closed yet */
 };
 
 /* A handshake waiting for allow_request's answer. req and res stay valid
@@ -67,6 +68,7 @@ struct eio_server {
   turn_list flush;          /* polling sessions with output for their GET */
   int nsessions;
   int closing_handles;
+  eio_stats stats; /* sessions is filled in by eio_server_stats */
 };
 
 void eio_options_defaults(eio_options *o, const char *path) {
@@ -267,6 +269,10 @@ static bool room_for(eio_session *s) {
 
 static void send_packet(eio_session *s, int type, const char *data, size_t len, bool binary) {
   if (s->closed || !room_for(s)) return;
+  if (type == EIO_MESSAGE) {
+    s->es->stats.packets_out++;
+    s->es->stats.bytes_out += len;
+  }
   if (s->ws) {
     if (binary) {
       ws_send(s->ws, data, len, true);
@@ -312,6 +318,8 @@ void eio_msg_release(eio_msg *m) {
 
 void eio_send_msg(eio_session *s, const eio_msg *m) {
   if (s->closed || !room_for(s)) return;
+  s->es->stats.packets_out++;
+  s->es->stats.bytes_out += m->len;
   if (s->ws) {
     ws_send_frame(s->ws, mw_buf_ref(m->buf), m->frame_off, m->pkt_off + m->len - m->frame_off);
     return;
@@ -368,6 +376,11 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
   bool client_error = !strcmp(reason, "parse error") || !strcmp(reason, "transport error");
   bool linger = send_close && !client_error && !s->ws && !s->probe && s->outq.len > 0;
   s->closed = true;
+  es->stats.closed++;
+  if (s->polling) {
+    s->polling = false;
+    es->stats.polling--;
+  }
   if (!linger) unlink_session(s);
   uv_timer_stop(&s->timer);
   if (s->get) { /* nothing more will come: let the poll return */
@@ -453,6 +466,8 @@ static int on_packet(void *ud, const eio_packet *p) {
   if (!within_rate(s) && p->type == EIO_MESSAGE) return s->closed ? 1 : 0;
   switch (p->type) {
   case EIO_MESSAGE:
+    s->es->stats.packets_in++;
+    s->es->stats.bytes_in += p->len;
     s->es->h.on_message(s->es->ud, s, p->data, p->len, p->binary);
     break;
   case EIO_PONG:
@@ -529,6 +544,10 @@ static void probe_on_message(void *ud, ws_conn *ws, const char *data, size_t len
     }
     s->ws = ws;
     s->probe = NULL;
+    if (s->polling) {
+      s->polling = false;
+      s->es->stats.polling--;
+    }
     ws_set_userdata(ws, &session_ws, s);
     replay_over_ws(ws, &pending);
     mw_str_free(&pending);
@@ -583,6 +602,11 @@ static void open_session(eio_server *es, const http_req *req, http_res *res, boo
   if (!s) {
     http_res_simple(res, 500, "text/plain", "out of memory\n");
     return;
+  }
+  es->stats.opened++;
+  if (!websocket) {
+    s->polling = true;
+    es->stats.polling++;
   }
   /* The handler sees the handshake request before the answer frees it. */
   uv_timer_start(&s->timer, on_heartbeat, es->opt.ping_interval, 0);
@@ -849,6 +873,11 @@ void eio_server_free(eio_server *es) {
   }
   es->closing_handles = 2;
   turn_close(&es->flush, on_es_handle_closed);
+}
+
+void eio_server_stats(eio_server *es, eio_stats *out) {
+  *out = es->stats;
+  out->sessions = es->stats.opened - es->stats.closed; /* not the lingering ones */
 }
 
 const char *eio_sid(eio_session *s) { return s->sid; }

@@ -105,6 +105,18 @@ size_t eio_buffered(eio_session *s);
 /* Closes the session (reason given to on_close); safe in any callback. */
 void eio_close(eio_session *s, const char *reason);
 
+/* What an endpoint has carried since it started (the Admin UI's server
+ * stats). Messages only: pings, pongs and the handshake are not counted. */
+typedef struct eio_stats {
+  uint64_t sessions;    /* open now (engine.io's clientsCount) */
+  uint64_t polling;     /* of those, still on long-polling */
+  uint64_t opened;      /* sessions opened, ever */
+  uint64_t closed;      /* sessions closed, ever */
+  uint64_t packets_in, bytes_in;   /* messages received and their payload bytes */
+  uint64_t packets_out, bytes_out; /* messages queued for clients (a broadcast counts per recipient) */
+} eio_stats;
+void eio_server_stats(eio_server *es, eio_stats *out);
+
 const char *eio_sid(eio_session *s);
 const char *eio_transport(eio_session *s); /* "polling" or "websocket" */
 void *eio_userdata(eio_session *s);

@@ -14,9 +14,12 @@
  * attachments or rooms) raises, as everywhere. */
 #include "l_io.h"
 
+#include <crypt.h>
 #include <lauxlib.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "eio.h"
 #include "lcall.h"
@@ -56,6 +59,8 @@ struct l_io {
   int cb_ref;     /* io.lua's callbacks */
   int engine_cb;  /* engine.lua's callbacks */
   allow_hook allow, engine_allow; /* allowRequest of each endpoint */
+  uint64_t started; /* mw_now_ns() when this host was made (stats' uptime) */
+  struct bcrypt_job *jobs; /* bcrypt checks on the thread pool */
 };
 
 static l_io *G_io; /* one app host per process */
@@ -303,16 +308,20 @@ static int s_join(lua_State *L) {
   sio_socket *s = check_sock(L);
   size_t len;
   const char *room = luaL_checklstring(L, 2, &len);
-  if (s) sio_join(s, room, len);
-  return done(L, s != NULL);
+  /* true (done) or false (gone), then whether it joined just now */
+  lua_pushboolean(L, s != NULL);
+  lua_pushboolean(L, s && sio_join(s, room, len) == 1);
+  return 2;
 }
 
 static int s_leave(lua_State *L) {
   sio_socket *s = check_sock(L);
   size_t len;
   const char *room = luaL_checklstring(L, 2, &len);
-  if (s) sio_leave(s, room, len);
-  return done(L, s != NULL);
+  /* true (done) or false (gone), then whether it left just now */
+  lua_pushboolean(L, s != NULL);
+  lua_pushboolean(L, s && sio_leave(s, room, len) == 1);
+  return 2;
 }
 
 static void add_room(void *ud, const char *room, size_t len) {
@@ -345,6 +354,14 @@ static int s_connected(lua_State *L) {
 static int s_buffered(lua_State *L) {
   sio_socket *s = check_sock(L);
   lua_pushinteger(L, s ? (lua_Integer)sio_client_buffered(sio_socket_client(s)) : 0);
+  return 1;
+}
+
+/* h:client_id() → the Engine.IO session id under the socket (socket.conn.id). */
+static int s_client_id(lua_State *L) {
+  sio_socket *s = check_sock(L);
+  if (!s) return 0;
+  lua_pushstring(L, sio_client_id(sio_socket_client(s)));
   return 1;
 }
 
@@ -431,12 +448,131 @@ static int l_namespace(lua_State *L) {
   return 1;
 }
 
+/* count(name) → how many sockets are connected to namespace name (0 when
+ * there is no such namespace). */
+static int l_count(lua_State *L) {
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  sio_nsp *n = G_io && G_io->io ? sio_nsp_get(G_io->io, name, len, false) : NULL;
+  lua_pushinteger(L, n ? (lua_Integer)sio_nsp_size(n) : 0);
+  return 1;
+}
+
 /* random_id() → 20 unguessable characters (a private session id). */
 static int l_random_id(lua_State *L) {
   char id[21];
   eio_random_id(id);
   lua_pushstring(L, id);
   return 1;
+}
+
+/* stats() → what the Socket.IO endpoint carried, for the Admin UI:
+ * { clientsCount, pollingClientsCount, connections, disconnections,
+ * packetsIn, bytesIn, packetsOut, bytesOut (totals since start), pid,
+ * hostname, uptime (seconds since this host started) }. */
+static int l_stats(lua_State *L) {
+  eio_stats st = {0};
+  if (G_io && G_io->io) eio_server_stats(sio_engine(G_io->io), &st);
+  lua_createtable(L, 0, 11);
+  const struct { const char *k; uint64_t v; } f[] = {
+      {"clientsCount", st.sessions}, {"pollingClientsCount", st.polling}, {"connections", st.opened},
+      {"disconnections", st.closed}, {"packetsIn", st.packets_in},        {"bytesIn", st.bytes_in},
+      {"packetsOut", st.packets_out}, {"bytesOut", st.bytes_out}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    lua_pushinteger(L, (lua_Integer)f[i].v);
+    lua_setfield(L, -2, f[i].k);
+  }
+  lua_pushinteger(L, (lua_Integer)getpid());
+  lua_setfield(L, -2, "pid");
+  char host[256];
+  if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+  host[sizeof host - 1] = '\0';
+  lua_pushstring(L, host);
+  lua_setfield(L, -2, "hostname");
+  lua_pushnumber(L, (lua_Number)(mw_now_ns() - (G_io ? G_io->started : 0)) / 1e9);
+  lua_setfield(L, -2, "uptime");
+  return 1;
+}
+
+/* ---- bcrypt: the Admin UI's hashed password, checked off the loop ---- */
+
+typedef struct bcrypt_job {
+  uv_work_t req;
+  l_io *x; /* NULL once the host stopped: the answer goes nowhere */
+  int ref; /* the callback */
+  struct bcrypt_job *prev, *next;
+  char *password, *hash; /* owned */
+  bool ok;
+} bcrypt_job;
+
+static void bcrypt_unlink(bcrypt_job *j) {
+  if (j->prev) j->prev->next = j->next;
+  else if (j->x) j->x->jobs = j->next;
+  if (j->next) j->next->prev = j->prev;
+  j->prev = j->next = NULL;
+}
+
+/* On the thread pool: libxcrypt's bcrypt ($2a$, $2b$, $2y$) takes tens of
+ * milliseconds at cost 10, which the loop must not wait for. */
+static void bcrypt_work(uv_work_t *req) {
+  bcrypt_job *j = req->data;
+  struct crypt_data *cd = calloc(1, sizeof *cd);
+  if (!cd) return;
+  const char *out = crypt_rn(j->password, j->hash, cd, (int)sizeof *cd);
+  size_t n = strlen(j->hash);
+  j->ok = out && strlen(out) == n && CRYPTO_memcmp(out, j->hash, n) == 0;
+  OPENSSL_cleanse(cd, sizeof *cd);
+  free(cd);
+}
+
+static void bcrypt_after(uv_work_t *req, int status) {
+  bcrypt_job *j = req->data;
+  l_io *x = j->x;
+  if (x) {
+    bcrypt_unlink(j);
+    lua_State *L = x->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, j->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, j->ref);
+    lua_pushboolean(L, status == 0 && j->ok);
+    lcall_pcall(L, 1, 0, "bcrypt check");
+    lua_settop(L, top);
+  }
+  OPENSSL_cleanse(j->password, strlen(j->password));
+  free(j->password);
+  free(j->hash);
+  free(j);
+}
+
+/* bcrypt_verify(password, hash, fn): calls fn(ok) once the thread pool has
+ * checked password against the bcrypt hash. */
+static int l_bcrypt_verify(lua_State *L) {
+  const char *password = luaL_checkstring(L, 1);
+  const char *hash = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  bcrypt_job *j = calloc(1, sizeof *j);
+  if (!j || !(j->password = strdup(password)) || !(j->hash = strdup(hash))) {
+    if (j) free(j->password);
+    free(j);
+    return luaL_error(L, "out of memory");
+  }
+  lua_pushvalue(L, 3);
+  j->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  j->x = G_io;
+  j->req.data = j;
+  j->next = G_io->jobs;
+  if (G_io->jobs) G_io->jobs->prev = j;
+  G_io->jobs = j;
+  int r = uv_queue_work(G_io->srv->loop, &j->req, bcrypt_work, bcrypt_after);
+  if (r != 0) {
+    bcrypt_unlink(j);
+    luaL_unref(L, LUA_REGISTRYINDEX, j->ref);
+    free(j->password);
+    free(j->hash);
+    free(j);
+    return luaL_error(L, "bcrypt: %s", uv_strerror(r));
+  }
+  return 0;
 }
 
 /* dynamic(on): CONNECTs to unknown namespaces reach the connect callback. */
@@ -822,7 +958,9 @@ static int open_io_c(lua_State *L) {
   static const luaL_Reg fns[] = {{"set_callbacks", l_set_callbacks}, {"configure", l_configure},
                                  {"options", l_options},             {"namespace", l_namespace},
                                  {"broadcast", l_broadcast},         {"sockets", l_sockets},
-                                 {"engine_configure", l_engine_configure}, {"dynamic", l_dynamic}, {"random_id", l_random_id}, {NULL, NULL}};
+                                 {"engine_configure", l_engine_configure}, {"dynamic", l_dynamic}, {"random_id", l_random_id},
+                                 {"stats", l_stats}, {"count", l_count},
+                                 {"bcrypt_verify", l_bcrypt_verify}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }
@@ -835,6 +973,7 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv, const l_io_opts *c
   x->cli = *cli;
   x->dev = dev;
   x->cb_ref = x->engine_cb = LUA_NOREF;
+  x->started = mw_now_ns();
   x->allow = (allow_hook){x, LUA_NOREF, "io allowRequest"};
   x->engine_allow = (allow_hook){x, LUA_NOREF, "engine allowRequest"};
   eio_options o;
@@ -854,7 +993,8 @@ int l_io_new(l_io **out, lua_State *L, struct mw_server *srv, const l_io_opts *c
       {"bind", s_bind},     {"id", s_id},       {"accept", s_accept},         {"reject", s_reject},
       {"send", s_send},     {"join", s_join},   {"leave", s_leave},           {"rooms", s_rooms},
       {"disconnect", s_disconnect}, {"connected", s_connected}, {"transport", s_transport},
-      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {"buffered", s_buffered}, {NULL, NULL}};
+      {"set_id", s_set_id}, {"close_transport", s_close_transport}, {"buffered", s_buffered},
+      {"client_id", s_client_id}, {NULL, NULL}};
   luaL_newmetatable(L, SOCK_MT);
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");
@@ -885,6 +1025,12 @@ const char *l_io_path(l_io *x) { return x->io ? eio_server_options(sio_engine(x-
 
 void l_io_stop(l_io *x) {
   if (!x) return;
+  while (x->jobs) { /* checks still running answer no one */
+    bcrypt_job *j = x->jobs;
+    luaL_unref(x->L, LUA_REGISTRYINDEX, j->ref);
+    bcrypt_unlink(j);
+    j->x = NULL;
+  }
   if (x->engine) {
     eio_server_free(x->engine);
     x->engine = NULL;

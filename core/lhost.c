@@ -435,6 +435,13 @@ int lhost_new(lhost **out, mw_server *srv, const lhost_opts *o, mw_db *db, mw_st
 }
 
 bool lhost_ok(lhost *h) { return h->ok; }
+
+const char *lhost_refusal(lhost *h) {
+  lua_getfield(h->L, LUA_REGISTRYINDEX, "moonwire.refuse_start");
+  const char *why = lua_tostring(h->L, -1); /* the registry keeps the string */
+  lua_pop(h->L, 1);
+  return why;
+}
 int lhost_advance_clock(lhost *h, uint64_t ms) { return l_timer_advance(h->L, ms); }
 
 void lhost_stop(lhost *h) {

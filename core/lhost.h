@@ -39,6 +39,10 @@ void lhost_stop(lhost *h);
 void lhost_free(lhost *h);
 /* True when the app loaded without error. */
 bool lhost_ok(lhost *h);
+/* Why the app says the server must not start (registry
+ * "moonwire.refuse_start", set by the framework's Lua for a setting that is
+ * unsafe outside --dev, such as an Admin UI without a password), or NULL. */
+const char *lhost_refusal(lhost *h);
 /* What answers the requests of the HTTP and FastCGI listeners (in their
  * http_site). Lives as long as h. */
 const http_handler *lhost_handler(lhost *h);

@@ -134,6 +134,10 @@ int main(int argc, char **argv) {
   if (mw_server_init(&a.srv, a.loop, &cfg.server)) return 1;
   if (lhost_new(&a.host, &a.srv, &cfg.app, a.db, a.st) == -ENOMEM) return 1;
   a.site = (http_site){*lhost_handler(a.host), cfg.http};
+  if (lhost_refusal(a.host)) {
+    fprintf(stderr, "moonwire: not starting: %s\n", lhost_refusal(a.host));
+    return 1;
+  }
   if (!lhost_ok(a.host))
     mw_log(MW_LOG_ERROR, "the app did not load; fix the error above (routes answer 500 meanwhile)");
   /* Two listeners, one protocol each: HTTP, limited per client address,

@@ -119,6 +119,7 @@ sio_nsp *sio_nsp_get(sio_server *io, const char *name, size_t len, bool create) 
 void sio_set_dynamic(sio_server *io, bool on) { io->dynamic = on; }
 
 const char *sio_nsp_name(sio_nsp *n) { return n->name; }
+uint32_t sio_nsp_size(sio_nsp *n) { return n->nsockets; }
 
 static room *room_find(sio_nsp *n, const char *name, size_t len) {
   for (room *r = n->buckets[mw_hash32(name, len) & (n->nbuckets - 1)]; r; r = r->hnext)
@@ -190,7 +191,7 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
   r->members[r->n] = s;
   s->rooms[s->nrooms++] = (membership){r, r->n};
   r->n++;
-  return 0;
+  return 1;
 }
 
 /* Drops s's membership i (swap-remove in both arrays). */
@@ -215,7 +216,7 @@ static int rooms_del(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     room *r = s->rooms[i].r;
     if (r->len == len && memcmp(r->name, name, len) == 0) {
       drop_membership(n, s, i);
-      return 0;
+      return 1;
     }
   }
   return 0;
@@ -293,6 +294,7 @@ void sio_socket_set_userdata(sio_socket *s, void *ud) { s->ud = ud; }
 void *sio_client_userdata(sio_client *c) { return c->ud; }
 void sio_client_set_userdata(sio_client *c, void *ud) { c->ud = ud; }
 const char *sio_client_transport(sio_client *c) { return c->es ? eio_transport(c->es) : "closed"; }
+const char *sio_client_id(sio_client *c) { return c->es ? eio_sid(c->es) : ""; }
 size_t sio_client_buffered(sio_client *c) { return c->es && !c->closed ? eio_buffered(c->es) : 0; }
 
 /* Sends packet head + payload text as one Engine.IO message. */

@@ -55,6 +55,8 @@ const sio_options *sio_get_options(sio_server *io);
  * NULL otherwise. Clients can only join namespaces that exist. */
 sio_nsp *sio_nsp_get(sio_server *io, const char *name, size_t len, bool create);
 const char *sio_nsp_name(sio_nsp *n);
+/* How many sockets are connected to n. */
+uint32_t sio_nsp_size(sio_nsp *n);
 
 const char *sio_socket_id(sio_socket *s);
 sio_nsp *sio_socket_nsp(sio_socket *s);
@@ -65,6 +67,8 @@ void sio_socket_set_userdata(sio_socket *s, void *ud);
 void *sio_client_userdata(sio_client *c);
 void sio_client_set_userdata(sio_client *c, void *ud);
 const char *sio_client_transport(sio_client *c);
+/* The Engine.IO session id of c (socket.io's socket.conn.id); "" once closed. */
+const char *sio_client_id(sio_client *c);
 /* Bytes queued for the client and not yet taken (eio_buffered). */
 size_t sio_client_buffered(sio_client *c);
 
@@ -95,6 +99,8 @@ void sio_disconnect(sio_socket *s, bool close_client);
  * volatile packet is dropped when the transport is not ready for it. */
 void sio_send(sio_socket *s, const char *packet, size_t len, const mw_str *atts, int natts, bool volatile_);
 
+/* Return 1 when s joined (left) room just now, 0 when it was in it (was
+ * not) already, or -errno. */
 int sio_join(sio_socket *s, const char *room, size_t len);
 int sio_leave(sio_socket *s, const char *room, size_t len);
 /* Calls cb for each room of s. */

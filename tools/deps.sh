@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev liblua5.4-dev lua5.4 libwslay-dev
-          libsqlite3-dev libssl-dev libhiredis-dev libmsgpack-dev zlib1g-dev libbrotli-dev media-types
+          libsqlite3-dev libssl-dev libcrypt-dev libhiredis-dev libmsgpack-dev zlib1g-dev libbrotli-dev media-types
           node-llhttp lua-busted
           chromium nginx libfcgi-bin
           redis-server sqlite3

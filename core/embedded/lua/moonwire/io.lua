@@ -77,6 +77,8 @@ local function connected(ns, socket, session)
   ns.sockets[socket.id] = socket
   fire(namespace.handlers_of(ns, "connection"), "io connection handler", socket)
   fire(namespace.handlers_of(ns, "connect"), "io connect handler", socket)
+  local w = namespace.watch
+  if w and h:connected() then w.connected(socket) end
 end
 
 local function connect(ns, h, auth, hs)
@@ -195,6 +197,8 @@ function callbacks.packet(socket, kind, json, id, atts)
     end
     n = n + 1
   end
+  local w = namespace.watch
+  if w then w.received(socket, args, id and n - 1 or n) end
   local any = rawget(socket, "_any")
   if any and #any > 0 then
     for _, fn in ipairs({ table.unpack(any) }) do
@@ -221,6 +225,8 @@ function callbacks.disconnect(socket, reason)
     elseif pending.wake then pending.wake("socket has been disconnected") end
   end
   fire(handlers.disconnect, "disconnect handler", reason)
+  local w = namespace.watch
+  if w then w.disconnected(socket, reason) end
 end
 
 c.set_callbacks(callbacks)
@@ -254,9 +260,10 @@ io.sockets = main
 
 -- io.configure{ path, pingInterval, pingTimeout, maxHttpBufferSize, connectTimeout, transports, cors = { origin },
 --   connectionStateRecovery = { maxDisconnectionDuration, skipMiddlewares, maxPackets, maxBytes, store },
---   adapter = { redis = url, ... } }
+--   adapter = { redis = url, ... }, adminUI = { auth = { username, password }, ... } }
 function io.configure(opts)
   assert(type(opts) == "table", "io.configure: expects a table of options")
+  if opts.adminUI ~= nil then require("moonwire.io.admin").configure(io, opts.adminUI) end
   if opts.connectionStateRecovery ~= nil then recovery.configure(opts.connectionStateRecovery) end
   if opts.adapter ~= nil then io._set_adapter(opts.adapter) end
   c.configure(opts)

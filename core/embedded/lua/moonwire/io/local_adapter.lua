@@ -24,6 +24,7 @@ local runner = require "moonwire.runner"
 local timer = require "moonwire.timer"
 local packet = require "moonwire.io.packet"
 local recovery = require "moonwire.io.recovery"
+local namespace = require "moonwire.io.namespace"
 
 local null = json.null
 local call = runner.call
@@ -68,6 +69,8 @@ function Local:broadcast(ns, opts, args, n)
   if entry then recovery.store(entry, text, atts) end
   c.broadcast(ns.name, rooms, except, es and es._h or nil, text, atts, volatile)
   if out then notify_outgoing(self, ns, rooms, except, es, out, n) end
+  local w = namespace.watch
+  if w then w.broadcast(ns, opts, args, n) end
 end
 
 -- The same with an ack id: on_reply(value) for each socket that answers

@@ -33,6 +33,14 @@ M.after_commit = after_commit
 M.NO_WAIT_IN_TX = "emitWithAck: inside db.transaction a packet leaves only once the transaction commits, "
   .. "so its answer cannot be waited for there; emit with a callback, or wait after db.transaction returns"
 
+-- Who watches the sockets (moonwire.io.admin, the Admin UI), or nil; each
+-- is called where it happens: connected(socket) after the "connection"
+-- handlers, disconnected(socket, reason) with its rooms still on,
+-- joined(socket, room) / left(socket, room), received(socket, args, n)
+-- for an incoming event, sent(socket, args, n) for a socket's own emit and
+-- broadcast(ns, opts, args, n) for one through the local adapter.
+M.watch = nil
+
 local namespaces = {}
 local parents = {} -- dynamic namespaces: { matcher, ... } in the order io.of made them
 M.namespaces, M.parents = namespaces, parents

@@ -39,6 +39,7 @@ Conn.__index = function(conn, k)
   -- Bytes queued for the client and not yet taken by it (what a slow
   -- consumer holds; past maxBackpressure it is disconnected).
   if k == "bufferedAmount" then return conn._s._h:buffered() end
+  if k == "id" then return conn._s._h:client_id() end
   return Conn[k]
 end
 -- Closes the connection as a network failure would: no DISCONNECT packet,
@@ -196,6 +197,8 @@ local function emit_to(s, flags, event, ...)
   local text, atts = packet.encode(s.nsp.name, EVENT, args, n, id)
   if entry then recovery.store(entry, text, atts) end
   s._h:send(text, atts, flags.volatile)
+  local w = namespace.watch
+  if w then w.sent(s, args, n) end
   return true
 end
 
@@ -245,17 +248,30 @@ function Socket:timeout(ms)
   return setmetatable({ _socket = self, timeout = ms }, Socket.Flags)
 end
 
+local function join(s, room)
+  local _, joined = s._h:join(room)
+  if joined then
+    local w = namespace.watch
+    if w then w.joined(s, room) end
+  end
+end
+
 function Socket:join(rooms)
   if type(rooms) == "table" then
-    for _, r in ipairs(rooms) do self._h:join(tostring(r)) end
+    for _, r in ipairs(rooms) do join(self, tostring(r)) end
   else
-    self._h:join(tostring(rooms))
+    join(self, tostring(rooms))
   end
   return self
 end
 
 function Socket:leave(room)
-  self._h:leave(tostring(room))
+  room = tostring(room)
+  local _, left = self._h:leave(room)
+  if left then
+    local w = namespace.watch
+    if w then w.left(self, room) end
+  end
   return self
 end
 
