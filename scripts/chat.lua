@@ -301,16 +301,19 @@ io.on("connection", function(socket)
     local offset, offset_err = check_offset(clientOffset)
     if offset_err then return ack({ error = offset_err }) end
 
-    -- One statement, outside db.transaction on purpose: db.exec returns once
-    -- its row is committed, so the broadcast below already leaves only for a
-    -- stored message, and a burst of messages shares one sync to disk
-    -- (group commit), which a transaction per message would not.
-    local msg, new = store(nickname, body, offset)
-    if new then
-      -- serverOffset (the second value) is the message id: each page keeps
-      -- the last one it saw, for its next handshake.
-      socket.broadcast:emit("chat message", msg, msg.id)
-    end
+    -- Stored and announced in one transaction: the broadcast leaves when
+    -- the row is committed, and never for a message that was not stored.
+    -- (A transaction per message costs a sync to disk each: a burst of
+    -- plain db.exec calls would share one. A chat's pace is far below it.)
+    local msg, new
+    db.transaction(function()
+      msg, new = store(nickname, body, offset)
+      if new then
+        -- serverOffset (the second value) is the message id: each page keeps
+        -- the last one it saw, for its next handshake.
+        socket.broadcast:emit("chat message", msg, msg.id)
+      end
+    end)
     ack({ id = msg.id, at = msg.at })
   end)
 

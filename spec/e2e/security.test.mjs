@@ -110,7 +110,7 @@ describe('Origin policy', () => {
   });
 
   test('production, no list: only pages of this server (and non-browser clients) connect, over both transports', T, async (t) => {
-    const srv = await serve(t, { args: ['--production'] });
+    const srv = await serve(t, { args: ['--production'], env: { MOONWIRE_SECRET: 'a secret for the example app' } });
     const self = `http://127.0.0.1:${srv.port}`;
     assert.equal((await handshake(srv, EVIL)).status, 403);
     assert.equal(await upgrade(srv, EVIL), 403);
@@ -134,7 +134,7 @@ describe('Origin policy', () => {
   test('dev mode without a list, or --cors-origin "*", lets any origin in', T, async (t) => {
     const dev = await serve(t);
     assert.equal((await handshake(dev, EVIL)).status, 200);
-    const star = await serve(t, { args: ['--production', '--cors-origin', '*'] });
+    const star = await serve(t, { args: ['--production', '--cors-origin', '*'], env: { MOONWIRE_SECRET: 'a secret for the example app' } });
     assert.equal((await handshake(star, EVIL)).status, 200);
     assert.equal(await upgrade(star, EVIL), 101);
   });
