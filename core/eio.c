@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <llhttp.h> /* HTTP_GET, ...: http_req.method_id */
 #include <openssl/rand.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,10 @@ struct eio_session {
   uint32_t rate_count;      /* packets received in the second that began at rate_window */
   uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
+  max_align_t space[]; /* the handler's (eio_handler.space) */
 };
+
+void *eio_session_space(eio_session *s) { return s->space; }
 
 /* A handshake waiting for allow_request's answer. req and res stay valid
  * until res is finished (http.c keeps the request even when its connection
@@ -554,7 +558,7 @@ static const ws_handler probe_ws = {probe_on_message, probe_on_close};
 /* ---- requests ---- */
 
 static eio_session *session_new(eio_server *es) {
-  eio_session *s = calloc(1, sizeof *s);
+  eio_session *s = calloc(1, sizeof *s + es->h.space);
   if (!s) return NULL;
   s->es = es;
   do eio_random_id(s->sid);

@@ -803,7 +803,7 @@ static void e_on_close(void *ud, eio_session *s, const char *reason) {
   h->ref = LUA_NOREF;
 }
 
-static const eio_handler engine_handler = {e_on_open, e_on_message, e_on_close};
+static const eio_handler engine_handler = {e_on_open, e_on_message, e_on_close, 0};
 
 static int e_send(lua_State *L) {
   engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
