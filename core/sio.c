@@ -13,12 +13,15 @@
 #include "server.h"
 #include "sio_packet.h"
 
+/* Every socket is in a room of its own (its id), so a room is made per
+ * client: its name lives in the same allocation, and its members array
+ * starts with room for one. */
 typedef struct room {
-  char *name;
   size_t len;
   sio_socket **members;
   uint32_t n, cap;
   struct room *hnext;
+  char name[];
 } room;
 
 typedef struct membership {
@@ -151,7 +154,6 @@ static void room_free(sio_nsp *n, room *r) {
   *pp = r->hnext;
   n->nrooms--;
   free(r->members);
-  free(r->name);
   free(r);
 }
 
@@ -161,11 +163,8 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     for (uint32_t i = 0; i < s->nrooms; i++)
       if (s->rooms[i].r == r) return 0; /* already in */
   } else {
-    r = calloc(1, sizeof *r);
-    if (!r || !(r->name = malloc(len + 1))) {
-      free(r);
-      return -ENOMEM;
-    }
+    r = calloc(1, sizeof *r + len + 1);
+    if (!r) return -ENOMEM;
     memcpy(r->name, name, len);
     r->name[len] = '\0';
     r->len = len;
@@ -176,7 +175,7 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     n->nrooms++;
   }
   if (r->n == r->cap) {
-    uint32_t cap = r->cap ? r->cap * 2 : 4;
+    uint32_t cap = r->cap ? r->cap * 2 : 1;
     sio_socket **m = realloc(r->members, cap * sizeof *m);
     if (!m) return -ENOMEM;
     r->members = m;
