@@ -80,13 +80,15 @@ static void spare_give(void **list, uint32_t *n, void *p) {
   (*n)++;
 }
 
+/* Frees the spares for good: the count stays at the cap, so what comes
+ * back later (the write callbacks of connections still closing) is freed. */
 static void spares_free(void **list, uint32_t *n) {
   while (*list) {
     void *p = *list;
     memcpy(list, p, sizeof p);
     free(p);
   }
-  *n = 0;
+  *n = MW_SPARES_MAX;
 }
 
 /* Gives a drained write queue of the first size back to the spares (a
