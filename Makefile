@@ -43,8 +43,9 @@ fuzz:
 	@CC=clang cmake -S . -B $(FUZZ) -DMOONWIRE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(FUZZ) -j$(JOBS)
 
-# moonwire against socket.io, Express and nginx+Lua on loopback, one table
-# (bench/README.md); writes bench/results/latest.md. Under 5 minutes.
+# moonwire against socket.io (on ws, on uWebSockets.js, on Bun), Express and
+# nginx+Lua on loopback, one table
+# (bench/README.md); writes bench/results/latest.md. Under 8 minutes.
 bench:
 	@t0=$$(date +%s.%N) && tools/deps.sh bench && $(MAKE) --no-print-directory build \
 	  && cmake --build $(BUILD) --target loadgen -j$(JOBS) \

@@ -9,15 +9,26 @@
  * frame split across reads is carried over in a buffer kept by its
  * connection) and the frames it sends are built once or on the stack.
  *
- *   loadgen fanout  --receivers N --messages M --window W
+ *   loadgen fanout  --receivers N --messages M --window W [--seconds S]
  *   loadgen echo    --clients C --seconds S
  *   loadgen connect --clients N [--concurrency K]
  *   loadgen idle    --clients N [--concurrency K] [--hold S]
  *   common: --host 127.0.0.1 --port P [--port2 P2] [--path /socket.io/] [--sources K]
+ *   fanout and echo: [--sync]
  *
  * With --port2, every other connection (the 2nd, 4th, ...) goes to port P2
  * instead of P, and the fanout sender always to P: the receivers split
  * evenly over two servers of one cluster, the sender on the first.
+ *
+ * With --sync (fanout, echo), loadgen prints "sync start" on stdout once
+ * every client is connected, and "sync end" after its result, and each
+ * time waits for a line on its stdin before it goes on: the runner reads
+ * the server's CPU time at those two points, so the server's CPU per
+ * delivery or round trip counts neither the handshakes nor the closing.
+ *
+ * fanout's --seconds caps the measured part: a slow server gets S seconds,
+ * and the figures are over the deliveries that came by then ("completed"
+ * says how many broadcasts reached every receiver).
  *
  * Each mode prints one line of JSON on stdout (progress and errors go to
  * stderr) and exits 0, or non-zero with a message.
@@ -35,6 +46,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -102,6 +114,7 @@ static struct {
   uint32_t started, inflight, connected;
   uint64_t t_connect0, t_connected;
   int all_connected, finishing, holding;
+  int sync;             /* --sync: wait for the runner around the measured part */
 
   /* fanout */
   uint32_t *counts;     /* receivers that got each broadcast */
@@ -309,9 +322,9 @@ static void print_result(void) {
   double secs = (double)(g.t1 - g.t0) / 1e9;
   switch (g.mode) {
     case M_FANOUT:
-      printf("{\"mode\":\"fanout\",\"receivers\":%u,\"messages\":%u,\"window\":%u,\"deliveries\":%" PRIu64
+      printf("{\"mode\":\"fanout\",\"receivers\":%u,\"messages\":%u,\"completed\":%u,\"window\":%u,\"deliveries\":%" PRIu64
              ",\"seconds\":%.3f,\"deliveries_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"client_cpu\":%.3f}\n",
-             g.receivers, g.messages, g.window, g.deliveries, secs, secs > 0 ? g.deliveries / secs : 0.0,
+             g.receivers, g.messages, g.completed, g.window, g.deliveries, secs, secs > 0 ? g.deliveries / secs : 0.0,
              hist_pct(0.50), hist_pct(0.99), cpu);
       break;
     case M_ECHO:
@@ -328,6 +341,20 @@ static void print_result(void) {
       break;
   }
   fflush(stdout);
+}
+
+/* --sync: says where it is on stdout and waits for a line on stdin (or
+ * its end). The loop stands still meanwhile: the runner answers at once. */
+static void sync_point(const char *where) {
+  if (!g.sync) return;
+  printf("sync %s\n", where);
+  fflush(stdout);
+  char ch;
+  for (;;) {
+    ssize_t n = read(0, &ch, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || ch == '\n') break;
+  }
 }
 
 static void finish(void) {
@@ -372,10 +399,11 @@ static void send_echo(conn *c, uint64_t t) {
 }
 
 static void on_end_timer(uv_timer_t *t) {
-  if (g.mode == M_ECHO) {
+  if (g.mode == M_ECHO || (g.mode == M_FANOUT && !g.finishing)) { /* fanout: --seconds ran out first */
     g.stop = 1;
     g.t1 = now_ns();
     print_result();
+    sync_point("end");
     finish();
   } else if (g.mode == M_IDLE) {
     g.holding = 0;
@@ -389,6 +417,10 @@ static void start_measuring(void) {
   g.t_progress = g.t0;
   switch (g.mode) {
     case M_FANOUT:
+      if (g.seconds > 0) {
+        uv_update_time(g.loop);
+        uv_timer_start(&g.end_timer, on_end_timer, (uint64_t)(g.seconds * 1000 + 0.5), 0);
+      }
       pump();
       break;
     case M_ECHO:
@@ -416,6 +448,7 @@ static void on_all_connected(void) {
     uv_timer_start(&g.end_timer, on_end_timer, (uint64_t)(g.hold * 1000 + 0.5), 0);
     return;
   }
+  sync_point("start");
   start_measuring();
 }
 
@@ -538,7 +571,7 @@ static void on_broadcast(conn *c, const char *p, size_t n) {
     if (!s) { g.strays++; return; }
     s++;
   }
-  if (c->role != R_RECEIVER) return;  /* the sender gets them too */
+  if (c->role != R_RECEIVER || g.stop) return;  /* the sender gets them too */
   uint64_t seq, t;
   if (!get_u64(&s, end, &seq) || s >= end || *s++ != ' ' || !get_u64(&s, end, &t) || seq >= g.messages) {
     g.strays++;
@@ -555,6 +588,7 @@ static void on_broadcast(conn *c, const char *p, size_t n) {
     if (g.completed == g.messages) {
       g.t1 = now_ns();
       print_result();
+      sync_point("end");
       finish();
     } else {
       pump();
@@ -803,11 +837,12 @@ static void on_signal(uv_signal_t *s, int signum) {
 static void usage(const char *why) {
   if (why) fprintf(stderr, "loadgen: %s\n", why);
   fputs("usage:\n"
-        "  loadgen fanout  --receivers N --messages M --window W\n"
+        "  loadgen fanout  --receivers N --messages M --window W [--seconds S]\n"
         "  loadgen echo    --clients C --seconds S\n"
         "  loadgen connect --clients N [--concurrency K]\n"
         "  loadgen idle    --clients N [--concurrency K] [--hold S]\n"
-        "common options: --host 127.0.0.1 --port P [--port2 P2] [--path /socket.io/] [--sources K]\n",
+        "common options: --host 127.0.0.1 --port P [--port2 P2] [--path /socket.io/] [--sources K]\n"
+        "fanout and echo: --sync (wait for a line on stdin before and after the measured part)\n",
         stderr);
   exit(2);
 }
@@ -878,6 +913,7 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v;
     char name[64];
     if (strncmp(a, "--", 2)) usage("options start with --");
+    if (!strcmp(a, "--sync") && (g.mode == M_FANOUT || g.mode == M_ECHO)) { g.sync = 1; continue; }  /* no value */
     const char *eq = strchr(a, '=');
     if (eq) {
       snprintf(name, sizeof name, "%.*s", (int)(eq - a - 2), a + 2);
@@ -897,7 +933,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(name, "messages") && g.mode == M_FANOUT) messages = (long long)num_arg(name, v, 1, 1e8);
     else if (!strcmp(name, "window") && g.mode == M_FANOUT) window = (long long)num_arg(name, v, 1, 1e8);
     else if (!strcmp(name, "clients") && g.mode != M_FANOUT) clients = (long long)num_arg(name, v, 1, 1e7);
-    else if (!strcmp(name, "seconds") && g.mode == M_ECHO) seconds = num_arg(name, v, 0.001, 86400);
+    else if (!strcmp(name, "seconds") && (g.mode == M_ECHO || g.mode == M_FANOUT)) seconds = num_arg(name, v, 0.001, 86400);
     else if (!strcmp(name, "hold") && g.mode == M_IDLE) g.hold = num_arg(name, v, 0, 86400 * 365);
     else {
       char msg[120];
@@ -910,6 +946,7 @@ int main(int argc, char **argv) {
     if (receivers < 0 || messages < 0 || window < 0) usage("fanout needs --receivers, --messages and --window");
     g.receivers = (uint32_t)receivers, g.messages = (uint32_t)messages, g.window = (uint32_t)window;
     g.total = g.receivers + 1;
+    g.seconds = seconds; /* a cap: stop there if the broadcasts are not all done */
     g.counts = calloc(g.messages, sizeof *g.counts);
     if (!g.counts) fatal("out of memory");
   } else {

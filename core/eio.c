@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <llhttp.h> /* HTTP_GET, ...: http_req.method_id */
 #include <openssl/rand.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,10 @@ struct eio_session {
   uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
   bool polling;   /* counted in stats.polling: opened on polling and not upgraded or closed yet */
+  max_align_t space[]; /* the handler's (eio_handler.space) */
 };
+
+void *eio_session_space(eio_session *s) { return s->space; }
 
 /* A handshake waiting for allow_request's answer. req and res stay valid
  * until res is finished (http.c keeps the request even when its connection
@@ -573,7 +577,7 @@ static const ws_handler probe_ws = {probe_on_message, probe_on_close};
 /* ---- requests ---- */
 
 static eio_session *session_new(eio_server *es) {
-  eio_session *s = calloc(1, sizeof *s);
+  eio_session *s = calloc(1, sizeof *s + es->h.space);
   if (!s) return NULL;
   s->es = es;
   do eio_random_id(s->sid);

@@ -55,7 +55,14 @@ typedef struct eio_handler {
   /* The session closed ("transport close", "ping timeout", "transport error",
    * "parse error", "forced close", "server shutting down"); it is freed after. */
   void (*on_close)(void *ud, eio_session *s, const char *reason);
+  /* Bytes kept in every session for the handler's own state (zeroed;
+   * eio_session_space), freed with the session, after on_close and once
+   * the callers up the stack are done: one allocation per client, not two. */
+  size_t space;
 } eio_handler;
+
+/* The handler's h.space bytes in s (suitably aligned for any type). */
+void *eio_session_space(eio_session *s);
 
 /* Creates an endpoint. Returns 0 or -errno. */
 int eio_server_new(eio_server **out, struct mw_server *srv, const eio_options *o, const eio_handler *h,

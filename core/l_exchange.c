@@ -520,13 +520,13 @@ void l_exchange_push_headers(lua_State *L, const http_req *req) {
  * table only if the app reads req.headers (moonwire.app): per header, the
  * name's length and the value's length (uint32_t each, native order), then
  * the name and the value. */
-static size_t packed_size(const http_req *req) {
+size_t l_exchange_packed_size(const http_req *req) {
   size_t total = 0;
   for (int i = 0; i < req->nheaders; i++) total += 8 + req->headers[i].name_len + req->headers[i].value_len;
   return total;
 }
 
-static void pack_headers(const http_req *req, char *p) {
+void l_exchange_pack_headers(const http_req *req, char *p) {
   for (int i = 0; i < req->nheaders; i++) {
     const http_header *hd = &req->headers[i];
     uint32_t len[2] = {(uint32_t)hd->name_len, (uint32_t)hd->value_len};
@@ -539,17 +539,23 @@ static void pack_headers(const http_req *req, char *p) {
   }
 }
 
-int l_exchange_headers(lua_State *L) {
-  const l_exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
-  const char *p = ex->headers, *end = p + ex->hlen;
+int l_exchange_push_packed_headers(lua_State *L, const char *p, size_t len) {
+  const char *end = p + len;
   lua_newtable(L);
   while ((size_t)(end - p) >= 8) {
     uint32_t n[2];
     memcpy(n, p, sizeof n);
     p += sizeof n;
+    if (n[0] > (size_t)(end - p) || n[1] > (size_t)(end - p) - n[0]) return -EINVAL;
     set_header(L, p, n[0], p + n[0], n[1]);
     p += n[0] + n[1];
   }
+  return p == end ? 0 : -EINVAL;
+}
+
+int l_exchange_headers(lua_State *L) {
+  const l_exchange *ex = luaL_checkudata(L, 1, EXCHANGE_MT);
+  l_exchange_push_packed_headers(L, ex->headers, ex->hlen); /* packed by us: whole */
   return 1;
 }
 
@@ -568,14 +574,14 @@ int l_exchange_push_req(lua_State *L, const http_req *req, int exi) {
 
 l_exchange *l_exchange_push(l_exchanges *x, const http_req *req, http_res *res, bool dev) {
   lua_State *L = x->L;
-  size_t hlen = packed_size(req);
+  size_t hlen = l_exchange_packed_size(req);
   l_exchange *ex = lua_newuserdatauv(L, sizeof *ex + hlen, 0);
   ex->res = res;
   ex->x = x;
   ex->dev = dev;
   ex->streaming = false;
   ex->hlen = hlen;
-  pack_headers(req, ex->headers);
+  l_exchange_pack_headers(req, ex->headers);
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->mt_ref);
   lua_setmetatable(L, -2);
   return ex;

@@ -42,7 +42,18 @@ void l_exchange_detach(l_exchange *ex);
 /* core.headers(ex) → the headers table of ex's request (lower-case names,
  * a repeated header's values joined with ", "). */
 int l_exchange_headers(lua_State *L);
-/* Pushes req's headers as such a table (Socket.IO handshakes). */
+/* Pushes req's headers as such a table (allowRequest, Engine.IO handshakes). */
 void l_exchange_push_headers(lua_State *L, const http_req *req);
+
+/* Headers packed (per header: the name's and the value's lengths as
+ * uint32_t, native order, then the name and the value), for a request's
+ * headers kept for later at a fraction of a table's size:
+ * l_exchange_packed_size bytes, written by l_exchange_pack_headers. */
+size_t l_exchange_packed_size(const http_req *req);
+void l_exchange_pack_headers(const http_req *req, char *p);
+/* Pushes the table of len packed bytes at p (borrowed); -EINVAL (with a
+ * table of the whole headers before the fault pushed) when they are not
+ * what l_exchange_pack_headers writes. */
+int l_exchange_push_packed_headers(lua_State *L, const char *p, size_t len);
 
 #endif

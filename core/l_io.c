@@ -90,27 +90,92 @@ static void push_handshake(lua_State *L, const http_req *req) {
   lua_setfield(L, -2, "address");
 }
 
+/* A Socket.IO client's handshake, kept until the app reads
+ * socket.handshake, packed in one Lua string: as tables it was about 600
+ * bytes of every idle client (a server may hold a hundred thousand), as a
+ * string it is its bytes and a 24-byte header. The url, the query string
+ * and the address, each as a uint32_t length (native order) and its bytes,
+ * then the headers packed (l_exchange_pack_headers). io_c.handshake makes
+ * the table push_handshake makes out of it. */
+static char *put_packed(char *p, const char *s, size_t len) {
+  uint32_t n = (uint32_t)len;
+  memcpy(p, &n, sizeof n);
+  if (len) memcpy(p + sizeof n, s, len);
+  return p + sizeof n + len;
+}
+
+static void push_handshake_packed(lua_State *L, const http_req *req) {
+  const char *addr = req->remote_addr ? req->remote_addr : "";
+  size_t alen = strlen(addr), hlen = l_exchange_packed_size(req);
+  size_t n = 3 * sizeof(uint32_t) + req->url_len + req->query_len + alen + hlen;
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, n);
+  p = put_packed(p, req->url, req->url_len);
+  p = put_packed(p, req->query, req->query_len);
+  p = put_packed(p, addr, alen);
+  l_exchange_pack_headers(req, p);
+  luaL_pushresultsize(&b, n);
+}
+
+/* Takes the next length-prefixed piece of a packed handshake; false when
+ * the bytes left do not hold it. */
+static bool take_packed(const char **p, const char *end, const char **s, size_t *len) {
+  uint32_t n;
+  if ((size_t)(end - *p) < sizeof n) return false;
+  memcpy(&n, *p, sizeof n);
+  if (n > (size_t)(end - *p) - sizeof n) return false;
+  *s = *p + sizeof n;
+  *len = n;
+  *p += sizeof n + n;
+  return true;
+}
+
+/* io_c.handshake(packed) → { headers, querystring, url, address }, the
+ * table push_handshake makes, from what push_handshake_packed packed.
+ * Raises on a string it did not pack. */
+static int l_handshake(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len), *end = p + len;
+  const char *url, *query, *addr;
+  size_t url_len, query_len, addr_len;
+  if (!take_packed(&p, end, &url, &url_len) || !take_packed(&p, end, &query, &query_len) ||
+      !take_packed(&p, end, &addr, &addr_len))
+    return luaL_argerror(L, 1, "not a packed handshake");
+  lua_createtable(L, 0, 4);
+  if (l_exchange_push_packed_headers(L, p, (size_t)(end - p)) != 0) return luaL_argerror(L, 1, "not a packed handshake");
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, query, query_len);
+  lua_setfield(L, -2, "querystring");
+  lua_pushlstring(L, url, url_len);
+  lua_setfield(L, -2, "url");
+  lua_pushlstring(L, addr, addr_len);
+  lua_setfield(L, -2, "address");
+  return 1;
+}
+
 /* ---- Socket.IO events into Lua ---- */
 
 static void on_client(void *ud, sio_client *c, const http_req *req) {
   l_io *x = ud;
   lua_State *L = x->L;
-  push_handshake(L, req);
-  int *ref = malloc(sizeof *ref);
-  if (!ref) {
-    lua_pop(L, 1);
-    return;
-  }
-  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sio_client_set_userdata(c, ref);
+  push_handshake_packed(L, req);
+  /* The reference itself is the client's user data (luaL_ref gives a
+   * positive number for a string): no allocation of its own. */
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sio_client_set_userdata(c, (void *)(intptr_t)ref);
+}
+
+/* The registry reference of c's packed handshake, or LUA_NOREF. */
+static int client_ref(sio_client *c) {
+  intptr_t ref = (intptr_t)sio_client_userdata(c);
+  return ref > 0 ? (int)ref : LUA_NOREF;
 }
 
 static void on_client_close(void *ud, sio_client *c) {
   l_io *x = ud;
-  int *ref = sio_client_userdata(c);
-  if (ref) {
-    luaL_unref(x->L, LUA_REGISTRYINDEX, *ref);
-    free(ref);
+  int ref = client_ref(c);
+  if (ref != LUA_NOREF) {
+    luaL_unref(x->L, LUA_REGISTRYINDEX, ref);
     sio_client_set_userdata(c, NULL);
   }
 }
@@ -133,9 +198,9 @@ static void on_connect(void *ud, sio_socket *s, const char *auth, size_t len) {
   h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushstring(L, sio_nsp_name(sio_socket_nsp(s)));
   lua_pushlstring(L, auth, len);
-  int *href = sio_client_userdata(sio_socket_client(s));
-  if (href) lua_rawgeti(L, LUA_REGISTRYINDEX, *href);
-  else lua_newtable(L);
+  int href = client_ref(sio_socket_client(s));
+  if (href != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, href);
+  else lua_pushnil(L); /* no handshake kept (the app sees an empty one) */
   lcall_pcall(L, 4, 0, "io connection");
   lua_settop(L, top);
 }
@@ -900,7 +965,7 @@ static void e_on_close(void *ud, eio_session *s, const char *reason) {
   h->ref = LUA_NOREF;
 }
 
-static const eio_handler engine_handler = {e_on_open, e_on_message, e_on_close};
+static const eio_handler engine_handler = {e_on_open, e_on_message, e_on_close, 0};
 
 static int e_send(lua_State *L) {
   engine_handle *h = luaL_checkudata(L, 1, ENGINE_MT);
@@ -960,7 +1025,8 @@ static int open_io_c(lua_State *L) {
                                  {"broadcast", l_broadcast},         {"sockets", l_sockets},
                                  {"engine_configure", l_engine_configure}, {"dynamic", l_dynamic}, {"random_id", l_random_id},
                                  {"stats", l_stats}, {"count", l_count},
-                                 {"bcrypt_verify", l_bcrypt_verify}, {NULL, NULL}};
+                                 {"bcrypt_verify", l_bcrypt_verify}, {"handshake", l_handshake},
+                                 {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

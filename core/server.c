@@ -47,6 +47,58 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_server_opts *o) {
   return 0;
 }
 
+/* ---- what only a busy connection needs ----
+ *
+ * An idle client costs what its connection holds, and a server may hold a
+ * hundred thousand. A uv_write request (192 bytes) is needed only while the
+ * kernel is full and a write waits (most writes finish in uv_try_write),
+ * and a write queue only while something is queued: both are taken from
+ * the server's spares when needed and given back when done, so an idle
+ * connection holds neither, and a busy server allocates neither per
+ * message. At most MW_SPARES_MAX of each are kept. */
+#define MW_SPARES_MAX 1024
+#define MW_WQ_FIRST 4 /* items in a write queue as first made */
+
+/* Pops a spare from *list (items linked through their first pointer), or
+ * allocates size bytes. */
+static void *spare_take(void **list, uint32_t *n, size_t size) {
+  void *p = *list;
+  if (!p) return malloc(size);
+  memcpy(list, p, sizeof p);
+  (*n)--;
+  return p;
+}
+
+static void spare_give(void **list, uint32_t *n, void *p) {
+  if (*n >= MW_SPARES_MAX) {
+    free(p);
+    return;
+  }
+  memcpy(p, list, sizeof *list);
+  *list = p;
+  (*n)++;
+}
+
+/* Frees the spares for good: the count stays at the cap, so what comes
+ * back later (the write callbacks of connections still closing) is freed. */
+static void spares_free(void **list, uint32_t *n) {
+  while (*list) {
+    void *p = *list;
+    memcpy(list, p, sizeof p);
+    free(p);
+  }
+  *n = MW_SPARES_MAX;
+}
+
+/* Gives a drained write queue of the first size back to the spares (a
+ * grown one stays: its connection is a busy one). */
+static void wq_release(mw_conn *c) {
+  if (c->wq_len || c->wq_cap != MW_WQ_FIRST) return;
+  spare_give(&c->srv->spare_wqs, &c->srv->nspare_wqs, c->wq);
+  c->wq = NULL;
+  c->wq_cap = 0;
+}
+
 /* ---- connection lifecycle ---- */
 
 static void conn_free(mw_conn *c) {
@@ -435,6 +487,8 @@ void mw_server_close(mw_server *srv) {
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
   srv->readbuf = NULL;
+  spares_free(&srv->spare_wreqs, &srv->nspare_wreqs);
+  spares_free(&srv->spare_wqs, &srv->nspare_wqs);
   iplimit_free(srv->iplimit);
   srv->iplimit = NULL;
 }
@@ -466,8 +520,9 @@ void mw_conn_write(mw_conn *c, mw_buf *buf, size_t off, size_t len) {
     return;
   }
   if (c->wq_len == c->wq_cap) {
-    uint32_t cap = c->wq_cap ? c->wq_cap * 2 : 4;
-    mw_wq_item *wq = realloc(c->wq, cap * sizeof *wq);
+    uint32_t cap = c->wq_cap ? c->wq_cap * 2 : MW_WQ_FIRST;
+    mw_wq_item *wq = c->wq ? realloc(c->wq, cap * sizeof *wq)
+                           : spare_take(&c->srv->spare_wqs, &c->srv->nspare_wqs, cap * sizeof *wq);
     if (!wq) {
       mw_buf_unref(buf);
       mw_conn_close(c);
@@ -529,6 +584,8 @@ uint64_t mw_conn_sent(const mw_conn *c) {
 
 static void on_write(uv_write_t *req, int status) {
   mw_conn *c = req->data;
+  spare_give(&c->srv->spare_wreqs, &c->srv->nspare_wreqs, req);
+  c->wreq = NULL;
   size_t n = 0;
   for (uint32_t i = 0; i < c->inflight; i++) n += c->wq[i].len;
   c->inflight = 0;
@@ -575,6 +632,7 @@ static void do_shutdown(mw_conn *c) {
 }
 
 static void after_drain(mw_conn *c) {
+  wq_release(c);
   if (c->ending) {
     if (!c->shut) do_shutdown(c);
     return;
@@ -609,10 +667,18 @@ void mw_conn_flush(mw_conn *c) {
   n = c->wq_len < MW_WQ_MAX_IOV ? c->wq_len : MW_WQ_MAX_IOV;
   for (uint32_t i = 0; i < n; i++)
     iov[i] = uv_buf_init(c->wq[i].buf->data + c->wq[i].off, (unsigned)c->wq[i].len);
+  uv_write_t *req = spare_take(&c->srv->spare_wreqs, &c->srv->nspare_wreqs, sizeof *req);
+  if (!req) {
+    mw_conn_close(c);
+    return;
+  }
   c->inflight = n;
-  c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, n, on_write) != 0) {
+  req->data = c;
+  c->wreq = req;
+  if (uv_write(req, (uv_stream_t *)&c->tcp, iov, n, on_write) != 0) {
     c->inflight = 0;
+    c->wreq = NULL;
+    spare_give(&c->srv->spare_wreqs, &c->srv->nspare_wreqs, req);
     mw_conn_close(c);
   }
 }

@@ -55,7 +55,7 @@ struct mw_conn {
   size_t wq_bytes;         /* queued, not yet written (a shared buffer counts for each connection) */
   uint64_t queued_total;   /* bytes ever queued, and ever written: a byte queued when */
   uint64_t written_total;  /* queued_total was n has left once written_total >= n */
-  uv_write_t wreq;
+  uv_write_t *wreq;        /* the uv_write under way (from srv->spare_wreqs), or NULL */
   uint64_t deadline;       /* loop time (ms) the timeout is due at; 0: none (see mw_conn_set_timeout) */
   uint64_t timer_due;      /* loop time the uv timer was last armed for */
   uint64_t send_mark;      /* mw_conn_sent when the send timeout was last armed */
@@ -124,6 +124,11 @@ struct mw_server {
   mw_listener *spare_waiting; /* a listener with a client pending until spare is closed */
   char *readbuf;           /* one read buffer for all connections (the loop is single-threaded) */
   bool readbuf_busy;
+  /* Kept between uses rather than in every connection, which an idle one
+   * would carry for nothing (see server.c): write requests, and write
+   * queues of MW_WQ_FIRST items, each list linked through its first bytes. */
+  void *spare_wreqs, *spare_wqs;
+  uint32_t nspare_wreqs, nspare_wqs;
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
 };
 

@@ -13,12 +13,15 @@
 #include "server.h"
 #include "sio_packet.h"
 
+/* Every socket is in a room of its own (its id), so a room is made per
+ * client: its name lives in the same allocation, and its members array
+ * starts with room for one. */
 typedef struct room {
-  char *name;
   size_t len;
   sio_socket **members;
   uint32_t n, cap;
   struct room *hnext;
+  char name[];
 } room;
 
 typedef struct membership {
@@ -56,7 +59,9 @@ struct sio_client {
   sio_server *io;
   eio_session *es;
   sio_socket *sockets;
-  uv_timer_t timer; /* connectTimeout */
+  /* connectTimeout, then an attachments' timeout: only while one runs (an
+   * idle client holds none: it is freed when the CONNECT comes). */
+  uv_timer_t *timer;
   /* A binary packet waiting for its attachments. */
   sio_socket *bin_sock;
   int bin_type, bin_need, bin_got;
@@ -150,7 +155,6 @@ static void room_free(sio_nsp *n, room *r) {
   *pp = r->hnext;
   n->nrooms--;
   free(r->members);
-  free(r->name);
   free(r);
 }
 
@@ -160,11 +164,8 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     for (uint32_t i = 0; i < s->nrooms; i++)
       if (s->rooms[i].r == r) return 0; /* already in */
   } else {
-    r = calloc(1, sizeof *r);
-    if (!r || !(r->name = malloc(len + 1))) {
-      free(r);
-      return -ENOMEM;
-    }
+    r = calloc(1, sizeof *r + len + 1);
+    if (!r) return -ENOMEM;
     memcpy(r->name, name, len);
     r->name[len] = '\0';
     r->len = len;
@@ -175,7 +176,7 @@ static int rooms_add(sio_nsp *n, sio_socket *s, const char *name, size_t len) {
     n->nrooms++;
   }
   if (r->n == r->cap) {
-    uint32_t cap = r->cap ? r->cap * 2 : 4;
+    uint32_t cap = r->cap ? r->cap * 2 : 1;
     sio_socket **m = realloc(r->members, cap * sizeof *m);
     if (!m) return -ENOMEM;
     r->members = m;
@@ -468,7 +469,7 @@ static void on_connect_timeout(uv_timer_t *t) {
 
 /* A binary packet whose attachments did not all come in time: the client
  * goes, and the ones that came with it. (The timer is the connect
- * timeout's, idle once a namespace was joined.) */
+ * timeout's when no namespace was joined yet; started again otherwise.) */
 static void on_attachment_timeout(uv_timer_t *t) {
   sio_client *c = t->data;
   if (c->closed || !c->bin_need) return;
@@ -477,19 +478,39 @@ static void on_attachment_timeout(uv_timer_t *t) {
   eio_close(c->es, "transport error");
 }
 
+static void on_timer_closed(uv_handle_t *h) { free(h); }
+
+/* Starts c's timer, made first if c has none. False when out of memory. */
+static bool timer_start(sio_client *c, uv_timer_cb cb, uint64_t ms) {
+  if (!c->timer) {
+    c->timer = malloc(sizeof *c->timer);
+    if (!c->timer) return false;
+    uv_timer_init(c->io->srv->loop, c->timer);
+    c->timer->data = c;
+  }
+  uv_timer_start(c->timer, cb, ms, 0);
+  return true;
+}
+
+/* c's timer has nothing left to time: it goes (its callback never runs again). */
+static void timer_drop(sio_client *c) {
+  if (!c->timer) return;
+  uv_close((uv_handle_t *)c->timer, on_timer_closed);
+  c->timer = NULL;
+}
+
+/* The client lives in its Engine.IO session's space (sio_eio_handler.space)
+ * and is freed with it, after on_eio_close and its callers are done. */
 static void on_eio_open(void *ud, eio_session *es, const http_req *req) {
   sio_server *io = ud;
-  sio_client *c = calloc(1, sizeof *c);
-  if (!c) {
+  sio_client *c = eio_session_space(es);
+  c->io = io;
+  c->es = es;
+  if (!timer_start(c, on_connect_timeout, io->opt.connect_timeout)) {
     eio_close(es, "server error");
     return;
   }
-  c->io = io;
-  c->es = es;
   eio_set_userdata(es, c);
-  uv_timer_init(io->srv->loop, &c->timer);
-  c->timer.data = c;
-  uv_timer_start(&c->timer, on_connect_timeout, io->opt.connect_timeout, 0);
   io->h.on_client(io->ud, c, req);
 }
 
@@ -510,7 +531,7 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     }
     mw_str_append(&c->bin_atts[c->bin_got++], data, len);
     if (c->bin_got == c->bin_need) {
-      uv_timer_stop(&c->timer);
+      timer_drop(c);
       sio_socket *s = c->bin_sock;
       int type = c->bin_type == SIO_BINARY_EVENT ? SIO_EVENT : SIO_ACK;
       mw_str json = c->bin_json;
@@ -561,7 +582,7 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     s->client = c;
     s->cnext = c->sockets;
     c->sockets = s;
-    uv_timer_stop(&c->timer);
+    timer_drop(c);
     io->h.on_connect(io->ud, s, p.data, p.data_len);
     return;
   }
@@ -589,15 +610,14 @@ static void on_eio_message(void *ud, eio_session *es, const char *data, size_t l
     c->bin_need = p.attachments;
     c->bin_got = 0;
     mw_str_append(&c->bin_json, p.data, p.data_len);
-    if (io->opt.attachment_timeout) uv_timer_start(&c->timer, on_attachment_timeout, io->opt.attachment_timeout, 0);
+    if (io->opt.attachment_timeout && !timer_start(c, on_attachment_timeout, io->opt.attachment_timeout))
+      eio_close(es, "server error");
     return;
   default: /* CONNECT_ERROR from a client makes no sense */
     eio_close(es, "parse error");
     return;
   }
 }
-
-static void on_client_timer_closed(uv_handle_t *h) { free(h->data); }
 
 static void on_eio_close(void *ud, eio_session *es, const char *reason) {
   sio_client *c = eio_userdata(es);
@@ -609,10 +629,10 @@ static void on_eio_close(void *ud, eio_session *es, const char *reason) {
   io->h.on_client_close(io->ud, c);
   eio_set_userdata(es, NULL);
   c->es = NULL;
-  uv_close((uv_handle_t *)&c->timer, on_client_timer_closed);
+  timer_drop(c);
 }
 
-static const eio_handler sio_eio_handler = {on_eio_open, on_eio_message, on_eio_close};
+static const eio_handler sio_eio_handler = {on_eio_open, on_eio_message, on_eio_close, sizeof(sio_client)};
 
 int sio_server_new(sio_server **out, struct mw_server *srv, const eio_options *o, const sio_handler *h,
                    void *ud) {

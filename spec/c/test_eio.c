@@ -56,7 +56,7 @@ static void on_open(void *ud, eio_session *s, const http_req *req) {
 }
 static void on_message(void *ud, eio_session *s, const char *data, size_t len, bool binary) {}
 static void on_close(void *ud, eio_session *s, const char *reason) {}
-static const eio_handler h = {on_open, on_message, on_close};
+static const eio_handler h = {on_open, on_message, on_close, 0};
 
 static void handler(void *ud, const http_req *req, http_res *res) {
   if (eio_handle_http(es, req, res) != 0) http_res_simple(res, 404, "text/plain", "no");

@@ -148,10 +148,27 @@ function callbacks.connect(h, nspname, auth_json, hs)
 end
 
 -- Runs the socket's middlewares on an incoming event (args, n), then its handlers.
+-- The label an event's handler errors are logged under, made once per
+-- event name rather than once per message (a few hundred names at most are
+-- kept: a client may send any).
+local labels, nlabels = {}, 0
+local function handler_label(event)
+  local label = labels[event]
+  if label then return label end
+  label = "handler for '" .. tostring(event) .. "'"
+  if nlabels < 256 and type(event) == "string" then
+    labels[event] = label
+    nlabels = nlabels + 1
+  end
+  return label
+end
+
 local function dispatch(socket, args, n)
   local fns = rawget(socket, "_fns")
   if not fns or #fns == 0 then
-    return fire(socket._handlers[args[1]], "handler for '" .. tostring(args[1]) .. "'", table.unpack(args, 2, n))
+    local list = socket._handlers[args[1]]
+    if not list then return end
+    return fire(list, handler_label(args[1]), table.unpack(args, 2, n))
   end
   local i = 0
   local function nxt(err)
@@ -163,7 +180,7 @@ local function dispatch(socket, args, n)
     if mw then return call("socket middleware", mw, args, nxt) end
     if not socket._h:connected() then return end
     if #args > n then n = #args end
-    fire(socket._handlers[args[1]], "handler for '" .. tostring(args[1]) .. "'", table.unpack(args, 2, n))
+    fire(socket._handlers[args[1]], handler_label(args[1]), table.unpack(args, 2, n))
   end
   nxt(nil)
 end

@@ -2,6 +2,7 @@
 -- handlers and middlewares, emits with and without acks, rooms, flags
 -- (volatile, timeout, broadcast), socket.conn, the handshake.
 local app = require "moonwire.app"
+local io_c = require "moonwire.io_c"
 local runner = require "moonwire.runner"
 local timer = require "moonwire.timer"
 local packet = require "moonwire.io.packet"
@@ -21,7 +22,11 @@ M.Socket = Socket
 -- data, the handler tables and the handshake are made the first time they
 -- are used.
 local function handshake_of(s)
-  local hs, at = s._chs, s._at
+  -- _chs: the client's handshake packed in a string by the core (a table
+  -- per idle client costs about 600 bytes); unpacked here, once.
+  local hs, at = rawget(s, "_chs"), s._at
+  if type(hs) == "string" then hs = io_c.handshake(hs) end
+  hs = hs or {}
   return {
     headers = hs.headers or {}, query = app.parse_urlencoded(hs.querystring or ""), auth = rawget(s, "_auth") or {},
     address = hs.address, url = hs.url, time = os.date("!%a, %d %b %Y %H:%M:%S GMT", at // 1000),
@@ -55,6 +60,7 @@ Socket.__index = function(s, k)
   if k == "handshake" then
     local t = handshake_of(s)
     rawset(s, k, t)
+    rawset(s, "_chs", nil)
     return t
   end
   if k == "rooms" then return s._h:rooms() end
