@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #define MW_CONFIG_MAX_ORIGINS 16
+#define MW_CONFIG_MAX_WORKERS 64 /* a worker's index is one base64url character of a sid (eio.c) */
 
 typedef struct mw_config {
   const char *root;       /* the app directory (scripts/, views/, public/) */
@@ -59,6 +60,7 @@ typedef struct mw_config {
   int norigins;
   const char *fastcgi;    /* FastCGI listen address, "unix:/path" or "host:port"; NULL: none */
   const char *redis;      /* --redis URL for the Redis adapter; NULL: none */
+  int workers;            /* --workers: processes serving the port (1: this one alone; workers.c) */
 } mw_config;
 
 typedef enum mw_config_kind {
