@@ -25,6 +25,10 @@
 #define RESTART_MAX_MS 5000
 #define HEALTHY_AFTER_MS 10000 /* a worker that lived this long is restarted at once */
 #define MAX_FDS_IN 64          /* sockets received and not yet matched with their frames */
+/* Bytes waiting for a worker that does not read them (stopped, or stuck in
+ * a loop the handler budget does not cover): past this it is killed and
+ * restarted rather than holding the supervisor's memory without bound. */
+#define MAX_QUEUED (64u << 20)
 
 typedef struct out_fd {
   size_t at; /* the byte of out it leaves with */
@@ -82,6 +86,13 @@ static void link_close(worker *w) {
 /* Queues a frame for w; sock (taken over, -1: none) leaves with its first byte. */
 static void queue(worker *w, uint8_t type, uint8_t peer, const char *p, uint32_t len, int sock) {
   if (w->fd < 0) goto drop;
+  if (w->out.len - w->out_off + WLINK_HEAD + len > MAX_QUEUED) {
+    mw_log(MW_LOG_ERROR, "workers: worker %d (pid %d) has not read %zu bytes of messages; killing it", (int)(w - workers),
+           (int)w->pid, w->out.len - w->out_off);
+    kill(w->pid, SIGKILL);
+    link_close(w); /* what it was sent goes; SIGCHLD restarts it */
+    goto drop;
+  }
   if (sock >= 0 && w->nfds_out == w->capfds_out) {
     int cap = w->capfds_out ? w->capfds_out * 2 : 8;
     out_fd *f = realloc(w->fds_out, (size_t)cap * sizeof *f);

@@ -160,6 +160,24 @@ describe('--workers 2, the processes', () => {
     await until(() => got.every((g) => g.length === 1), 'a broadcast to every client after the restart');
   });
 
+  test('a worker that stops reading is killed past 64 MiB of messages for it, and restarted', T, async (t) => {
+    const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
+    const { socks } = await spread(srv, { transports: ['websocket'] }, 1);
+    const pids = children(srv.proc.pid);
+    process.kill(pids[0], 'SIGSTOP');
+    t.after(() => { try { process.kill(pids[0], 'SIGCONT'); } catch { /* killed */ } });
+    // The clients that still answer are the other worker's.
+    const answers = await Promise.all(socks.map((s) => s.timeout(500).emitWithAck('whoami').then(() => true, () => false)));
+    const sender = socks[answers.indexOf(true)];
+    assert.ok(sender, 'a client of the running worker');
+    const big = 'x'.repeat(900_000);
+    for (let i = 0; i < 80 && !/has not read/.test(srv.stderr()); i++) {
+      await sender.timeout(10_000).emitWithAck('emit', { event: 'big', args: [big] });
+    }
+    await until(() => /worker \d \(pid \d+\) has not read \d+ bytes of messages; killing it/.test(srv.stderr()), 'the stuck worker killed', 10_000);
+    await until(() => children(srv.proc.pid).length === 2 && !children(srv.proc.pid).includes(pids[0]), 'a new worker', 10_000);
+  });
+
   test('SIGTERM stops every worker and the supervisor exits 0', T, async (t) => {
     const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
     const pids = children(srv.proc.pid);
