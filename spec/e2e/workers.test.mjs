@@ -17,6 +17,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { FIXTURES, delay, makeAppRoot, request, runBinary } from './helpers.mjs';
+import { startRedis } from './redis.mjs';
 import { WAIT, ask, client, connected, record, setup, until } from './sio.mjs';
 
 const ROOT = path.join(FIXTURES, 'redis');
@@ -124,6 +125,30 @@ describe('--workers 2, the sessions', () => {
       assert.equal(r.status, 400);
       assert.deepEqual(JSON.parse(r.body), { code: 1, message: 'Session ID unknown' });
     }
+  });
+});
+
+describe('--workers 2 with --redis', () => {
+  test('each worker is a server on Redis: broadcasts and rooms span them, polling stays sticky', T, async (t) => {
+    const redis = await startRedis(t);
+    const srv = await setup(t, { root: ROOT, args: ['--workers', '2', '--redis', redis.url] });
+    const { socks, errors } = await spread(srv, { transports: ['polling'] });
+    const a = socks.find((s) => workerOf(s) === 0);
+    const b = socks.find((s) => workerOf(s) === 1);
+    await ask(a, 'join', 'red');
+    await ask(b, 'join', 'red');
+    const got = socks.map((s) => record(s, 'm'));
+    // Sent again until it arrives: each worker subscribes to Redis on its own time.
+    const arrived = () => got[socks.indexOf(a)].length >= 1 && got[socks.indexOf(b)].length >= 1;
+    for (let i = 0; i < 30 && !arrived(); i++) {
+      await ask(b, 'emit', { event: 'm', args: ['to red'], to: ['red'] });
+      await delay(100);
+    }
+    assert.ok(arrived(), 'the room on both workers, through Redis');
+    assert.ok(got.every((g, i) => g.length === 0 || [a, b].includes(socks[i])), 'nobody else');
+    const fetched = await ask(a, 'fetch', {});
+    assert.deepEqual(fetched.sockets.map((s) => s.id).sort(), socks.map((s) => s.id).sort());
+    assert.deepEqual(errors, []);
   });
 });
 
