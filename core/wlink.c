@@ -133,7 +133,8 @@ static int owner(void *ud, const char *q, size_t len) {
       const char *end = memchr(v, '&', len - i - 4);
       size_t vlen = end ? (size_t)(end - v) : len - i - 4;
       int w = wlink_sid_owner(v, vlen);
-      return w == wlink_self ? -1 : w;
+      /* No such worker: answered here, "Session ID unknown". */
+      return w == wlink_self || w >= link_.srv->cfg.workers ? -1 : w;
     }
   }
   return -1;

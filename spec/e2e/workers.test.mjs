@@ -117,9 +117,9 @@ describe('--workers 2, the sessions', () => {
     assert.deepEqual(errors, []);
   });
 
-  test('a request for an unknown session of a worker is answered by that worker', T, async (t) => {
+  test('a request for an unknown session of a worker, or of no worker, gets "Session ID unknown"', T, async (t) => {
     const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
-    for (const mark of ['A', 'B']) {
+    for (const mark of ['A', 'B', 'Z']) { // Z: a worker there is not
       const sid = `${mark}${'x'.repeat(19)}`;
       const r = await request(srv.url, `/socket.io/?EIO=4&transport=polling&sid=${sid}`);
       assert.equal(r.status, 400);
