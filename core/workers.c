@@ -177,6 +177,10 @@ static void on_frame(int from, uint8_t type, uint8_t peer, const char *p, uint32
   case WLINK_READY:
     w->ready = true;
     tell_count();
+    /* The first worker has set up the database: the others start now
+     * (opened together, a new database file is locked to all but one). */
+    for (int i = 0; i < nworkers && !all_ready_once; i++)
+      if (!workers[i].pid && !workers[i].restart_at) workers[i].restart_at = now_ms();
     if (!all_ready_once && serving() == nworkers) {
       all_ready_once = true;
       const char *bracket = strchr(conf->host, ':') ? "[%s]:%d" : "%s:%d";
@@ -389,7 +393,7 @@ int workers_supervise(mw_config *cfg, int *link_fd) {
   sigaction(SIGCHLD, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
-  for (int i = 0; i < nworkers; i++) {
+  for (int i = 0; i < 1; i++) { /* the others once it serves (on_frame) */
     r = spawn(i, link_fd);
     if (r == 0) return i;
     if (r < 0) {
