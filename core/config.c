@@ -51,6 +51,27 @@ static int set_transports(mw_config *cfg, const char *val, FILE *err) {
   return 0;
 }
 
+/* A number of worker processes, or "auto": one per core. */
+static int set_workers(mw_config *cfg, const char *val, FILE *err) {
+  long n;
+  char *end;
+  if (!strcmp(val, "auto")) {
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > MW_CONFIG_MAX_WORKERS) n = MW_CONFIG_MAX_WORKERS;
+  } else {
+    errno = 0;
+    n = strtol(val, &end, 10);
+    if (errno || *end || end == val || n < 1 || n > MW_CONFIG_MAX_WORKERS) {
+      fprintf(err, "moonwire: --workers takes a number between 1 and %d, or auto (got '%s')\n", MW_CONFIG_MAX_WORKERS,
+              val);
+      return -EINVAL;
+    }
+  }
+  cfg->workers = (int)n;
+  return 0;
+}
+
 static int add_origin(mw_config *cfg, const char *val, FILE *err) {
   if (cfg->app.io.norigins == L_IO_MAX_ORIGINS) {
     fprintf(err, "moonwire: at most %d --cors-origin\n", L_IO_MAX_ORIGINS);
@@ -138,6 +159,9 @@ const mw_config_opt mw_config_opts[] = {
         "also answer FastCGI (nginx fastcgi_pass) on ADDR: unix:/path or host:port"),
     FN("--redis", "URL", set_redis,
        "share rooms and broadcasts with other servers through Redis (redis://host:port)"),
+    FN("--workers", "N", set_workers,
+       "worker processes on the one port, sharing rooms and broadcasts (default 1;\n"
+       "auto: one per core); a worker that dies is restarted"),
 
     SECTION("Socket.IO (these win over io.configure in the app)"),
     FN("--io-path", "PATH", set_io_path, "where Socket.IO answers (default /socket.io/)"),
@@ -178,6 +202,7 @@ static void store_num(mw_config *cfg, const mw_config_opt *o, long long n) {
 
 void mw_config_defaults(mw_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
+  cfg->workers = 1;
   for (size_t i = 0; i < mw_config_nopts; i++) {
     const mw_config_opt *o = &mw_config_opts[i];
     char *p = (char *)cfg + o->field;

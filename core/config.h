@@ -16,6 +16,8 @@
 #include "lhost.h"
 #include "server.h"
 
+#define MW_CONFIG_MAX_WORKERS 64 /* a worker's index is one base64url character of a sid (eio.c) */
+
 /* Each part goes to the unit that follows it: the server, the HTTP and
  * FastCGI listeners (in their http_site), the app host; main.c uses the
  * rest. */
@@ -29,6 +31,7 @@ typedef struct mw_config {
   mw_server_opts server;  /* connections, whatever their protocol */
   http_opts http;         /* requests and responses */
   lhost_opts app;         /* the app: its root, dev mode, Lua, Socket.IO, Redis */
+  int workers;            /* --workers: processes serving the port (1: this one alone; workers.c) */
 } mw_config;
 
 typedef enum mw_config_kind {

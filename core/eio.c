@@ -16,6 +16,7 @@
 #include "pct.h"
 #include "server.h"
 #include "turn.h"
+#include "wlink.h"
 #include "ws.h"
 
 #define EIO_BUCKETS 4096
@@ -580,8 +581,10 @@ static eio_session *session_new(eio_server *es) {
   eio_session *s = calloc(1, sizeof *s + es->h.space);
   if (!s) return NULL;
   s->es = es;
-  do eio_random_id(s->sid);
-  while (find(es, s->sid, 20));
+  do {
+    eio_random_id(s->sid);
+    if (wlink_self >= 0) s->sid[0] = wlink_sid_mark(wlink_self); /* --workers: whose session it is */
+  } while (find(es, s->sid, 20));
   uint32_t b = hash_sid(s->sid, 20);
   s->hnext = es->buckets[b];
   es->buckets[b] = s;

@@ -458,6 +458,7 @@ struct http_conn {
   bool held;              /* the next request waits until the queue drains */
   bool sending;           /* a streamed response's bytes are queued: the send timeout runs */
   bool body_paused;       /* reading stopped while the body waits for the disk */
+  int handoff_to;         /* --workers: the worker this request goes to, once the queue is empty; -1: none */
 };
 
 /* After a response, pipelined requests are answered at once while the
@@ -938,6 +939,10 @@ static int on_headers_complete(llhttp_t *p) {
     }
     r->nheaders = (int)t->nh;
   }
+  /* --workers: a session of another worker's is answered there. The
+   * parser stops before the body; http_feed hands the connection over. */
+  const mw_handoff *ho = c->srv->handoff;
+  if (ho && r->query_len && (hc->handoff_to = ho->owner(ho->ud, r->query, r->query_len)) >= 0) return HPE_PAUSED;
   /* Expect (RFC 9110 §10.1.1): 100-continue is the only expectation there
    * is; HTTP/1.0 requests have none. */
   bool expect_continue = false;
@@ -1127,6 +1132,49 @@ static void on_body_failed(void *ud) {
   reject(t->hc, t->err_status);
 }
 
+/* Gives the connection to the worker that owns its request (--workers),
+ * once what was queued for it has left. */
+static void handoff_now(http_conn *hc) {
+  mw_conn *c = hc->c;
+  mw_str bytes = hc->stash;
+  hc->stash = (mw_str){0};
+  c->proto = NULL;
+  c->proto_data = NULL;
+  int to = hc->handoff_to;
+  if (hc->in_feed) hc->detached = true; /* http_feed frees it on the way out */
+  else free(hc);
+  c->srv->handoff->give(c->srv->handoff->ud, c, to, &bytes);
+}
+
+/* The request whose head was just parsed belongs to another worker: its
+ * head is written again from what was parsed, followed by rest (what was
+ * read after it), and the connection goes there with those bytes. */
+static void handoff(http_conn *hc, const char *rest, size_t len) {
+  mw_conn *c = hc->c;
+  http_txn *t = hc->txn;
+  const http_req *r = &t->req;
+  mw_str b = {0};
+  int e = mw_str_appendf(&b, "%s %.*s HTTP/%d.%d\r\n", r->method, (int)r->url_len, r->url, r->http_major, r->http_minor);
+  for (int i = 0; i < r->nheaders && !e; i++) {
+    const http_header *h = &r->headers[i];
+    e = mw_str_appendf(&b, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len, h->value);
+  }
+  if (!e) e = mw_str_append(&b, "\r\n", 2);
+  if (!e) e = mw_str_append(&b, rest, len);
+  hc->txn = NULL;
+  txn_free(t);
+  if (e) {
+    mw_str_free(&b);
+    mw_conn_close(c);
+    return;
+  }
+  mw_str_free(&hc->stash);
+  hc->stash = b;
+  mw_conn_pause(c);
+  mw_conn_set_timeout(c, 0);
+  if (c->wq_len == 0) handoff_now(hc); /* else in http_on_drain */
+}
+
 /* Parses data; dispatches every complete request in order. While a request
  * awaits its answer the rest is kept in hc->stash and reading pauses. */
 static void http_feed(http_conn *hc, const char *data, size_t len) {
@@ -1145,6 +1193,10 @@ static void http_feed(http_conn *hc, const char *data, size_t len) {
       size_t used = pos ? (size_t)(pos - data) : len;
       data += used;
       len -= used;
+      if (hc->handoff_to >= 0) {
+        handoff(hc, data, len);
+        break;
+      }
       llhttp_resume(&hc->parser);
       if (hc->txn->req.upgrade) {
         /* What follows belongs to the next protocol (if the handler takes
@@ -1233,6 +1285,10 @@ static void http_on_timeout(mw_conn *c) {
 static void http_on_drain(mw_conn *c) {
   http_conn *hc = c->proto_data;
   if (hc->detached) return;
+  if (hc->handoff_to >= 0 && !hc->txn) {
+    handoff_now(hc);
+    return;
+  }
   if (hc->busy) { /* a streamed response: its producer sets the pace again */
     if (hc->sending) {
       hc->sending = false;
@@ -1296,6 +1352,7 @@ void http_conn_attach(mw_conn *c, void *ud) {
   }
   hc->c = c;
   hc->site = ud;
+  hc->handoff_to = -1;
   llhttp_init(&hc->parser, HTTP_REQUEST, &http_settings);
   hc->parser.data = hc;
   c->proto = &http_proto;

@@ -25,6 +25,7 @@
 #include "l_json.h"
 #include "l_msgpack.h"
 #include "l_redis.h"
+#include "l_workers.h"
 #include "l_timer.h"
 #include "lalloc.h"
 #include "lcall.h"
@@ -64,6 +65,7 @@ static const lmodule builtins[] = {
     {"moonwire.db", luaopen_moonwire_db, NULL},
     {"moonwire.timer", luaopen_moonwire_timer, l_timer_stop_all},
     {"moonwire.redis_c", luaopen_moonwire_redis_c, l_redis_stop_all},
+    {"moonwire.workers_c", luaopen_moonwire_workers_c, l_workers_stop_all},
     {"moonwire.template_c", luaopen_moonwire_template_c, NULL},
     {"moonwire.msgpack", luaopen_moonwire_msgpack, NULL},
     {"moonwire.json_c", luaopen_moonwire_json_c, NULL},

@@ -20,6 +20,8 @@
 #include "newapp.h"
 #include "server.h"
 #include "static.h"
+#include "wlink.h"
+#include "workers.h"
 
 #define SHUTDOWN_GRACE_MS 10000
 
@@ -60,7 +62,7 @@ static void on_grace(uv_timer_t *t) {
 static void on_signal(uv_signal_t *s, int signum) {
   app *a = s->data;
   if (a->srv.stopping) return;
-  if (!a->site.opts.quiet) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  if (!a->site.opts.quiet && wlink_self < 0) printf("moonwire: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
   lhost_stop(a->host); /* realtime sessions end first: their pending polls are answered */
   mw_db_stop(a->db, MW_DB_STOP_WAIT_MS);
   uv_signal_stop(&a->sigint);
@@ -96,6 +98,13 @@ int main(int argc, char **argv) {
   if (r) return r == -EINVAL ? 2 : 1;
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
+  if (cfg.fastcgi && cfg.workers > 1 && !strncmp(cfg.fastcgi, "unix:", 5)) {
+    fprintf(stderr, "moonwire: --fastcgi unix:PATH takes one process: use --fastcgi HOST:PORT with --workers\n");
+    return 2;
+  }
+  /* --workers N: this process becomes the supervisor and never returns
+   * here; each worker goes on below as a server of its own. */
+  int link_fd = -1, self = cfg.workers > 1 ? workers_supervise(&cfg, &link_fd) : -1;
 
   /* One file per client: take every file the hard limit allows. */
   struct rlimit nofile;
@@ -132,6 +141,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (mw_server_init(&a.srv, a.loop, &cfg.server)) return 1;
+  if (self >= 0 && (r = wlink_start(&a.srv, link_fd, self, cfg.workers))) {
+    fprintf(stderr, "moonwire: worker %d: cannot open its link: %s\n", self, uv_strerror(r));
+    return 1;
+  }
   if (lhost_new(&a.host, &a.srv, &cfg.app, a.db, a.st) == -ENOMEM) return 1;
   a.site = (http_site){*lhost_handler(a.host), cfg.http};
   if (lhost_refusal(a.host)) {
@@ -162,7 +175,7 @@ int main(int argc, char **argv) {
     }
     char where[PATH_MAX + 16];
     mw_listener_name(fcgi, where, sizeof where);
-    printf("moonwire FastCGI responder on %s\n", where);
+    if (self <= 0) printf("moonwire FastCGI responder on %s\n", where);
   }
   /* Before the listening line: whoever reads it may stop us at once. */
   uv_signal_init(a.loop, &a.sigint);
@@ -172,14 +185,18 @@ int main(int argc, char **argv) {
   uv_signal_start(&a.sigint, on_signal, SIGINT);
   uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 
-  printf("moonwire listening on http://");
-  printf(bracket, cfg.host, mw_listener_port(http));
-  printf(" (%s mode)\n", cfg.app.dev ? "dev" : "production");
+  if (self >= 0) { /* the supervisor prints it once every worker serves */
+    wlink_ready(http);
+  } else {
+    printf("moonwire listening on http://");
+    printf(bracket, cfg.host, mw_listener_port(http));
+    printf(" (%s mode)\n", cfg.app.dev ? "dev" : "production");
+  }
 
   uv_run(a.loop, UV_RUN_DEFAULT);
   static_free(a.st);
   int cr = uv_loop_close(a.loop);
   if (cr) mw_log(MW_LOG_WARN, "loop closed with handles open: %s", uv_strerror(cr));
-  if (!cfg.http.quiet) printf("moonwire: stopped\n");
+  if (!cfg.http.quiet && self < 0) printf("moonwire: stopped\n");
   return a.exit_code;
 }

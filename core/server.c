@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -363,6 +364,50 @@ static void on_connection(uv_stream_t *ls, int status) {
   mw_conn_resume(c);
 }
 
+int mw_server_adopt(mw_server *srv, mw_listener *l, uv_pipe_t *ipc, const char *bytes, size_t len) {
+  if (srv->stopping || !l || l->is_pipe) return -ECONNABORTED;
+  mw_conn *c = conn_alloc(srv, false);
+  if (!c) return -ENOMEM;
+  int r = uv_accept((uv_stream_t *)ipc, (uv_stream_t *)&c->tcp);
+  if (r) {
+    mw_conn_close(c);
+    return r;
+  }
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, c->addr, sizeof c->addr);
+    else uv_ip4_name((struct sockaddr_in *)&ss, c->addr, sizeof c->addr);
+  }
+  /* Counted per address by the worker that accepted it, not again here. */
+  l->opts.attach(c, l->opts.ud);
+  if (c->closing) return 0; /* no memory for its protocol: closed, as on_connection does */
+  uv_tcp_nodelay(&c->tcp, 1);
+  /* Reading starts on the next turn: these bytes come first, and a
+   * protocol that pauses while handling them stays paused. */
+  mw_conn_resume(c);
+  if (len) c->proto->on_read(c, bytes, len);
+  return 0;
+}
+
+/* A TCP socket bound to sa with SO_REUSEPORT, into l's handle (libuv 1.44
+ * has no flag for it). Returns 0 or a libuv error. */
+static int bind_reuseport(mw_listener *l, const struct sockaddr *sa) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  int on = 1;
+  socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) ||
+      bind(fd, sa, len)) {
+    int e = uv_translate_sys_error(errno);
+    close(fd);
+    return e;
+  }
+  int r = uv_tcp_open(&l->tcp, fd);
+  if (r) close(fd);
+  return r;
+}
+
 /* Splits "host:port" or "[v6]:port" into addr. Returns 0 or UV_EINVAL. */
 static int parse_host_port(const char *s, struct sockaddr_storage *addr) {
   const char *colon = strrchr(s, ':');
@@ -408,7 +453,7 @@ int mw_server_listen(mw_server *srv, const char *addr, const mw_listen_opts *o, 
     struct sockaddr_storage sa;
     if ((r = parse_host_port(addr, &sa))) return r;
     uv_tcp_init(srv->loop, &l->tcp);
-    r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&sa, 0);
+    r = srv->reuseport ? bind_reuseport(l, (struct sockaddr *)&sa) : uv_tcp_bind(&l->tcp, (struct sockaddr *)&sa, 0);
   }
   /* From here the handle is the server's to close, even when bind failed. */
   l->inited = true;

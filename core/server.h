@@ -103,6 +103,17 @@ typedef struct mw_server_opts {
   iplimit_options ip;       /* per client address, on listeners with a refuse */
   uint64_t send_timeout_ms; /* a response that stops leaving for this long is dropped (nginx send_timeout) */
 } mw_server_opts;
+/* --workers (wlink.c): a request whose Engine.IO session lives in another
+ * worker process goes there, with its connection. owner() reads a
+ * request's query and says which worker owns it (-1: this one). give()
+ * takes ownership of c (reading stopped, no protocol left, nothing queued)
+ * and of bytes (what was read from it and not yet answered), hands both to
+ * that worker and closes c here. */
+typedef struct mw_handoff {
+  int (*owner)(void *ud, const char *query, size_t len);
+  void (*give)(void *ud, mw_conn *c, int worker, mw_str *bytes);
+  void *ud;
+} mw_handoff;
 
 struct mw_server {
   uv_loop_t *loop;
@@ -130,6 +141,11 @@ struct mw_server {
   void *spare_wreqs, *spare_wqs;
   uint32_t nspare_wreqs, nspare_wqs;
   uint64_t nofile;         /* the open-file limit when listening began (0: none) */
+  const mw_handoff *handoff; /* --workers: borrowed; NULL in a single process */
+  /* --workers: TCP listeners bind with SO_REUSEPORT, so that each worker
+   * has its own listening socket on the one port and the kernel spreads
+   * the connections over them. */
+  bool reuseport;
 };
 
 /* Sets up the server on loop (nothing is listened on yet); copies o.
@@ -144,6 +160,12 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_server_opts *o);
  * those, UV_ENAMETOOLONG for a socket path too long, UV_ENOBUFS past
  * MW_MAX_LISTENERS, or a libuv error. */
 int mw_server_listen(mw_server *srv, const char *addr, const mw_listen_opts *o, mw_listener **out);
+/* Takes the connection pending on ipc (a pipe opened with ipc, which
+ * received its socket from another worker) as if l, the HTTP listener,
+ * had accepted it, and feeds it bytes (borrowed: read from it by the
+ * worker that handed it over) before anything more is read. Returns 0, or
+ * a negative error (the connection is then closed). */
+int mw_server_adopt(mw_server *srv, mw_listener *l, uv_pipe_t *ipc, const char *bytes, size_t len);
 /* l's bound port (useful with port 0); -1 for a Unix socket. */
 int mw_listener_port(const mw_listener *l);
 /* Where l is, for people: "127.0.0.1:9000", "[::1]:3000", "unix:/path". */

@@ -42,6 +42,7 @@ local call = runner.call
 -- (io.configure{ adapter = { redis = url } } or --redis), which wraps it.
 local local_adapter = local_adapter_mod.new()
 local adapter = local_adapter
+local workers_adapter -- --workers N: the adapter between the workers (below)
 namespace.set_adapter(adapter)
 
 -- ---------------------------------------------------------------- events from the core
@@ -295,10 +296,10 @@ local adapter_host = { namespaces = namespace.namespaces, Binary = packet.Binary
 -- publishOnSpecificResponseChannel = false }, or false for none. --redis URL
 -- on the command line wins over the url here.
 function io._set_adapter(cfg)
-  if cfg == false then
-    if adapter ~= local_adapter then
+  if cfg == false then -- the default one: this process's, or the workers'
+    if adapter ~= local_adapter and adapter ~= workers_adapter then
       adapter:close()
-      adapter = local_adapter
+      adapter = workers_adapter or local_adapter
       namespace.set_adapter(adapter)
     end
     return
@@ -311,11 +312,21 @@ function io._set_adapter(cfg)
   assert(t == nil or (type(t) == "number" and t > 0), "io.configure: adapter.requestsTimeout must be a number of milliseconds")
   local want = { url = url, key = cfg.key, requestsTimeout = t,
     publishOnSpecificResponseChannel = cfg.publishOnSpecificResponseChannel }
-  if adapter ~= local_adapter and adapter:same(want) then return end -- a reload with the same settings
+  if adapter ~= local_adapter and adapter ~= workers_adapter and adapter:same(want) then return end -- a reload with the same settings
   local new, err = require("moonwire.io.redis_adapter").new(local_adapter, adapter_host, want)
   if not new then error("io.configure: adapter.redis: " .. tostring(err), 2) end
-  adapter:close()
+  if adapter ~= workers_adapter then adapter:close() end
   adapter = new
+  namespace.set_adapter(adapter)
+end
+
+-- --workers N: the workers share rooms and broadcasts through one another
+-- (moonwire.io.workers_adapter), unless the app or --redis chooses Redis:
+-- each worker is then one more server on Redis.
+local workers_mod = require "moonwire.io.workers_adapter"
+if workers_mod.enabled() then
+  workers_adapter = workers_mod.new(local_adapter, adapter_host)
+  adapter = workers_adapter
   namespace.set_adapter(adapter)
 end
 

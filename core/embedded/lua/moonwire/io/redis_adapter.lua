@@ -75,7 +75,7 @@ end
 
 -- local_: the local adapter it wraps. host: what moonwire.io lends it
 -- (namespaces, Binary, random_id). cfg: { url, key, requestsTimeout,
--- publishOnSpecificResponseChannel }.
+-- publishOnSpecificResponseChannel, client }.
 -- socket.io's redis adapter's defaults.
 local DEFAULT_KEY = "socket.io"
 local DEFAULT_REQUESTS_TIMEOUT_MS = 5000
@@ -88,10 +88,14 @@ function M.new(local_, host, cfg)
     chans = {}, by_channel = {}, by_pattern = {},
     requests = {}, ack_requests = {},
   }, Adapter)
-  local client, err = redis.new(cfg.url, {
+  local handlers = {
     message = function(channel, payload, pattern) a:on_message(channel, payload, pattern) end,
     state = function(up) a.up = up end,
-  })
+  }
+  -- cfg.client: another carrier with a Redis client's methods (the workers
+  -- adapter's, moonwire.io.workers_adapter).
+  local client, err
+  if cfg.client then client = cfg.client(handlers) else client, err = redis.new(cfg.url, handlers) end
   if not client then return nil, err end
   a.client = client
   for name in pairs(host.namespaces) do a:add_namespace(name) end
