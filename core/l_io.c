@@ -61,6 +61,7 @@ struct l_io {
   allow_hook allow, engine_allow; /* allowRequest of each endpoint */
   uint64_t started; /* mw_now_ns() when this host was made (stats' uptime) */
   struct bcrypt_job *jobs; /* bcrypt checks on the thread pool */
+  int njobs;               /* how many (bcrypt_verify's limit) */
 };
 
 static l_io *G_io; /* one app host per process */
@@ -595,6 +596,7 @@ static void bcrypt_after(uv_work_t *req, int status) {
   l_io *x = j->x;
   if (x) {
     bcrypt_unlink(j);
+    x->njobs--;
     lua_State *L = x->L;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, j->ref);
@@ -609,12 +611,20 @@ static void bcrypt_after(uv_work_t *req, int status) {
   free(j);
 }
 
-/* bcrypt_verify(password, hash, fn): calls fn(ok) once the thread pool has
- * checked password against the bcrypt hash. */
+/* bcrypt_verify(password, hash, fn, limit) → true: calls fn(ok) once the
+ * thread pool has checked password against the bcrypt hash; false, and no
+ * call, when limit checks are already under way (each holds a thread of
+ * the pool static file reads also use for tens of milliseconds, so logins
+ * must not queue there without end). */
 static int l_bcrypt_verify(lua_State *L) {
   const char *password = luaL_checkstring(L, 1);
   const char *hash = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_Integer limit = luaL_checkinteger(L, 4);
+  if (G_io->njobs >= limit) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   bcrypt_job *j = calloc(1, sizeof *j);
   if (!j || !(j->password = strdup(password)) || !(j->hash = strdup(hash))) {
     if (j) free(j->password);
@@ -637,7 +647,9 @@ static int l_bcrypt_verify(lua_State *L) {
     free(j);
     return luaL_error(L, "bcrypt: %s", uv_strerror(r));
   }
-  return 0;
+  G_io->njobs++;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* dynamic(on): CONNECTs to unknown namespaces reach the connect callback. */

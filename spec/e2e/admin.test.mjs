@@ -81,6 +81,15 @@ describe('login', () => {
     assert.equal(await tryLogin(srv, LOGIN), 'connected');
   });
 
+  test('maxLoginChecks bounds the bcrypt checks under way: past it a login is refused at once, and the right one still works after', T, async (t) => {
+    const hash = bcrypt.hashSync(LOGIN.password, 12); // a slow hash: the checks overlap
+    const srv = await start(t, { env: { ADMIN_PASSWORD: hash, ADMIN_MAX_LOGIN_CHECKS: '1' } });
+    const answers = await Promise.all(Array.from({ length: 6 }, () => tryLogin(srv, { username: 'admin', password: 'wrong' })));
+    assert.ok(answers.includes('too many logins at once, try again'), `answers: ${answers}`);
+    assert.ok(answers.includes('invalid credentials'), `answers: ${answers}`);
+    assert.equal(await tryLogin(srv, LOGIN), 'connected');
+  });
+
   test('maxSessions bounds the login sessions kept: past it the oldest is forgotten', T, async (t) => {
     const srv = await start(t, { env: { ADMIN_MAX_SESSIONS: '2' } });
     const ids = [];

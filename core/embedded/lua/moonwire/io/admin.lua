@@ -25,6 +25,8 @@
 --   sessionDuration seconds a login session (the UI's sessionId) is good
 --                   for, 86400; maxSessions: how many are kept, 1000 (past
 --                   it the oldest is forgotten)
+--   maxLoginChecks  bcrypt checks under way at once, 2 (past it a login
+--                   is refused with "too many logins at once")
 --   serve           a path ("/admin") where moonwire serves the UI itself
 --                   from uiDir (default the package's build in
 --                   node_modules/@socket.io/admin-ui/ui/dist)
@@ -50,6 +52,7 @@ local EVENT = packet.EVENT
 local STATS_INTERVAL = 2000
 local SESSION_DURATION = 86400 -- s a login session is good for (RedisStore's sessionDuration)
 local MAX_SESSIONS = 1000       -- login sessions kept; past it the oldest is forgotten
+local MAX_LOGIN_CHECKS = 2      -- bcrypt checks at once (each holds a thread of the pool)
 
 -- ---------------------------------------------------------------- state kept across reloads
 
@@ -312,7 +315,10 @@ local function middleware(cfg)
       if type(auth.password) ~= "string" then return finish(false) end
       -- The hash is checked even for a wrong username, so the time taken
       -- does not tell a right username from a wrong one.
-      return c.bcrypt_verify(auth.password, cfg.auth.password, function(ok) finish(ok and good_user) end)
+      local queued = c.bcrypt_verify(auth.password, cfg.auth.password,
+        function(ok) finish(ok and good_user) end, cfg.maxLoginChecks)
+      if not queued then return next({ message = "too many logins at once, try again" }) end
+      return
     end
     finish(same(auth.password, cfg.auth.password) and good_user)
   end
@@ -445,6 +451,7 @@ local function check(opts)
   end
   cfg.sessionDuration = count("sessionDuration", SESSION_DURATION)
   cfg.maxSessions = count("maxSessions", MAX_SESSIONS)
+  cfg.maxLoginChecks = count("maxLoginChecks", MAX_LOGIN_CHECKS)
   local mode = opts.mode or "development"
   if mode ~= "development" and mode ~= "production" then fail("mode is \"development\" or \"production\"") end
   cfg.mode = mode
