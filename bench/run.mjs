@@ -8,7 +8,8 @@
 // @socket.io/bun-engine, Express, nginx with its Lua module, nginx in front
 // of moonwire over FastCGI
 // and over proxy_pass, two moonwire and two socket.io processes sharing a
-// redis-server), runs the same load against each with
+// redis-server, `moonwire --workers 2` and socket.io in a cluster of two
+// Node workers), runs the same load against each with
 // build/loadgen (Socket.IO figures) or wrk (HTTP), stops it, and prints one
 // Markdown table, also written to bench/results/latest.md. bench/README.md
 // says what each figure means and how it is measured.
@@ -17,7 +18,7 @@
 // CPU 0 (taskset). --quick runs every figure with small counts, to check the
 // runner itself in a few seconds; its numbers mean little. --only runs some
 // groups of figures (files, moonwire, socketio, uws, bun, express, nginx,
-// front, redis, memory, max, codec) and prints their rows without replacing
+// front, redis, workers, memory, max, codec) and prints their rows without replacing
 // bench/results/latest.md. `--only db` runs the database figures instead
 // (bench/db.mjs, which has a table of its own; MOONWIRE_BEFORE=BIN adds a
 // column for another build, e.g. main's).
@@ -51,6 +52,7 @@ const BUDGET_S = 480; // the whole `make bench`, deps and build included
 const P = QUICK ? {
   fanout: [{ receivers: 20, messages: 100, window: 10 }, { receivers: 100, messages: 20, window: 10 }],
   redis: { receivers: 100, messages: 20, window: 10 },
+  workers: { processes: 2, receivers: 100, messages: 20, window: 10 },
   echo: { clients: 10, seconds: 1 },
   connect: { clients: 500, concurrency: 100 },
   idle: { clients: 1000, concurrency: 100 },
@@ -64,6 +66,7 @@ const P = QUICK ? {
   // 2,000,000 would take 50 s.
   fanout: [{ receivers: 100, messages: 20000, window: 10, seconds: 10 }, { receivers: 1000, messages: 2000, window: 10, seconds: 12 }],
   redis: { receivers: 1000, messages: 1000, window: 10 },  // half on each process
+  workers: { processes: 2, receivers: 1000, messages: 2000, window: 10, seconds: 12 },
   echo: { clients: 100, seconds: 5 },
   connect: { clients: 5000, concurrency: 100 },
   idle: { clients: 5000, concurrency: 100 },
@@ -251,6 +254,14 @@ const SERVERS = {
     return { ...spec, argv: [...spec.argv, '--redis', url] };
   },
   socketioRedis: (url) => { const spec = SERVERS.socketio(); return { ...spec, env: { ...spec.env, REDIS_URL: url } }; },
+  // Several processes on one host, on one port: moonwire's own workers, and
+  // socket.io in Node's cluster module (the primary hands out connections,
+  // @socket.io/cluster-adapter carries broadcasts between the workers).
+  moonwireWorkers: (n = P.workers.processes) => {
+    const spec = SERVERS.moonwire();
+    return { ...spec, argv: [...spec.argv, '--workers', String(n)] };
+  },
+  socketioCluster: () => { const spec = SERVERS.socketio(); return { ...spec, env: { ...spec.env, CLUSTER: String(P.workers.processes) } }; },
   // A redis-server of the bench's own: a free port, no persistence.
   redis: async () => {
     const port = await freePort();
@@ -283,6 +294,7 @@ const LABEL = { moonwire: 'moonwire', socketio: 'socket.io + ws', socketioUws: '
   express: 'Express', nginx: 'nginx+Lua',
   moonwireFcgi: 'moonwire (--fastcgi)', nginxFront: 'nginx in front of moonwire', front: 'moonwire behind nginx',
   moonwireRedis: 'moonwire (--redis)', socketioRedis: 'socket.io (Redis adapter)', redis: 'redis-server',
+  moonwireWorkers: 'moonwire --workers', socketioCluster: 'socket.io cluster',
   codec: 'the JSON codec',
   moonwireFiles: 'moonwire', nginxFiles: 'nginx' };
 // The servers of the realtime rows (moonwire first), the socket.io setups
@@ -501,10 +513,10 @@ async function measure(kind, figure, fn) {
 
 // One server, several figures: started once, stopped at the end. When it
 // dies, the figures after that fail with the reason.
-async function withServer(kind, figures, warmup) {
+async function withServer(kind, figures, warmup, arg) {
   let srv;
   try {
-    srv = await start(kind);
+    srv = await start(kind, arg);
     if (warmup) {
       try { await warmup(srv); } catch (e) { throw new Error(`warm-up: ${e.message}`); }
     }
@@ -742,7 +754,16 @@ async function main() {
       await withCluster('socketioRedis');
     }],
     ['memory', async () => { for (const kind of REALTIME) await withServer(kind, [memoryFigure]); }],
-    ['max', () => withServer('moonwire', [['max', maxClients]])],
+    ['max', async () => {
+      await withServer('moonwire', [['max', maxClients]]);
+      await withServer('moonwireWorkers', [['max', maxAcrossWorkers]], null, MAX_WORKERS);
+    }],
+    ['workers', async () => {
+      const { processes, ...load } = P.workers;
+      const fanout = ['fanout', (srv) => loadgen(srv, 'fanout', load, 180000, { cpu: true })];
+      await withServer('moonwireWorkers', [fanout], socketWarmup);
+      await withServer('socketioCluster', [fanout], socketWarmup);
+    }],
     ['codec', () => measure('codec', 'json', codec)],
     // Only when asked for (--only db): two builds, about four minutes.
     ['db', () => new Promise((resolve) => {
@@ -797,6 +818,51 @@ async function maxClients(srv) {
     mem_available_kb: memAvailableKB() };
 }
 
+// The most clients across `moonwire --workers N` on this host: the fd
+// limit is per process, so P.max.clients are spread over enough workers to
+// hold at most PER_PROCESS each (the kernel's SO_REUSEPORT hash spreads
+// them, not quite evenly), held by as many loadgen processes. RSS is the
+// supervisor's and every worker's added up, read once every loadgen has
+// all its clients in.
+const PER_PROCESS = Math.min(15000, Math.max(1000, FD_LIMIT - 5000));
+const MAX_WORKERS = Math.max(2, Math.ceil(P.max.clients / PER_PROCESS));
+async function maxAcrossWorkers(srv) {
+  const left = BUDGET_S - 15 - elapsed();
+  if (!QUICK && left < 60) return { skipped: `not tried: ${left.toFixed(0)} s left of the ${BUDGET_S / 60}-minute budget` };
+  await loadgen(srv, 'connect', { clients: 100 * MAX_WORKERS, concurrency: 100 }, 30000);
+  await sleep(WARMUP_SETTLE_MS);
+  const before = rssTreeKB(srv.pid);
+  const clients = P.max.clients, each = Math.ceil(clients / MAX_WORKERS);
+  const sources = Math.ceil(clients / 10000);  // loopback addresses, each under its ~28,000 source ports
+  const hold = 60;  // plenty to connect; a loadgen that fails early leaves the others at most this long
+  let pending = MAX_WORKERS, held = null, allIn;
+  const ready = new Promise((resolve) => { allIn = resolve; });
+  const procs = [];
+  log(`${srv.name}: ${MAX_WORKERS} × loadgen idle --clients ${each} --sources ${sources}`);
+  const runs = Array.from({ length: MAX_WORKERS }, () => client(srv, [LOADGEN, 'idle', ...base(srv), '--clients', String(each),
+    '--concurrency', String(P.max.concurrency), '--sources', String(sources), '--hold', String(hold)], {
+    timeoutMs: (hold + 30) * 1000, label: `loadgen idle --clients ${each}`,
+    onLine: (line, proc) => { procs.push(proc); if (--pending === 0) allIn(); },
+  }));
+  for (const p of runs) p.catch(() => allIn());  // one that fails ends the wait (Promise.all below says why)
+  await ready;
+  await sleep(SETTLE_MS);
+  try {
+    const tree = procTree(srv.pid);
+    held = { rss_kb: rssTreeKB(srv.pid), processes: tree.length, fds_max: Math.max(...tree.map(fdCount)) };
+  } catch (e) { held = { error: e.message }; }
+  for (const p of procs) p.kill('SIGTERM');
+  const outs = await Promise.all(runs);
+  const rs = outs.map(({ out }) => lastJSON(out, 'loadgen idle'));
+  if (held.error) throw new Error(`could not read ${srv.name}'s RSS with the clients held: ${held.error}`);
+  const connected = rs.reduce((a, r) => a + r.connected, 0);
+  const seconds = Math.max(...rs.map((r) => r.seconds)), clientCpu = rs.reduce((a, r) => a + r.client_cpu, 0);
+  const r = { connected, asked: each * MAX_WORKERS, workers: MAX_WORKERS, seconds, client_cpu: clientCpu, rss_before_kb: before, ...held,
+    per_client_kb: (held.rss_kb - before) / connected };
+  log(`  ${JSON.stringify(r)}`);
+  return r;
+}
+
 // ---------------------------------------------------------------- the table
 
 const num = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '—');
@@ -828,6 +894,7 @@ function header() {
     `- moonwire ${mw}; Node ${process.version}: socket.io ${pkg('socket.io')} (engine.io ${pkg('engine.io')}, ws ${pkg('engine.io/node_modules/ws') === 'unknown' ? pkg('ws') : pkg('engine.io/node_modules/ws')} without bufferutil), Express ${pkg('express')}`,
     `- socket.io + uWS: uWebSockets.js ${pkg('@trufflesuite/uws-js-unofficial')} (@trufflesuite/uws-js-unofficial) on Node ${process.version}; socket.io on Bun: Bun ${ver([BUN, '--version'], /(\S+)\s*$/)} with @socket.io/bun-engine ${pkg('@socket.io/bun-engine')}`,
     `- nginx ${ver(['nginx', '-v'], /nginx\/(\S+)/)} with its Lua module, 1 worker; wrk ${ver(['wrk', '-v'], /wrk (\S+)/)}`,
+    `- workers rows: socket.io in Node's cluster with @socket.io/cluster-adapter ${pkg('@socket.io/cluster-adapter')}; every process of either on the server's core`,
     `- Redis cluster rows: redis-server ${ver([REDIS, '--version'], /v=(\S+)/)}; socket.io with @socket.io/redis-adapter ${pkg('@socket.io/redis-adapter')} and node-redis ${pkg('redis')}`,
     `- all on loopback; ${PIN ? 'server pinned to CPU 1 (with its threads; both processes of a Redis cluster and its redis-server too), load client (loadgen, wrk) to CPU 0' : 'no pinning (one core, or no taskset)'}; RLIMIT_NOFILE ${num(FD_LIMIT)} for servers and client${RAISE ? '' : ' (the hard limit: could not be raised)'}`,
     `- load average (1 min) when the run began and ended: ${LOAD0.toFixed(2)}, ${os.loadavg()[0].toFixed(2)} (the machine's other work competes with the run: ${os.cpus().length} cores)`,
@@ -958,6 +1025,16 @@ function report() {
     row(`${what}: p99 latency ms`, cell(ml, 'p99_ms', 2), cell(a, 'p99_ms', 2), anchor, `${ratio(m, a, 'p99_ms', true)} (lower is better)`, '', '');
   }
   {
+    const f = P.workers, m = results.moonwireWorkers?.fanout, a = results.socketioCluster?.fanout;
+    const what = `fan-out across ${f.processes} processes on one port (\`--workers ${f.processes}\`), ${num(f.receivers)} receivers, ${num(f.messages)} broadcasts${f.seconds ? ` (at most ${f.seconds} s)` : ''}, window ${f.window}`;
+    const anchor = `socket.io + ws, ${f.processes} workers of Node's cluster with @socket.io/cluster-adapter`;
+    row(`${what}: deliveries/s`, cell(m, 'deliveries_per_s'), cell(a, 'deliveries_per_s'), anchor, `${ratio(m, a, 'deliveries_per_s')} (higher is better)`, '', `${cpu(m)} / ${cpu(a)}`);
+    row(`${what}: CPU per delivery of every process, µs (user + system)`, us(m, 2), us(a, 2), anchor,
+      `${ratio(m, a, 'server_cpu_us', true)} (lower is better)`, '', '');
+    row(`${what}: p50 latency ms`, cell(m, 'p50_ms', 2), cell(a, 'p50_ms', 2), anchor, `${ratio(m, a, 'p50_ms', true)} (lower is better)`, '', '');
+    row(`${what}: p99 latency ms`, cell(m, 'p99_ms', 2), cell(a, 'p99_ms', 2), anchor, `${ratio(m, a, 'p99_ms', true)} (lower is better)`, '', '');
+  }
+  {
     // before / after in one run: the anchor column is moonwire's codec before (lua-cjson 2.1.0 under the old moonwire.json)
     const c = results.codec?.json;
     const sum = (m, w, p) => (c && !c.error ? c[m][`${w}.${p}.decode`] + c[m][`${w}.${p}.encode`] : NaN);
@@ -976,6 +1053,9 @@ function report() {
   const mx = mw.max;
   row('max clients held in one moonwire process', mx ? (mx.error ? 'failed' : num(mx.connected)) : '—', '—', '—', '—', `${num(TARGET.max)}`, cpu(mx),
     check(value(mx, 'connected'), (x) => x >= TARGET.max));
+  const mxw = results.moonwireWorkers?.max;
+  row(`max clients held across \`--workers ${MAX_WORKERS}\` on one host`, mxw ? (mxw.error ? 'failed' : mxw.skipped ?? num(mxw.connected)) : '—', '—', '—', '—',
+    `${num(TARGET.max)}`, cpu(mxw), check(value(mxw, 'connected'), (x) => x >= TARGET.max));
   const front = results.front ?? {};
   row(`HTTP "Hello World" through nginx (1 worker) over FastCGI, wrk -t${P.wrk.threads} -c${P.wrk.connections} -d${P.wrk.seconds}s: req/s`,
     cell(front.fastcgi, 'per_s'), cell(front.proxy, 'per_s'), 'the same through nginx proxy_pass',
@@ -1013,6 +1093,11 @@ function report() {
   }
   if (mx && !mx.error) notes.push(`- max clients: ${maxNote(mx)}`);
   else if (mx?.error) notes.push(`- max clients: the attempt failed: ${mx.error}`);
+  if (mxw && !mxw.error && !mxw.skipped) {
+    notes.push(`- max clients across workers: ${num(mxw.connected)} of ${num(mxw.asked)} held by ${mxw.workers} workers ` +
+      `(${MAX_WORKERS} loadgen processes, the fd limit being per process; at most ${num(mxw.fds_max)} fds in one process): ` +
+      `RSS of the supervisor and its workers ${num(mxw.rss_before_kb / 1024, 1)} → ${num(mxw.rss_kb / 1024, 1)} MiB, ${num(mxw.per_client_kb, 1)} KB per client.`);
+  } else if (mxw?.error) notes.push(`- max clients across workers: the attempt failed: ${mxw.error}`);
   for (const k of HTTP) {
     const r = results[k]?.http;
     if (r && !r.error && r.errors) notes.push(`- HTTP ${LABEL[k]}: wrk reported "${r.errors}".`);
