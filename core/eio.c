@@ -27,7 +27,7 @@ struct eio_session {
   eio_session *hnext;       /* hash chain */
   eio_session *prev, *next; /* every session of the server */
   turn_item flush;          /* marked while polling output waits for the end of the turn */
-  uv_timer_t timer;         /* heartbeat */
+  mw_timer timer;           /* heartbeat, then the linger (in the server's timers) */
   ws_conn *ws;              /* the websocket transport, once in use */
   ws_conn *probe;           /* a websocket being probed for the upgrade */
   http_res *get;            /* the pending long-poll GET */
@@ -41,6 +41,7 @@ struct eio_session {
   uint32_t rate_count;      /* packets received in the second that began at rate_window */
   uint64_t rate_window;
   bool lingering; /* closed, kept findable until the client's next poll takes the close packet */
+  bool freeing;   /* gone: freed from the flush list at the end of the loop turn */
   bool polling;   /* counted in stats.polling: opened on polling and not upgraded or closed yet */
   max_align_t space[]; /* the handler's (eio_handler.space) */
 };
@@ -226,9 +227,12 @@ static void flush_poll(eio_session *s) {
 
 static void session_close(eio_session *s, const char *reason, bool send_close);
 
+static void free_session(eio_session *s);
+
 static void flush_session(turn_list *l, turn_item *it) {
   eio_session *s = (eio_session *)((char *)it - offsetof(eio_session, flush));
-  if (s->overflow) session_close(s, "transport error", false); /* see room_for */
+  if (s->freeing) free_session(s);
+  else if (s->overflow) session_close(s, "transport error", false); /* see room_for */
   else flush_poll(s);
 }
 
@@ -345,10 +349,18 @@ bool eio_writable(eio_session *s) {
 
 /* ---- closing ---- */
 
-static void on_session_freed(uv_handle_t *h) {
-  eio_session *s = h->data;
+static void free_session(eio_session *s) {
   mw_str_free(&s->outq);
   free(s);
+}
+
+/* The last of s: unlinked, its timer stopped. It is freed at the end of
+ * the loop turn, not now: the callers up the stack (a WebSocket's close, a
+ * request's handler) may still look at it on their way out. */
+static void release_session(eio_session *s) {
+  mw_timer_stop(&s->es->srv->timers, &s->timer);
+  s->freeing = true;
+  turn_mark(&s->es->flush, &s->flush);
 }
 
 static void ws_noop_message(void *ud, ws_conn *ws, const char *d, size_t n, bool b) {}
@@ -359,11 +371,12 @@ static const ws_handler ws_detached = {ws_noop_message, ws_noop_close};
 static void linger_end(eio_session *s) {
   s->lingering = false;
   unlink_session(s);
-  uv_timer_stop(&s->timer);
-  uv_close((uv_handle_t *)&s->timer, on_session_freed);
+  release_session(s);
 }
 
-static void on_linger_timeout(uv_timer_t *t) { linger_end(t->data); }
+static eio_session *session_of_timer(mw_timer *t) { return (eio_session *)((char *)t - offsetof(eio_session, timer)); }
+
+static void on_linger_timeout(mw_timer *t) { linger_end(session_of_timer(t)); }
 
 static void session_close(eio_session *s, const char *reason, bool send_close) {
   if (s->closed) return;
@@ -387,7 +400,7 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
     es->stats.polling--;
   }
   if (!linger) unlink_session(s);
-  uv_timer_stop(&s->timer);
+  mw_timer_stop(&es->srv->timers, &s->timer);
   if (s->get) { /* nothing more will come: let the poll return */
     answer_payload(s->get, "6", 1);
     s->get = NULL;
@@ -405,18 +418,18 @@ static void session_close(eio_session *s, const char *reason, bool send_close) {
   es->h.on_close(es->ud, s, reason);
   if (linger) {
     s->lingering = true;
-    uv_timer_start(&s->timer, on_linger_timeout, es->opt.ping_timeout, 0);
+    mw_timer_start(&es->srv->timers, &s->timer, es->opt.ping_timeout, on_linger_timeout);
     return;
   }
-  uv_close((uv_handle_t *)&s->timer, on_session_freed);
+  release_session(s);
 }
 
 void eio_close(eio_session *s, const char *reason) { session_close(s, reason, true); }
 
 /* ---- heartbeat ---- */
 
-static void on_heartbeat(uv_timer_t *t) {
-  eio_session *s = t->data;
+static void on_heartbeat(mw_timer *t) {
+  eio_session *s = session_of_timer(t);
   if (s->awaiting_pong) {
     session_close(s, "ping timeout", false);
     return;
@@ -427,14 +440,14 @@ static void on_heartbeat(uv_timer_t *t) {
    * answers blind while reading nothing is still timed out. */
   if (s->ws) s->ping_mark = ws_conn_of(s->ws)->queued_total;
   else s->ping_queued = true;
-  uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_timeout, 0);
+  mw_timer_start(&s->es->srv->timers, &s->timer, s->es->opt.ping_timeout, on_heartbeat);
 }
 
 static void got_pong(eio_session *s) {
   if (!s->awaiting_pong) return;
   if (s->ws ? mw_conn_sent(ws_conn_of(s->ws)) < s->ping_mark : s->ping_queued) return;
   s->awaiting_pong = false;
-  uv_timer_start(&s->timer, on_heartbeat, s->es->opt.ping_interval, 0);
+  mw_timer_start(&s->es->srv->timers, &s->timer, s->es->opt.ping_interval, on_heartbeat);
 }
 
 /* ---- incoming packets ---- */
@@ -592,8 +605,6 @@ static eio_session *session_new(eio_server *es) {
   if (es->all) es->all->prev = s;
   es->all = s;
   es->nsessions++;
-  uv_timer_init(es->srv->loop, &s->timer);
-  s->timer.data = s;
   return s;
 }
 
@@ -616,7 +627,7 @@ static void open_session(eio_server *es, const http_req *req, http_res *res, boo
     es->stats.polling++;
   }
   /* The handler sees the handshake request before the answer frees it. */
-  uv_timer_start(&s->timer, on_heartbeat, es->opt.ping_interval, 0);
+  mw_timer_start(&es->srv->timers, &s->timer, es->opt.ping_interval, on_heartbeat);
   es->h.on_open(es->ud, s, req);
   mw_str open = {0};
   if (websocket) {
@@ -878,6 +889,7 @@ void eio_server_free(eio_server *es) {
     http_res_simple(p->res, 503, "text/plain; charset=UTF-8", "Server shutting down");
     free(p);
   }
+  turn_run(&es->flush); /* frees the sessions just closed */
   es->closing_handles = 2;
   turn_close(&es->flush, on_es_handle_closed);
 }

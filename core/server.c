@@ -40,6 +40,7 @@ int mw_server_init(mw_server *srv, uv_loop_t *loop, const mw_server_opts *o) {
     return -ENOMEM;
   }
   turn_init(&srv->flush, loop, flush_conn, srv);
+  mw_timers_init(&srv->timers, loop);
   uv_timer_init(loop, &srv->trim);
   srv->trim.data = srv;
   uv_timer_start(&srv->trim, on_trim, MW_TRIM_EVERY_MS, MW_TRIM_EVERY_MS);
@@ -138,15 +139,15 @@ void mw_conn_close(mw_conn *c) {
     mw_buf_unref(c->wq[i].buf);
   }
   c->wq_len = c->inflight;
-  c->pending_closes = 2;
-  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+  mw_timer_stop(&c->srv->timers, &c->timer);
+  c->pending_closes = 1;
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
 static void arm_timer(mw_conn *c, uint64_t ms);
 
-static void on_conn_timer(uv_timer_t *t) {
-  mw_conn *c = t->data;
+static void on_conn_timer(mw_timer *t) {
+  mw_conn *c = (mw_conn *)((char *)t - offsetof(mw_conn, timer));
   if (c->closing) return;
   if (c->shut) { /* linger over */
     mw_conn_close(c);
@@ -165,12 +166,12 @@ static void on_conn_timer(uv_timer_t *t) {
 
 static void arm_timer(mw_conn *c, uint64_t ms) {
   c->timer_due = uv_now(c->srv->loop) + ms;
-  uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+  mw_timer_start(&c->srv->timers, &c->timer, ms, on_conn_timer);
 }
 
 /* HTTP moves a connection's timeout several times per request (the header
- * timeout, none while answering, keep-alive after): restarting the uv timer
- * each time costs a timer-heap removal and insertion. So the deadline lives
+ * timeout, none while answering, keep-alive after): restarting the timer
+ * each time costs a heap removal and insertion. So the deadline lives
  * in c->deadline, and the timer is only re-armed when the deadline comes
  * before the time it is armed for; when it fires early it waits for the
  * rest, and when the deadline was cleared it lapses. */
@@ -178,7 +179,7 @@ void mw_conn_set_timeout(mw_conn *c, uint64_t ms) {
   if (c->closing) return;
   if (c->shut) { /* lingering: the timer ends the linger, as it was armed */
     if (ms) arm_timer(c, ms);
-    else uv_timer_stop(&c->timer);
+    else mw_timer_stop(&c->srv->timers, &c->timer);
     return;
   }
   if (!ms) {
@@ -186,7 +187,7 @@ void mw_conn_set_timeout(mw_conn *c, uint64_t ms) {
     return;
   }
   c->deadline = uv_now(c->srv->loop) + ms;
-  if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) arm_timer(c, ms);
+  if (!mw_timer_active(&c->timer) || c->timer_due > c->deadline) arm_timer(c, ms);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -241,8 +242,6 @@ static mw_conn *conn_alloc(mw_server *srv, bool pipe) {
   if (pipe) uv_pipe_init(srv->loop, &c->pipe, 0);
   else uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
-  uv_timer_init(srv->loop, &c->timer);
-  c->timer.data = c;
   c->next = srv->conns;
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
@@ -529,6 +528,7 @@ void mw_server_close(mw_server *srv) {
   close_listeners(srv);
   turn_close(&srv->flush, NULL);
   uv_close((uv_handle_t *)&srv->trim, NULL);
+  mw_timers_close(&srv->timers, NULL);
   for (mw_conn *c = srv->conns; c; c = c->next) mw_conn_close(c);
   free(srv->readbuf);
   srv->readbuf = NULL;
@@ -739,7 +739,7 @@ void mw_conn_end(mw_conn *c) {
   /* Stopped for real, not left to lapse: once shut, the timer means the
    * linger is over. */
   c->deadline = 0;
-  uv_timer_stop(&c->timer);
+  mw_timer_stop(&c->srv->timers, &c->timer);
   if (c->wq_len == 0) do_shutdown(c);
   else mark_dirty(c);
 }

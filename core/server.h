@@ -15,6 +15,7 @@
 
 #include "iplimit.h"
 #include "mw.h"
+#include "timers.h"
 #include "turn.h"
 
 typedef struct mw_server mw_server;
@@ -46,7 +47,7 @@ struct mw_conn {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   };
-  uv_timer_t timer;
+  mw_timer timer;          /* in srv->timers */
   mw_server *srv;
   const mw_proto *proto;
   void *proto_data;
@@ -122,6 +123,7 @@ struct mw_server {
   int nlisteners;
   turn_list flush;         /* connections with writes to flush at the end of the turn */
   uv_timer_t trim;         /* hands freed memory back after large releases; sweeps iplimit */
+  mw_timers timers;        /* the connections' timeouts, and the Engine.IO sessions' heartbeats */
   struct iplimit *iplimit; /* connections per client address (listeners with a refuse) */
   mw_conn *conns;
   int nconns;

@@ -176,7 +176,7 @@ static void test_lazy_deadlines(void) {
   uv_update_time(&loop);
   mw_conn_set_timeout(c, 30);
   uint64_t due = c->timer_due;
-  CHECK(uv_is_active((uv_handle_t *)&c->timer) && c->deadline == due);
+  CHECK(mw_timer_active(&c->timer) && c->deadline == due);
   /* Later: the deadline moves, the timer stays armed for the earlier time. */
   mw_conn_set_timeout(c, 400);
   CHECK(c->timer_due == due && c->deadline > due);
@@ -192,8 +192,8 @@ static void test_lazy_deadlines(void) {
   /* Cleared: the armed timer lapses without telling anyone. */
   mw_conn_set_timeout(c, 20);
   mw_conn_set_timeout(c, 0);
-  CHECK(c->deadline == 0 && uv_is_active((uv_handle_t *)&c->timer));
-  RUN_UNTIL(!uv_is_active((uv_handle_t *)&c->timer), 2000);
+  CHECK(c->deadline == 0 && mw_timer_active(&c->timer));
+  RUN_UNTIL(!mw_timer_active(&c->timer), 2000);
   CHECK(P.timeouts == 1);
 
   /* Earlier than the armed time: re-armed for the earlier one. */

@@ -737,7 +737,7 @@ static void test_server_close(void) {
   c = ws_conn_new();
   ws_close(S.ws, 4001, NULL);
   CHECK(close_sent(c) == 4001);
-  CHECK(uv_is_active((uv_handle_t *)&c->timer));
+  CHECK(mw_timer_active(&c->timer));
   c->proto->on_timeout(c);
   CHECK(S.closes == 1 && S.code == 4001);
   CHECK(c->closing);

@@ -102,10 +102,12 @@ local function handlers_of(ns, event)
 end
 M.handlers_of = handlers_of
 
--- Calls every handler in list. A handler may add or remove handlers, so a
+-- Calls every handler in list (or the one function a socket keeps for an
+-- event with a single handler). A handler may add or remove handlers, so a
 -- list of several is copied first; the usual single handler is just called.
 function M.fire(list, what, ...)
   if not list then return end
+  if type(list) == "function" then return call(what, list, ...) end
   local n = #list
   if n == 1 then return call(what, list[1], ...) end
   for _, fn in ipairs({ table.unpack(list, 1, n) }) do call(what, fn, ...) end
@@ -120,7 +122,8 @@ function M.middlewares_of(ns)
   return all
 end
 
--- Namespaces and sockets keep handlers the same way: a list per event.
+-- A namespace keeps a list per event (a socket keeps the function alone
+-- while there is one: Socket:on).
 local function add_handler(obj, event, fn)
   assert(type(fn) == "function", "on: the handler must be a function")
   local list = obj._handlers[event]

@@ -75,7 +75,22 @@ Socket.__index = function(s, k)
   return Socket[k]
 end
 
-Socket.on = namespace.add_handler
+-- A socket's handlers for an event: the function itself while there is
+-- one (the usual case: a list per event per socket would cost 72 bytes
+-- each, times every idle client), a list once there are several.
+function Socket:on(event, fn)
+  assert(type(fn) == "function", "on: the handler must be a function")
+  local hs = self._handlers
+  local cur = hs[event]
+  if cur == nil then
+    hs[event] = fn
+  elseif type(cur) == "function" then
+    hs[event] = { cur, fn }
+  else
+    cur[#cur + 1] = fn
+  end
+  return self
+end
 
 function Socket:once(event, fn)
   local function wrapper(...)
@@ -88,10 +103,11 @@ end
 function Socket:off(event, fn)
   local list = self._handlers[event]
   if not list then return self end
-  if fn == nil then
+  if fn == nil or list == fn then
     self._handlers[event] = nil
     return self
   end
+  if type(list) == "function" then return self end
   for i = #list, 1, -1 do
     if list[i] == fn then table.remove(list, i) end
   end
