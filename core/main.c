@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
   }
   if (mw_server_init(&a.srv, a.loop, &cfg.server)) return 1;
   if (self >= 0 && (r = wlink_start(&a.srv, link_fd, self, cfg.workers))) {
-    fprintf(stderr, "moonwire: worker %d: cannot open its link: %s\n", self, uv_strerror(r));
+    fprintf(stderr, "moonwire: worker %d: cannot open its link: %s\n", self + 1, uv_strerror(r));
     return 1;
   }
   if (lhost_new(&a.host, &a.srv, &cfg.app, a.db, a.st) == -ENOMEM) return 1;

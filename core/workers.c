@@ -87,7 +87,7 @@ static void link_close(worker *w) {
 static void queue(worker *w, uint8_t type, uint8_t peer, const char *p, uint32_t len, int sock) {
   if (w->fd < 0) goto drop;
   if (w->out.len - w->out_off + WLINK_HEAD + len > MAX_QUEUED) {
-    mw_log(MW_LOG_ERROR, "workers: worker %d (pid %d) has not read %zu bytes of messages; killing it", (int)(w - workers),
+    mw_log(MW_LOG_ERROR, "workers: worker %d (pid %d) has not read %zu bytes of messages; killing it", (int)(w - workers) + 1,
            (int)w->pid, w->out.len - w->out_off);
     kill(w->pid, SIGKILL);
     link_close(w); /* what it was sent goes; SIGCHLD restarts it */
@@ -195,7 +195,7 @@ static void on_frame(int from, uint8_t type, uint8_t peer, const char *p, uint32
     return;
   case WLINK_CONN: {
     if (!w->nfds_in) {
-      mw_log(MW_LOG_WARN, "workers: worker %d handed over a connection without its socket", from);
+      mw_log(MW_LOG_WARN, "workers: worker %d handed over a connection without its socket", from + 1);
       return;
     }
     int sock = w->fds_in[0];
@@ -246,7 +246,7 @@ static void read_link(int i) {
       const uint8_t *h = (const uint8_t *)w->in.p + off;
       uint32_t len = wlink_head_len(h);
       if (len > WLINK_MAX_FRAME) {
-        mw_log(MW_LOG_ERROR, "workers: worker %d sent a frame of %u bytes; stopping it", i, len);
+        mw_log(MW_LOG_ERROR, "workers: worker %d sent a frame of %u bytes; stopping it", i + 1, len);
         kill(w->pid, SIGKILL);
         link_close(w);
         return;
@@ -334,7 +334,7 @@ static void reap(void) {
     char why[64];
     describe_status(st, why, sizeof why);
     if (!all_ready_once) { /* it could not start (the port, the database): neither can the others */
-      mw_log(MW_LOG_ERROR, "workers: worker %d %s before it served; stopping", i, why);
+      mw_log(MW_LOG_ERROR, "workers: worker %d %s before it served; stopping", i + 1, why);
       exit_code = 1;
       stop_all();
       continue;
@@ -344,7 +344,7 @@ static void reap(void) {
     else w->backoff_ms = w->backoff_ms ? (w->backoff_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : w->backoff_ms * 2)
                                        : RESTART_MIN_MS;
     w->restart_at = now + w->backoff_ms;
-    mw_log(MW_LOG_WARN, "workers: worker %d (pid %d) %s; restarting it in %u ms", i, (int)pid, why, w->backoff_ms);
+    mw_log(MW_LOG_WARN, "workers: worker %d (pid %d) %s; restarting it in %u ms", i + 1, (int)pid, why, w->backoff_ms);
   }
 }
 
@@ -397,7 +397,7 @@ int workers_supervise(mw_config *cfg, int *link_fd) {
     r = spawn(i, link_fd);
     if (r == 0) return i;
     if (r < 0) {
-      fprintf(stderr, "moonwire: --workers: cannot start worker %d: %s\n", i, strerror(-r));
+      fprintf(stderr, "moonwire: --workers: cannot start worker %d: %s\n", i + 1, strerror(-r));
       exit_code = 1;
       stop_all();
       break;

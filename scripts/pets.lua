@@ -46,6 +46,7 @@ local io    = require "moonwire.io"
 local json  = require "moonwire.json"
 local log   = require "moonwire.log" -- the server's log, on stderr
 local timer = require "moonwire.timer"
+local workers = require "moonwire.workers"
 local trim  = require("text").trim -- scripts/text.lua
 
 -- The table pets is made by scripts/migrations/002_pets.sql, applied at
@@ -420,8 +421,10 @@ end
 -- transaction (one disk write instead of one per pet), and the emits inside
 -- it leave once it has committed, so a page never shows a status the
 -- database does not have. Each change goes to the list page and to that
--- pet's page.
-timer.every(status_interval(), function()
+-- pet's page. Under `moonwire --workers N` every worker runs this file, and
+-- the ticks are the store's, not each worker's: worker 1 alone keeps the
+-- timer, and its emits reach the pages on every worker.
+local function tick()
   local at = now()
   db.transaction(function()
     for _, pet in ipairs(db.query("SELECT id, status FROM pets")) do
@@ -430,4 +433,5 @@ timer.every(status_interval(), function()
       live:to("index"):to("pet:" .. pet.id):emit("status", { id = pet.id, status = status, status_at = at })
     end
   end)
-end)
+end
+if workers.id == 1 then timer.every(status_interval(), tick) end

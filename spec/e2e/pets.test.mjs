@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isDeepStrictEqual } from 'node:util';
 
-import { postForm, request, serve, startServer, tempDbPath } from './helpers.mjs';
+import { delay, postForm, request, serve, startServer, tempDbPath } from './helpers.mjs';
 import { client, connect, connected, next, record, setup, until } from './sio.mjs';
 
 const T = { timeout: 20_000 };
@@ -617,5 +617,24 @@ describe('pets live', () => {
       assert.match(srv.stderr(), /using 10000/);
       assert.equal((await request(srv.url, '/pets')).status, 200, 'the store works all the same');
     }
+  });
+
+  test('with --workers 2 a pet changes once a tick, not once per worker: worker 1 alone keeps the timer', T, async (t) => {
+    const INTERVAL = 200, WINDOW = 3000;
+    const srv = await setup(t, { args: ['--workers', '2'], env: { PET_STATUS_INTERVAL_MS: String(INTERVAL) } });
+    const pet = await addPet(srv.url, 'Amy', 'dog');
+    const page = client(srv, '/pets', { auth: { pet: pet.id } });
+    const statuses = record(page, 'status');
+    await connected(page);
+    await until(() => statuses.length > 0, 'a first status');
+    const seen = statuses.length, from = Date.now();
+    await delay(WINDOW);
+    const ticks = statuses.length - seen, ms = Date.now() - from;
+    for (const change of statuses) assertStatus(change);
+    // One timer falls due at most once per interval (timers never fire
+    // early; two ticks may arrive close together, hence the slack); a
+    // timer in each worker would give about twice as many.
+    assert.ok(ticks >= 1, 'the statuses go on');
+    assert.ok(ticks <= Math.floor(ms / INTERVAL) + 2, `${ticks} statuses in ${ms} ms: more than one timer ticks`);
   });
 });
