@@ -111,9 +111,9 @@ end
 
 -- ---------------------------------------------------------------- who is online
 
--- How many sockets each nickname has: one person may have several tabs open,
--- and is online while any of them is. A name stays here with 0 sockets while
--- its "user left" waits for LEAVE_GRACE_MS.
+-- How many sockets each nickname has here: one person may have several tabs
+-- open, and is online while any of them is. A name stays here with 0
+-- sockets while its "user left" waits for LEAVE_GRACE_MS.
 local sockets_of = {}
 local leaving = {} -- nickname → the timer that will announce "user left"
 
@@ -124,10 +124,42 @@ local function room(nickname)
   return "nick:" .. nickname
 end
 
--- The nicknames online, sorted without regard to case ("ann", "Bob", "cy").
+-- Other servers: under `moonwire --workers N`, or with the Redis adapter,
+-- other processes hold sockets too, and the same person may have tabs on
+-- several. Their nicknames come from io.fetchSockets() (socket.data goes
+-- with a remote socket), and each server tells the others, through
+-- io.serverSideEmit, when a name's last socket there left and when its
+-- grace delay is over, so a page that reloads onto another server makes no
+-- notice either. In one process all of this finds nothing more than the
+-- counts above.
+local SELF = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+local away = {} -- nickname → { [server] = true }: its grace delay runs on those servers
+
+local function tell(kind, name)
+  io.serverSideEmit("chat:presence", SELF, kind, name)
+end
+
+-- Does name have a socket on any server, besides `except` (a socket)?
+local function anywhere(name, except)
+  for _, s in ipairs(io.to(room(name)):fetchSockets() or {}) do
+    if not except or s.id ~= except.id then return true end
+  end
+  return false
+end
+
+-- The nicknames online, here and on the other servers, sorted without
+-- regard to case ("ann", "Bob", "cy").
 local function online_list()
+  local seen = {}
+  for name in pairs(sockets_of) do seen[name] = true end
+  for name in pairs(away) do seen[name] = true end
+  for _, s in ipairs(io.fetchSockets() or {}) do
+    local data = s.data
+    local name = type(data) == "table" and data.nickname
+    if type(name) == "string" then seen[name] = true end
+  end
   local names = json.array() -- a list, sent as [] when nobody is online
-  for name in pairs(sockets_of) do names[#names + 1] = name end
+  for name in pairs(seen) do names[#names + 1] = name end
   table.sort(names, function(a, b)
     if a:lower() ~= b:lower() then return a:lower() < b:lower() end
     return a < b
@@ -135,10 +167,10 @@ local function online_list()
   return names
 end
 
--- Is somebody of that name connected right now? (Not a name whose
--- "user left" is waiting: it has 0 sockets.)
+-- Is somebody of that name connected right now, here or on another
+-- server? (Not a name whose "user left" is waiting: it has 0 sockets.)
 local function is_online(name)
-  return (sockets_of[name] or 0) > 0
+  return (sockets_of[name] or 0) > 0 or anywhere(name)
 end
 
 -- One socket fewer for name. Returns true when that was its last one.
@@ -154,12 +186,35 @@ local function leave_later(name)
   local function gone()
     leaving[name] = nil
     sockets_of[name] = nil
+    tell("gone", name)
+    if anywhere(name) then return end -- still (or back) on another server
     io.emit("user left", { nickname = name })
     io.emit("online", online_list())
   end
+  tell("leaving", name)
   if LEAVE_GRACE_MS <= 0 then return gone() end
   leaving[name] = timer.after(LEAVE_GRACE_MS, gone)
 end
+
+-- What the other servers tell (their own word, from == SELF, is not news).
+io.on("chat:presence", function(from, kind, name)
+  if from == SELF or type(from) ~= "string" or type(name) ~= "string" then return end
+  if kind == "leaving" then
+    away[name] = away[name] or {}
+    away[name][from] = true
+  elseif kind == "gone" then
+    if away[name] then
+      away[name][from] = nil
+      if next(away[name]) == nil then away[name] = nil end
+    end
+  elseif kind == "back" and leaving[name] then
+    -- Its page came back on another server within the delay: no notice.
+    leaving[name]:stop()
+    leaving[name] = nil
+    sockets_of[name] = nil
+    tell("gone", name)
+  end
+end)
 
 -- socket becomes `name`: it leaves its old nickname (if any), joins the
 -- room of the new one and is counted. The others hear "user joined" when it
@@ -174,7 +229,7 @@ local function claim(socket, name)
     socket:leave(room(old))
     if count_down(old) then
       sockets_of[old] = nil
-      socket.broadcast:emit("user left", { nickname = old })
+      if not anywhere(old) then socket.broadcast:emit("user left", { nickname = old }) end
       changed = true
     end
   end
@@ -184,12 +239,20 @@ local function claim(socket, name)
   if leaving[name] then -- back within the grace delay: nobody was told it left
     leaving[name]:stop()
     leaving[name] = nil
+    tell("gone", name)
   end
-  if sockets_of[name] == nil then
-    socket.broadcast:emit("user joined", { nickname = name })
+  local first = sockets_of[name] == nil
+  sockets_of[name] = (sockets_of[name] or 0) + 1
+  if first then
+    -- (Counted first: asking the other servers may wait, and another
+    -- socket of the name may come meanwhile.)
+    if away[name] then
+      tell("back", name) -- back from another server, within its delay
+    elseif not anywhere(name, socket) then
+      socket.broadcast:emit("user joined", { nickname = name })
+    end
     changed = true
   end
-  sockets_of[name] = (sockets_of[name] or 0) + 1
 
   if changed then io.emit("online", online_list()) end
 end

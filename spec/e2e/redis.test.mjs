@@ -358,3 +358,46 @@ describe('Redis going away', () => {
     }
   });
 });
+
+describe('the example chat on two servers sharing Redis', () => {
+  test('who is online, private messages and the join and leave notices span the servers; a page that reloads onto the other server makes no notice', T, async (t) => {
+    const redis = await startRedis(t);
+    const env = { CHAT_LEAVE_GRACE_MS: '1000' };
+    const a = await setup(t, { args: ['--redis', redis.url], env });
+    const b = await setup(t, { args: ['--redis', redis.url], env });
+    await subscribed(redis.url, 2, ['/']);
+    const sync = async (s) => assert.ok((await ask(s, 'nickname', '')).error);
+
+    const ann = client(a, '/');
+    await connected(ann);
+    assert.deepEqual(await ask(ann, 'nickname', 'ann'), { nickname: 'ann', online: ['ann'] });
+    const joined = record(ann, 'user joined');
+    const left = record(ann, 'user left');
+    const lists = record(ann, 'online');
+
+    const bob = client(b, '/');
+    await connected(bob);
+    assert.deepEqual(await ask(bob, 'nickname', 'bob'), { nickname: 'bob', online: ['ann', 'bob'] });
+    await until(() => joined.length === 1 && lists.length === 1, '"bob joined" and the list, from the other server');
+    assert.deepEqual(lists[0], [['ann', 'bob']]);
+    assert.equal((await ask(ann, 'private message', { to: 'bob', text: 'hi bob' })).to, 'bob');
+
+    const cy = client(a, '/');
+    await connected(cy);
+    await ask(cy, 'nickname', 'cy');
+    await until(() => joined.length === 2, '"cy joined"');
+    cy.disconnect();
+    const again = client(b, '/');
+    await connected(again);
+    assert.deepEqual(await ask(again, 'nickname', 'cy'), { nickname: 'cy', online: ['ann', 'bob', 'cy'] });
+    await delay(1500);
+    await sync(ann);
+    assert.deepEqual(left, [], 'no "cy left" for a reload onto the other server');
+    assert.equal(joined.length, 2, 'no second "cy joined"');
+
+    bob.disconnect();
+    await until(() => left.length === 1, '"bob left" after the grace delay', 5_000);
+    assert.deepEqual(left, [[{ nickname: 'bob' }]]);
+    await until(() => lists.at(-1)?.[0].join() === 'ann,cy', 'the list without bob');
+  });
+});

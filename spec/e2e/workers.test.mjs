@@ -240,3 +240,62 @@ describe('--workers 2, the processes', () => {
     assert.match(help.stdout, /--workers N/);
   });
 });
+
+describe('--workers 2, the example chat', () => {
+  // A chat client on worker w (0: A, 1: B): clients connect until one lands there.
+  async function on(srv, w) {
+    for (let i = 0; i < 40; i++) {
+      const s = client(srv, '/');
+      await connected(s);
+      if (workerOf(s) === w) return s;
+      s.disconnect();
+    }
+    throw new Error(`no client landed on worker ${w} in 40 tries`);
+  }
+  // A round trip (an empty nickname, refused): what the server sent this
+  // socket before has arrived once it resolves.
+  const sync = async (s) => assert.ok((await ask(s, 'nickname', '')).error);
+
+  test('who is online, private messages and the join and leave notices span the workers; a page that reloads onto the other worker makes no notice', T, async (t) => {
+    const srv = await setup(t, { args: ['--workers', '2'], env: { CHAT_LEAVE_GRACE_MS: '1000' } });
+    const ann = await on(srv, 0);
+    assert.deepEqual(await ask(ann, 'nickname', 'ann'), { nickname: 'ann', online: ['ann'] });
+    const joined = record(ann, 'user joined');
+    const left = record(ann, 'user left');
+    const lists = record(ann, 'online');
+    const pms = record(ann, 'private message');
+
+    const bob = await on(srv, 1);
+    assert.deepEqual(await ask(bob, 'nickname', 'bob'), { nickname: 'bob', online: ['ann', 'bob'] }, "ann, on the other worker, is online");
+    await until(() => joined.length === 1, '"bob joined" from the other worker');
+    assert.deepEqual(joined[0], [{ nickname: 'bob' }]);
+    await until(() => lists.length === 1, 'the list with bob');
+    assert.deepEqual(lists[0], [['ann', 'bob']]);
+
+    assert.equal((await ask(bob, 'private message', { to: 'ann', text: 'hi ann' })).to, 'ann');
+    await until(() => pms.length === 1, "bob's private message");
+    assert.equal(pms[0][0].text, 'hi ann');
+    assert.equal((await ask(ann, 'private message', { to: 'bob', text: 'hi bob' })).to, 'bob', 'bob, on the other worker, is online');
+
+    // cy's page on worker A reloads, and its new socket lands on worker B.
+    const cy = await on(srv, 0);
+    assert.equal((await ask(cy, 'nickname', 'cy')).nickname, 'cy');
+    await until(() => joined.length === 2, '"cy joined"');
+    cy.disconnect();
+    const again = await on(srv, 1);
+    assert.deepEqual(await ask(again, 'nickname', 'cy'), { nickname: 'cy', online: ['ann', 'bob', 'cy'] });
+    await delay(1500); // past worker A's grace delay
+    await sync(ann);
+    assert.deepEqual(left, [], 'no "cy left" for a reload onto the other worker');
+    assert.equal(joined.length, 2, 'no second "cy joined"');
+
+    // bob goes for good: "bob left" once, from his worker, and the list without him.
+    bob.disconnect();
+    await until(() => left.length === 1, '"bob left" after the grace delay', 5_000);
+    assert.deepEqual(left, [[{ nickname: 'bob' }]]);
+    await until(() => lists.at(-1)?.[0].join() === 'ann,cy', 'the list without bob');
+    await delay(300);
+    await sync(ann);
+    assert.equal(left.length, 1, 'one "bob left"');
+  });
+});
