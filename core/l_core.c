@@ -4,6 +4,8 @@
 #include "l_core.h"
 
 #include <lauxlib.h>
+#include <stdbool.h>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -45,6 +47,24 @@ static int core_random(lua_State *L) {
   unsigned char buf[1024];
   if (RAND_bytes(buf, (int)n) != 1) return luaL_error(L, "no randomness available");
   lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
+static unsigned char start_key[32];
+static bool start_key_made;
+
+int l_core_make_start_key(void) {
+  if (start_key_made) return 0;
+  if (RAND_bytes(start_key, sizeof start_key) != 1) return -1;
+  start_key_made = true;
+  return 0;
+}
+
+/* start_key() → 32 random bytes made when the server started, the same in
+ * every worker of --workers (and across hot reloads). */
+static int core_start_key(lua_State *L) {
+  if (l_core_make_start_key()) return luaL_error(L, "no randomness available");
+  lua_pushlstring(L, (const char *)start_key, sizeof start_key);
   return 1;
 }
 
@@ -105,7 +125,7 @@ static int core_equal(lua_State *L) {
 
 int luaopen_moonwire_core(lua_State *L) {
   static const luaL_Reg fns[] = {{"log", core_log},       {"now", core_now},   {"time", core_time},
-                                 {"headers", l_exchange_headers}, {"random", core_random}, {"hmac", core_hmac},
+                                 {"headers", l_exchange_headers}, {"random", core_random}, {"start_key", core_start_key}, {"hmac", core_hmac},
                                  {"equal", core_equal},   {"b64encode", core_b64encode},
                                  {"b64decode", core_b64decode}, {NULL, NULL}};
   luaL_newlib(L, fns);

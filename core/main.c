@@ -15,6 +15,7 @@
 #include "fcgi.h"
 #include "http.h"
 #include "json.h"
+#include "l_core.h"
 #include "lhost.h"
 #include "migrate.h"
 #include "newapp.h"
@@ -101,6 +102,11 @@ int main(int argc, char **argv) {
   if (cfg.fastcgi && cfg.workers > 1 && !strncmp(cfg.fastcgi, "unix:", 5)) {
     fprintf(stderr, "moonwire: --fastcgi unix:PATH takes one process: use --fastcgi HOST:PORT with --workers\n");
     return 2;
+  }
+  /* Before the workers fork, so that they share it. */
+  if (l_core_make_start_key()) {
+    fprintf(stderr, "moonwire: no randomness available for the server's keys\n");
+    return 1;
   }
   /* --workers N: this process becomes the supervisor and never returns
    * here; each worker goes on below as a server of its own. */

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 
-import { FIXTURES, delay, makeAppRoot, request, runBinary } from './helpers.mjs';
+import { FIXTURES, delay, makeAppRoot, postForm, request, runBinary } from './helpers.mjs';
 import { startRedis } from './redis.mjs';
 import { WAIT, ask, client, connected, record, setup, until } from './sio.mjs';
 
@@ -297,5 +297,27 @@ describe('--workers 2, the example chat', () => {
     await delay(300);
     await sync(ann);
     assert.equal(left.length, 1, 'one "bob left"');
+  });
+});
+
+describe('--workers 2, forms and sessions', () => {
+  test('without MOONWIRE_SECRET (dev mode) a form and a session made by one worker are good on the other', T, async (t) => {
+    const srv = await setup(t, { args: ['--dev', '--workers', '2'], env: { MOONWIRE_SECRET: '' } });
+    // Each request is a connection of its own, which the kernel gives to
+    // either worker: over 12 rounds, form and POST meet different workers.
+    for (let i = 0; i < 12; i++) {
+      const form = await request(srv.url, '/pets/new');
+      assert.equal(form.status, 200);
+      const cookie = /_csrf=([0-9a-f]+)/.exec(form.headers['set-cookie'].join(';'))[1];
+      const token = /name="_csrf" value="([0-9a-f]+)"/.exec(form.body)[1];
+      const posted = await postForm(srv.url, '/pets', { _csrf: token, name: `Pet ${i}`, species: 'cat' },
+        { headers: { origin: srv.url, cookie: `_csrf=${cookie}` } });
+      assert.equal(posted.status, 303, `round ${i}: ${posted.body.slice(0, 200)}`);
+      // The flash lives in the session cookie the POST's worker signed.
+      const session = posted.headers['set-cookie'].map((c) => c.split(';')[0]).join('; ');
+      const page = await request(srv.url, posted.headers.location, { headers: { cookie: session } });
+      assert.equal(page.status, 200);
+      assert.match(page.body, new RegExp(`Pet ${i} the cat was added`), `round ${i}: the flash, read by either worker`);
+    }
   });
 });

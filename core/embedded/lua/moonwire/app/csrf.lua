@@ -10,7 +10,7 @@ local text = require "moonwire.app.text"
 local M = {}
 local hex = text.hex
 
-local made_secret -- made once per process, kept across reloads
+local made_secret -- made once per server start, kept across reloads
 
 local function secret()
   local s = settings.get("secret")
@@ -20,7 +20,7 @@ local function secret()
     if env and #env >= 16 then
       made_secret = env
     else
-      made_secret = core.random(32)
+      made_secret = core.hmac(core.start_key(), "csrf") -- the same in every worker of --workers
       if not core.dev then
         core.log("warn", "app: no MOONWIRE_SECRET (16 bytes or more) in the environment: CSRF tokens change when the server restarts")
       end

@@ -30,7 +30,7 @@ local M = {}
 M.DEFAULT_NAME = "mw_session"
 M.DEFAULT_MAX_SIZE = 4096
 
-local made_key -- dev mode without a secret: one per process, kept across reloads
+local made_key -- dev mode without a secret: one per server start, kept across reloads
 
 local NO_SECRET = "sessions need a secret in production: set MOONWIRE_SECRET (16 bytes or more) in the"
   .. " environment, or app.configure{ session = { secret = ... } }"
@@ -51,7 +51,7 @@ local function keys(o)
   if env and #env >= 16 then return { env } end
   if not core.dev then error(NO_SECRET, 0) end
   if not made_key then
-    made_key = core.random(32)
+    made_key = core.hmac(core.start_key(), "session") -- the same in every worker of --workers
     core.log("warn", "session: no MOONWIRE_SECRET; dev mode signs sessions with a random key made at start,"
       .. " so a restart forgets them (production refuses to start without one)")
   end
