@@ -327,16 +327,8 @@ local function welcome(socket)
 end
 
 io.on("connection", function(socket)
-  if socket.reloaded then
-    -- In dev mode a change under scripts/ reloads this file while sockets
-    -- stay connected: each one comes through here again, with its
-    -- socket.data and rooms kept. Count it again, quietly: nobody joined,
-    -- and its page already has the history and the list of names.
-    local nickname = socket.data.nickname
-    if nickname then sockets_of[nickname] = (sockets_of[nickname] or 0) + 1 end
-  else
-    welcome(socket)
-  end
+  -- The handlers come first: welcome may wait for the other servers (who
+  -- is online there), and what the page sends meanwhile finds them.
 
   -- 'nickname' (name, ack): picks a nickname, or changes it. Several
   -- sockets may share one: they are the same person in several tabs.
@@ -419,4 +411,15 @@ io.on("connection", function(socket)
     local nickname = socket.data.nickname
     if nickname and count_down(nickname) then leave_later(nickname) end
   end)
+
+  if socket.reloaded then
+    -- In dev mode a change under scripts/ reloads this file while sockets
+    -- stay connected: each one comes through here again, with its
+    -- socket.data and rooms kept. Count it again, quietly: nobody joined,
+    -- and its page already has the history and the list of names.
+    local nickname = socket.data.nickname
+    if nickname then sockets_of[nickname] = (sockets_of[nickname] or 0) + 1 end
+  else
+    welcome(socket)
+  end
 end)
