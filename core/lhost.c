@@ -12,6 +12,7 @@
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -356,6 +357,22 @@ static void lhost_handle(void *ud, const http_req *req, http_res *res) {
 
 /* ---- creation ---- */
 
+/* math.random's seed. Lua's own is the time in seconds and the VM's
+ * address, which the workers of --workers share (forked from one process,
+ * they allocate alike) when they start within one second: each would draw
+ * the same numbers. The system's randomness instead; Lua's seed stays when
+ * there is none. */
+static void seed_random(lua_State *L) {
+  uint64_t s[2];
+  if (getrandom(s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) return;
+  lua_getglobal(L, "math");
+  lua_getfield(L, -1, "randomseed");
+  lua_pushinteger(L, (lua_Integer)s[0]);
+  lua_pushinteger(L, (lua_Integer)s[1]);
+  lua_call(L, 2, 0);
+  lua_pop(L, 1);
+}
+
 int lhost_new(lhost **out, mw_server *srv, const lhost_opts *o, mw_db *db, mw_static *st) {
   lhost *h = calloc(1, sizeof *h);
   if (!h) return -ENOMEM;
@@ -374,6 +391,7 @@ int lhost_new(lhost **out, mw_server *srv, const lhost_opts *o, mw_db *db, mw_st
   h->L = L;
   lalloc_use(L, &h->alloc, o->lua_memory);
   luaL_openlibs(L);
+  seed_random(L);
   lcall_init(L);
   if (o->handler_budget_ms) h->watchdog = lcall_watchdog_start(o->handler_budget_ms) == 0;
   lua_pushstring(L, o->root);

@@ -245,12 +245,17 @@ local function claim(socket, name)
   sockets_of[name] = (sockets_of[name] or 0) + 1
   if first then
     -- (Counted first: asking the other servers may wait, and another
-    -- socket of the name may come meanwhile.)
-    if away[name] then
-      tell("back", name) -- back from another server, within its delay
-    elseif not anywhere(name, socket) then
-      socket.broadcast:emit("user joined", { nickname = name })
+    -- socket of the name may come meanwhile.) Back from another server
+    -- within its delay, or new: that server's "leaving" may be on its way
+    -- while we ask, but it left before that server's answer did (both go
+    -- out in order), so it is here once the answer is.
+    local back = away[name] ~= nil
+    if not back then
+      local elsewhere = anywhere(name, socket)
+      back = away[name] ~= nil
+      if not back and not elsewhere then socket.broadcast:emit("user joined", { nickname = name }) end
     end
+    if back then tell("back", name) end
     changed = true
   end
 

@@ -396,7 +396,7 @@ describe('the example chat on two servers sharing Redis', () => {
     await delay(1500);
     await sync(ann);
     assert.deepEqual(left, [], 'no "cy left" for a reload onto the other server');
-    assert.equal(joined.length, 2, 'no second "cy joined"');
+    assert.equal(joined.length, 2, `no second "cy joined": ${JSON.stringify(joined)}`);
 
     bob.disconnect();
     await until(() => left.length === 1, '"bob left" after the grace delay', 5_000);

@@ -230,6 +230,16 @@ describe('--workers 2, the processes', () => {
     assert.equal(streak, 20);
   });
 
+  test('each worker knows its number, and draws its own math.random numbers', T, async (t) => {
+    const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
+    const { socks, errors } = await spread(srv, {}, 1);
+    const got = [0, 1].map((w) => ask(socks.find((s) => workerOf(s) === w), 'random'));
+    const [a, b] = await Promise.all(got);
+    assert.deepEqual([a.worker, b.worker], [1, 2], 'workers.id: 1 for the sessions marked A, 2 for B');
+    assert.notEqual(a.first, b.first, 'forked alike, seeded apart');
+    assert.deepEqual(errors, []);
+  });
+
   test('--workers takes 1 to 64 or auto', async () => {
     for (const bad of ['0', '65', 'x', '']) {
       const r = await runBinary(['--workers', bad]);
