@@ -6,6 +6,7 @@
  *   w.count()                → workers configured (1 in a single process)
  *   w.live()                 → workers serving now, as the supervisor last said
  *   w.publish(channel, body) → true, or false, message when there is no link
+ *                            or the supervisor holds WLINK_MAX_QUEUED bytes of them
  *   w.listen(fn)             → fn(channel, body) for every other worker's message; nil stops
  *
  * The receiver runs on the VM's main thread through lcall_pcall: an error

@@ -30,6 +30,8 @@ typedef struct wlink {
   mw_listener *http;        /* adopted connections are this listener's; NULL until ready */
   mw_str in;                /* a frame not yet whole */
   mw_str out;               /* PUB frames of this turn, written together when it ends */
+  size_t writing;           /* bytes in writes under way to the supervisor */
+  bool dropping;            /* over WLINK_MAX_QUEUED: said once until it drains */
   turn_list flush;
   mw_handoff handoff;
   wlink_message_fn on_message;
@@ -50,6 +52,11 @@ typedef struct wlink_write {
 static void on_written(uv_write_t *req, int status) {
   wlink_write *w = req->data;
   if (status < 0 && status != UV_ECANCELED) mw_log(MW_LOG_WARN, "workers: a message to the supervisor was lost: %s", uv_strerror(status));
+  link_.writing -= w->bytes.len;
+  if (link_.dropping && link_.writing < WLINK_MAX_QUEUED / 2) {
+    link_.dropping = false;
+    mw_log(MW_LOG_INFO, "workers: the supervisor takes messages again");
+  }
   if (w->conn) mw_conn_close(w->conn);
   mw_str_free(&w->bytes);
   free(w);
@@ -75,18 +82,23 @@ static int link_write(mw_str *bytes, mw_conn *conn) {
     if (conn) mw_conn_close(conn);
     mw_str_free(&w->bytes);
     free(w);
+    return r;
   }
-  return r;
+  link_.writing += w->bytes.len;
+  return 0;
 }
 
-static int append_frame(mw_str *s, uint8_t type, uint8_t peer, const void *a, size_t alen, const void *b, size_t blen) {
+static int append_frame(mw_str *s, uint8_t type, uint8_t peer, const void *a, size_t alen, const void *b, size_t blen,
+                        const void *c, size_t clen) {
   uint8_t head[WLINK_HEAD];
-  if (alen + blen > WLINK_MAX_FRAME) return -EMSGSIZE;
-  wlink_head(head, (uint32_t)(alen + blen), type, peer);
-  if (mw_str_reserve(s, WLINK_HEAD + alen + blen)) return -ENOMEM;
+  size_t len = alen + blen + clen;
+  if (len > WLINK_MAX_FRAME) return -EMSGSIZE;
+  wlink_head(head, (uint32_t)len, type, peer);
+  if (mw_str_reserve(s, WLINK_HEAD + len)) return -ENOMEM;
   mw_str_append(s, head, WLINK_HEAD);
   mw_str_append(s, a, alen);
   mw_str_append(s, b, blen);
+  mw_str_append(s, c, clen);
   return 0;
 }
 
@@ -105,14 +117,19 @@ int wlink_publish(const char *channel, size_t clen, const char *body, size_t ble
   if (!link_.up) return -ENOTCONN;
   if (clen > UINT16_MAX) return -EMSGSIZE;
   uint8_t cl[2] = {(uint8_t)clen, (uint8_t)(clen >> 8)};
-  mw_str pre = {0};
-  if (mw_str_append(&pre, cl, 2) || mw_str_append(&pre, channel, clen)) {
-    mw_str_free(&pre);
-    return -ENOMEM;
+  /* A supervisor that takes nothing (stopped) must not make this worker
+   * hold every broadcast for the others: past the cap they are dropped,
+   * said once until the supervisor has caught up. */
+  if (link_.writing + link_.out.len + WLINK_HEAD + 2 + clen + blen > WLINK_MAX_QUEUED) {
+    if (!link_.dropping) {
+      link_.dropping = true;
+      mw_log(MW_LOG_ERROR, "workers: the supervisor has not taken %zu bytes of messages; messages to the other workers are dropped",
+             link_.writing + link_.out.len);
+    }
+    return -ENOBUFS;
   }
   /* Messages of one turn leave in one write, as a turn's writes to a client do. */
-  int r = append_frame(&link_.out, WLINK_PUB, (uint8_t)wlink_self, pre.p, pre.len, body, blen);
-  mw_str_free(&pre);
+  int r = append_frame(&link_.out, WLINK_PUB, (uint8_t)wlink_self, cl, 2, channel, clen, body, blen);
   if (r == 0) turn_mark(&link_.flush, &flush_item);
   return r;
 }
@@ -144,7 +161,7 @@ static int owner(void *ud, const char *q, size_t len) {
 static void give(void *ud, mw_conn *c, int worker, mw_str *bytes) {
   (void)ud;
   mw_str frame = {0};
-  if (append_frame(&frame, WLINK_CONN, (uint8_t)worker, bytes->p ? bytes->p : "", bytes->len, NULL, 0)) {
+  if (append_frame(&frame, WLINK_CONN, (uint8_t)worker, bytes->p ? bytes->p : "", bytes->len, NULL, 0, NULL, 0)) {
     mw_str_free(bytes);
     mw_str_free(&frame);
     mw_conn_close(c);
@@ -258,6 +275,6 @@ int wlink_start(mw_server *srv, int fd, int self, int count) {
 void wlink_ready(mw_listener *http) {
   link_.http = http;
   mw_str frame = {0};
-  if (append_frame(&frame, WLINK_READY, (uint8_t)wlink_self, NULL, 0, NULL, 0) == 0) link_write(&frame, NULL);
+  if (append_frame(&frame, WLINK_READY, (uint8_t)wlink_self, NULL, 0, NULL, 0, NULL, 0) == 0) link_write(&frame, NULL);
   else mw_str_free(&frame);
 }

@@ -31,6 +31,11 @@ enum { WLINK_READY = 1, WLINK_PUB = 2, WLINK_CONN = 3, WLINK_COUNT = 4 };
 #define WLINK_HEAD 8
 /* A frame longer is a broken peer: the link is dropped. */
 #define WLINK_MAX_FRAME (256u << 20)
+/* Bytes waiting on either side of a link whose reader takes none of them
+ * (stopped, or stuck where the handler budget does not reach): the
+ * supervisor kills such a worker past this, and a worker drops its
+ * messages to the others while the supervisor holds this much of them. */
+#define WLINK_MAX_QUEUED (64u << 20)
 
 /* This worker's index, -1 in a single process; workers serving now (the
  * supervisor's last COUNT; 1 in a single process). */

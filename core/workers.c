@@ -25,10 +25,6 @@
 #define RESTART_MAX_MS 5000
 #define HEALTHY_AFTER_MS 10000 /* a worker that lived this long is restarted at once */
 #define MAX_FDS_IN 64          /* sockets received and not yet matched with their frames */
-/* Bytes waiting for a worker that does not read them (stopped, or stuck in
- * a loop the handler budget does not cover): past this it is killed and
- * restarted rather than holding the supervisor's memory without bound. */
-#define MAX_QUEUED (64u << 20)
 
 typedef struct out_fd {
   size_t at; /* the byte of out it leaves with */
@@ -86,7 +82,9 @@ static void link_close(worker *w) {
 /* Queues a frame for w; sock (taken over, -1: none) leaves with its first byte. */
 static void queue(worker *w, uint8_t type, uint8_t peer, const char *p, uint32_t len, int sock) {
   if (w->fd < 0) goto drop;
-  if (w->out.len - w->out_off + WLINK_HEAD + len > MAX_QUEUED) {
+  /* A worker that does not read them is killed and restarted rather than
+   * holding the supervisor's memory without bound. */
+  if (w->out.len - w->out_off + WLINK_HEAD + len > WLINK_MAX_QUEUED) {
     mw_log(MW_LOG_ERROR, "workers: worker %d (pid %d) has not read %zu bytes of messages; killing it", (int)(w - workers) + 1,
            (int)w->pid, w->out.len - w->out_off);
     kill(w->pid, SIGKILL);

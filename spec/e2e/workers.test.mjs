@@ -203,6 +203,26 @@ describe('--workers 2, the processes', () => {
     await until(() => children(srv.proc.pid).length === 2 && !children(srv.proc.pid).includes(pids[0]), 'a new worker', 10_000);
   });
 
+  test('while the supervisor takes nothing, a worker drops its messages to the others past 64 MiB, and carries on', T, async (t) => {
+    const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
+    const { socks } = await spread(srv, { transports: ['websocket'] }, 1);
+    const sender = socks.find((s) => workerOf(s) === 0);
+    const other = socks.find((s) => workerOf(s) === 1);
+    const got = record(other, 'small');
+    process.kill(srv.proc.pid, 'SIGSTOP');
+    t.after(() => { try { process.kill(srv.proc.pid, 'SIGCONT'); } catch { /* exited */ } });
+    const big = 'x'.repeat(900_000);
+    for (let i = 0; i < 120 && !/messages to the other workers are dropped/.test(srv.stderr()); i++) {
+      // Acked by the worker itself: it goes on serving its clients.
+      await sender.timeout(10_000).emitWithAck('emit', { event: 'big', args: [big], to: ['nobody'] });
+    }
+    assert.match(srv.stderr(), /workers: the supervisor has not taken \d+ bytes of messages; messages to the other workers are dropped/);
+    process.kill(srv.proc.pid, 'SIGCONT');
+    await until(() => /the supervisor takes messages again/.test(srv.stderr()), 'the queue drained', 10_000);
+    await ask(sender, 'emit', { event: 'small', args: ['after'] });
+    await until(() => got.length === 1, 'a broadcast to the other worker once the supervisor reads again', 10_000);
+  });
+
   test('SIGTERM stops every worker and the supervisor exits 0', T, async (t) => {
     const srv = await setup(t, { root: ROOT, args: ['--workers', '2'] });
     const pids = children(srv.proc.pid);
