@@ -196,17 +196,26 @@ local function leave_later(name)
   leaving[name] = timer.after(LEAVE_GRACE_MS, gone)
 end
 
+local function forget_away(name, from)
+  if not away[name] then return end
+  away[name][from] = nil
+  if next(away[name]) == nil then away[name] = nil end
+end
+
 -- What the other servers tell (their own word, from == SELF, is not news).
 io.on("chat:presence", function(from, kind, name)
   if from == SELF or type(from) ~= "string" or type(name) ~= "string" then return end
   if kind == "leaving" then
     away[name] = away[name] or {}
-    away[name][from] = true
+    local mark = {}
+    away[name][from] = mark
+    -- A server that dies within its delay never says "gone": its word
+    -- lapses after twice the delay, and the name with it.
+    timer.after(2 * LEAVE_GRACE_MS + 1000, function()
+      if away[name] and away[name][from] == mark then forget_away(name, from) end
+    end)
   elseif kind == "gone" then
-    if away[name] then
-      away[name][from] = nil
-      if next(away[name]) == nil then away[name] = nil end
-    end
+    forget_away(name, from)
   elseif kind == "back" and leaving[name] then
     -- Its page came back on another server within the delay: no notice.
     leaving[name]:stop()

@@ -330,6 +330,33 @@ describe('--workers 2, the example chat', () => {
   });
 });
 
+describe('--workers 2, the example chat when a worker dies', () => {
+  test('a name that waited out its delay on a worker that died does not stay online on the others', T, async (t) => {
+    const srv = await setup(t, { args: ['--workers', '2'], env: { CHAT_LEAVE_GRACE_MS: '300' } });
+    const land = async (w) => {
+      for (let i = 0; i < 40; i++) {
+        const s = client(srv, '/');
+        await connected(s);
+        if (workerOf(s) === w) return s;
+        s.disconnect();
+      }
+      throw new Error(`no client landed on worker ${w}`);
+    };
+    const ann = await land(1);
+    assert.equal((await ask(ann, 'nickname', 'ann')).nickname, 'ann');
+    const cy = await land(0);
+    assert.deepEqual(await ask(cy, 'nickname', 'cy'), { nickname: 'cy', online: ['ann', 'cy'] });
+    // Worker 1 (sessions marked A, forked first) dies within cy's delay,
+    // after telling the other one that cy is leaving.
+    const first = Math.min(...execFileSync('pgrep', ['-P', String(srv.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number));
+    cy.disconnect();
+    await delay(100);
+    process.kill(first, 'SIGKILL');
+    await delay(2 * 300 + 1000 + 500); // past the lapse of its word, and its restart
+    assert.deepEqual(await ask(ann, 'nickname', 'anna'), { nickname: 'anna', online: ['anna'] }, 'cy is not online any more');
+  });
+});
+
 describe('--workers 2, forms and sessions', () => {
   test('without MOONWIRE_SECRET (dev mode) a form and a session made by one worker are good on the other', T, async (t) => {
     const srv = await setup(t, { args: ['--dev', '--workers', '2'], env: { MOONWIRE_SECRET: '' } });
