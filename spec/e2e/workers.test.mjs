@@ -178,8 +178,11 @@ describe('--workers 2, the processes', () => {
     await until(() => children(srv.proc.pid).length === 2, 'the worker restarted', 10_000);
     assert.ok(!children(srv.proc.pid).includes(killed));
     assert.match(srv.stderr(), /worker \d \(pid \d+\) killed by signal 9; restarting it/);
-    // The restarted worker serves: new clients reach both workers again.
-    await spread(srv, {});
+    // The restarted worker serves: new clients reach both workers again,
+    // and it has its number back (moonwire.workers).
+    const again = await spread(srv, {}, 1);
+    const ids = await Promise.all([0, 1].map((w) => ask(again.socks.find((s) => workerOf(s) === w), 'random')));
+    assert.deepEqual(ids.map((r) => [r.worker, r.count]), [[1, 2], [2, 2]]);
     const got = socks.map((s) => record(s, 'after'));
     await ask(socks[0], 'emit', { event: 'after', args: [1] });
     await until(() => got.every((g) => g.length === 1), 'a broadcast to every client after the restart');
@@ -256,6 +259,7 @@ describe('--workers 2, the processes', () => {
     const got = [0, 1].map((w) => ask(socks.find((s) => workerOf(s) === w), 'random'));
     const [a, b] = await Promise.all(got);
     assert.deepEqual([a.worker, b.worker], [1, 2], 'workers.id: 1 for the sessions marked A, 2 for B');
+    assert.deepEqual([a.count, b.count], [2, 2], 'workers.count');
     assert.notEqual(a.first, b.first, 'forked alike, seeded apart');
     assert.deepEqual(errors, []);
   });
